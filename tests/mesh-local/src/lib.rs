@@ -1,1 +1,4 @@
-//! Placeholder: see README.md
+#![forbid(unsafe_code)]
+//! Test doubles for the Istio ingress gateway, oauth2-proxy and Dex; see README.md.
+
+pub mod policy;
