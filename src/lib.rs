@@ -1,1 +1,14 @@
+//! inference-access: keeps a ready, self-renewing credential for a KServe InferenceService.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod crd;
+pub mod credential;
+pub mod desired;
+pub mod endpoint;
+pub mod labels;
+pub mod resources;
+pub mod status;
+pub mod error;
+pub mod reconcile;
+pub mod controller;

@@ -1,1 +1,82 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "inference-access", version, about = "Keeps a ready, self-renewing credential for a KServe InferenceService in a Secret")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator against the kubeconfig's cluster (or in-cluster config).
+    Controller(ControllerArgs),
+    /// Print the InferenceAccess CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// Namespaces to watch, comma-separated; empty watches the whole cluster.
+    #[arg(long, env = "INFERENCE_ACCESS_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Log filter, RUST_LOG syntax.
+    #[arg(long, env = "INFERENCE_ACCESS_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    #[arg(long, env = "INFERENCE_ACCESS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Accesses reconciled at once.
+    #[arg(long, env = "INFERENCE_ACCESS_CONCURRENCY", default_value_t = 8)]
+    concurrency: u16,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
+    let filter = EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Crd => inference_access::crd::crd_yaml()
+            .map(|yaml| print!("{yaml}"))
+            .map_err(|e| format!("cannot render the CRD: {e}")),
+        Command::Controller(args) => run_controller(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_controller(args: ControllerArgs) -> Result<(), String> {
+    init_logging(&args.log_level, args.log_format)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("cannot configure a Kubernetes client (kubeconfig or in-cluster): {e}"))?;
+        let settings = inference_access::controller::Settings {
+            namespaces: args.namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+            concurrency: args.concurrency.max(1),
+        };
+        inference_access::controller::run(client, settings).await;
+        Ok(())
+    })
+}

@@ -1,0 +1,297 @@
+//! The `InferenceAccess` API (`inference-access.io/v1alpha1`).
+//!
+//! The Rust types are the single source of the CRD: `inference-access crd` prints it and
+//! `crds/` holds the checked-in copy. Cross-field rules live in the schema as CEL so the API
+//! server refuses bad input before the controller ever sees it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema, core::Duration};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The audience Kubeflow's ingress gateway accepts for ServiceAccount tokens.
+pub const DEFAULT_AUDIENCE: &str = "istio-ingressgateway.istio-system.svc.cluster.local";
+/// Kubeflow's ingress gateway, as seen from inside the cluster.
+pub const DEFAULT_GATEWAY_URL: &str = "http://istio-ingressgateway.istio-system.svc.cluster.local";
+/// The gateway's mesh identity: the source principal of every request it forwards.
+pub const DEFAULT_GATEWAY_PRINCIPAL: &str =
+    "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
+/// The header Kubeflow's gateway overwrites with the verified token's `sub`.
+pub const DEFAULT_USER_ID_HEADER: &str = "kubeflow-userid";
+/// Paths Knative's activator and queue-proxy probe on the predictor; they carry no user token.
+pub const DEFAULT_PROBE_PATHS: [&str; 4] = ["/healthz", "/ready", "/metrics", "/wait-for-drain"];
+
+/// A request for a working, self-renewing credential to call one KServe InferenceService.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "inference-access.io",
+    version = "v1alpha1",
+    kind = "InferenceAccess",
+    plural = "inferenceaccesses",
+    shortname = "ia",
+    category = "kubeflow",
+    namespaced,
+    status = "InferenceAccessStatus",
+    derive = "PartialEq",
+    doc = "InferenceAccess keeps a ready, self-renewing credential for one KServe InferenceService in a Secret, and the Istio access policy that lets it through.",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
+    printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName", priority = 1),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.tokenExpirationTime"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    cel
+)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceAccessSpec {
+    /// The InferenceService to reach, in the same namespace.
+    pub inference_service: InferenceServiceRef,
+    /// The identity the credential is minted for.
+    #[serde(default)]
+    #[schemars(extend("default" = {}))]
+    pub service_account: ServiceAccountRef,
+    /// The ServiceAccount token: audiences, lifetime and when to renew it.
+    #[serde(default)]
+    #[schemars(extend("default" = {}))]
+    pub token: TokenSpec,
+    /// How the Istio mesh is told to let this identity through.
+    #[serde(default)]
+    #[schemars(extend("default" = {}))]
+    pub mesh: MeshSpec,
+    /// Where clients reach the ingress gateway.
+    #[serde(default)]
+    #[schemars(extend("default" = {}))]
+    pub gateway: GatewaySpec,
+    /// Name of the Secret that holds the credential. Defaults to `<name>-credential`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$')").message("must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.'"))]
+    pub secret_name: Option<String>,
+    /// Labels and annotations copied onto the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceServiceRef {
+    /// Name of the InferenceService (`serving.kserve.io/v1beta1`) in this namespace.
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')").message("must be a DNS-1035 label, as KServe requires for an InferenceService name"))]
+    pub name: String,
+    /// When set, the operator applies this InferenceService (server-side apply) and owns it;
+    /// when absent, the InferenceService must already exist and is only read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<InferenceServiceTemplate>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceServiceTemplate {
+    /// Labels and annotations of the InferenceService.
+    #[serde(default)]
+    pub metadata: TemplateMetadata,
+    /// The InferenceService spec, as in `kubectl apply -f sklearn.yaml`. Validated by KServe's
+    /// own schema when applied.
+    #[schemars(schema_with = "preserve_unknown_object")]
+    pub spec: serde_json::Value,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateMetadata {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Labels and annotations for the credential Secret, as cert-manager's `secretTemplate`.
+pub type SecretTemplate = TemplateMetadata;
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountRef {
+    /// An existing ServiceAccount in this namespace (Kubeflow's sample uses `default-editor`).
+    /// When absent the operator creates a dedicated ServiceAccount named after this access, with
+    /// no RBAC bindings: an identity for the mesh, nothing more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$')").message("must be a DNS-1123 subdomain"))]
+    pub name: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = kube::core::Rule::new("duration(self.duration) >= duration('10m')").message("duration must be at least 10m: the API server refuses shorter tokens").field_path(".duration"),
+    validation = kube::core::Rule::new("!has(self.renewBefore) || duration(self.renewBefore) < duration(self.duration)").message("renewBefore must be shorter than duration").field_path(".renewBefore"),
+    validation = kube::core::Rule::new("!has(self.renewBefore) || duration(self.renewBefore) > duration('0s')").message("renewBefore must be positive").field_path(".renewBefore")
+)]
+pub struct TokenSpec {
+    /// Audiences of the token. Never empty: an empty list would mint a full Kubernetes API
+    /// credential.
+    #[serde(default = "default_audiences")]
+    #[schemars(length(min = 1))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(a, size(a) > 0)").message("audiences must not be empty strings"))]
+    pub audiences: Vec<String>,
+    /// Requested lifetime (Go duration, e.g. `1h`). At least `10m`. The API server may shorten
+    /// it; the expiry it returns is the truth.
+    #[serde(default = "default_duration")]
+    #[schemars(extend("default" = "1h"))]
+    pub duration: Duration,
+    /// How long before expiry to renew. Defaults to a third of the token's lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_before: Option<Duration>,
+}
+
+impl Default for TokenSpec {
+    fn default() -> Self {
+        Self {
+            audiences: default_audiences(),
+            duration: default_duration(),
+            renew_before: None,
+        }
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MeshMode {
+    /// An Istio AuthorizationPolicy lets exactly this identity through the predictor's sidecar.
+    #[default]
+    AuthorizationPolicy,
+    /// The InferenceService gets `sidecar.istio.io/inject: "false"`: no sidecar, no policy
+    /// enforcement, any caller the gateway authenticates gets through.
+    DisableSidecarInjection,
+    /// The operator leaves the mesh alone.
+    Unmanaged,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshSpec {
+    #[serde(default)]
+    pub mode: MeshMode,
+    /// The header the gateway overwrites with the verified token's subject.
+    #[serde(default = "default_user_id_header")]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9-]+$')").message("must be a lowercase HTTP header name"))]
+    pub user_id_header: String,
+    /// Mesh identities allowed to forward requests to the predictor: the ingress gateway.
+    #[serde(default = "default_source_principals")]
+    #[schemars(length(min = 1))]
+    pub source_principals: Vec<String>,
+    /// Paths open to any source so Knative can probe the predictor.
+    #[serde(default = "default_probe_paths")]
+    pub probe_paths: Vec<String>,
+}
+
+impl Default for MeshSpec {
+    fn default() -> Self {
+        Self {
+            mode: MeshMode::default(),
+            user_id_header: default_user_id_header(),
+            source_principals: default_source_principals(),
+            probe_paths: default_probe_paths(),
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// Base URL of the ingress gateway (scheme, host, optional port).
+    #[serde(default = "default_gateway_url")]
+    #[x_kube(validation = kube::core::Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("must be an http:// or https:// URL"))]
+    pub url: String,
+}
+
+impl Default for GatewaySpec {
+    fn default() -> Self {
+        Self {
+            url: default_gateway_url(),
+        }
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceAccessStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The InferenceService's `status.url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The Host header to send to the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// When the current token expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expiration_time: Option<Time>,
+    /// When the operator will renew the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+fn default_audiences() -> Vec<String> {
+    vec![DEFAULT_AUDIENCE.to_owned()]
+}
+
+fn default_duration() -> Duration {
+    std::time::Duration::from_secs(3600).into()
+}
+
+fn default_user_id_header() -> String {
+    DEFAULT_USER_ID_HEADER.to_owned()
+}
+
+fn default_source_principals() -> Vec<String> {
+    vec![DEFAULT_GATEWAY_PRINCIPAL.to_owned()]
+}
+
+fn default_probe_paths() -> Vec<String> {
+    DEFAULT_PROBE_PATHS.iter().map(|p| (*p).to_owned()).collect()
+}
+
+fn default_gateway_url() -> String {
+    DEFAULT_GATEWAY_URL.to_owned()
+}
+
+fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// Conditions as a map list keyed by type, so server-side apply merges them per condition.
+fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<Condition>>();
+    schema.insert("x-kubernetes-list-type".into(), "map".into());
+    schema.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    schema
+}
+
+impl InferenceAccess {
+    /// The Secret that carries the credential.
+    pub fn secret_name(&self) -> String {
+        self.spec
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-credential", self.metadata.name.as_deref().unwrap_or_default()))
+    }
+
+    /// The ServiceAccount the token is minted for, and whether the operator owns it.
+    pub fn service_account(&self) -> (String, bool) {
+        match &self.spec.service_account.name {
+            Some(name) => (name.clone(), false),
+            None => (self.metadata.name.clone().unwrap_or_default(), true),
+        }
+    }
+}

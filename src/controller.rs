@@ -1,0 +1,112 @@
+//! Wires the reconcile pipeline to the watches that trigger it.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::runtime::controller::{Controller, Error as ControllerError};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use tracing::{debug, info, warn};
+
+use crate::api::InferenceAccess;
+use crate::labels::{FIELD_MANAGER, OWNED_SELECTOR};
+use crate::reconcile::{Context, error_policy, reconcile};
+use crate::resources::{AuthorizationPolicy, InferenceService};
+
+pub struct Settings {
+    /// Namespaces to watch; empty watches the whole cluster.
+    pub namespaces: Vec<String>,
+    /// Accesses reconciled at once.
+    pub concurrency: u16,
+}
+
+/// Runs one controller per watched namespace (or one for the cluster) until SIGTERM/SIGINT.
+pub async fn run(client: Client, settings: Settings) {
+    let istio_installed = crd_served(&client, &AuthorizationPolicy::crd_name()).await;
+    if !istio_installed {
+        warn!("AuthorizationPolicy (security.istio.io) is not served: accesses in AuthorizationPolicy mode will report IstioNotInstalled");
+    }
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context::new(client.clone(), Recorder::new(client.clone(), reporter), jiff::Timestamp::now));
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let controllers = scopes.into_iter().map(|namespace| {
+        info!(namespace = namespace.as_deref().unwrap_or("<all>"), "watching InferenceAccesses");
+        controller(&client, namespace, istio_installed, settings.concurrency, ctx.clone())
+    });
+    futures::future::join_all(controllers).await;
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn controller(client: &Client, namespace: Option<String>, istio_installed: bool, concurrency: u16, ctx: Arc<Context>) {
+    let namespace = namespace.as_deref();
+    // Only objects carrying the operator's label: never every Secret in the cluster.
+    let owned = watcher::Config::default().labels(OWNED_SELECTOR);
+    let mut controller = Controller::new(api::<InferenceAccess>(client, namespace), watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .owns(api::<Secret>(client, namespace), owned.clone())
+        .owns(api::<ServiceAccount>(client, namespace), owned.clone());
+    if istio_installed {
+        controller = controller.owns(api::<AuthorizationPolicy>(client, namespace), owned);
+    }
+    // Owned and merely referenced InferenceServices alike: a changed status.url must reach the
+    // Secret of every access that points at it.
+    let accesses = controller.store();
+    controller
+        .watches(api::<InferenceService>(client, namespace), watcher::Config::default(), move |isvc| {
+            let namespace = isvc.namespace();
+            let name = isvc.name_any();
+            accesses
+                .state()
+                .into_iter()
+                .filter(|a| a.namespace() == namespace && a.spec.inference_service.name == name)
+                .map(|a| ObjectRef::from_obj(&*a))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((access, _)) => debug!(access = %access.name, namespace = access.namespace.as_deref().unwrap_or_default(), "reconciled"),
+                // Already logged, with its category, by the error policy.
+                Err(ControllerError::ReconcilerFailed(_, _)) => {}
+                Err(err) => warn!(error = %err, "controller"),
+            }
+        })
+        .await;
+}
+
+async fn crd_served(client: &Client, name: &str) -> bool {
+    match Api::<CustomResourceDefinition>::all(client.clone()).get_opt(name).await {
+        Ok(crd) => crd.is_some(),
+        Err(err) => {
+            warn!(crd = name, error = %crate::error::describe(&err), "cannot check whether the CRD is installed; assuming it is");
+            true
+        }
+    }
+}
+
+impl AuthorizationPolicy {
+    fn crd_name() -> String {
+        format!("{}.{}", Self::plural(&()), Self::group(&()))
+    }
+}

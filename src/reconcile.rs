@@ -1,0 +1,617 @@
+//! The reconcile pipeline: resolve inputs (I/O) → validate (pure) → build desired objects
+//! (pure, `desired`) → apply (I/O) → compute status (pure, `status`) → patch status (I/O).
+//!
+//! Every read is a GET of the current object, so a reconcile never acts on a stale cache (a
+//! stale Secret would mean minting a token twice); every write is skipped when the object
+//! already holds what the access wants, so a reconcile with nothing to do writes nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::api::{InferenceAccess, MeshMode};
+use crate::credential::{self, IssueReason, IssuedToken, TokenRequestInputs};
+use crate::desired;
+use crate::endpoint::Endpoint;
+use crate::error::{Error, api_status, describe};
+use crate::labels::{ANNOTATION_RENEW_REQUESTED_AT, FIELD_MANAGER, SIDECAR_FIELD_MANAGER};
+use crate::resources::inference_service::Readiness;
+use crate::resources::{AuthorizationPolicy, InferenceService};
+use crate::status::{Check, Observation, build_status, reason};
+
+/// How long to wait before looking again at something outside the operator's watches (a named
+/// ServiceAccount, a foreign Secret in the way).
+const RECHECK_BLOCKED: Duration = Duration::from_secs(60);
+const BACKOFF_BASE: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub clock: fn() -> Timestamp,
+    /// Consecutive failures per access (by uid), for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, recorder: Recorder, clock: fn() -> Timestamp) -> Self {
+        Self { client, recorder, clock, failures: Mutex::default() }
+    }
+
+    fn record_outcome(&self, access: &InferenceAccess, failed: bool) -> u32 {
+        let uid = access.uid().unwrap_or_default();
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if failed {
+            let count = failures.entry(uid).or_default();
+            *count = count.saturating_add(1);
+            *count
+        } else {
+            failures.remove(&uid);
+            0
+        }
+    }
+}
+
+/// Checks what the CRD's schema and CEL rules already enforce, for API servers (or older CRD
+/// versions) that did not: the controller never trusts its input.
+pub fn validate(access: &InferenceAccess) -> Result<(), String> {
+    let spec = &access.spec;
+    if access.namespace().is_none() {
+        return Err("InferenceAccess must be namespaced".into());
+    }
+    if spec.inference_service.name.is_empty() {
+        return Err("spec.inferenceService.name is required".into());
+    }
+    if spec.token.audiences.is_empty() || spec.token.audiences.iter().any(String::is_empty) {
+        return Err("spec.token.audiences must list at least one non-empty audience: an empty list would mint a full Kubernetes API credential".into());
+    }
+    let duration = signed(spec.token.duration);
+    if duration < SignedDuration::from_secs(credential::MIN_EXPIRATION_SECONDS) {
+        return Err(format!("spec.token.duration {} is below the API server's minimum of 10m", spec.token.duration));
+    }
+    if let Some(before) = spec.token.renew_before {
+        let before = signed(before);
+        if before <= SignedDuration::ZERO || before >= duration {
+            return Err(format!("spec.token.renewBefore must be positive and shorter than spec.token.duration ({})", spec.token.duration));
+        }
+    }
+    if let Some(template) = &spec.inference_service.template
+        && !template.spec.is_object()
+    {
+        return Err("spec.inferenceService.template.spec must be an object".into());
+    }
+    if spec.mesh.mode == MeshMode::AuthorizationPolicy && spec.mesh.source_principals.is_empty() {
+        return Err("spec.mesh.sourcePrincipals must not be empty: the policy would admit nobody".into());
+    }
+    Ok(())
+}
+
+fn signed(duration: kube::core::Duration) -> SignedDuration {
+    if duration.is_negative() {
+        return SignedDuration::MIN;
+    }
+    SignedDuration::try_from(Duration::from(duration)).unwrap_or(SignedDuration::MAX)
+}
+
+/// Entry point for the controller.
+pub async fn reconcile(access: Arc<InferenceAccess>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let now = (ctx.clock)();
+    let mut run = Run::new(&access, &ctx, now);
+    let result = run.pipeline().await;
+    let status_result = run.publish_status().await;
+    run.publish_events().await;
+    ctx.record_outcome(&access, result.is_err() || status_result.is_err());
+    match result {
+        Err(err) if err.is_spec_error() => Ok(Action::await_change()),
+        Err(err) => Err(err),
+        Ok(action) => status_result.map(|()| action),
+    }
+}
+
+/// Failures back off exponentially per access; spec errors never reach here.
+pub fn error_policy(access: Arc<InferenceAccess>, error: &Error, ctx: Arc<Context>) -> Action {
+    let failures = ctx
+        .failures
+        .lock()
+        .map(|f| f.get(&access.uid().unwrap_or_default()).copied().unwrap_or(1))
+        .unwrap_or(1);
+    let delay = BACKOFF_BASE.saturating_mul(2_u32.saturating_pow(failures.saturating_sub(1).min(16))).min(BACKOFF_MAX);
+    warn!(access = %access.name_any(), namespace = access.namespace().unwrap_or_default(), category = error.category(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+struct Run<'a> {
+    access: &'a InferenceAccess,
+    ctx: &'a Context,
+    now: Timestamp,
+    observation: Observation,
+    events: Vec<Event>,
+}
+
+impl<'a> Run<'a> {
+    fn new(access: &'a InferenceAccess, ctx: &'a Context, now: Timestamp) -> Self {
+        Self { access, ctx, now, observation: Observation::default(), events: Vec::new() }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.ctx.client.clone(), &self.access.namespace().unwrap_or_default())
+    }
+
+    fn event(&mut self, type_: EventType, reason: &str, action: &str, note: String) {
+        self.events.push(Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None });
+    }
+
+    async fn pipeline(&mut self) -> Result<Action, Error> {
+        if let Err(message) = validate(self.access) {
+            let check = Check::failed(reason::INVALID_SPEC, message.clone());
+            self.observation.inference_service = check.clone();
+            self.observation.credential = check.clone();
+            self.observation.access_policy = check;
+            self.event(EventType::Warning, reason::INVALID_SPEC, "Validate", message.clone());
+            return Err(Error::InvalidSpec(message));
+        }
+        let Some(inference_service) = self.resolve_inference_service().await? else {
+            return Ok(Action::requeue(RECHECK_BLOCKED));
+        };
+        let Some(service_account) = self.resolve_service_account().await? else {
+            return Ok(Action::requeue(RECHECK_BLOCKED));
+        };
+        // The credential needs the URL; the mesh does not, and must not wait for it: Knative
+        // may need the policy's probe paths before it publishes the URL at all.
+        let credential = match inference_service.url() {
+            Some(url) => self.ensure_credential(url, &service_account).await,
+            None => {
+                self.observation.credential = Check::failed(
+                    reason::WAITING_FOR_URL,
+                    format!("waiting for InferenceService {} to publish status.url", inference_service.name_any()),
+                );
+                Ok(None)
+            }
+        };
+        let mesh = self.ensure_mesh(&inference_service, &service_account).await;
+        let renewal = credential?;
+        mesh?;
+        Ok(match renewal {
+            Some(at) => {
+                let wait = at.duration_since(self.now).max(SignedDuration::from_secs(1));
+                Action::requeue(Duration::try_from(wait).unwrap_or(RECHECK_BLOCKED))
+            }
+            None => Action::requeue(RECHECK_BLOCKED),
+        })
+    }
+
+    /// Step 1: the InferenceService, applied from the template when there is one.
+    async fn resolve_inference_service(&mut self) -> Result<Option<InferenceService>, Error> {
+        let name = &self.access.spec.inference_service.name;
+        let api = self.api::<InferenceService>();
+        let current = api.get_opt(name).await.map_err(|e| self.isvc_failed(e))?;
+        let resolved = match (desired::templated_inference_service(self.access), current) {
+            (None, None) => {
+                self.observation.inference_service = Check::failed(
+                    reason::INFERENCE_SERVICE_NOT_FOUND,
+                    format!("InferenceService {name} does not exist in this namespace: create it, or set spec.inferenceService.template"),
+                );
+                return Ok(None);
+            }
+            (None, Some(current)) => {
+                if self.access.spec.mesh.mode == MeshMode::DisableSidecarInjection && !current.sidecar_disabled() {
+                    self.disable_sidecar_on_referenced(&api, name).await?;
+                }
+                current
+            }
+            (Some(_), Some(current)) if !desired::is_controlled_by(&current.metadata, self.access) => {
+                let owner = desired::controller_of(&current.metadata)
+                    .map(|o| format!("it is managed by {o}"))
+                    .unwrap_or_else(|| "it was not created by this access".into());
+                self.observation.inference_service = Check::failed(
+                    reason::TEMPLATE_CONFLICT,
+                    format!("InferenceService {name} exists and {owner}: only one access may template an InferenceService; remove spec.inferenceService.template to reference it instead"),
+                );
+                return Ok(None);
+            }
+            (Some(wanted), current) => {
+                if current.as_ref().is_some_and(|c| contains(c, &wanted)) {
+                    current.unwrap_or(wanted)
+                } else {
+                    match apply(&api, name, &wanted).await {
+                        Ok(applied) => {
+                            self.event(EventType::Normal, "InferenceServiceApplied", "Apply", format!("applied InferenceService {name} from the template"));
+                            applied
+                        }
+                        Err(err) if api_status(&err).is_some_and(|c| c == 400 || c == 422) => {
+                            let message = format!("KServe refused the InferenceService template: {}", describe(&err));
+                            self.observation.inference_service = Check::failed(reason::INVALID_TEMPLATE, message.clone());
+                            return Err(Error::InvalidSpec(message));
+                        }
+                        Err(err) => return Err(self.isvc_failed(err)),
+                    }
+                }
+            }
+        };
+        self.observation.inference_service = match resolved.readiness() {
+            Readiness::Ready => Check::ok(reason::READY, format!("InferenceService {name} is ready")),
+            Readiness::NotReady { reason: why, message } => Check::failed(
+                reason::INFERENCE_SERVICE_NOT_READY,
+                format!("InferenceService {name} is not ready ({why}): {message}").trim_end_matches(": ").to_owned(),
+            ),
+        };
+        Ok(Some(resolved))
+    }
+
+    fn isvc_failed(&mut self, err: kube::Error) -> Error {
+        self.observation.inference_service = Check::failed(reason::INFERENCE_SERVICE_FAILED, describe(&err));
+        Error::InferenceService(err)
+    }
+
+    /// DisableSidecarInjection on an InferenceService the access does not own: apply only the
+    /// annotation, under a field manager of its own and without force, so a different value
+    /// set by someone else surfaces as a conflict instead of being overwritten.
+    async fn disable_sidecar_on_referenced(&mut self, api: &Api<InferenceService>, name: &str) -> Result<(), Error> {
+        let patch = desired::sidecar_annotation_patch(name);
+        match api.patch(name, &PatchParams::apply(SIDECAR_FIELD_MANAGER), &Patch::Apply(&patch)).await {
+            Ok(_) => {
+                self.event(EventType::Normal, "SidecarInjectionDisabled", "Apply", format!("set sidecar.istio.io/inject=false on InferenceService {name}"));
+                Ok(())
+            }
+            Err(err) if api_status(&err) == Some(409) => {
+                self.observation.access_policy = Check::failed(
+                    reason::SIDECAR_ANNOTATION_CONFLICT,
+                    format!("another manager set sidecar.istio.io/inject on InferenceService {name}: {}; remove it there or choose mesh.mode AuthorizationPolicy", describe(&err)),
+                );
+                Ok(())
+            }
+            Err(err) => {
+                self.observation.access_policy = Check::failed(reason::POLICY_FAILED, describe(&err));
+                Err(Error::InferenceService(err))
+            }
+        }
+    }
+
+    /// Step 1b: the ServiceAccount the token is minted for.
+    async fn resolve_service_account(&mut self) -> Result<Option<String>, Error> {
+        let (name, dedicated) = self.access.service_account();
+        let api = self.api::<ServiceAccount>();
+        let current = api.get_opt(&name).await.map_err(|e| self.sa_failed(e))?;
+        match (dedicated, current) {
+            (false, None) => {
+                self.observation.credential = Check::failed(
+                    reason::SERVICE_ACCOUNT_NOT_FOUND,
+                    format!("ServiceAccount {name} does not exist in this namespace: create it, or leave spec.serviceAccount.name empty for a dedicated one"),
+                );
+                return Ok(None);
+            }
+            (false, Some(_)) => {}
+            (true, Some(current)) if !desired::is_controlled_by(&current.metadata, self.access) => {
+                self.observation.credential = Check::failed(
+                    reason::SERVICE_ACCOUNT_CONFLICT,
+                    format!("ServiceAccount {name} exists and was not created by this access: set spec.serviceAccount.name to use it, or rename the access"),
+                );
+                return Ok(None);
+            }
+            (true, current) => {
+                let wanted = desired::service_account(self.access, &name);
+                if !current.is_some_and(|c| contains(&c, &wanted)) {
+                    apply(&api, &name, &wanted).await.map_err(|e| self.sa_failed(e))?;
+                    self.event(EventType::Normal, "ServiceAccountApplied", "Apply", format!("applied dedicated ServiceAccount {name}"));
+                }
+            }
+        }
+        self.observation.service_account_name = Some(name.clone());
+        Ok(Some(name))
+    }
+
+    fn sa_failed(&mut self, err: kube::Error) -> Error {
+        self.observation.credential = Check::failed(reason::SERVICE_ACCOUNT_FAILED, describe(&err));
+        Error::ServiceAccount(err)
+    }
+
+    /// Steps 2 to 4: the Secret, the token bound to it, and the data clients read. Returns when
+    /// to renew.
+    async fn ensure_credential(
+        &mut self,
+        url: &str,
+        service_account: &str,
+    ) -> Result<Option<Timestamp>, Error> {
+        let spec = &self.access.spec;
+        let endpoint = match Endpoint::resolve(url, &spec.gateway.url, &spec.inference_service.name) {
+            Ok(endpoint) => endpoint,
+            Err(err) => {
+                self.observation.credential = Check::failed(reason::WAITING_FOR_URL, err.to_string());
+                return Ok(None);
+            }
+        };
+        self.observation.url = Some(endpoint.url.clone());
+        self.observation.host = Some(endpoint.host.clone());
+        let Some(secret) = self.ensure_secret().await? else {
+            return Ok(None);
+        };
+        let current = IssuedToken::from_secret(&secret);
+        if let Some(current) = &current {
+            self.record_token(current);
+        }
+        let wanted = TokenRequestInputs {
+            service_account: service_account.to_owned(),
+            audiences: spec.token.audiences.clone(),
+            expiration_seconds: signed(spec.token.duration).as_secs(),
+        };
+        let renew_before = spec.token.renew_before.map(signed);
+        let requested = self
+            .access
+            .annotations()
+            .get(ANNOTATION_RENEW_REQUESTED_AT)
+            .and_then(|t| t.parse::<Timestamp>().ok());
+        let token = match credential::needs_issue(current.as_ref(), &wanted, renew_before, requested, self.now) {
+            None => current,
+            Some(why) => match self.request_token(&secret, wanted).await {
+                Ok(token) => {
+                    let (reason, verb) = match why {
+                        IssueReason::Missing => ("CredentialIssued", "issued"),
+                        IssueReason::Renewal | IssueReason::Requested | IssueReason::SpecChanged => ("CredentialRenewed", "renewed"),
+                    };
+                    info!(access = %self.access.name_any(), namespace = self.access.namespace().unwrap_or_default(), why = ?why, expires_at = %token.expires_at, "credential {verb}");
+                    self.event(EventType::Normal, reason, "IssueToken", format!("{verb} a token for ServiceAccount {service_account}, expires at {}", token.expires_at));
+                    Some(token)
+                }
+                Err(err) => {
+                    let kept = current
+                        .as_ref()
+                        .filter(|t| t.expires_at > self.now)
+                        .map(|t| format!("; the current token stays valid until {}", t.expires_at))
+                        .unwrap_or_default();
+                    let message = format!("TokenRequest for ServiceAccount {service_account} failed: {err}{kept}");
+                    self.observation.credential = Check::failed(reason::TOKEN_REQUEST_FAILED, message.clone());
+                    self.event(EventType::Warning, reason::TOKEN_REQUEST_FAILED, "IssueToken", message);
+                    return Err(err);
+                }
+            },
+        };
+        let Some(token) = token else {
+            return Ok(None);
+        };
+        let wanted_secret = desired::credential_secret(self.access, &endpoint, &token);
+        if !contains(&secret, &wanted_secret) {
+            // One apply writes every key at once: clients never read a half-written Secret, and
+            // the old token stays until the new one replaces it.
+            apply(&self.api::<Secret>(), &self.access.secret_name(), &wanted_secret)
+                .await
+                .map_err(|e| {
+                    self.observation.credential = Check::failed(reason::SECRET_WRITE_FAILED, describe(&e));
+                    Error::Secret(e)
+                })?;
+        }
+        let renewal = self.record_token(&token);
+        self.observation.credential = Check::ok(
+            reason::ISSUED,
+            format!(
+                "Secret {} holds a token for system:serviceaccount:{}:{service_account}, valid until {}, renewed after {renewal}",
+                self.access.secret_name(),
+                self.access.namespace().unwrap_or_default(),
+                token.expires_at
+            ),
+        );
+        let window = token.expires_at.duration_since(renewal);
+        Ok(Some(renewal + credential::jitter(&self.access.uid().unwrap_or_default(), window)))
+    }
+
+    fn record_token(&mut self, token: &IssuedToken) -> Timestamp {
+        let renewal = token.renewal_time(self.access.spec.token.renew_before.map(signed));
+        self.observation.token_expiration_time = Some(token.expires_at);
+        self.observation.renewal_time = Some(renewal);
+        renewal
+    }
+
+    /// Step 2: the Secret must exist (owned, labeled) before a token can be bound to it. A
+    /// Secret of that name the operator did not create is never touched.
+    async fn ensure_secret(&mut self) -> Result<Option<Secret>, Error> {
+        let name = self.access.secret_name();
+        let api = self.api::<Secret>();
+        let secret_failed = |this: &mut Self, e: kube::Error| {
+            this.observation.credential = Check::failed(reason::SECRET_WRITE_FAILED, describe(&e));
+            Error::Secret(e)
+        };
+        let current = match api.get_opt(&name).await {
+            Ok(current) => current,
+            Err(e) => return Err(secret_failed(self, e)),
+        };
+        self.observation.secret_name = Some(name.clone());
+        match current {
+            Some(secret) if desired::is_controlled_by(&secret.metadata, self.access) => Ok(Some(secret)),
+            Some(_) => {
+                self.observation.credential = Check::failed(
+                    reason::SECRET_CONFLICT,
+                    format!("Secret {name} exists and was not created by this access; it is left untouched: delete it or set spec.secretName"),
+                );
+                Ok(None)
+            }
+            None => {
+                let params = PostParams { dry_run: false, field_manager: Some(FIELD_MANAGER.into()) };
+                match api.create(&params, &desired::empty_secret(self.access)).await {
+                    Ok(created) => Ok(Some(created)),
+                    Err(e) => Err(secret_failed(self, e)),
+                }
+            }
+        }
+    }
+
+    /// Step 3: a token for the ServiceAccount, bound to the Secret. The server's expiry is the
+    /// truth: it may have capped the requested duration.
+    async fn request_token(&self, secret: &Secret, inputs: TokenRequestInputs) -> Result<IssuedToken, Error> {
+        let request = inputs.token_request(&secret.name_any(), &secret.uid().unwrap_or_default());
+        let api = self.api::<ServiceAccount>();
+        let response: TokenRequest = api
+            .create_subresource("token", &inputs.service_account, &PostParams::default(), &request)
+            .await
+            .map_err(Error::TokenRequest)?;
+        let status = response.status.ok_or(Error::EmptyTokenResponse)?;
+        if status.token.is_empty() {
+            return Err(Error::EmptyTokenResponse);
+        }
+        Ok(IssuedToken {
+            token: status.token,
+            issued_at: self.now,
+            expires_at: status.expiration_timestamp.0,
+            inputs,
+        })
+    }
+
+    /// Step 5: tell the mesh to let this identity through, as the mode says.
+    async fn ensure_mesh(&mut self, inference_service: &InferenceService, service_account: &str) -> Result<(), Error> {
+        if self.observation.access_policy.reason == reason::SIDECAR_ANNOTATION_CONFLICT {
+            return Ok(());
+        }
+        let name = desired::policy_name(self.access);
+        let api = self.api::<AuthorizationPolicy>();
+        let current = match api.get_opt(&name).await {
+            Ok(current) => current,
+            // The resource is not served at all: Istio is not installed.
+            Err(err) if api_status(&err) == Some(404) => None,
+            Err(err) => return Err(self.policy_failed(err)),
+        };
+        let isvc = inference_service.name_any();
+        let mode = self.access.spec.mesh.mode;
+        if mode != MeshMode::AuthorizationPolicy {
+            if let Some(stale) = current.filter(|c| desired::is_controlled_by(&c.metadata, self.access)) {
+                api.delete(&stale.name_any(), &DeleteParams::default()).await.map_err(|e| self.policy_failed(e))?;
+                self.event(EventType::Normal, "PolicyDeleted", "Delete", format!("deleted AuthorizationPolicy {name}: mesh.mode is now {mode:?}"));
+            }
+            self.observation.access_policy = match mode {
+                MeshMode::DisableSidecarInjection => Check::ok(
+                    reason::SIDECAR_DISABLED,
+                    format!("InferenceService {isvc} runs without an Istio sidecar: any caller the gateway authenticates can reach it"),
+                ),
+                _ => Check::ok(reason::UNMANAGED, "mesh.mode is Unmanaged: the operator leaves Istio alone"),
+            };
+            return Ok(());
+        }
+        let wanted = desired::authorization_policy(self.access, service_account);
+        match current {
+            Some(current) if !desired::is_controlled_by(&current.metadata, self.access) => {
+                self.observation.access_policy = Check::failed(
+                    reason::POLICY_CONFLICT,
+                    format!("AuthorizationPolicy {name} exists and was not created by this access; it is left untouched: delete or rename it"),
+                );
+                return Ok(());
+            }
+            Some(current) if contains(&current, &wanted) => {}
+            _ => match apply(&api, &name, &wanted).await {
+                Ok(_) => self.event(EventType::Normal, "PolicyApplied", "Apply", format!("applied AuthorizationPolicy {name} for ServiceAccount {service_account}")),
+                Err(err) if api_status(&err) == Some(404) => {
+                    self.observation.access_policy = Check::failed(
+                        reason::ISTIO_NOT_INSTALLED,
+                        "the AuthorizationPolicy resource (security.istio.io/v1) is not served: Istio is not installed; the credential still works, set mesh.mode Unmanaged if no mesh is intended",
+                    );
+                    return Ok(());
+                }
+                Err(err) => return Err(self.policy_failed(err)),
+            },
+        }
+        self.observation.access_policy = if inference_service.sidecar_disabled() {
+            Check::failed(
+                reason::NO_SIDECAR,
+                format!("InferenceService {isvc} has sidecar.istio.io/inject=false: AuthorizationPolicy {name} is never enforced and any authenticated caller reaches the model; remove the annotation, or choose mesh.mode DisableSidecarInjection to accept that"),
+            )
+        } else {
+            Check::ok(reason::POLICY_APPLIED, format!("AuthorizationPolicy {name} allows system:serviceaccount:{}:{service_account} through the gateway", self.access.namespace().unwrap_or_default()))
+        };
+        Ok(())
+    }
+
+    fn policy_failed(&mut self, err: kube::Error) -> Error {
+        self.observation.access_policy = Check::failed(reason::POLICY_FAILED, describe(&err));
+        Error::Policy(err)
+    }
+
+    /// Step 6: publish the status, only when it changed.
+    async fn publish_status(&self) -> Result<(), Error> {
+        let status = build_status(&self.observation, self.access.status.as_ref(), self.access.meta().generation, self.now);
+        if self.access.status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let patch = serde_json::json!({
+            "apiVersion": InferenceAccess::api_version(&()),
+            "kind": InferenceAccess::kind(&()),
+            "metadata": {"name": self.access.name_any()},
+            "status": status,
+        });
+        self.api::<InferenceAccess>()
+            .patch_status(&self.access.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(Error::Status)?;
+        Ok(())
+    }
+
+    async fn publish_events(&self) {
+        let reference = self.access.object_ref(&());
+        for event in &self.events {
+            if let Err(err) = self.ctx.recorder.publish(event, &reference).await {
+                warn!(access = %self.access.name_any(), reason = %event.reason, error = %describe(&err), "cannot publish event");
+            }
+        }
+    }
+}
+
+/// Server-side apply with the operator's one field manager, forced: the operator is the only
+/// writer of the fields it sets on objects it owns.
+pub async fn apply<K>(api: &Api<K>, name: &str, object: &K) -> Result<K, kube::Error>
+where
+    K: Resource + Serialize + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object)).await
+}
+
+/// Whether `actual` already holds every field `wanted` sets, so applying would change nothing.
+pub fn contains<A: Serialize, W: Serialize>(actual: &A, wanted: &W) -> bool {
+    match (serde_json::to_value(actual), serde_json::to_value(wanted)) {
+        (Ok(actual), Ok(wanted)) => is_subset(&wanted, &actual),
+        _ => false,
+    }
+}
+
+fn is_subset(wanted: &serde_json::Value, actual: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (wanted, actual) {
+        (Value::Object(w), Value::Object(a)) => w.iter().all(|(k, v)| match a.get(k) {
+            Some(actual) => is_subset(v, actual),
+            // An empty map or list wanted is the same as one absent.
+            None => v.is_null() || v.as_object().is_some_and(|o| o.is_empty()) || v.as_array().is_some_and(|l| l.is_empty()),
+        }),
+        (Value::Array(w), Value::Array(a)) => w.len() == a.len() && w.iter().zip(a).all(|(w, a)| is_subset(w, a)),
+        (w, a) => w == a,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn subset_table() {
+        let cases = [
+            (json!({"a": 1}), json!({"a": 1, "b": 2}), true),
+            (json!({"a": 1}), json!({"a": 2}), false),
+            (json!({"a": {"b": [1, {"c": 1}]}}), json!({"a": {"b": [1, {"c": 1, "d": 2}]}}), true),
+            (json!({"a": [1]}), json!({"a": [1, 2]}), false),
+            (json!({"a": {}}), json!({}), true),
+            (json!({"a": []}), json!({}), true),
+            (json!({"a": null}), json!({}), true),
+            (json!({"a": "x"}), json!({}), false),
+        ];
+        for (wanted, actual, expected) in cases {
+            assert_eq!(is_subset(&wanted, &actual), expected, "{wanted} ⊆ {actual}");
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! From what a reconcile observed to the status it publishes: pure, table-tested.
+//!
+//! Readiness is a chain of three checks (InferenceService, credential, access policy), each
+//! mapping onto one condition with a reason a person can act on; `Ready` is the first check
+//! that is not satisfied, or all of them.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::InferenceAccessStatus;
+
+pub const READY: &str = "Ready";
+pub const INFERENCE_SERVICE_READY: &str = "InferenceServiceReady";
+pub const CREDENTIAL_ISSUED: &str = "CredentialIssued";
+pub const ACCESS_POLICY_READY: &str = "AccessPolicyReady";
+
+/// Every condition reason the operator writes: the README documents each.
+pub mod reason {
+    pub const READY: &str = "Ready";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const INFERENCE_SERVICE_NOT_FOUND: &str = "InferenceServiceNotFound";
+    pub const INFERENCE_SERVICE_NOT_READY: &str = "InferenceServiceNotReady";
+    pub const INFERENCE_SERVICE_FAILED: &str = "InferenceServiceApplyFailed";
+    pub const TEMPLATE_CONFLICT: &str = "TemplateConflict";
+    pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
+    pub const WAITING_FOR_URL: &str = "WaitingForURL";
+    pub const SERVICE_ACCOUNT_NOT_FOUND: &str = "ServiceAccountNotFound";
+    pub const SERVICE_ACCOUNT_CONFLICT: &str = "ServiceAccountConflict";
+    pub const SERVICE_ACCOUNT_FAILED: &str = "ServiceAccountFailed";
+    pub const SECRET_CONFLICT: &str = "SecretConflict";
+    pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
+    pub const ISSUED: &str = "Issued";
+    pub const TOKEN_REQUEST_FAILED: &str = "TokenRequestFailed";
+    pub const POLICY_APPLIED: &str = "PolicyApplied";
+    pub const NO_SIDECAR: &str = "NoSidecar";
+    pub const SIDECAR_DISABLED: &str = "SidecarDisabled";
+    pub const SIDECAR_ANNOTATION_CONFLICT: &str = "SidecarAnnotationConflict";
+    pub const UNMANAGED: &str = "Unmanaged";
+    pub const ISTIO_NOT_INSTALLED: &str = "IstioNotInstalled";
+    pub const POLICY_CONFLICT: &str = "PolicyConflict";
+    pub const POLICY_FAILED: &str = "PolicyApplyFailed";
+    pub const PENDING: &str = "Pending";
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    True,
+    False,
+    Unknown,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::True => "True",
+            State::False => "False",
+            State::Unknown => "Unknown",
+        }
+    }
+}
+
+/// One link of the readiness chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub state: State,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Check {
+    pub fn ok(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { state: State::True, reason, message: message.into() }
+    }
+
+    pub fn failed(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { state: State::False, reason, message: message.into() }
+    }
+
+    pub fn pending(message: impl Into<String>) -> Self {
+        Self { state: State::Unknown, reason: reason::PENDING, message: message.into() }
+    }
+}
+
+/// Everything one reconcile learned, in the order it learned it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub inference_service: Check,
+    pub credential: Check,
+    pub access_policy: Check,
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub secret_name: Option<String>,
+    pub service_account_name: Option<String>,
+    pub token_expiration_time: Option<Timestamp>,
+    pub renewal_time: Option<Timestamp>,
+}
+
+impl Default for Observation {
+    fn default() -> Self {
+        Self {
+            inference_service: Check::pending("the InferenceService has not been checked yet"),
+            credential: Check::pending("no credential has been issued yet"),
+            access_policy: Check::pending("the access policy has not been checked yet"),
+            url: None,
+            host: None,
+            secret_name: None,
+            service_account_name: None,
+            token_expiration_time: None,
+            renewal_time: None,
+        }
+    }
+}
+
+impl Observation {
+    /// The first unsatisfied check decides `Ready`.
+    pub fn ready(&self) -> Check {
+        [&self.inference_service, &self.credential, &self.access_policy]
+            .into_iter()
+            .find(|check| check.state != State::True)
+            .cloned()
+            .unwrap_or_else(|| Check::ok(reason::READY, "the credential in the Secret reaches the InferenceService"))
+    }
+}
+
+/// The status to publish: conditions keep their `lastTransitionTime` unless their status flipped.
+pub fn build_status(
+    observation: &Observation,
+    previous: Option<&InferenceAccessStatus>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> InferenceAccessStatus {
+    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let conditions = [
+        (READY, observation.ready()),
+        (INFERENCE_SERVICE_READY, observation.inference_service.clone()),
+        (CREDENTIAL_ISSUED, observation.credential.clone()),
+        (ACCESS_POLICY_READY, observation.access_policy.clone()),
+    ]
+    .into_iter()
+    .map(|(type_, check)| condition(type_, &check, previous_conditions, generation, now))
+    .collect();
+    InferenceAccessStatus {
+        observed_generation: generation,
+        url: observation.url.clone(),
+        host: observation.host.clone(),
+        secret_name: observation.secret_name.clone(),
+        service_account_name: observation.service_account_name.clone(),
+        token_expiration_time: observation.token_expiration_time.map(Time),
+        renewal_time: observation.renewal_time.map(Time),
+        conditions,
+    }
+}
+
+fn condition(
+    type_: &str,
+    check: &Check,
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = check.state.as_str();
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: check.reason.to_owned(),
+        message: check.message.clone(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn all_ok() -> Observation {
+        Observation {
+            inference_service: Check::ok(reason::READY, "ready"),
+            credential: Check::ok(reason::ISSUED, "issued"),
+            access_policy: Check::ok(reason::POLICY_APPLIED, "applied"),
+            ..Observation::default()
+        }
+    }
+
+    #[test]
+    fn ready_is_the_first_unsatisfied_check() {
+        let cases = [
+            (all_ok(), State::True, reason::READY),
+            (
+                Observation { inference_service: Check::failed(reason::INFERENCE_SERVICE_NOT_FOUND, "x"), ..all_ok() },
+                State::False,
+                reason::INFERENCE_SERVICE_NOT_FOUND,
+            ),
+            (
+                Observation {
+                    credential: Check::failed(reason::TOKEN_REQUEST_FAILED, "x"),
+                    access_policy: Check::failed(reason::ISTIO_NOT_INSTALLED, "y"),
+                    ..all_ok()
+                },
+                State::False,
+                reason::TOKEN_REQUEST_FAILED,
+            ),
+            (
+                Observation { access_policy: Check::failed(reason::NO_SIDECAR, "x"), ..all_ok() },
+                State::False,
+                reason::NO_SIDECAR,
+            ),
+            (Observation::default(), State::Unknown, reason::PENDING),
+        ];
+        for (observation, state, reason) in cases {
+            let ready = observation.ready();
+            assert_eq!((ready.state, ready.reason), (state, reason), "{observation:?}");
+        }
+    }
+
+    #[test]
+    fn the_whole_status_is_built_from_the_observation() {
+        let observation = Observation {
+            url: Some("http://m.ns.example.com".into()),
+            host: Some("m.ns.example.com".into()),
+            secret_name: Some("client-credential".into()),
+            service_account_name: Some("client".into()),
+            token_expiration_time: Some(ts("2026-01-01T01:00:00Z")),
+            renewal_time: Some(ts("2026-01-01T00:40:00Z")),
+            ..all_ok()
+        };
+        let status = build_status(&observation, None, Some(3), ts("2026-01-01T00:00:00Z"));
+        let condition = |t: &str, s: &str, r: &str, m: &str| {
+            serde_json::json!({"type": t, "status": s, "reason": r, "message": m,
+                "observedGeneration": 3, "lastTransitionTime": "2026-01-01T00:00:00Z"})
+        };
+        assert_eq!(
+            serde_json::to_value(&status).unwrap(),
+            serde_json::json!({
+                "observedGeneration": 3,
+                "url": "http://m.ns.example.com",
+                "host": "m.ns.example.com",
+                "secretName": "client-credential",
+                "serviceAccountName": "client",
+                "tokenExpirationTime": "2026-01-01T01:00:00Z",
+                "renewalTime": "2026-01-01T00:40:00Z",
+                "conditions": [
+                    condition("Ready", "True", "Ready", "the credential in the Secret reaches the InferenceService"),
+                    condition("InferenceServiceReady", "True", "Ready", "ready"),
+                    condition("CredentialIssued", "True", "Issued", "issued"),
+                    condition("AccessPolicyReady", "True", "PolicyApplied", "applied"),
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn last_transition_time_moves_only_when_a_condition_flips() {
+        let first = build_status(&all_ok(), None, Some(1), ts("2026-01-01T00:00:00Z"));
+        // Same states an hour later, new messages: times stay.
+        let mut later = all_ok();
+        later.credential = Check::ok(reason::ISSUED, "renewed");
+        let second = build_status(&later, Some(&first), Some(1), ts("2026-01-01T01:00:00Z"));
+        assert!(second.conditions.iter().all(|c| c.last_transition_time.0 == ts("2026-01-01T00:00:00Z")));
+        // The policy breaks: it and Ready flip, the others keep their time.
+        let mut broken = all_ok();
+        broken.access_policy = Check::failed(reason::POLICY_FAILED, "x");
+        let third = build_status(&broken, Some(&second), Some(2), ts("2026-01-01T02:00:00Z"));
+        let times: Vec<_> = third.conditions.iter().map(|c| (c.type_.as_str(), c.last_transition_time.0.to_string())).collect();
+        assert_eq!(
+            times,
+            [
+                ("Ready", "2026-01-01T02:00:00Z".to_owned()),
+                ("InferenceServiceReady", "2026-01-01T00:00:00Z".to_owned()),
+                ("CredentialIssued", "2026-01-01T00:00:00Z".to_owned()),
+                ("AccessPolicyReady", "2026-01-01T02:00:00Z".to_owned()),
+            ]
+        );
+        assert!(third.conditions.iter().all(|c| c.observed_generation == Some(2)));
+    }
+
+    #[test]
+    fn an_unchanged_observation_builds_an_equal_status() {
+        let first = build_status(&all_ok(), None, Some(1), ts("2026-01-01T00:00:00Z"));
+        let again = build_status(&all_ok(), Some(&first), Some(1), ts("2026-01-01T05:00:00Z"));
+        assert_eq!(first, again);
+    }
+}
