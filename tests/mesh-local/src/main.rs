@@ -1,0 +1,141 @@
+#![forbid(unsafe_code)]
+//! `mesh-local gateway ...` and `mesh-local model-server ...`: the doubles as processes (demo).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use mesh_local::{Flavour, Gateway, LdapUser, LoginConfig, ModelServer, StaticUser};
+
+#[derive(Parser)]
+#[command(about = "Test doubles: Kubeflow's Istio ingress gateway with Dex, and the KServe model server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The ingress gateway (plus Dex and oauth2-proxy/authservice under /dex/, /oauth2/, /authservice/).
+    Gateway(GatewayArgs),
+    /// The real KServe model server serving sklearn-iris (creates its venv on first use).
+    ModelServer,
+}
+
+#[derive(clap::Args)]
+struct GatewayArgs {
+    /// Port on 127.0.0.1 (0 = any free port; the chosen URL is printed).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Kubeconfig of the API server to read InferenceServices, pods, policies and JWKS from
+    /// (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Model server URL; `NS/NAME=URL` for one InferenceService. Repeatable.
+    #[arg(long = "upstream", value_name = "[NS/NAME=]URL")]
+    upstreams: Vec<String>,
+    /// Audience bearer tokens must carry (default: any, as Kubeflow's m2m-token-issuer).
+    #[arg(long)]
+    audience: Option<String>,
+    /// Trusted token issuer.
+    #[arg(long, default_value = mesh_local::jwt::KUBERNETES_ISSUER)]
+    issuer: String,
+    /// Session front end before Dex: oauth2-proxy (Kubeflow ≥ 1.9) or authservice (≤ 1.8).
+    #[arg(long, default_value = "oauth2-proxy")]
+    dex_flavour: Flavour,
+    /// Dex staticPasswords user `EMAIL:PASSWORD` (repeatable; default user@example.com:12341234).
+    #[arg(long = "dex-user", value_name = "EMAIL:PASSWORD")]
+    dex_users: Vec<String>,
+    /// LDAP connector user `USERNAME:PASSWORD:EMAIL` (repeatable; enables the ldap connector).
+    #[arg(long = "dex-ldap-user", value_name = "USERNAME:PASSWORD:EMAIL")]
+    ldap_users: Vec<String>,
+    /// Session cookie lifetime in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    dex_session_max_age: u64,
+    /// Do not apply Kubeflow's mesh-wide deny-all to sidecar-injected predictors.
+    #[arg(long)]
+    no_global_deny_all: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Gateway(args) => run_gateway(args).await,
+        Command::ModelServer => {
+            let server = ModelServer::start().await?;
+            println!("{}", server.url());
+            tokio::signal::ctrl_c().await?;
+            server.stop().await;
+            Ok(())
+        }
+    }
+}
+
+async fn run_gateway(args: GatewayArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut login = LoginConfig {
+        flavour: args.dex_flavour,
+        session_max_age: Duration::from_secs(args.dex_session_max_age),
+        ..LoginConfig::default()
+    };
+    if !args.dex_users.is_empty() {
+        login.static_users = args
+            .dex_users
+            .iter()
+            .map(|spec| {
+                let (email, password) = spec.split_once(':').ok_or("--dex-user wants EMAIL:PASSWORD")?;
+                Ok(StaticUser {
+                    email: email.to_owned(),
+                    password: password.to_owned(),
+                })
+            })
+            .collect::<Result<_, &str>>()?;
+    }
+    login.ldap_users = args
+        .ldap_users
+        .iter()
+        .map(|spec| {
+            let mut parts = spec.splitn(3, ':');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(username), Some(password), Some(email)) => Ok(LdapUser {
+                    username: username.to_owned(),
+                    password: password.to_owned(),
+                    email: email.to_owned(),
+                }),
+                _ => Err("--dex-ldap-user wants USERNAME:PASSWORD:EMAIL"),
+            }
+        })
+        .collect::<Result<_, &str>>()?;
+
+    let mut builder = Gateway::builder()
+        .port(args.port)
+        .issuer(&args.issuer)
+        .login(login)
+        .global_deny_all(!args.no_global_deny_all);
+    if let Some(path) = args.kubeconfig {
+        builder = builder.kubeconfig(path);
+    }
+    if let Some(audience) = &args.audience {
+        builder = builder.audience(audience);
+    }
+    for spec in &args.upstreams {
+        builder = match spec.split_once('=') {
+            Some((target, url)) => {
+                let (namespace, name) = target.split_once('/').ok_or("--upstream wants NS/NAME=URL or URL")?;
+                builder.upstream_for(namespace, name, url)
+            }
+            None => builder.upstream(spec),
+        };
+    }
+    let gateway = builder.start().await?;
+    println!("{}", gateway.url());
+    tokio::signal::ctrl_c().await?;
+    gateway.shutdown().await;
+    Ok(())
+}
