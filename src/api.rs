@@ -36,12 +36,34 @@ pub const DEFAULT_PROBE_PATHS: [&str; 4] = ["/healthz", "/ready", "/metrics", "/
     status = "InferenceAccessStatus",
     derive = "PartialEq",
     doc = "InferenceAccess keeps a ready, self-renewing credential for one KServe InferenceService in a Secret, and the Istio access policy that lets it through.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
-    printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName", priority = 1),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.tokenExpirationTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Secret",
+        type_ = "string",
+        json_path = ".status.secretName",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Expires",
+        type_ = "date",
+        json_path = ".status.tokenExpirationTime"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     cel
 )]
 #[serde(rename_all = "camelCase")]
@@ -256,7 +278,10 @@ fn default_source_principals() -> Vec<String> {
 }
 
 fn default_probe_paths() -> Vec<String> {
-    DEFAULT_PROBE_PATHS.iter().map(|p| (*p).to_owned()).collect()
+    DEFAULT_PROBE_PATHS
+        .iter()
+        .map(|p| (*p).to_owned())
+        .collect()
 }
 
 fn default_gateway_url() -> String {
@@ -274,17 +299,22 @@ fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schem
 fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = generator.subschema_for::<Vec<Condition>>();
     schema.insert("x-kubernetes-list-type".into(), "map".into());
-    schema.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["type"]),
+    );
     schema
 }
 
 impl InferenceAccess {
     /// The Secret that carries the credential.
     pub fn secret_name(&self) -> String {
-        self.spec
-            .secret_name
-            .clone()
-            .unwrap_or_else(|| format!("{}-credential", self.metadata.name.as_deref().unwrap_or_default()))
+        self.spec.secret_name.clone().unwrap_or_else(|| {
+            format!(
+                "{}-credential",
+                self.metadata.name.as_deref().unwrap_or_default()
+            )
+        })
     }
 
     /// The ServiceAccount the token is minted for, and whether the operator owns it.
@@ -293,5 +323,139 @@ impl InferenceAccess {
             Some(name) => (name.clone(), false),
             None => (self.metadata.name.clone().unwrap_or_default(), true),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn access(spec: serde_json::Value) -> InferenceAccess {
+        serde_json::from_value(json!({
+            "apiVersion": "inference-access.io/v1alpha1",
+            "kind": "InferenceAccess",
+            "metadata": {"name": "client", "namespace": "ns"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    /// Every CEL rule of the CRD, valid and invalid, evaluated as the API server would.
+    #[test]
+    fn cel_rules_table() {
+        let isvc = json!({"name": "sklearn-iris"});
+        let cases = [
+            (json!({"inferenceService": isvc}), None),
+            (
+                json!({"inferenceService": isvc, "token": {"duration": "10m"}}),
+                None,
+            ),
+            (
+                json!({"inferenceService": isvc, "token": {"duration": "24h", "renewBefore": "23h59m"}}),
+                None,
+            ),
+            (
+                json!({"inferenceService": isvc, "token": {"duration": "9m59s"}}),
+                Some("at least 10m"),
+            ),
+            (
+                json!({"inferenceService": isvc, "token": {"duration": "1h", "renewBefore": "1h"}}),
+                Some("shorter than duration"),
+            ),
+            (
+                json!({"inferenceService": isvc, "token": {"duration": "1h", "renewBefore": "2h"}}),
+                Some("shorter than duration"),
+            ),
+            (
+                json!({"inferenceService": isvc, "token": {"duration": "1h", "renewBefore": "0s"}}),
+                Some("must be positive"),
+            ),
+            (
+                json!({"inferenceService": isvc, "token": {"audiences": [""]}}),
+                Some("must not be empty strings"),
+            ),
+            (
+                json!({"inferenceService": {"name": "Sklearn_Iris"}}),
+                Some("DNS-1035"),
+            ),
+            (
+                json!({"inferenceService": {"name": "9model"}}),
+                Some("DNS-1035"),
+            ),
+            (
+                json!({"inferenceService": isvc, "secretName": "my.credential-1"}),
+                None,
+            ),
+            (
+                json!({"inferenceService": isvc, "secretName": "My_Secret"}),
+                Some("DNS-1123"),
+            ),
+            (
+                json!({"inferenceService": isvc, "serviceAccount": {"name": "default-editor"}}),
+                None,
+            ),
+            (
+                json!({"inferenceService": isvc, "serviceAccount": {"name": "-bad"}}),
+                Some("DNS-1123"),
+            ),
+            (
+                json!({"inferenceService": isvc, "mesh": {"userIdHeader": "Kubeflow-UserID"}}),
+                Some("lowercase HTTP header"),
+            ),
+            (
+                json!({"inferenceService": isvc, "gateway": {"url": "http://localhost:8080"}}),
+                None,
+            ),
+            (
+                json!({"inferenceService": isvc, "gateway": {"url": "localhost:8080"}}),
+                Some("http:// or https://"),
+            ),
+        ];
+        for (spec, expected) in cases {
+            let result = access(spec.clone()).validate_cel();
+            match (expected, result) {
+                (None, Ok(())) => {}
+                (Some(message), Err(errors)) => {
+                    let text = format!("{errors:?}");
+                    assert!(
+                        text.contains(message),
+                        "{spec}: expected {message:?}, got {text}"
+                    );
+                }
+                (expected, result) => panic!("{spec}: expected {expected:?}, got {result:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_kubeflow_ones() {
+        let spec = access(json!({"inferenceService": {"name": "sklearn-iris"}})).spec;
+        assert_eq!(
+            serde_json::to_value(&spec).unwrap(),
+            json!({
+                "inferenceService": {"name": "sklearn-iris"},
+                "serviceAccount": {},
+                "token": {"audiences": [DEFAULT_AUDIENCE], "duration": "3600s"},
+                "mesh": {
+                    "mode": "AuthorizationPolicy",
+                    "userIdHeader": "kubeflow-userid",
+                    "sourcePrincipals": [DEFAULT_GATEWAY_PRINCIPAL],
+                    "probePaths": ["/healthz", "/ready", "/metrics", "/wait-for-drain"]
+                },
+                "gateway": {"url": DEFAULT_GATEWAY_URL}
+            })
+        );
+    }
+
+    #[test]
+    fn names_derive_from_the_access() {
+        let mut a = access(json!({"inferenceService": {"name": "sklearn-iris"}}));
+        assert_eq!(a.secret_name(), "client-credential");
+        assert_eq!(a.service_account(), ("client".to_owned(), true));
+        a.spec.secret_name = Some("mine".into());
+        a.spec.service_account.name = Some("default-editor".into());
+        assert_eq!(a.secret_name(), "mine");
+        assert_eq!(a.service_account(), ("default-editor".to_owned(), false));
     }
 }

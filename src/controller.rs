@@ -28,21 +28,36 @@ pub struct Settings {
 pub async fn run(client: Client, settings: Settings) {
     let istio_installed = crd_served(&client, &AuthorizationPolicy::crd_name()).await;
     if !istio_installed {
-        warn!("AuthorizationPolicy (security.istio.io) is not served: accesses in AuthorizationPolicy mode will report IstioNotInstalled");
+        warn!(
+            "AuthorizationPolicy (security.istio.io) is not served: accesses in AuthorizationPolicy mode will report IstioNotInstalled"
+        );
     }
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let ctx = Arc::new(Context::new(client.clone(), Recorder::new(client.clone(), reporter), jiff::Timestamp::now));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Recorder::new(client.clone(), reporter),
+        jiff::Timestamp::now,
+    ));
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {
         settings.namespaces.iter().cloned().map(Some).collect()
     };
     let controllers = scopes.into_iter().map(|namespace| {
-        info!(namespace = namespace.as_deref().unwrap_or("<all>"), "watching InferenceAccesses");
-        controller(&client, namespace, istio_installed, settings.concurrency, ctx.clone())
+        info!(
+            namespace = namespace.as_deref().unwrap_or("<all>"),
+            "watching InferenceAccesses"
+        );
+        controller(
+            &client,
+            namespace,
+            istio_installed,
+            settings.concurrency,
+            ctx.clone(),
+        )
     });
     futures::future::join_all(controllers).await;
 }
@@ -57,14 +72,23 @@ where
     }
 }
 
-async fn controller(client: &Client, namespace: Option<String>, istio_installed: bool, concurrency: u16, ctx: Arc<Context>) {
+async fn controller(
+    client: &Client,
+    namespace: Option<String>,
+    istio_installed: bool,
+    concurrency: u16,
+    ctx: Arc<Context>,
+) {
     let namespace = namespace.as_deref();
     // Only objects carrying the operator's label: never every Secret in the cluster.
     let owned = watcher::Config::default().labels(OWNED_SELECTOR);
-    let mut controller = Controller::new(api::<InferenceAccess>(client, namespace), watcher::Config::default())
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .owns(api::<Secret>(client, namespace), owned.clone())
-        .owns(api::<ServiceAccount>(client, namespace), owned.clone());
+    let mut controller = Controller::new(
+        api::<InferenceAccess>(client, namespace),
+        watcher::Config::default(),
+    )
+    .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+    .owns(api::<Secret>(client, namespace), owned.clone())
+    .owns(api::<ServiceAccount>(client, namespace), owned.clone());
     if istio_installed {
         controller = controller.owns(api::<AuthorizationPolicy>(client, namespace), owned);
     }
@@ -96,7 +120,10 @@ async fn controller(client: &Client, namespace: Option<String>, istio_installed:
 }
 
 async fn crd_served(client: &Client, name: &str) -> bool {
-    match Api::<CustomResourceDefinition>::all(client.clone()).get_opt(name).await {
+    match Api::<CustomResourceDefinition>::all(client.clone())
+        .get_opt(name)
+        .await
+    {
         Ok(crd) => crd.is_some(),
         Err(err) => {
             warn!(crd = name, error = %crate::error::describe(&err), "cannot check whether the CRD is installed; assuming it is");

@@ -57,18 +57,33 @@ impl IssuedToken {
     pub fn from_secret(secret: &Secret) -> Option<Self> {
         let data = secret.data.as_ref()?;
         let annotations = secret.metadata.annotations.as_ref()?;
-        let text = |key: &str| data.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok());
+        let text = |key: &str| {
+            data.get(key)
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        };
         let token = text(labels::KEY_TOKEN).filter(|t| !t.is_empty())?;
         let expires_at = text(labels::KEY_EXPIRES_AT)?.parse().ok()?;
-        let issued_at = annotations.get(labels::ANNOTATION_ISSUED_AT)?.parse().ok()?;
-        let inputs = serde_json::from_str(annotations.get(labels::ANNOTATION_TOKEN_REQUEST)?).ok()?;
-        Some(Self { token, issued_at, expires_at, inputs })
+        let issued_at = annotations
+            .get(labels::ANNOTATION_ISSUED_AT)?
+            .parse()
+            .ok()?;
+        let inputs =
+            serde_json::from_str(annotations.get(labels::ANNOTATION_TOKEN_REQUEST)?).ok()?;
+        Some(Self {
+            token,
+            issued_at,
+            expires_at,
+            inputs,
+        })
     }
 
     /// The annotations that let `from_secret` read this record back.
     pub fn annotations(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
-            (labels::ANNOTATION_ISSUED_AT.to_owned(), self.issued_at.to_string()),
+            (
+                labels::ANNOTATION_ISSUED_AT.to_owned(),
+                self.issued_at.to_string(),
+            ),
             (
                 labels::ANNOTATION_TOKEN_REQUEST.to_owned(),
                 serde_json::to_string(&self.inputs).unwrap_or_default(),
@@ -131,9 +146,9 @@ pub fn jitter(uid: &str, window: SignedDuration) -> SignedDuration {
         return SignedDuration::ZERO;
     }
     // FNV-1a: stable across Rust versions, unlike the std hasher.
-    let hash = uid
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     SignedDuration::from_millis((hash % spread) as i64)
 }
 
@@ -155,21 +170,32 @@ mod tests {
     }
 
     fn issued(issued_at: &str, expires_at: &str) -> IssuedToken {
-        IssuedToken { token: "t".into(), issued_at: ts(issued_at), expires_at: ts(expires_at), inputs: inputs() }
+        IssuedToken {
+            token: "t".into(),
+            issued_at: ts(issued_at),
+            expires_at: ts(expires_at),
+            inputs: inputs(),
+        }
     }
 
     #[test]
     fn renewal_time_defaults_to_a_third_of_the_lifetime() {
         let token = issued("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z");
         assert_eq!(token.renewal_time(None), ts("2026-01-01T00:40:00Z"));
-        assert_eq!(token.renewal_time(Some(SignedDuration::from_mins(5))), ts("2026-01-01T00:55:00Z"));
+        assert_eq!(
+            token.renewal_time(Some(SignedDuration::from_mins(5))),
+            ts("2026-01-01T00:55:00Z")
+        );
     }
 
     #[test]
     fn renewal_time_survives_a_server_cap_shorter_than_renew_before() {
         // Asked for 24h with renewBefore 2h; the server capped the token at 1h.
         let token = issued("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z");
-        assert_eq!(token.renewal_time(Some(SignedDuration::from_hours(2))), ts("2026-01-01T00:40:00Z"));
+        assert_eq!(
+            token.renewal_time(Some(SignedDuration::from_hours(2))),
+            ts("2026-01-01T00:40:00Z")
+        );
     }
 
     #[test]
@@ -178,17 +204,57 @@ mod tests {
         let mut other = inputs();
         other.audiences = vec!["other".into()];
         let cases = [
-            (None, inputs(), None, "2026-01-01T00:10:00Z", Some(IssueReason::Missing)),
+            (
+                None,
+                inputs(),
+                None,
+                "2026-01-01T00:10:00Z",
+                Some(IssueReason::Missing),
+            ),
             (Some(&token), inputs(), None, "2026-01-01T00:39:59Z", None),
-            (Some(&token), inputs(), None, "2026-01-01T00:40:00Z", Some(IssueReason::Renewal)),
-            (Some(&token), inputs(), None, "2026-01-01T02:00:00Z", Some(IssueReason::Renewal)),
-            (Some(&token), other, None, "2026-01-01T00:10:00Z", Some(IssueReason::SpecChanged)),
-            (Some(&token), inputs(), Some("2026-01-01T00:05:00Z"), "2026-01-01T00:10:00Z", Some(IssueReason::Requested)),
+            (
+                Some(&token),
+                inputs(),
+                None,
+                "2026-01-01T00:40:00Z",
+                Some(IssueReason::Renewal),
+            ),
+            (
+                Some(&token),
+                inputs(),
+                None,
+                "2026-01-01T02:00:00Z",
+                Some(IssueReason::Renewal),
+            ),
+            (
+                Some(&token),
+                other,
+                None,
+                "2026-01-01T00:10:00Z",
+                Some(IssueReason::SpecChanged),
+            ),
+            (
+                Some(&token),
+                inputs(),
+                Some("2026-01-01T00:05:00Z"),
+                "2026-01-01T00:10:00Z",
+                Some(IssueReason::Requested),
+            ),
             // A renew request older than the token was already served.
-            (Some(&token), inputs(), Some("2025-12-31T23:00:00Z"), "2026-01-01T00:10:00Z", None),
+            (
+                Some(&token),
+                inputs(),
+                Some("2025-12-31T23:00:00Z"),
+                "2026-01-01T00:10:00Z",
+                None,
+            ),
         ];
         for (current, wanted, requested, now, expected) in cases {
-            assert_eq!(needs_issue(current, &wanted, None, requested.map(ts), ts(now)), expected, "at {now}");
+            assert_eq!(
+                needs_issue(current, &wanted, None, requested.map(ts), ts(now)),
+                expected,
+                "at {now}"
+            );
         }
     }
 
@@ -202,7 +268,10 @@ mod tests {
             },
             data: Some(BTreeMap::from([
                 (labels::KEY_TOKEN.to_owned(), ByteString(b"t".to_vec())),
-                (labels::KEY_EXPIRES_AT.to_owned(), ByteString(b"2026-01-01T01:00:00Z".to_vec())),
+                (
+                    labels::KEY_EXPIRES_AT.to_owned(),
+                    ByteString(b"2026-01-01T01:00:00Z".to_vec()),
+                ),
             ])),
             ..Default::default()
         };
@@ -212,7 +281,10 @@ mod tests {
     #[test]
     fn an_unreadable_record_is_not_trusted() {
         let secret = Secret {
-            data: Some(BTreeMap::from([(labels::KEY_TOKEN.to_owned(), ByteString(b"t".to_vec()))])),
+            data: Some(BTreeMap::from([(
+                labels::KEY_TOKEN.to_owned(),
+                ByteString(b"t".to_vec()),
+            )])),
             ..Default::default()
         };
         assert_eq!(IssuedToken::from_secret(&secret), None);
@@ -243,8 +315,13 @@ mod tests {
         let a = jitter("uid-a", window);
         assert_eq!(a, jitter("uid-a", window));
         assert!(a <= SignedDuration::from_secs(12));
-        let distinct: std::collections::BTreeSet<_> = (0..50).map(|i| jitter(&format!("uid-{i}"), window)).collect();
-        assert!(distinct.len() > 40, "jitter should spread accesses: {distinct:?}");
+        let distinct: std::collections::BTreeSet<_> = (0..50)
+            .map(|i| jitter(&format!("uid-{i}"), window))
+            .collect();
+        assert!(
+            distinct.len() > 40,
+            "jitter should spread accesses: {distinct:?}"
+        );
         assert_eq!(jitter("uid-a", SignedDuration::ZERO), SignedDuration::ZERO);
     }
 }

@@ -40,7 +40,9 @@ fn owned_meta(access: &InferenceAccess, name: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_owned()),
         namespace: access.meta().namespace.clone(),
-        labels: Some(labels::owned_labels(access.meta().name.as_deref().unwrap_or_default())),
+        labels: Some(labels::owned_labels(
+            access.meta().name.as_deref().unwrap_or_default(),
+        )),
         owner_references: Some(owner_reference(access)),
         ..ObjectMeta::default()
     }
@@ -74,7 +76,11 @@ pub fn empty_secret(access: &InferenceAccess) -> Secret {
 }
 
 /// The Secret with a ready credential: every key a client needs, written together.
-pub fn credential_secret(access: &InferenceAccess, endpoint: &Endpoint, token: &IssuedToken) -> Secret {
+pub fn credential_secret(
+    access: &InferenceAccess,
+    endpoint: &Endpoint,
+    token: &IssuedToken,
+) -> Secret {
     let mut secret = empty_secret(access);
     let mut annotations = secret.metadata.annotations.take().unwrap_or_default();
     annotations.extend(token.annotations());
@@ -135,7 +141,10 @@ pub fn policy_name(access: &InferenceAccess) -> String {
 /// principal) for exactly this ServiceAccount (the header the gateway set from the verified
 /// token's `sub`), plus Knative's probe paths. Both conditions are needed: the header alone could
 /// be forged by any pod in the mesh, the principal alone lets every authenticated user through.
-pub fn authorization_policy(access: &InferenceAccess, service_account: &str) -> AuthorizationPolicy {
+pub fn authorization_policy(
+    access: &InferenceAccess,
+    service_account: &str,
+) -> AuthorizationPolicy {
     let namespace = access.meta().namespace.clone().unwrap_or_default();
     let mesh = &access.spec.mesh;
     let mut rules = vec![ap::Rule {
@@ -146,7 +155,9 @@ pub fn authorization_policy(access: &InferenceAccess, service_account: &str) -> 
         }],
         when: vec![ap::Condition {
             key: format!("request.headers[{}]", mesh.user_id_header),
-            values: vec![format!("system:serviceaccount:{namespace}:{service_account}")],
+            values: vec![format!(
+                "system:serviceaccount:{namespace}:{service_account}"
+            )],
         }],
         ..ap::Rule::default()
     }];

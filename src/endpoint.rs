@@ -47,11 +47,20 @@ fn split_url(url: &str) -> Option<(&str, &str)> {
 }
 
 impl Endpoint {
-    pub fn resolve(status_url: &str, gateway_url: &str, model_name: &str) -> Result<Self, EndpointError> {
-        let (authority, path) = split_url(status_url)
-            .ok_or_else(|| EndpointError(format!("InferenceService status.url {status_url:?} is not an http(s) URL")))?;
+    pub fn resolve(
+        status_url: &str,
+        gateway_url: &str,
+        model_name: &str,
+    ) -> Result<Self, EndpointError> {
+        let (authority, path) = split_url(status_url).ok_or_else(|| {
+            EndpointError(format!(
+                "InferenceService status.url {status_url:?} is not an http(s) URL"
+            ))
+        })?;
         if split_url(gateway_url).is_none() {
-            return Err(EndpointError(format!("gateway URL {gateway_url:?} is not an http(s) URL")));
+            return Err(EndpointError(format!(
+                "gateway URL {gateway_url:?} is not an http(s) URL"
+            )));
         }
         Ok(Self {
             url: status_url.to_owned(),
@@ -64,17 +73,26 @@ impl Endpoint {
 
     /// KServe v1 protocol: `POST .../v1/models/<name>:predict`.
     pub fn predict_url(&self) -> String {
-        format!("{}{}/v1/models/{}:predict", self.gateway_url, self.path_prefix, self.model_name)
+        format!(
+            "{}{}/v1/models/{}:predict",
+            self.gateway_url, self.path_prefix, self.model_name
+        )
     }
 
     /// KServe v1 model readiness: `GET .../v1/models/<name>`.
     pub fn model_url(&self) -> String {
-        format!("{}{}/v1/models/{}", self.gateway_url, self.path_prefix, self.model_name)
+        format!(
+            "{}{}/v1/models/{}",
+            self.gateway_url, self.path_prefix, self.model_name
+        )
     }
 
     /// Open Inference Protocol (v2): `POST .../v2/models/<name>/infer`.
     pub fn infer_url(&self) -> String {
-        format!("{}{}/v2/models/{}/infer", self.gateway_url, self.path_prefix, self.model_name)
+        format!(
+            "{}{}/v2/models/{}/infer",
+            self.gateway_url, self.path_prefix, self.model_name
+        )
     }
 }
 
@@ -134,13 +152,17 @@ mod tests {
             ("http://sklearn-iris.ns.example.com", "gateway:8080"),
         ] {
             let err = Endpoint::resolve(url, gateway, "m").unwrap_err();
-            assert!(err.to_string().contains("not an http(s) URL"), "{url} {gateway}: {err}");
+            assert!(
+                err.to_string().contains("not an http(s) URL"),
+                "{url} {gateway}: {err}"
+            );
         }
     }
 
     #[test]
     fn model_url_follows_the_same_prefix() {
-        let endpoint = Endpoint::resolve("http://d.example/serving/ns/m", "http://gw", "m").unwrap();
+        let endpoint =
+            Endpoint::resolve("http://d.example/serving/ns/m", "http://gw", "m").unwrap();
         assert_eq!(endpoint.model_url(), "http://gw/serving/ns/m/v1/models/m");
     }
 }

@@ -53,7 +53,10 @@ pub fn api_status(err: &kube::Error) -> Option<u16> {
 pub fn describe(err: &kube::Error) -> String {
     match err {
         kube::Error::Api(status) if !status.message.is_empty() => {
-            format!("{} (HTTP {} {})", status.message, status.code, status.reason)
+            format!(
+                "{} (HTTP {} {})",
+                status.message, status.code, status.reason
+            )
         }
         kube::Error::Api(status) => format!("HTTP {} {}", status.code, status.reason),
         other => other.to_string(),

@@ -2,13 +2,13 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod controller;
 pub mod crd;
 pub mod credential;
 pub mod desired;
 pub mod endpoint;
+pub mod error;
 pub mod labels;
+pub mod reconcile;
 pub mod resources;
 pub mod status;
-pub mod error;
-pub mod reconcile;
-pub mod controller;

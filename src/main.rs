@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "inference-access", version, about = "Keeps a ready, self-renewing credential for a KServe InferenceService in a Secret")]
+#[command(
+    name = "inference-access",
+    version,
+    about = "Keeps a ready, self-renewing credential for a KServe InferenceService in a Secret"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,8 +44,11 @@ enum LogFormat {
 }
 
 fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter = EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -67,13 +74,18 @@ fn main() -> ExitCode {
 
 fn run_controller(args: ControllerArgs) -> Result<(), String> {
     init_logging(&args.log_level, args.log_format)?;
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| format!("cannot configure a Kubernetes client (kubeconfig or in-cluster): {e}"))?;
+        let client = kube::Client::try_default().await.map_err(|e| {
+            format!("cannot configure a Kubernetes client (kubeconfig or in-cluster): {e}")
+        })?;
         let settings = inference_access::controller::Settings {
-            namespaces: args.namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+            namespaces: args
+                .namespaces
+                .into_iter()
+                .filter(|n| !n.is_empty())
+                .collect(),
             concurrency: args.concurrency.max(1),
         };
         inference_access::controller::run(client, settings).await;

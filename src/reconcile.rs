@@ -45,12 +45,20 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, recorder: Recorder, clock: fn() -> Timestamp) -> Self {
-        Self { client, recorder, clock, failures: Mutex::default() }
+        Self {
+            client,
+            recorder,
+            clock,
+            failures: Mutex::default(),
+        }
     }
 
     fn record_outcome(&self, access: &InferenceAccess, failed: bool) -> u32 {
         let uid = access.uid().unwrap_or_default();
-        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if failed {
             let count = failures.entry(uid).or_default();
             *count = count.saturating_add(1);
@@ -77,12 +85,18 @@ pub fn validate(access: &InferenceAccess) -> Result<(), String> {
     }
     let duration = signed(spec.token.duration);
     if duration < SignedDuration::from_secs(credential::MIN_EXPIRATION_SECONDS) {
-        return Err(format!("spec.token.duration {} is below the API server's minimum of 10m", spec.token.duration));
+        return Err(format!(
+            "spec.token.duration {} is below the API server's minimum of 10m",
+            spec.token.duration
+        ));
     }
     if let Some(before) = spec.token.renew_before {
         let before = signed(before);
         if before <= SignedDuration::ZERO || before >= duration {
-            return Err(format!("spec.token.renewBefore must be positive and shorter than spec.token.duration ({})", spec.token.duration));
+            return Err(format!(
+                "spec.token.renewBefore must be positive and shorter than spec.token.duration ({})",
+                spec.token.duration
+            ));
         }
     }
     if let Some(template) = &spec.inference_service.template
@@ -91,7 +105,9 @@ pub fn validate(access: &InferenceAccess) -> Result<(), String> {
         return Err("spec.inferenceService.template.spec must be an object".into());
     }
     if spec.mesh.mode == MeshMode::AuthorizationPolicy && spec.mesh.source_principals.is_empty() {
-        return Err("spec.mesh.sourcePrincipals must not be empty: the policy would admit nobody".into());
+        return Err(
+            "spec.mesh.sourcePrincipals must not be empty: the policy would admit nobody".into(),
+        );
     }
     Ok(())
 }
@@ -123,9 +139,15 @@ pub fn error_policy(access: Arc<InferenceAccess>, error: &Error, ctx: Arc<Contex
     let failures = ctx
         .failures
         .lock()
-        .map(|f| f.get(&access.uid().unwrap_or_default()).copied().unwrap_or(1))
+        .map(|f| {
+            f.get(&access.uid().unwrap_or_default())
+                .copied()
+                .unwrap_or(1)
+        })
         .unwrap_or(1);
-    let delay = BACKOFF_BASE.saturating_mul(2_u32.saturating_pow(failures.saturating_sub(1).min(16))).min(BACKOFF_MAX);
+    let delay = BACKOFF_BASE
+        .saturating_mul(2_u32.saturating_pow(failures.saturating_sub(1).min(16)))
+        .min(BACKOFF_MAX);
     warn!(access = %access.name_any(), namespace = access.namespace().unwrap_or_default(), category = error.category(), error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -140,18 +162,33 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     fn new(access: &'a InferenceAccess, ctx: &'a Context, now: Timestamp) -> Self {
-        Self { access, ctx, now, observation: Observation::default(), events: Vec::new() }
+        Self {
+            access,
+            ctx,
+            now,
+            observation: Observation::default(),
+            events: Vec::new(),
+        }
     }
 
     fn api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
-        Api::namespaced(self.ctx.client.clone(), &self.access.namespace().unwrap_or_default())
+        Api::namespaced(
+            self.ctx.client.clone(),
+            &self.access.namespace().unwrap_or_default(),
+        )
     }
 
     fn event(&mut self, type_: EventType, reason: &str, action: &str, note: String) {
-        self.events.push(Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None });
+        self.events.push(Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        });
     }
 
     async fn pipeline(&mut self) -> Result<Action, Error> {
@@ -160,7 +197,12 @@ impl<'a> Run<'a> {
             self.observation.inference_service = check.clone();
             self.observation.credential = check.clone();
             self.observation.access_policy = check;
-            self.event(EventType::Warning, reason::INVALID_SPEC, "Validate", message.clone());
+            self.event(
+                EventType::Warning,
+                reason::INVALID_SPEC,
+                "Validate",
+                message.clone(),
+            );
             return Err(Error::InvalidSpec(message));
         }
         let Some(inference_service) = self.resolve_inference_service().await? else {
@@ -176,7 +218,10 @@ impl<'a> Run<'a> {
             None => {
                 self.observation.credential = Check::failed(
                     reason::WAITING_FOR_URL,
-                    format!("waiting for InferenceService {} to publish status.url", inference_service.name_any()),
+                    format!(
+                        "waiting for InferenceService {} to publish status.url",
+                        inference_service.name_any()
+                    ),
                 );
                 Ok(None)
             }
@@ -186,7 +231,9 @@ impl<'a> Run<'a> {
         mesh?;
         Ok(match renewal {
             Some(at) => {
-                let wait = at.duration_since(self.now).max(SignedDuration::from_secs(1));
+                let wait = at
+                    .duration_since(self.now)
+                    .max(SignedDuration::from_secs(1));
                 Action::requeue(Duration::try_from(wait).unwrap_or(RECHECK_BLOCKED))
             }
             None => Action::requeue(RECHECK_BLOCKED),
@@ -202,23 +249,31 @@ impl<'a> Run<'a> {
             (None, None) => {
                 self.observation.inference_service = Check::failed(
                     reason::INFERENCE_SERVICE_NOT_FOUND,
-                    format!("InferenceService {name} does not exist in this namespace: create it, or set spec.inferenceService.template"),
+                    format!(
+                        "InferenceService {name} does not exist in this namespace: create it, or set spec.inferenceService.template"
+                    ),
                 );
                 return Ok(None);
             }
             (None, Some(current)) => {
-                if self.access.spec.mesh.mode == MeshMode::DisableSidecarInjection && !current.sidecar_disabled() {
+                if self.access.spec.mesh.mode == MeshMode::DisableSidecarInjection
+                    && !current.sidecar_disabled()
+                {
                     self.disable_sidecar_on_referenced(&api, name).await?;
                 }
                 current
             }
-            (Some(_), Some(current)) if !desired::is_controlled_by(&current.metadata, self.access) => {
+            (Some(_), Some(current))
+                if !desired::is_controlled_by(&current.metadata, self.access) =>
+            {
                 let owner = desired::controller_of(&current.metadata)
                     .map(|o| format!("it is managed by {o}"))
                     .unwrap_or_else(|| "it was not created by this access".into());
                 self.observation.inference_service = Check::failed(
                     reason::TEMPLATE_CONFLICT,
-                    format!("InferenceService {name} exists and {owner}: only one access may template an InferenceService; remove spec.inferenceService.template to reference it instead"),
+                    format!(
+                        "InferenceService {name} exists and {owner}: only one access may template an InferenceService; remove spec.inferenceService.template to reference it instead"
+                    ),
                 );
                 return Ok(None);
             }
@@ -228,12 +283,21 @@ impl<'a> Run<'a> {
                 } else {
                     match apply(&api, name, &wanted).await {
                         Ok(applied) => {
-                            self.event(EventType::Normal, "InferenceServiceApplied", "Apply", format!("applied InferenceService {name} from the template"));
+                            self.event(
+                                EventType::Normal,
+                                "InferenceServiceApplied",
+                                "Apply",
+                                format!("applied InferenceService {name} from the template"),
+                            );
                             applied
                         }
                         Err(err) if api_status(&err).is_some_and(|c| c == 400 || c == 422) => {
-                            let message = format!("KServe refused the InferenceService template: {}", describe(&err));
-                            self.observation.inference_service = Check::failed(reason::INVALID_TEMPLATE, message.clone());
+                            let message = format!(
+                                "KServe refused the InferenceService template: {}",
+                                describe(&err)
+                            );
+                            self.observation.inference_service =
+                                Check::failed(reason::INVALID_TEMPLATE, message.clone());
                             return Err(Error::InvalidSpec(message));
                         }
                         Err(err) => return Err(self.isvc_failed(err)),
@@ -242,39 +306,67 @@ impl<'a> Run<'a> {
             }
         };
         self.observation.inference_service = match resolved.readiness() {
-            Readiness::Ready => Check::ok(reason::READY, format!("InferenceService {name} is ready")),
-            Readiness::NotReady { reason: why, message } => Check::failed(
+            Readiness::Ready => {
+                Check::ok(reason::READY, format!("InferenceService {name} is ready"))
+            }
+            Readiness::NotReady {
+                reason: why,
+                message,
+            } => Check::failed(
                 reason::INFERENCE_SERVICE_NOT_READY,
-                format!("InferenceService {name} is not ready ({why}): {message}").trim_end_matches(": ").to_owned(),
+                format!("InferenceService {name} is not ready ({why}): {message}")
+                    .trim_end_matches(": ")
+                    .to_owned(),
             ),
         };
         Ok(Some(resolved))
     }
 
     fn isvc_failed(&mut self, err: kube::Error) -> Error {
-        self.observation.inference_service = Check::failed(reason::INFERENCE_SERVICE_FAILED, describe(&err));
+        self.observation.inference_service =
+            Check::failed(reason::INFERENCE_SERVICE_FAILED, describe(&err));
         Error::InferenceService(err)
     }
 
     /// DisableSidecarInjection on an InferenceService the access does not own: apply only the
     /// annotation, under a field manager of its own and without force, so a different value
     /// set by someone else surfaces as a conflict instead of being overwritten.
-    async fn disable_sidecar_on_referenced(&mut self, api: &Api<InferenceService>, name: &str) -> Result<(), Error> {
+    async fn disable_sidecar_on_referenced(
+        &mut self,
+        api: &Api<InferenceService>,
+        name: &str,
+    ) -> Result<(), Error> {
         let patch = desired::sidecar_annotation_patch(name);
-        match api.patch(name, &PatchParams::apply(SIDECAR_FIELD_MANAGER), &Patch::Apply(&patch)).await {
+        match api
+            .patch(
+                name,
+                &PatchParams::apply(SIDECAR_FIELD_MANAGER),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
             Ok(_) => {
-                self.event(EventType::Normal, "SidecarInjectionDisabled", "Apply", format!("set sidecar.istio.io/inject=false on InferenceService {name}"));
+                self.event(
+                    EventType::Normal,
+                    "SidecarInjectionDisabled",
+                    "Apply",
+                    format!("set sidecar.istio.io/inject=false on InferenceService {name}"),
+                );
                 Ok(())
             }
             Err(err) if api_status(&err) == Some(409) => {
                 self.observation.access_policy = Check::failed(
                     reason::SIDECAR_ANNOTATION_CONFLICT,
-                    format!("another manager set sidecar.istio.io/inject on InferenceService {name}: {}; remove it there or choose mesh.mode AuthorizationPolicy", describe(&err)),
+                    format!(
+                        "another manager set sidecar.istio.io/inject on InferenceService {name}: {}; remove it there or choose mesh.mode AuthorizationPolicy",
+                        describe(&err)
+                    ),
                 );
                 Ok(())
             }
             Err(err) => {
-                self.observation.access_policy = Check::failed(reason::POLICY_FAILED, describe(&err));
+                self.observation.access_policy =
+                    Check::failed(reason::POLICY_FAILED, describe(&err));
                 Err(Error::InferenceService(err))
             }
         }
@@ -289,7 +381,9 @@ impl<'a> Run<'a> {
             (false, None) => {
                 self.observation.credential = Check::failed(
                     reason::SERVICE_ACCOUNT_NOT_FOUND,
-                    format!("ServiceAccount {name} does not exist in this namespace: create it, or leave spec.serviceAccount.name empty for a dedicated one"),
+                    format!(
+                        "ServiceAccount {name} does not exist in this namespace: create it, or leave spec.serviceAccount.name empty for a dedicated one"
+                    ),
                 );
                 return Ok(None);
             }
@@ -297,15 +391,24 @@ impl<'a> Run<'a> {
             (true, Some(current)) if !desired::is_controlled_by(&current.metadata, self.access) => {
                 self.observation.credential = Check::failed(
                     reason::SERVICE_ACCOUNT_CONFLICT,
-                    format!("ServiceAccount {name} exists and was not created by this access: set spec.serviceAccount.name to use it, or rename the access"),
+                    format!(
+                        "ServiceAccount {name} exists and was not created by this access: set spec.serviceAccount.name to use it, or rename the access"
+                    ),
                 );
                 return Ok(None);
             }
             (true, current) => {
                 let wanted = desired::service_account(self.access, &name);
                 if !current.is_some_and(|c| contains(&c, &wanted)) {
-                    apply(&api, &name, &wanted).await.map_err(|e| self.sa_failed(e))?;
-                    self.event(EventType::Normal, "ServiceAccountApplied", "Apply", format!("applied dedicated ServiceAccount {name}"));
+                    apply(&api, &name, &wanted)
+                        .await
+                        .map_err(|e| self.sa_failed(e))?;
+                    self.event(
+                        EventType::Normal,
+                        "ServiceAccountApplied",
+                        "Apply",
+                        format!("applied dedicated ServiceAccount {name}"),
+                    );
                 }
             }
         }
@@ -326,10 +429,12 @@ impl<'a> Run<'a> {
         service_account: &str,
     ) -> Result<Option<Timestamp>, Error> {
         let spec = &self.access.spec;
-        let endpoint = match Endpoint::resolve(url, &spec.gateway.url, &spec.inference_service.name) {
+        let endpoint = match Endpoint::resolve(url, &spec.gateway.url, &spec.inference_service.name)
+        {
             Ok(endpoint) => endpoint,
             Err(err) => {
-                self.observation.credential = Check::failed(reason::WAITING_FOR_URL, err.to_string());
+                self.observation.credential =
+                    Check::failed(reason::WAITING_FOR_URL, err.to_string());
                 return Ok(None);
             }
         };
@@ -353,30 +458,50 @@ impl<'a> Run<'a> {
             .annotations()
             .get(ANNOTATION_RENEW_REQUESTED_AT)
             .and_then(|t| t.parse::<Timestamp>().ok());
-        let token = match credential::needs_issue(current.as_ref(), &wanted, renew_before, requested, self.now) {
+        let token = match credential::needs_issue(
+            current.as_ref(),
+            &wanted,
+            renew_before,
+            requested,
+            self.now,
+        ) {
             None => current,
-            Some(why) => match self.request_token(&secret, wanted).await {
-                Ok(token) => {
-                    let (reason, verb) = match why {
-                        IssueReason::Missing => ("CredentialIssued", "issued"),
-                        IssueReason::Renewal | IssueReason::Requested | IssueReason::SpecChanged => ("CredentialRenewed", "renewed"),
-                    };
-                    info!(access = %self.access.name_any(), namespace = self.access.namespace().unwrap_or_default(), why = ?why, expires_at = %token.expires_at, "credential {verb}");
-                    self.event(EventType::Normal, reason, "IssueToken", format!("{verb} a token for ServiceAccount {service_account}, expires at {}", token.expires_at));
-                    Some(token)
+            Some(why) => {
+                match self.request_token(&secret, wanted).await {
+                    Ok(token) => {
+                        let (reason, verb) = match why {
+                            IssueReason::Missing => ("CredentialIssued", "issued"),
+                            IssueReason::Renewal
+                            | IssueReason::Requested
+                            | IssueReason::SpecChanged => ("CredentialRenewed", "renewed"),
+                        };
+                        info!(access = %self.access.name_any(), namespace = self.access.namespace().unwrap_or_default(), why = ?why, expires_at = %token.expires_at, "credential {verb}");
+                        self.event(EventType::Normal, reason, "IssueToken", format!("{verb} a token for ServiceAccount {service_account}, expires at {}", token.expires_at));
+                        Some(token)
+                    }
+                    Err(err) => {
+                        let kept = current
+                            .as_ref()
+                            .filter(|t| t.expires_at > self.now)
+                            .map(|t| {
+                                format!("; the current token stays valid until {}", t.expires_at)
+                            })
+                            .unwrap_or_default();
+                        let message = format!(
+                            "TokenRequest for ServiceAccount {service_account} failed: {err}{kept}"
+                        );
+                        self.observation.credential =
+                            Check::failed(reason::TOKEN_REQUEST_FAILED, message.clone());
+                        self.event(
+                            EventType::Warning,
+                            reason::TOKEN_REQUEST_FAILED,
+                            "IssueToken",
+                            message,
+                        );
+                        return Err(err);
+                    }
                 }
-                Err(err) => {
-                    let kept = current
-                        .as_ref()
-                        .filter(|t| t.expires_at > self.now)
-                        .map(|t| format!("; the current token stays valid until {}", t.expires_at))
-                        .unwrap_or_default();
-                    let message = format!("TokenRequest for ServiceAccount {service_account} failed: {err}{kept}");
-                    self.observation.credential = Check::failed(reason::TOKEN_REQUEST_FAILED, message.clone());
-                    self.event(EventType::Warning, reason::TOKEN_REQUEST_FAILED, "IssueToken", message);
-                    return Err(err);
-                }
-            },
+            }
         };
         let Some(token) = token else {
             return Ok(None);
@@ -385,12 +510,17 @@ impl<'a> Run<'a> {
         if !contains(&secret, &wanted_secret) {
             // One apply writes every key at once: clients never read a half-written Secret, and
             // the old token stays until the new one replaces it.
-            apply(&self.api::<Secret>(), &self.access.secret_name(), &wanted_secret)
-                .await
-                .map_err(|e| {
-                    self.observation.credential = Check::failed(reason::SECRET_WRITE_FAILED, describe(&e));
-                    Error::Secret(e)
-                })?;
+            apply(
+                &self.api::<Secret>(),
+                &self.access.secret_name(),
+                &wanted_secret,
+            )
+            .await
+            .map_err(|e| {
+                self.observation.credential =
+                    Check::failed(reason::SECRET_WRITE_FAILED, describe(&e));
+                Error::Secret(e)
+            })?;
         }
         let renewal = self.record_token(&token);
         self.observation.credential = Check::ok(
@@ -403,7 +533,9 @@ impl<'a> Run<'a> {
             ),
         );
         let window = token.expires_at.duration_since(renewal);
-        Ok(Some(renewal + credential::jitter(&self.access.uid().unwrap_or_default(), window)))
+        Ok(Some(
+            renewal + credential::jitter(&self.access.uid().unwrap_or_default(), window),
+        ))
     }
 
     fn record_token(&mut self, token: &IssuedToken) -> Timestamp {
@@ -428,17 +560,27 @@ impl<'a> Run<'a> {
         };
         self.observation.secret_name = Some(name.clone());
         match current {
-            Some(secret) if desired::is_controlled_by(&secret.metadata, self.access) => Ok(Some(secret)),
+            Some(secret) if desired::is_controlled_by(&secret.metadata, self.access) => {
+                Ok(Some(secret))
+            }
             Some(_) => {
                 self.observation.credential = Check::failed(
                     reason::SECRET_CONFLICT,
-                    format!("Secret {name} exists and was not created by this access; it is left untouched: delete it or set spec.secretName"),
+                    format!(
+                        "Secret {name} exists and was not created by this access; it is left untouched: delete it or set spec.secretName"
+                    ),
                 );
                 Ok(None)
             }
             None => {
-                let params = PostParams { dry_run: false, field_manager: Some(FIELD_MANAGER.into()) };
-                match api.create(&params, &desired::empty_secret(self.access)).await {
+                let params = PostParams {
+                    dry_run: false,
+                    field_manager: Some(FIELD_MANAGER.into()),
+                };
+                match api
+                    .create(&params, &desired::empty_secret(self.access))
+                    .await
+                {
                     Ok(created) => Ok(Some(created)),
                     Err(e) => Err(secret_failed(self, e)),
                 }
@@ -448,11 +590,20 @@ impl<'a> Run<'a> {
 
     /// Step 3: a token for the ServiceAccount, bound to the Secret. The server's expiry is the
     /// truth: it may have capped the requested duration.
-    async fn request_token(&self, secret: &Secret, inputs: TokenRequestInputs) -> Result<IssuedToken, Error> {
+    async fn request_token(
+        &self,
+        secret: &Secret,
+        inputs: TokenRequestInputs,
+    ) -> Result<IssuedToken, Error> {
         let request = inputs.token_request(&secret.name_any(), &secret.uid().unwrap_or_default());
         let api = self.api::<ServiceAccount>();
         let response: TokenRequest = api
-            .create_subresource("token", &inputs.service_account, &PostParams::default(), &request)
+            .create_subresource(
+                "token",
+                &inputs.service_account,
+                &PostParams::default(),
+                &request,
+            )
             .await
             .map_err(Error::TokenRequest)?;
         let status = response.status.ok_or(Error::EmptyTokenResponse)?;
@@ -468,7 +619,11 @@ impl<'a> Run<'a> {
     }
 
     /// Step 5: tell the mesh to let this identity through, as the mode says.
-    async fn ensure_mesh(&mut self, inference_service: &InferenceService, service_account: &str) -> Result<(), Error> {
+    async fn ensure_mesh(
+        &mut self,
+        inference_service: &InferenceService,
+        service_account: &str,
+    ) -> Result<(), Error> {
         if self.observation.access_policy.reason == reason::SIDECAR_ANNOTATION_CONFLICT {
             return Ok(());
         }
@@ -483,16 +638,30 @@ impl<'a> Run<'a> {
         let isvc = inference_service.name_any();
         let mode = self.access.spec.mesh.mode;
         if mode != MeshMode::AuthorizationPolicy {
-            if let Some(stale) = current.filter(|c| desired::is_controlled_by(&c.metadata, self.access)) {
-                api.delete(&stale.name_any(), &DeleteParams::default()).await.map_err(|e| self.policy_failed(e))?;
-                self.event(EventType::Normal, "PolicyDeleted", "Delete", format!("deleted AuthorizationPolicy {name}: mesh.mode is now {mode:?}"));
+            if let Some(stale) =
+                current.filter(|c| desired::is_controlled_by(&c.metadata, self.access))
+            {
+                api.delete(&stale.name_any(), &DeleteParams::default())
+                    .await
+                    .map_err(|e| self.policy_failed(e))?;
+                self.event(
+                    EventType::Normal,
+                    "PolicyDeleted",
+                    "Delete",
+                    format!("deleted AuthorizationPolicy {name}: mesh.mode is now {mode:?}"),
+                );
             }
             self.observation.access_policy = match mode {
                 MeshMode::DisableSidecarInjection => Check::ok(
                     reason::SIDECAR_DISABLED,
-                    format!("InferenceService {isvc} runs without an Istio sidecar: any caller the gateway authenticates can reach it"),
+                    format!(
+                        "InferenceService {isvc} runs without an Istio sidecar: any caller the gateway authenticates can reach it"
+                    ),
                 ),
-                _ => Check::ok(reason::UNMANAGED, "mesh.mode is Unmanaged: the operator leaves Istio alone"),
+                _ => Check::ok(
+                    reason::UNMANAGED,
+                    "mesh.mode is Unmanaged: the operator leaves Istio alone",
+                ),
             };
             return Ok(());
         }
@@ -501,13 +670,22 @@ impl<'a> Run<'a> {
             Some(current) if !desired::is_controlled_by(&current.metadata, self.access) => {
                 self.observation.access_policy = Check::failed(
                     reason::POLICY_CONFLICT,
-                    format!("AuthorizationPolicy {name} exists and was not created by this access; it is left untouched: delete or rename it"),
+                    format!(
+                        "AuthorizationPolicy {name} exists and was not created by this access; it is left untouched: delete or rename it"
+                    ),
                 );
                 return Ok(());
             }
             Some(current) if contains(&current, &wanted) => {}
             _ => match apply(&api, &name, &wanted).await {
-                Ok(_) => self.event(EventType::Normal, "PolicyApplied", "Apply", format!("applied AuthorizationPolicy {name} for ServiceAccount {service_account}")),
+                Ok(_) => self.event(
+                    EventType::Normal,
+                    "PolicyApplied",
+                    "Apply",
+                    format!(
+                        "applied AuthorizationPolicy {name} for ServiceAccount {service_account}"
+                    ),
+                ),
                 Err(err) if api_status(&err) == Some(404) => {
                     self.observation.access_policy = Check::failed(
                         reason::ISTIO_NOT_INSTALLED,
@@ -521,10 +699,18 @@ impl<'a> Run<'a> {
         self.observation.access_policy = if inference_service.sidecar_disabled() {
             Check::failed(
                 reason::NO_SIDECAR,
-                format!("InferenceService {isvc} has sidecar.istio.io/inject=false: AuthorizationPolicy {name} is never enforced and any authenticated caller reaches the model; remove the annotation, or choose mesh.mode DisableSidecarInjection to accept that"),
+                format!(
+                    "InferenceService {isvc} has sidecar.istio.io/inject=false: AuthorizationPolicy {name} is never enforced and any authenticated caller reaches the model; remove the annotation, or choose mesh.mode DisableSidecarInjection to accept that"
+                ),
             )
         } else {
-            Check::ok(reason::POLICY_APPLIED, format!("AuthorizationPolicy {name} allows system:serviceaccount:{}:{service_account} through the gateway", self.access.namespace().unwrap_or_default()))
+            Check::ok(
+                reason::POLICY_APPLIED,
+                format!(
+                    "AuthorizationPolicy {name} allows system:serviceaccount:{}:{service_account} through the gateway",
+                    self.access.namespace().unwrap_or_default()
+                ),
+            )
         };
         Ok(())
     }
@@ -536,7 +722,12 @@ impl<'a> Run<'a> {
 
     /// Step 6: publish the status, only when it changed.
     async fn publish_status(&self) -> Result<(), Error> {
-        let status = build_status(&self.observation, self.access.status.as_ref(), self.access.meta().generation, self.now);
+        let status = build_status(
+            &self.observation,
+            self.access.status.as_ref(),
+            self.access.meta().generation,
+            self.now,
+        );
         if self.access.status.as_ref() == Some(&status) {
             return Ok(());
         }
@@ -547,7 +738,11 @@ impl<'a> Run<'a> {
             "status": status,
         });
         self.api::<InferenceAccess>()
-            .patch_status(&self.access.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .patch_status(
+                &self.access.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
             .await
             .map_err(Error::Status)?;
         Ok(())
@@ -569,7 +764,12 @@ pub async fn apply<K>(api: &Api<K>, name: &str, object: &K) -> Result<K, kube::E
 where
     K: Resource + Serialize + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object)).await
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
 }
 
 /// Whether `actual` already holds every field `wanted` sets, so applying would change nothing.
@@ -586,9 +786,15 @@ fn is_subset(wanted: &serde_json::Value, actual: &serde_json::Value) -> bool {
         (Value::Object(w), Value::Object(a)) => w.iter().all(|(k, v)| match a.get(k) {
             Some(actual) => is_subset(v, actual),
             // An empty map or list wanted is the same as one absent.
-            None => v.is_null() || v.as_object().is_some_and(|o| o.is_empty()) || v.as_array().is_some_and(|l| l.is_empty()),
+            None => {
+                v.is_null()
+                    || v.as_object().is_some_and(|o| o.is_empty())
+                    || v.as_array().is_some_and(|l| l.is_empty())
+            }
         }),
-        (Value::Array(w), Value::Array(a)) => w.len() == a.len() && w.iter().zip(a).all(|(w, a)| is_subset(w, a)),
+        (Value::Array(w), Value::Array(a)) => {
+            w.len() == a.len() && w.iter().zip(a).all(|(w, a)| is_subset(w, a))
+        }
         (w, a) => w == a,
     }
 }
@@ -603,7 +809,11 @@ mod tests {
         let cases = [
             (json!({"a": 1}), json!({"a": 1, "b": 2}), true),
             (json!({"a": 1}), json!({"a": 2}), false),
-            (json!({"a": {"b": [1, {"c": 1}]}}), json!({"a": {"b": [1, {"c": 1, "d": 2}]}}), true),
+            (
+                json!({"a": {"b": [1, {"c": 1}]}}),
+                json!({"a": {"b": [1, {"c": 1, "d": 2}]}}),
+                true,
+            ),
             (json!({"a": [1]}), json!({"a": [1, 2]}), false),
             (json!({"a": {}}), json!({}), true),
             (json!({"a": []}), json!({}), true),

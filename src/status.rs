@@ -69,15 +69,27 @@ pub struct Check {
 
 impl Check {
     pub fn ok(reason: &'static str, message: impl Into<String>) -> Self {
-        Self { state: State::True, reason, message: message.into() }
+        Self {
+            state: State::True,
+            reason,
+            message: message.into(),
+        }
     }
 
     pub fn failed(reason: &'static str, message: impl Into<String>) -> Self {
-        Self { state: State::False, reason, message: message.into() }
+        Self {
+            state: State::False,
+            reason,
+            message: message.into(),
+        }
     }
 
     pub fn pending(message: impl Into<String>) -> Self {
-        Self { state: State::Unknown, reason: reason::PENDING, message: message.into() }
+        Self {
+            state: State::Unknown,
+            reason: reason::PENDING,
+            message: message.into(),
+        }
     }
 }
 
@@ -114,11 +126,20 @@ impl Default for Observation {
 impl Observation {
     /// The first unsatisfied check decides `Ready`.
     pub fn ready(&self) -> Check {
-        [&self.inference_service, &self.credential, &self.access_policy]
-            .into_iter()
-            .find(|check| check.state != State::True)
-            .cloned()
-            .unwrap_or_else(|| Check::ok(reason::READY, "the credential in the Secret reaches the InferenceService"))
+        [
+            &self.inference_service,
+            &self.credential,
+            &self.access_policy,
+        ]
+        .into_iter()
+        .find(|check| check.state != State::True)
+        .cloned()
+        .unwrap_or_else(|| {
+            Check::ok(
+                reason::READY,
+                "the credential in the Secret reaches the InferenceService",
+            )
+        })
     }
 }
 
@@ -129,10 +150,15 @@ pub fn build_status(
     generation: Option<i64>,
     now: Timestamp,
 ) -> InferenceAccessStatus {
-    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let previous_conditions = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     let conditions = [
         (READY, observation.ready()),
-        (INFERENCE_SERVICE_READY, observation.inference_service.clone()),
+        (
+            INFERENCE_SERVICE_READY,
+            observation.inference_service.clone(),
+        ),
         (CREDENTIAL_ISSUED, observation.credential.clone()),
         (ACCESS_POLICY_READY, observation.access_policy.clone()),
     ]
@@ -196,7 +222,10 @@ mod tests {
         let cases = [
             (all_ok(), State::True, reason::READY),
             (
-                Observation { inference_service: Check::failed(reason::INFERENCE_SERVICE_NOT_FOUND, "x"), ..all_ok() },
+                Observation {
+                    inference_service: Check::failed(reason::INFERENCE_SERVICE_NOT_FOUND, "x"),
+                    ..all_ok()
+                },
                 State::False,
                 reason::INFERENCE_SERVICE_NOT_FOUND,
             ),
@@ -210,7 +239,10 @@ mod tests {
                 reason::TOKEN_REQUEST_FAILED,
             ),
             (
-                Observation { access_policy: Check::failed(reason::NO_SIDECAR, "x"), ..all_ok() },
+                Observation {
+                    access_policy: Check::failed(reason::NO_SIDECAR, "x"),
+                    ..all_ok()
+                },
                 State::False,
                 reason::NO_SIDECAR,
             ),
@@ -218,7 +250,11 @@ mod tests {
         ];
         for (observation, state, reason) in cases {
             let ready = observation.ready();
-            assert_eq!((ready.state, ready.reason), (state, reason), "{observation:?}");
+            assert_eq!(
+                (ready.state, ready.reason),
+                (state, reason),
+                "{observation:?}"
+            );
         }
     }
 
@@ -265,12 +301,21 @@ mod tests {
         let mut later = all_ok();
         later.credential = Check::ok(reason::ISSUED, "renewed");
         let second = build_status(&later, Some(&first), Some(1), ts("2026-01-01T01:00:00Z"));
-        assert!(second.conditions.iter().all(|c| c.last_transition_time.0 == ts("2026-01-01T00:00:00Z")));
+        assert!(
+            second
+                .conditions
+                .iter()
+                .all(|c| c.last_transition_time.0 == ts("2026-01-01T00:00:00Z"))
+        );
         // The policy breaks: it and Ready flip, the others keep their time.
         let mut broken = all_ok();
         broken.access_policy = Check::failed(reason::POLICY_FAILED, "x");
         let third = build_status(&broken, Some(&second), Some(2), ts("2026-01-01T02:00:00Z"));
-        let times: Vec<_> = third.conditions.iter().map(|c| (c.type_.as_str(), c.last_transition_time.0.to_string())).collect();
+        let times: Vec<_> = third
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.last_transition_time.0.to_string()))
+            .collect();
         assert_eq!(
             times,
             [
@@ -280,7 +325,12 @@ mod tests {
                 ("AccessPolicyReady", "2026-01-01T02:00:00Z".to_owned()),
             ]
         );
-        assert!(third.conditions.iter().all(|c| c.observed_generation == Some(2)));
+        assert!(
+            third
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(2))
+        );
     }
 
     #[test]

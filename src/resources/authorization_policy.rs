@@ -27,7 +27,13 @@ fn kind() -> String {
     "AuthorizationPolicy".into()
 }
 
-namespaced_resource!(AuthorizationPolicy, group = "security.istio.io", version = "v1", kind = "AuthorizationPolicy", plural = "authorizationpolicies");
+namespaced_resource!(
+    AuthorizationPolicy,
+    group = "security.istio.io",
+    version = "v1",
+    kind = "AuthorizationPolicy",
+    plural = "authorizationpolicies"
+);
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct AuthorizationPolicySpec {

@@ -31,7 +31,13 @@ fn kind() -> String {
     "InferenceService".into()
 }
 
-namespaced_resource!(InferenceService, group = "serving.kserve.io", version = "v1beta1", kind = "InferenceService", plural = "inferenceservices");
+namespaced_resource!(
+    InferenceService,
+    group = "serving.kserve.io",
+    version = "v1beta1",
+    kind = "InferenceService",
+    plural = "inferenceservices"
+);
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -69,13 +75,20 @@ pub struct KnativeCondition {
 pub enum Readiness {
     Ready,
     /// Not ready yet, with KServe's own reason and message when it gave them.
-    NotReady { reason: String, message: String },
+    NotReady {
+        reason: String,
+        message: String,
+    },
 }
 
 impl InferenceService {
     /// The externally routable URL, once KServe has published one.
     pub fn url(&self) -> Option<&str> {
-        self.status.as_ref()?.url.as_deref().filter(|u| !u.is_empty())
+        self.status
+            .as_ref()?
+            .url
+            .as_deref()
+            .filter(|u| !u.is_empty())
     }
 
     pub fn readiness(&self) -> Readiness {
@@ -99,12 +112,18 @@ impl InferenceService {
     /// Whether KServe's predictor pods run without an Istio sidecar, so no
     /// AuthorizationPolicy can be enforced on them.
     pub fn sidecar_disabled(&self) -> bool {
-        let on_metadata = self.metadata.annotations.as_ref().and_then(|a| a.get(SIDECAR_INJECT_ANNOTATION));
+        let on_metadata = self
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SIDECAR_INJECT_ANNOTATION));
         let on_predictor = self
             .spec
             .pointer("/predictor/annotations")
             .and_then(|a| a.get(SIDECAR_INJECT_ANNOTATION))
             .and_then(|v| v.as_str());
-        on_predictor.or(on_metadata.map(String::as_str)).is_some_and(|v| v.eq_ignore_ascii_case("false"))
+        on_predictor
+            .or(on_metadata.map(String::as_str))
+            .is_some_and(|v| v.eq_ignore_ascii_case("false"))
     }
 }

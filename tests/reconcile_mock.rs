@@ -1,0 +1,784 @@
+//! Reconcile against a scripted API server (kube-rs's `tower-test` verifier pattern): every
+//! request the pipeline sends is checked in order, answered as the API server would, and
+//! counted, so request order and "zero writes" are asserted, not assumed.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use inference_access::api::InferenceAccess;
+use inference_access::reconcile::{Context, reconcile};
+use jiff::Timestamp;
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{Value, json};
+use tower_test::mock;
+
+const NS: &str = "kubeflow-user-example-com";
+const ISSUED: &str = "2026-01-01T00:00:00Z";
+const EXPIRES: &str = "2026-01-01T01:00:00Z";
+
+fn at_issue() -> Timestamp {
+    ISSUED.parse().unwrap()
+}
+fn before_renewal() -> Timestamp {
+    "2026-01-01T00:30:00Z".parse().unwrap()
+}
+fn after_renewal() -> Timestamp {
+    "2026-01-01T00:41:00Z".parse().unwrap()
+}
+
+/// One expected request and how the fake server answers it.
+struct Exchange {
+    method: &'static str,
+    path: String,
+    answer: Box<dyn FnOnce(Value) -> (u16, Value) + Send>,
+}
+
+fn expect(
+    method: &'static str,
+    path: impl Into<String>,
+    answer: impl FnOnce(Value) -> (u16, Value) + Send + 'static,
+) -> Exchange {
+    Exchange {
+        method,
+        path: path.into(),
+        answer: Box::new(answer),
+    }
+}
+
+fn not_found() -> (u16, Value) {
+    (
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+    )
+}
+
+/// Echoes an applied or created object back with server-set metadata, as the API server does.
+fn echo(uid: &'static str) -> impl FnOnce(Value) -> (u16, Value) {
+    move |mut body| {
+        body["metadata"]["uid"] = json!(uid);
+        body["metadata"]["resourceVersion"] = json!("1");
+        (200, body)
+    }
+}
+
+/// Records what the pipeline sent, in order, for assertions after the run.
+#[derive(Default, Clone)]
+struct Sent(Arc<std::sync::Mutex<Vec<(String, String, Value)>>>);
+
+impl Sent {
+    fn requests(&self) -> Vec<(String, String, Value)> {
+        self.0.lock().unwrap().clone()
+    }
+    fn lines(&self) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .map(|(m, p, _)| format!("{m} {p}"))
+            .collect()
+    }
+    fn body(&self, method: &str, path: &str) -> Value {
+        self.requests()
+            .into_iter()
+            .find(|(m, p, _)| m == method && p == path)
+            .map(|(_, _, b)| b)
+            .unwrap_or_else(|| panic!("no {method} {path} in {:?}", self.lines()))
+    }
+    fn writes(&self) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| !l.starts_with("GET "))
+            .collect()
+    }
+}
+
+/// Runs one reconcile of `access` at `now` against `script`; events may arrive at any point
+/// after the status write and are answered without a script entry.
+async fn run(
+    access: &InferenceAccess,
+    now: fn() -> Timestamp,
+    script: Vec<Exchange>,
+) -> (Result<Action, String>, Sent) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let sent = Sent::default();
+    let record = sent.clone();
+    let server = tokio::spawn(async move {
+        let mut handle = Box::pin(handle);
+        let mut script = script.into_iter();
+        while let Some((request, respond)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let path = request.uri().path().to_owned();
+            let bytes = request.into_body().collect().await.unwrap().to_bytes();
+            let body: Value = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap()
+            };
+            record
+                .0
+                .lock()
+                .unwrap()
+                .push((method.clone(), path.clone(), body.clone()));
+            let (status, answer) = if path.starts_with("/apis/events.k8s.io/") {
+                (201, body)
+            } else {
+                let next = script
+                    .next()
+                    .unwrap_or_else(|| panic!("unexpected request {method} {path}"));
+                assert_eq!(
+                    (next.method, next.path.as_str()),
+                    (method.as_str(), path.as_str()),
+                    "request out of order"
+                );
+                (next.answer)(body)
+            };
+            let response = Response::builder()
+                .status(StatusCode::from_u16(status).unwrap())
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                .unwrap();
+            respond.send_response(response);
+        }
+        let left: Vec<_> = script.map(|e| format!("{} {}", e.method, e.path)).collect();
+        assert!(left.is_empty(), "requests never sent: {left:?}");
+    });
+    let client = Client::new(service, NS);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "inference-access".into(),
+            instance: None,
+        },
+    );
+    let ctx = Arc::new(Context::new(client, recorder, now));
+    let result = reconcile(Arc::new(access.clone()), ctx)
+        .await
+        .map_err(|e| e.to_string());
+    // Dropping the last client handle closes the mock service, which ends the server loop.
+    server.await.unwrap();
+    (result, sent)
+}
+
+fn access(spec: Value) -> InferenceAccess {
+    serde_json::from_value(json!({
+        "apiVersion": "inference-access.io/v1alpha1",
+        "kind": "InferenceAccess",
+        "metadata": {"name": "client", "namespace": NS, "uid": "access-uid", "generation": 1},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn default_access() -> InferenceAccess {
+    access(json!({"inferenceService": {"name": "sklearn-iris"}}))
+}
+
+fn isvc(url: Option<&str>) -> Value {
+    let mut isvc = json!({
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "sklearn-iris", "namespace": NS, "uid": "isvc-uid"},
+        "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model"}}},
+    });
+    if let Some(url) = url {
+        isvc["status"] = json!({"url": url, "conditions": [{"type": "Ready", "status": "True"}, {"type": "IngressReady", "status": "True"}]});
+    }
+    isvc
+}
+
+const URL: &str = "http://sklearn-iris.kubeflow-user-example-com.example.com";
+
+fn base(kind: &str) -> String {
+    match kind {
+        "isvc" => format!("/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices"),
+        "sa" => format!("/api/v1/namespaces/{NS}/serviceaccounts"),
+        "secret" => format!("/api/v1/namespaces/{NS}/secrets"),
+        "ap" => format!("/apis/security.istio.io/v1/namespaces/{NS}/authorizationpolicies"),
+        "ia" => format!("/apis/inference-access.io/v1alpha1/namespaces/{NS}/inferenceaccesses"),
+        _ => unreachable!(),
+    }
+}
+
+/// The API server answers a status write with the whole object.
+fn stored_status(body: Value) -> (u16, Value) {
+    let mut stored = serde_json::to_value(default_access()).unwrap();
+    stored["status"] = body["status"].clone();
+    (200, stored)
+}
+
+fn token_response() -> impl FnOnce(Value) -> (u16, Value) {
+    |mut body| {
+        body["status"] =
+            json!({"token": "header.payload.signature", "expirationTimestamp": EXPIRES});
+        (201, body)
+    }
+}
+
+/// The script of a first issuance, in the order the issue prescribes.
+fn first_issuance_script() -> Vec<Exchange> {
+    vec![
+        expect("GET", format!("{}/sklearn-iris", base("isvc")), |_| {
+            (200, isvc(Some(URL)))
+        }),
+        expect("GET", format!("{}/client", base("sa")), |_| not_found()),
+        expect("PATCH", format!("{}/client", base("sa")), echo("sa-uid")),
+        expect(
+            "GET",
+            format!("{}/client-credential", base("secret")),
+            |_| not_found(),
+        ),
+        expect("POST", base("secret"), |b| (201, echo("secret-uid")(b).1)),
+        expect(
+            "POST",
+            format!("{}/client/token", base("sa")),
+            token_response(),
+        ),
+        expect(
+            "PATCH",
+            format!("{}/client-credential", base("secret")),
+            echo("secret-uid"),
+        ),
+        expect("GET", format!("{}/client", base("ap")), |_| not_found()),
+        expect("PATCH", format!("{}/client", base("ap")), echo("ap-uid")),
+        expect(
+            "PATCH",
+            format!("{}/client/status", base("ia")),
+            stored_status,
+        ),
+    ]
+}
+
+fn decoded(secret: &Value, key: &str) -> String {
+    use base64::Engine;
+    let encoded = secret["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key} in {secret}"));
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap()
+}
+
+/// The state the cluster is in after a first issuance: what the pipeline wrote, as stored.
+struct Issued {
+    access: InferenceAccess,
+    sa: Value,
+    secret: Value,
+    policy: Value,
+}
+
+async fn issue_first() -> Issued {
+    let (result, sent) = run(&default_access(), at_issue, first_issuance_script()).await;
+    assert!(result.is_ok(), "{result:?}");
+    let mut access = default_access();
+    let status = sent.body("PATCH", &format!("{}/client/status", base("ia")));
+    access.status = Some(serde_json::from_value(status["status"].clone()).unwrap());
+    let stored = |kind: &str, name: &str, uid: &str| {
+        let mut body = sent.body("PATCH", &format!("{}/{name}", base(kind)));
+        body["metadata"]["uid"] = json!(uid);
+        body
+    };
+    Issued {
+        access,
+        sa: stored("sa", "client", "sa-uid"),
+        secret: stored("secret", "client-credential", "secret-uid"),
+        policy: stored("ap", "client", "ap-uid"),
+    }
+}
+
+#[tokio::test]
+async fn first_issuance_sends_requests_in_order_and_writes_a_complete_secret() {
+    let (result, sent) = run(&default_access(), at_issue, first_issuance_script()).await;
+    // Renew at 00:40 (a third of an hour before expiry) plus under 12 s of jitter.
+    let wait = requeue_secs(&result.unwrap());
+    assert!((2400.0..=2412.0).contains(&wait), "requeue after {wait}s");
+
+    let token_request = sent.body("POST", &format!("{}/client/token", base("sa")));
+    assert_eq!(
+        token_request["spec"],
+        json!({
+            "audiences": ["istio-ingressgateway.istio-system.svc.cluster.local"],
+            "expirationSeconds": 3600,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Secret", "name": "client-credential", "uid": "secret-uid"}
+        })
+    );
+
+    let sa = sent.body("PATCH", &format!("{}/client", base("sa")));
+    assert_eq!(sa["automountServiceAccountToken"], json!(false));
+    assert_eq!(
+        sa["metadata"]["ownerReferences"][0]["uid"],
+        json!("access-uid")
+    );
+
+    let secret = sent.body("PATCH", &format!("{}/client-credential", base("secret")));
+    let expected = [
+        ("token", "header.payload.signature"),
+        ("authorization", "Bearer header.payload.signature"),
+        ("url", URL),
+        ("host", "sklearn-iris.kubeflow-user-example-com.example.com"),
+        (
+            "predict-url",
+            "http://istio-ingressgateway.istio-system.svc.cluster.local/v1/models/sklearn-iris:predict",
+        ),
+        (
+            "infer-url",
+            "http://istio-ingressgateway.istio-system.svc.cluster.local/v2/models/sklearn-iris/infer",
+        ),
+        (
+            "gateway-url",
+            "http://istio-ingressgateway.istio-system.svc.cluster.local",
+        ),
+        ("expires-at", EXPIRES),
+    ];
+    for (key, value) in expected {
+        assert_eq!(decoded(&secret, key), value, "{key}");
+    }
+    assert_eq!(secret["data"].as_object().unwrap().len(), expected.len());
+    assert_eq!(
+        secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        json!("inference-access")
+    );
+
+    let policy = sent.body("PATCH", &format!("{}/client", base("ap")));
+    assert_eq!(
+        policy["spec"],
+        json!({
+            "selector": {"matchLabels": {"serving.kserve.io/inferenceservice": "sklearn-iris"}},
+            "action": "ALLOW",
+            "rules": [
+                {
+                    "from": [{"source": {"principals": ["cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"]}}],
+                    "when": [{"key": "request.headers[kubeflow-userid]", "values": ["system:serviceaccount:kubeflow-user-example-com:client"]}]
+                },
+                {"to": [{"operation": {"paths": ["/healthz", "/ready", "/metrics", "/wait-for-drain"]}}]}
+            ]
+        })
+    );
+
+    let status = sent.body("PATCH", &format!("{}/client/status", base("ia")));
+    assert_eq!(status["status"]["tokenExpirationTime"], json!(EXPIRES));
+    assert_eq!(
+        status["status"]["renewalTime"],
+        json!("2026-01-01T00:40:00Z")
+    );
+    assert_eq!(
+        status["status"]["host"],
+        json!("sklearn-iris.kubeflow-user-example-com.example.com")
+    );
+    assert_eq!(status["status"]["observedGeneration"], json!(1));
+    for type_ in [
+        "Ready",
+        "InferenceServiceReady",
+        "CredentialIssued",
+        "AccessPolicyReady",
+    ] {
+        assert_eq!(
+            condition(&status, type_)["status"],
+            json!("True"),
+            "{type_}: {status}"
+        );
+    }
+
+    let events: Vec<String> = sent
+        .requests()
+        .into_iter()
+        .filter(|(_, p, _)| p.contains("events.k8s.io"))
+        .map(|(_, _, b)| b["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        events,
+        ["ServiceAccountApplied", "CredentialIssued", "PolicyApplied"]
+    );
+    // No secret value in any event, status or log-facing text.
+    for (method, path, body) in sent.requests() {
+        if !path.contains("/secrets/") && !path.ends_with("/token") {
+            assert!(
+                !body.to_string().contains("header.payload.signature"),
+                "{method} {path} leaks the token"
+            );
+        }
+    }
+}
+
+fn steady_script(state: &Issued, isvc_body: Value) -> Vec<Exchange> {
+    let (sa, secret, policy) = (state.sa.clone(), state.secret.clone(), state.policy.clone());
+    vec![
+        expect("GET", format!("{}/sklearn-iris", base("isvc")), move |_| {
+            (200, isvc_body)
+        }),
+        expect("GET", format!("{}/client", base("sa")), move |_| (200, sa)),
+        expect(
+            "GET",
+            format!("{}/client-credential", base("secret")),
+            move |_| (200, secret),
+        ),
+    ]
+    .into_iter()
+    .chain(std::iter::once(expect(
+        "GET",
+        format!("{}/client", base("ap")),
+        move |_| (200, policy),
+    )))
+    .collect()
+}
+
+#[tokio::test]
+async fn a_reconcile_with_nothing_to_do_sends_no_write() {
+    let state = issue_first().await;
+    let (result, sent) = run(
+        &state.access,
+        before_renewal,
+        steady_script(&state, isvc(Some(URL))),
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(sent.writes(), Vec::<String>::new());
+    assert_eq!(sent.lines().len(), 4);
+}
+
+#[tokio::test]
+async fn renewal_mints_a_new_token_and_rewrites_the_secret() {
+    let state = issue_first().await;
+    let mut script = steady_script(&state, isvc(Some(URL)));
+    let policy = script.pop().unwrap();
+    script.push(expect("POST", format!("{}/client/token", base("sa")), |mut body| {
+        body["status"] = json!({"token": "renewed.token.value", "expirationTimestamp": "2026-01-01T01:41:00Z"});
+        (201, body)
+    }));
+    script.push(expect(
+        "PATCH",
+        format!("{}/client-credential", base("secret")),
+        echo("secret-uid"),
+    ));
+    script.push(policy);
+    script.push(expect(
+        "PATCH",
+        format!("{}/client/status", base("ia")),
+        stored_status,
+    ));
+    let (result, sent) = run(&state.access, after_renewal, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    let secret = sent.body("PATCH", &format!("{}/client-credential", base("secret")));
+    assert_eq!(decoded(&secret, "token"), "renewed.token.value");
+    assert_eq!(decoded(&secret, "expires-at"), "2026-01-01T01:41:00Z");
+    let status = sent.body("PATCH", &format!("{}/client/status", base("ia")));
+    assert_eq!(
+        status["status"]["tokenExpirationTime"],
+        json!("2026-01-01T01:41:00Z")
+    );
+    assert_eq!(
+        status["status"]["renewalTime"],
+        json!("2026-01-01T01:21:00Z")
+    );
+    // The condition did not flip, so its transition time stays.
+    assert_eq!(
+        condition(&status, "CredentialIssued")["lastTransitionTime"],
+        json!(ISSUED)
+    );
+}
+
+#[tokio::test]
+async fn a_changed_status_url_reaches_the_secret_without_a_new_token() {
+    let state = issue_first().await;
+    let moved = "http://example.com/serving/kubeflow-user-example-com/sklearn-iris";
+    let mut script = steady_script(&state, isvc(Some(moved)));
+    let policy = script.pop().unwrap();
+    script.push(expect(
+        "PATCH",
+        format!("{}/client-credential", base("secret")),
+        echo("secret-uid"),
+    ));
+    script.push(policy);
+    script.push(expect(
+        "PATCH",
+        format!("{}/client/status", base("ia")),
+        stored_status,
+    ));
+    let (result, sent) = run(&state.access, before_renewal, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    let secret = sent.body("PATCH", &format!("{}/client-credential", base("secret")));
+    assert_eq!(decoded(&secret, "token"), "header.payload.signature");
+    assert_eq!(decoded(&secret, "host"), "example.com");
+    assert_eq!(
+        decoded(&secret, "predict-url"),
+        "http://istio-ingressgateway.istio-system.svc.cluster.local/serving/kubeflow-user-example-com/sklearn-iris/v1/models/sklearn-iris:predict"
+    );
+    let status = sent.body("PATCH", &format!("{}/client/status", base("ia")));
+    assert_eq!(status["status"]["url"], json!(moved));
+}
+
+async fn failing(
+    access: InferenceAccess,
+    script: Vec<Exchange>,
+) -> (Result<Action, String>, Value, Sent) {
+    let (result, sent) = run(&access, at_issue, script).await;
+    let status = sent.body("PATCH", &format!("{}/client/status", base("ia")));
+    (result, status, sent)
+}
+
+/// `Action` only shows its delay through `Debug` ("Action { requeue_after: Some(2410.9s) }").
+fn requeue_secs(action: &Action) -> f64 {
+    let text = format!("{action:?}");
+    let secs = text
+        .split("Some(")
+        .nth(1)
+        .and_then(|s| s.split("s)").next());
+    secs.and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no requeue in {text}"))
+}
+
+fn ready_reason(status: &Value) -> (&str, &str) {
+    let ready = condition(status, "Ready");
+    (
+        ready["status"].as_str().unwrap(),
+        ready["reason"].as_str().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn missing_inference_service_is_a_condition() {
+    let (result, status, sent) = failing(
+        default_access(),
+        vec![
+            expect("GET", format!("{}/sklearn-iris", base("isvc")), |_| {
+                not_found()
+            }),
+            expect(
+                "PATCH",
+                format!("{}/client/status", base("ia")),
+                stored_status,
+            ),
+        ],
+    )
+    .await;
+    assert!(result.is_ok());
+    assert_eq!(ready_reason(&status), ("False", "InferenceServiceNotFound"));
+    assert_eq!(sent.writes().len(), 1);
+}
+
+#[tokio::test]
+async fn an_inference_service_without_url_gets_its_policy_but_no_credential_yet() {
+    let (result, status, _) = failing(
+        default_access(),
+        vec![
+            expect("GET", format!("{}/sklearn-iris", base("isvc")), |_| {
+                (200, isvc(None))
+            }),
+            expect("GET", format!("{}/client", base("sa")), |_| not_found()),
+            expect("PATCH", format!("{}/client", base("sa")), echo("sa-uid")),
+            expect("GET", format!("{}/client", base("ap")), |_| not_found()),
+            expect("PATCH", format!("{}/client", base("ap")), echo("ap-uid")),
+            expect(
+                "PATCH",
+                format!("{}/client/status", base("ia")),
+                stored_status,
+            ),
+        ],
+    )
+    .await;
+    assert!(result.is_ok());
+    assert_eq!(ready_reason(&status), ("False", "InferenceServiceNotReady"));
+    assert_eq!(
+        condition(&status, "CredentialIssued")["reason"],
+        json!("WaitingForURL")
+    );
+    assert_eq!(
+        condition(&status, "AccessPolicyReady")["status"],
+        json!("True")
+    );
+}
+
+#[tokio::test]
+async fn missing_named_service_account_is_a_condition() {
+    let access = access(
+        json!({"inferenceService": {"name": "sklearn-iris"}, "serviceAccount": {"name": "default-editor"}}),
+    );
+    let (result, status, _) = failing(
+        access,
+        vec![
+            expect("GET", format!("{}/sklearn-iris", base("isvc")), |_| {
+                (200, isvc(Some(URL)))
+            }),
+            expect("GET", format!("{}/default-editor", base("sa")), |_| {
+                not_found()
+            }),
+            expect(
+                "PATCH",
+                format!("{}/client/status", base("ia")),
+                stored_status,
+            ),
+        ],
+    )
+    .await;
+    assert!(result.is_ok());
+    assert_eq!(ready_reason(&status), ("False", "ServiceAccountNotFound"));
+}
+
+#[tokio::test]
+async fn a_failed_token_request_is_a_condition_and_an_error_to_back_off() {
+    let mut script = first_issuance_script();
+    script.truncate(5);
+    script.push(expect("POST", format!("{}/client/token", base("sa")), |_| {
+        (403, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+            "message": "serviceaccounts \"client\" is forbidden: User cannot create resource \"serviceaccounts/token\""}))
+    }));
+    script.push(expect("GET", format!("{}/client", base("ap")), |_| {
+        not_found()
+    }));
+    script.push(expect(
+        "PATCH",
+        format!("{}/client", base("ap")),
+        echo("ap-uid"),
+    ));
+    script.push(expect(
+        "PATCH",
+        format!("{}/client/status", base("ia")),
+        stored_status,
+    ));
+    let (result, status, _) = failing(default_access(), script).await;
+    assert!(result.unwrap_err().contains("TokenRequest"));
+    assert_eq!(ready_reason(&status), ("False", "TokenRequestFailed"));
+    assert!(
+        condition(&status, "CredentialIssued")["message"]
+            .as_str()
+            .unwrap()
+            .contains("serviceaccounts/token")
+    );
+}
+
+#[tokio::test]
+async fn a_secret_we_did_not_create_is_never_touched() {
+    let foreign = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "client-credential", "namespace": NS, "uid": "foreign"}, "data": {"password": "aHVudGVyMg=="}});
+    let mut script = first_issuance_script();
+    script.truncate(3);
+    script.push(expect(
+        "GET",
+        format!("{}/client-credential", base("secret")),
+        move |_| (200, foreign),
+    ));
+    script.push(expect("GET", format!("{}/client", base("ap")), |_| {
+        not_found()
+    }));
+    script.push(expect(
+        "PATCH",
+        format!("{}/client", base("ap")),
+        echo("ap-uid"),
+    ));
+    script.push(expect(
+        "PATCH",
+        format!("{}/client/status", base("ia")),
+        stored_status,
+    ));
+    let (result, status, sent) = failing(default_access(), script).await;
+    assert!(result.is_ok());
+    assert_eq!(ready_reason(&status), ("False", "SecretConflict"));
+    assert!(
+        sent.writes().iter().all(|w| !w.contains("/secrets")),
+        "{:?}",
+        sent.writes()
+    );
+}
+
+#[tokio::test]
+async fn without_istio_the_credential_still_works_and_the_policy_condition_says_why() {
+    let mut script = first_issuance_script();
+    script.truncate(7);
+    script.push(expect("GET", format!("{}/client", base("ap")), |_| {
+        not_found()
+    }));
+    script.push(expect("PATCH", format!("{}/client", base("ap")), |_| {
+        not_found()
+    }));
+    script.push(expect(
+        "PATCH",
+        format!("{}/client/status", base("ia")),
+        stored_status,
+    ));
+    let (result, status, sent) = failing(default_access(), script).await;
+    assert!(result.is_ok());
+    assert_eq!(
+        condition(&status, "AccessPolicyReady")["reason"],
+        json!("IstioNotInstalled")
+    );
+    assert_eq!(
+        condition(&status, "CredentialIssued")["status"],
+        json!("True")
+    );
+    assert!(
+        sent.writes()
+            .iter()
+            .any(|w| w.ends_with("/secrets/client-credential"))
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_spec_waits_for_a_change() {
+    // Below the API server's minimum: the CRD's CEL rule refuses it, the controller too.
+    let access =
+        access(json!({"inferenceService": {"name": "sklearn-iris"}, "token": {"duration": "5m"}}));
+    let (result, status, sent) = failing(
+        access,
+        vec![expect(
+            "PATCH",
+            format!("{}/client/status", base("ia")),
+            stored_status,
+        )],
+    )
+    .await;
+    assert_eq!(
+        format!("{:?}", result.unwrap()),
+        format!("{:?}", Action::await_change())
+    );
+    assert_eq!(ready_reason(&status), ("False", "InvalidSpec"));
+    assert_eq!(
+        sent.writes().len(),
+        2,
+        "the status and one warning event: {:?}",
+        sent.writes()
+    );
+}
+
+#[tokio::test]
+async fn a_second_template_for_one_inference_service_is_refused() {
+    let access = access(
+        json!({"inferenceService": {"name": "sklearn-iris", "template": {"spec": {"predictor": {}}}}}),
+    );
+    let mut owned_by_other = isvc(Some(URL));
+    owned_by_other["metadata"]["ownerReferences"] = json!([{"apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess", "name": "first", "uid": "other-uid", "controller": true}]);
+    let (result, status, sent) = failing(
+        access,
+        vec![
+            expect("GET", format!("{}/sklearn-iris", base("isvc")), move |_| {
+                (200, owned_by_other)
+            }),
+            expect(
+                "PATCH",
+                format!("{}/client/status", base("ia")),
+                stored_status,
+            ),
+        ],
+    )
+    .await;
+    assert!(result.is_ok());
+    assert_eq!(ready_reason(&status), ("False", "TemplateConflict"));
+    assert!(
+        condition(&status, "InferenceServiceReady")["message"]
+            .as_str()
+            .unwrap()
+            .contains("InferenceAccess/first")
+    );
+    assert_eq!(sent.writes().len(), 1);
+}
