@@ -36,34 +36,12 @@ pub const DEFAULT_PROBE_PATHS: [&str; 4] = ["/healthz", "/ready", "/metrics", "/
     status = "InferenceAccessStatus",
     derive = "PartialEq",
     doc = "InferenceAccess keeps a ready, self-renewing credential for one KServe InferenceService in a Secret, and the Istio access policy that lets it through.",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
-        priority = 1
-    ),
-    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
-    printcolumn(
-        name = "Secret",
-        type_ = "string",
-        json_path = ".status.secretName",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Expires",
-        type_ = "date",
-        json_path = ".status.tokenExpirationTime"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason", "priority": 1}"#,
+    printcolumn = r#"{"name": "URL", "type": "string", "jsonPath": ".status.url"}"#,
+    printcolumn = r#"{"name": "Secret", "type": "string", "jsonPath": ".status.secretName", "priority": 1}"#,
+    printcolumn = r#"{"name": "Expires", "type": "date", "jsonPath": ".status.tokenExpirationTime"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
     cel
 )]
 #[serde(rename_all = "camelCase")]

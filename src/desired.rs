@@ -186,3 +186,115 @@ pub fn authorization_policy(
         ..AuthorizationPolicy::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn access(spec: serde_json::Value) -> InferenceAccess {
+        serde_json::from_value(json!({
+            "apiVersion": "inference-access.io/v1alpha1",
+            "kind": "InferenceAccess",
+            "metadata": {"name": "client", "namespace": "ns", "uid": "access-uid"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    const OWNER: &str = r#"[{"apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess", "name": "client", "uid": "access-uid", "controller": true}]"#;
+
+    fn owner() -> serde_json::Value {
+        serde_json::from_str(OWNER).unwrap()
+    }
+
+    #[test]
+    fn templated_inference_service_carries_template_and_mesh_mode() {
+        let a = access(json!({
+            "inferenceService": {"name": "sklearn-iris", "template": {
+                "metadata": {"labels": {"team": "a"}, "annotations": {"note": "x"}},
+                "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}}}}
+            }},
+            "mesh": {"mode": "DisableSidecarInjection"}
+        }));
+        assert_eq!(
+            serde_json::to_value(templated_inference_service(&a).unwrap()).unwrap(),
+            json!({
+                "apiVersion": "serving.kserve.io/v1beta1",
+                "kind": "InferenceService",
+                "metadata": {
+                    "name": "sklearn-iris",
+                    "namespace": "ns",
+                    "labels": {"team": "a", "app.kubernetes.io/managed-by": "inference-access", "inference-access.io/access": "client"},
+                    "annotations": {"note": "x", "sidecar.istio.io/inject": "false"},
+                    "ownerReferences": owner()
+                },
+                "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}}}}
+            })
+        );
+        assert!(
+            templated_inference_service(&access(json!({"inferenceService": {"name": "m"}})))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn secret_template_adds_labels_but_never_replaces_ours() {
+        let a = access(json!({
+            "inferenceService": {"name": "m"},
+            "secretName": "creds",
+            "secretTemplate": {"labels": {"app.kubernetes.io/managed-by": "someone-else", "team": "a"}, "annotations": {"reflector": "yes"}}
+        }));
+        assert_eq!(
+            serde_json::to_value(empty_secret(&a)).unwrap(),
+            json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": "creds",
+                    "namespace": "ns",
+                    "labels": {"team": "a", "app.kubernetes.io/managed-by": "inference-access", "inference-access.io/access": "client"},
+                    "annotations": {"reflector": "yes"},
+                    "ownerReferences": owner()
+                },
+                "type": "Opaque"
+            })
+        );
+    }
+
+    #[test]
+    fn policy_uses_the_configured_header_principals_and_probe_paths() {
+        let a = access(json!({
+            "inferenceService": {"name": "m"},
+            "mesh": {"userIdHeader": "x-user", "sourcePrincipals": ["cluster.local/ns/gw/sa/gw"], "probePaths": []}
+        }));
+        assert_eq!(
+            serde_json::to_value(authorization_policy(&a, "robot").spec).unwrap(),
+            json!({
+                "selector": {"matchLabels": {"serving.kserve.io/inferenceservice": "m"}},
+                "action": "ALLOW",
+                "rules": [{
+                    "from": [{"source": {"principals": ["cluster.local/ns/gw/sa/gw"]}}],
+                    "when": [{"key": "request.headers[x-user]", "values": ["system:serviceaccount:ns:robot"]}]
+                }]
+            })
+        );
+    }
+
+    #[test]
+    fn ownership_is_by_controller_uid() {
+        let a = access(json!({"inferenceService": {"name": "m"}}));
+        let mut meta = ObjectMeta {
+            owner_references: serde_json::from_str(OWNER).unwrap(),
+            ..Default::default()
+        };
+        assert!(is_controlled_by(&meta, &a));
+        assert_eq!(
+            controller_of(&meta).as_deref(),
+            Some("InferenceAccess/client")
+        );
+        meta.owner_references.as_mut().unwrap()[0].uid = "other".into();
+        assert!(!is_controlled_by(&meta, &a));
+        assert!(!is_controlled_by(&ObjectMeta::default(), &a));
+    }
+}

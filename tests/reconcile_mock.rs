@@ -2,6 +2,7 @@
 //! request the pipeline sends is checked in order, answered as the API server would, and
 //! counted, so request order and "zero writes" are asserted, not assumed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
@@ -353,6 +354,13 @@ async fn first_issuance_sends_requests_in_order_and_writes_a_complete_secret() {
     );
 
     let policy = sent.body("PATCH", &format!("{}/client", base("ap")));
+    assert_eq!(
+        (&policy["apiVersion"], &policy["kind"]),
+        (
+            &json!("security.istio.io/v1"),
+            &json!("AuthorizationPolicy")
+        )
+    );
     assert_eq!(
         policy["spec"],
         json!({

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::namespaced_resource;
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct AuthorizationPolicy {
     #[serde(rename = "apiVersion", default = "api_version")]
     pub api_version: String,
@@ -17,6 +17,17 @@ pub struct AuthorizationPolicy {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: AuthorizationPolicySpec,
+}
+
+impl Default for AuthorizationPolicy {
+    fn default() -> Self {
+        Self {
+            api_version: api_version(),
+            kind: kind(),
+            metadata: ObjectMeta::default(),
+            spec: AuthorizationPolicySpec::default(),
+        }
+    }
 }
 
 fn api_version() -> String {

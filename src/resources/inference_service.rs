@@ -9,7 +9,7 @@ use super::namespaced_resource;
 /// annotations onto the predictor pods.
 pub const SIDECAR_INJECT_ANNOTATION: &str = "sidecar.istio.io/inject";
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct InferenceService {
     #[serde(rename = "apiVersion", default = "api_version")]
     pub api_version: String,
@@ -21,6 +21,18 @@ pub struct InferenceService {
     pub spec: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<InferenceServiceStatus>,
+}
+
+impl Default for InferenceService {
+    fn default() -> Self {
+        Self {
+            api_version: api_version(),
+            kind: kind(),
+            metadata: ObjectMeta::default(),
+            spec: serde_json::Value::Object(Default::default()),
+            status: None,
+        }
+    }
 }
 
 fn api_version() -> String {
