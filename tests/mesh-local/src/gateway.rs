@@ -144,7 +144,9 @@ impl GatewayBuilder {
         let client = match self.api {
             Some(ApiSource::Client(client)) => client,
             Some(ApiSource::Token { url, token }) => {
-                let uri: Uri = url.parse().map_err(|_| GatewayError::ApiServerUrl(url.clone()))?;
+                let uri: Uri = url
+                    .parse()
+                    .map_err(|_| GatewayError::ApiServerUrl(url.clone()))?;
                 let mut config = kube::Config::new(uri);
                 config.auth_info.token = Some(token.into());
                 kube::Client::try_from(config).map_err(GatewayError::Client)?
@@ -165,17 +167,23 @@ impl GatewayBuilder {
             }
         };
         for url in self.default_upstream.iter().chain(self.upstreams.values()) {
-            let uri: Uri = url.parse().map_err(|_| GatewayError::Upstream(url.clone()))?;
+            let uri: Uri = url
+                .parse()
+                .map_err(|_| GatewayError::Upstream(url.clone()))?;
             if uri.scheme_str() != Some("http") || uri.host().is_none() {
                 return Err(GatewayError::Upstream(url.clone()));
             }
         }
         let listener = TcpListener::bind(("127.0.0.1", self.port))
             .await
-            .map_err(|source| GatewayError::Bind { port: self.port, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| GatewayError::Bind { port: self.port, source })?;
+            .map_err(|source| GatewayError::Bind {
+                port: self.port,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+            port: self.port,
+            source,
+        })?;
         let state = Arc::new(GatewayState {
             client,
             http: HttpClient::builder(TokioExecutor::new()).build_http(),
@@ -259,7 +267,11 @@ struct GatewayState {
     clock: Clock,
 }
 
-async fn serve(listener: TcpListener, state: Arc<GatewayState>, mut shutdown: oneshot::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    state: Arc<GatewayState>,
+    mut shutdown: oneshot::Receiver<()>,
+) {
     // Connections live in this set, so ending the server task ends them too (no detached tasks).
     let mut connections = JoinSet::new();
     loop {
@@ -305,7 +317,10 @@ async fn handle(state: &GatewayState, request: http::Request<Incoming>) -> Respo
         Ok(response) => response,
         Err(error) => {
             tracing::warn!(%error, "control plane lookup failed");
-            text(StatusCode::SERVICE_UNAVAILABLE, "mesh-local: control plane unavailable")
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "mesh-local: control plane unavailable",
+            )
         }
     };
     tracing::info!(method = %parts.method, host, path = parts.uri.path(), status = response.status().as_u16(), "request");
@@ -320,7 +335,9 @@ async fn route_request(
 ) -> Result<Response, ControlPlaneError> {
     let path = parts.uri.path();
     if Login::owns(path) {
-        return Ok(state.login.handle(&parts.method, &parts.uri, &parts.headers, &body));
+        return Ok(state
+            .login
+            .handle(&parts.method, &parts.uri, &parts.headers, &body));
     }
 
     // 1. Authentication at the gateway.
@@ -396,7 +413,15 @@ async fn route_request(
     let Some(upstream) = upstream else {
         return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"));
     };
-    Ok(proxy(state, &parts.method, upstream, &route.upstream_path_and_query, headers, body).await)
+    Ok(proxy(
+        state,
+        &parts.method,
+        upstream,
+        &route.upstream_path_and_query,
+        headers,
+        body,
+    )
+    .await)
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -410,7 +435,9 @@ fn jwt_rejection(error: jwt::JwtError, host: &str, path: &str) -> Response {
     let mut response = text(StatusCode::UNAUTHORIZED, error.to_string());
     let challenge = format!("Bearer realm=\"http://{host}{path}\", error=\"invalid_token\"");
     if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
     }
     response
 }
@@ -474,7 +501,12 @@ async fn fetch_jwks(client: &kube::Client) -> Result<Jwks, ControlPlaneError> {
 }
 
 async fn list_service_urls(client: &kube::Client) -> Result<Vec<ServiceUrl>, ControlPlaneError> {
-    let resource = api_resource("serving.kserve.io", "v1beta1", "InferenceService", "inferenceservices");
+    let resource = api_resource(
+        "serving.kserve.io",
+        "v1beta1",
+        "InferenceService",
+        "inferenceservices",
+    );
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
     let list = match api.list(&ListParams::default()).await {
         Ok(list) => list,
@@ -486,12 +518,20 @@ async fn list_service_urls(client: &kube::Client) -> Result<Vec<ServiceUrl>, Con
         .iter()
         .filter_map(|isvc| {
             let url = isvc.data.get("status")?.get("url")?.as_str()?;
-            ServiceUrl::parse(isvc.metadata.namespace.as_deref()?, isvc.metadata.name.as_deref()?, url)
+            ServiceUrl::parse(
+                isvc.metadata.namespace.as_deref()?,
+                isvc.metadata.name.as_deref()?,
+                url,
+            )
         })
         .collect())
 }
 
-async fn predictor_pod(client: &kube::Client, namespace: &str, name: &str) -> Result<Option<Pod>, ControlPlaneError> {
+async fn predictor_pod(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Pod>, ControlPlaneError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let selector = format!("serving.kserve.io/inferenceservice={name},component=predictor");
     let pods = api
@@ -502,8 +542,16 @@ async fn predictor_pod(client: &kube::Client, namespace: &str, name: &str) -> Re
 }
 
 /// Policies in the workload's namespace and the root namespace.
-async fn list_policies(client: &kube::Client, namespace: &str) -> Result<Vec<StoredPolicy>, ControlPlaneError> {
-    let resource = api_resource("security.istio.io", "v1", "AuthorizationPolicy", "authorizationpolicies");
+async fn list_policies(
+    client: &kube::Client,
+    namespace: &str,
+) -> Result<Vec<StoredPolicy>, ControlPlaneError> {
+    let resource = api_resource(
+        "security.istio.io",
+        "v1",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+    );
     let mut policies = Vec::new();
     let mut namespaces = vec![namespace];
     if namespace != policy::ROOT_NAMESPACE {
@@ -514,19 +562,29 @@ async fn list_policies(client: &kube::Client, namespace: &str) -> Result<Vec<Sto
         let list = match api.list(&ListParams::default()).await {
             Ok(list) => list,
             Err(e) if not_installed(&e) => continue,
-            Err(e) => return Err(ControlPlaneError(format!("listing AuthorizationPolicies: {e}"))),
+            Err(e) => {
+                return Err(ControlPlaneError(format!(
+                    "listing AuthorizationPolicies: {e}"
+                )));
+            }
         };
         for object in list.items {
             let name = object.metadata.name.clone().unwrap_or_default();
             let spec = object.data.get("spec").cloned().unwrap_or_default();
             // Istio's admission rejects malformed policies; one that slipped in is skipped.
-            match serde_json::from_value(if spec.is_null() { serde_json::json!({}) } else { spec }) {
+            match serde_json::from_value(if spec.is_null() {
+                serde_json::json!({})
+            } else {
+                spec
+            }) {
                 Ok(spec) => policies.push(StoredPolicy {
                     namespace: ns.to_owned(),
                     name,
                     spec,
                 }),
-                Err(error) => tracing::warn!(namespace = ns, name, %error, "skipping malformed AuthorizationPolicy"),
+                Err(error) => {
+                    tracing::warn!(namespace = ns, name, %error, "skipping malformed AuthorizationPolicy")
+                }
             }
         }
     }
@@ -556,13 +614,19 @@ async fn proxy(
         headers.remove(name);
     }
     let uri = format!("{upstream}{path_and_query}");
-    let mut request = match http::Request::builder().method(method.clone()).uri(&uri).body(Full::new(body)) {
+    let mut request = match http::Request::builder()
+        .method(method.clone())
+        .uri(&uri)
+        .body(Full::new(body))
+    {
         Ok(request) => request,
         Err(_) => return empty(StatusCode::BAD_REQUEST),
     };
     *request.headers_mut() = headers;
     let started = Instant::now();
-    let response = match tokio::time::timeout(Duration::from_secs(60), state.http.request(request)).await {
+    let response = match tokio::time::timeout(Duration::from_secs(60), state.http.request(request))
+        .await
+    {
         Ok(Ok(response)) => response,
         Ok(Err(_)) => {
             return text(
@@ -575,7 +639,12 @@ async fn proxy(
     let (mut parts, body) = response.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "upstream reset before response completed"),
+        Err(_) => {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream reset before response completed",
+            );
+        }
     };
     for name in HOP_BY_HOP {
         parts.headers.remove(name);

@@ -6,7 +6,11 @@ use http_body_util::Full;
 
 pub type Response = http::Response<Full<Bytes>>;
 
-pub fn response(status: StatusCode, content_type: Option<&'static str>, body: impl Into<Bytes>) -> Response {
+pub fn response(
+    status: StatusCode,
+    content_type: Option<&'static str>,
+    body: impl Into<Bytes>,
+) -> Response {
     let mut response = http::Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     if let Some(content_type) = content_type {

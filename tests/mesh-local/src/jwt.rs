@@ -116,7 +116,12 @@ impl Audience {
 }
 
 /// Verifies `token` against `rule` and `jwks` at unix time `now`.
-pub fn verify(token: &str, rule: &JwtRule, jwks: &Jwks, now: i64) -> Result<VerifiedClaims, JwtError> {
+pub fn verify(
+    token: &str,
+    rule: &JwtRule,
+    jwks: &Jwks,
+    now: i64,
+) -> Result<VerifiedClaims, JwtError> {
     let mut parts = token.split('.');
     let (Some(header_b64), Some(claims_b64), Some(signature_b64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -206,7 +211,8 @@ impl Signer {
 
     /// A compact RS256 JWS over `claims`.
     pub fn sign(&self, claims: &serde_json::Value) -> Result<String, ring::error::Unspecified> {
-        let header = URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": "RS256", "kid": self.kid}).to_string());
+        let header = URL_SAFE_NO_PAD
+            .encode(serde_json::json!({"alg": "RS256", "kid": self.kid}).to_string());
         let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
         let signed = format!("{header}.{payload}");
         let mut signature = vec![0; self.pair.public().modulus_len()];
@@ -278,17 +284,50 @@ mod tests {
         let mut wrong_issuer = claims(NOW + 3600);
         wrong_issuer["iss"] = json!("https://evil.example.com");
         let cases = [
-            ("bad signature", sign(OTHER_KEY, "k1", claims(NOW + 3600)), rule(&[]), JwtError::VerificationFails),
-            ("expired", sign(TEST_KEY, "k1", claims(NOW - 61)), rule(&[]), JwtError::Expired),
-            ("wrong audience", good.clone(), rule(&["other-audience"]), JwtError::AudienceNotAllowed),
-            ("wrong issuer", sign(TEST_KEY, "k1", wrong_issuer), rule(&[]), JwtError::UnknownIssuer),
-            ("unknown kid", sign(TEST_KEY, "k2", claims(NOW + 3600)), rule(&[]), JwtError::NoMatchingKey),
-            ("garbage", "not-a-jwt".to_owned(), rule(&[]), JwtError::BadFormat),
+            (
+                "bad signature",
+                sign(OTHER_KEY, "k1", claims(NOW + 3600)),
+                rule(&[]),
+                JwtError::VerificationFails,
+            ),
+            (
+                "expired",
+                sign(TEST_KEY, "k1", claims(NOW - 61)),
+                rule(&[]),
+                JwtError::Expired,
+            ),
+            (
+                "wrong audience",
+                good.clone(),
+                rule(&["other-audience"]),
+                JwtError::AudienceNotAllowed,
+            ),
+            (
+                "wrong issuer",
+                sign(TEST_KEY, "k1", wrong_issuer),
+                rule(&[]),
+                JwtError::UnknownIssuer,
+            ),
+            (
+                "unknown kid",
+                sign(TEST_KEY, "k2", claims(NOW + 3600)),
+                rule(&[]),
+                JwtError::NoMatchingKey,
+            ),
+            (
+                "garbage",
+                "not-a-jwt".to_owned(),
+                rule(&[]),
+                JwtError::BadFormat,
+            ),
         ];
         for (name, token, rule, want) in cases {
             assert_eq!(verify(&token, &rule, &jwks, NOW), Err(want), "{name}");
         }
-        assert_eq!(JwtError::VerificationFails.to_string(), "Jwt verification fails");
+        assert_eq!(
+            JwtError::VerificationFails.to_string(),
+            "Jwt verification fails"
+        );
     }
 
     #[test]
@@ -300,6 +339,9 @@ mod tests {
         let mut future = claims(NOW + 3600);
         future["nbf"] = json!(NOW + 120);
         let token = sign(TEST_KEY, "k1", future);
-        assert_eq!(verify(&token, &rule(&[]), &jwks, NOW), Err(JwtError::NotYetValid));
+        assert_eq!(
+            verify(&token, &rule(&[]), &jwks, NOW),
+            Err(JwtError::NotYetValid)
+        );
     }
 }

@@ -66,7 +66,9 @@ impl std::str::FromStr for Flavour {
         match s {
             "oauth2-proxy" => Ok(Flavour::OAuth2Proxy),
             "authservice" => Ok(Flavour::AuthService),
-            other => Err(format!("unknown flavour {other:?}: oauth2-proxy or authservice")),
+            other => Err(format!(
+                "unknown flavour {other:?}: oauth2-proxy or authservice"
+            )),
         }
     }
 }
@@ -256,7 +258,13 @@ impl Login {
     }
 
     /// Serves the login paths (`owns(path)` must hold).
-    pub(crate) fn handle(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
+    pub(crate) fn handle(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Response {
         let path = uri.path();
         let query = query_pairs(uri);
         let flavour = self.config.flavour;
@@ -273,7 +281,10 @@ impl Login {
                 (Some(c), false) => self.dex_connector(c, &query),
                 (Some(c), true) if method == Method::POST => self.dex_login_post(c, &query, body),
                 (Some(c), true) => self.dex_login_form(c, &query, false),
-                (None, _) => text(StatusCode::NOT_FOUND, "Connector ID does not match a valid Connector"),
+                (None, _) => text(
+                    StatusCode::NOT_FOUND,
+                    "Connector ID does not match a valid Connector",
+                ),
             };
         }
         if path == "/dex/approval" {
@@ -291,7 +302,9 @@ impl Login {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain maps behind: still consistent enough.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn enabled(&self, connector: Connector) -> bool {
@@ -326,31 +339,40 @@ impl Login {
             ("state", state),
         ]);
         let mut response = redirect(StatusCode::FOUND, &format!("{DEX_AUTH}?{query}"));
-        set_cookie(&mut response, flavour.state_cookie(), cookie_value, Some(15 * 60), self.clock.now());
+        set_cookie(
+            &mut response,
+            flavour.state_cookie(),
+            cookie_value,
+            Some(15 * 60),
+            self.clock.now(),
+        );
         response
     }
 
-    fn check_client(&self, query: &[(String, String)]) -> Result<(), Response> {
+    /// Dex's complaint about an authorization request, if any.
+    fn client_error(&self, query: &[(String, String)]) -> Option<&'static str> {
         if param(query, "client_id") != Some(CLIENT_ID) {
-            return Err(text(StatusCode::BAD_REQUEST, "Invalid client_id."));
+            Some("Invalid client_id.")
+        } else if param(query, "redirect_uri") != Some(self.config.flavour.callback_path()) {
+            Some("Unregistered redirect_uri.")
+        } else if param(query, "response_type") != Some("code") {
+            Some("Unsupported response type.")
+        } else {
+            None
         }
-        if param(query, "redirect_uri") != Some(self.config.flavour.callback_path()) {
-            return Err(text(StatusCode::BAD_REQUEST, "Unregistered redirect_uri."));
-        }
-        if param(query, "response_type") != Some("code") {
-            return Err(text(StatusCode::BAD_REQUEST, "Unsupported response type."));
-        }
-        Ok(())
     }
 
     /// GET /dex/auth: one connector → straight to it; several → Dex's connector list.
     fn dex_auth(&self, query: &[(String, String)]) -> Response {
-        if let Err(response) = self.check_client(query) {
-            return response;
+        if let Some(error) = self.client_error(query) {
+            return text(StatusCode::BAD_REQUEST, error);
         }
         let encoded = encode_query(query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         match self.connectors().as_slice() {
-            [only] => redirect(StatusCode::FOUND, &format!("{DEX_AUTH}/{}?{encoded}", only.id())),
+            [only] => redirect(
+                StatusCode::FOUND,
+                &format!("{DEX_AUTH}/{}?{encoded}", only.id()),
+            ),
             connectors => {
                 let items: String = connectors
                     .iter()
@@ -363,15 +385,18 @@ impl Login {
                         )
                     })
                     .collect();
-                html(StatusCode::OK, page("Log in to dex", &format!("<ul>{items}</ul>")))
+                html(
+                    StatusCode::OK,
+                    page("Log in to dex", &format!("<ul>{items}</ul>")),
+                )
             }
         }
     }
 
     /// GET /dex/auth/<connector>?...: opens an auth request, then the connector's login page.
     fn dex_connector(&self, connector: Connector, query: &[(String, String)]) -> Response {
-        if let Err(response) = self.check_client(query) {
-            return response;
+        if let Some(error) = self.client_error(query) {
+            return text(StatusCode::BAD_REQUEST, error);
         }
         let id = random_token();
         let request = AuthRequest {
@@ -389,10 +414,19 @@ impl Login {
         )
     }
 
-    fn dex_login_form(&self, connector: Connector, query: &[(String, String)], invalid: bool) -> Response {
-        let known = param(query, "state").is_some_and(|id| self.lock().auth_requests.contains_key(id));
+    fn dex_login_form(
+        &self,
+        connector: Connector,
+        query: &[(String, String)],
+        invalid: bool,
+    ) -> Response {
+        let known =
+            param(query, "state").is_some_and(|id| self.lock().auth_requests.contains_key(id));
         if !known {
-            return text(StatusCode::BAD_REQUEST, "Invalid request: login session expired or unknown.");
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Invalid request: login session expired or unknown.",
+            );
         }
         let prompt = connector.username_prompt();
         let error = if invalid {
@@ -416,7 +450,12 @@ impl Login {
     }
 
     /// POST login: right password → 303 to approval; wrong → the form again, 200, no redirect.
-    fn dex_login_post(&self, connector: Connector, query: &[(String, String)], body: &[u8]) -> Response {
+    fn dex_login_post(
+        &self,
+        connector: Connector,
+        query: &[(String, String)],
+        body: &[u8],
+    ) -> Response {
         let form: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
         let login = param(&form, "login").unwrap_or_default();
         let password = param(&form, "password").unwrap_or_default();
@@ -446,7 +485,10 @@ impl Login {
             .get_mut(id)
             .filter(|r| r.connector == connector)
         else {
-            return text(StatusCode::BAD_REQUEST, "Invalid request: login session expired or unknown.");
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Invalid request: login session expired or unknown.",
+            );
         };
         request.email = Some(email);
         let approval = encode_query([("req", id), ("hmac", request.hmac.as_str())]);
@@ -462,7 +504,10 @@ impl Login {
             .get(id)
             .is_some_and(|r| r.email.is_some() && Some(r.hmac.as_str()) == param(query, "hmac"));
         if !approved {
-            return text(StatusCode::BAD_REQUEST, "Invalid request: login session expired or unknown.");
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Invalid request: login session expired or unknown.",
+            );
         }
         let Some(request) = state.auth_requests.remove(id) else {
             return text(StatusCode::BAD_REQUEST, "Invalid request.");
@@ -471,8 +516,14 @@ impl Login {
         state
             .codes
             .insert(code.clone(), request.email.unwrap_or_default());
-        let callback = encode_query([("code", code.as_str()), ("state", request.client_state.as_str())]);
-        redirect(StatusCode::SEE_OTHER, &format!("{}?{callback}", request.redirect_uri))
+        let callback = encode_query([
+            ("code", code.as_str()),
+            ("state", request.client_state.as_str()),
+        ]);
+        redirect(
+            StatusCode::SEE_OTHER,
+            &format!("{}?{callback}", request.redirect_uri),
+        )
     }
 
     /// The front end's OIDC callback: checks its state cookie, redeems the code, sets the session.
@@ -487,7 +538,10 @@ impl Login {
             },
             Flavour::AuthService => {
                 let target = self.lock().authservice_targets.remove(state_param);
-                (state_param.to_owned(), target.unwrap_or_else(|| "/".to_owned()))
+                (
+                    state_param.to_owned(),
+                    target.unwrap_or_else(|| "/".to_owned()),
+                )
             }
         };
         if expected != Some(nonce.as_str()) {
@@ -498,12 +552,17 @@ impl Login {
         }
         let email = param(query, "code").and_then(|code| self.lock().codes.remove(code));
         let Some(email) = email else {
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Error: code redemption failed");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Error: code redemption failed",
+            );
         };
         let now = self.clock.now();
         let max_age = self.config.session_max_age.as_secs();
         let expires = now
-            .checked_add(jiff::SignedDuration::from_secs(i64::try_from(max_age).unwrap_or(i64::MAX)))
+            .checked_add(jiff::SignedDuration::from_secs(
+                i64::try_from(max_age).unwrap_or(i64::MAX),
+            ))
             .unwrap_or(now);
         let session = random_token();
         self.lock()
@@ -511,7 +570,13 @@ impl Login {
             .insert(session.clone(), Session { email, expires });
         let mut response = redirect(StatusCode::FOUND, &target);
         set_cookie(&mut response, flavour.state_cookie(), "", Some(0), now);
-        set_cookie(&mut response, flavour.session_cookie(), &session, Some(max_age), now);
+        set_cookie(
+            &mut response,
+            flavour.session_cookie(),
+            &session,
+            Some(max_age),
+            now,
+        );
         response
     }
 }
@@ -525,11 +590,19 @@ fn safe_redirect(rd: &str) -> &str {
     }
 }
 
-fn set_cookie(response: &mut Response, name: &str, value: &str, max_age: Option<u64>, now: jiff::Timestamp) {
+fn set_cookie(
+    response: &mut Response,
+    name: &str,
+    value: &str,
+    max_age: Option<u64>,
+    now: jiff::Timestamp,
+) {
     let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
     if let Some(max_age) = max_age {
         let expires = now
-            .checked_add(jiff::SignedDuration::from_secs(i64::try_from(max_age).unwrap_or(i64::MAX)))
+            .checked_add(jiff::SignedDuration::from_secs(
+                i64::try_from(max_age).unwrap_or(i64::MAX),
+            ))
             .unwrap_or(now);
         cookie.push_str(&format!(
             "; Max-Age={max_age}; Expires={}",

@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 use mesh_local::{Flavour, Gateway, LdapUser, LoginConfig, ModelServer, StaticUser};
 
 #[derive(Parser)]
-#[command(about = "Test doubles: Kubeflow's Istio ingress gateway with Dex, and the KServe model server")]
+#[command(
+    about = "Test doubles: Kubeflow's Istio ingress gateway with Dex, and the KServe model server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,7 +91,9 @@ async fn run_gateway(args: GatewayArgs) -> Result<(), Box<dyn std::error::Error>
             .dex_users
             .iter()
             .map(|spec| {
-                let (email, password) = spec.split_once(':').ok_or("--dex-user wants EMAIL:PASSWORD")?;
+                let (email, password) = spec
+                    .split_once(':')
+                    .ok_or("--dex-user wants EMAIL:PASSWORD")?;
                 Ok(StaticUser {
                     email: email.to_owned(),
                     password: password.to_owned(),
@@ -127,7 +131,9 @@ async fn run_gateway(args: GatewayArgs) -> Result<(), Box<dyn std::error::Error>
     for spec in &args.upstreams {
         builder = match spec.split_once('=') {
             Some((target, url)) => {
-                let (namespace, name) = target.split_once('/').ok_or("--upstream wants NS/NAME=URL or URL")?;
+                let (namespace, name) = target
+                    .split_once('/')
+                    .ok_or("--upstream wants NS/NAME=URL or URL")?;
                 builder.upstream_for(namespace, name, url)
             }
             None => builder.upstream(spec),

@@ -26,7 +26,10 @@ pub enum ModelServerError {
     #[error("spawning the model server: {0}")]
     Spawn(#[source] std::io::Error),
     #[error("model server exited before ready ({status}); log: {log}")]
-    Exited { status: std::process::ExitStatus, log: PathBuf },
+    Exited {
+        status: std::process::ExitStatus,
+        log: PathBuf,
+    },
     #[error("model server not ready within {deadline:?}; log: {log}")]
     NotReady { deadline: Duration, log: PathBuf },
 }
@@ -163,11 +166,17 @@ pub async fn ensure_venv() -> Result<PathBuf, ModelServerError> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(setup_error(format!("{}: {}", output.status, tail.join("\n"))));
+        return Err(setup_error(format!(
+            "{}: {}",
+            output.status,
+            tail.join("\n")
+        )));
     }
     Ok(venv)
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

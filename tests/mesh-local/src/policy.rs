@@ -163,7 +163,9 @@ pub struct RequestAttributes {
 pub enum Decision {
     Allowed,
     /// `policy` names the matching DENY policy, or is None when no ALLOW policy matched.
-    Denied { policy: Option<String> },
+    Denied {
+        policy: Option<String>,
+    },
 }
 
 /// Istio's decision for `request` at `workload`'s sidecar given every stored policy.
@@ -219,7 +221,11 @@ fn policy_matches(spec: &PolicySpec, request: &RequestAttributes) -> bool {
 
 fn rule_matches(rule: &Rule, request: &RequestAttributes) -> bool {
     (rule.from.is_empty() || rule.from.iter().any(|f| source_matches(&f.source, request)))
-        && (rule.to.is_empty() || rule.to.iter().any(|t| operation_matches(&t.operation, request)))
+        && (rule.to.is_empty()
+            || rule
+                .to
+                .iter()
+                .any(|t| operation_matches(&t.operation, request)))
         && rule.when.iter().all(|c| condition_matches(c, request))
 }
 
@@ -248,11 +254,27 @@ fn source_matches(source: &Source, request: &RequestAttributes) -> bool {
 
 fn operation_matches(operation: &Operation, request: &RequestAttributes) -> bool {
     let port = request.port.to_string();
-    field(&operation.hosts, &operation.not_hosts, Some(&request.host), |p, v| {
-        string_matches(&p.to_ascii_lowercase(), &v.to_ascii_lowercase())
-    }) && field(&operation.ports, &operation.not_ports, Some(&port), |p, v| p == v)
-        && field(&operation.methods, &operation.not_methods, Some(&request.method), string_matches)
-        && field(&operation.paths, &operation.not_paths, Some(&request.path), string_matches)
+    field(
+        &operation.hosts,
+        &operation.not_hosts,
+        Some(&request.host),
+        |p, v| string_matches(&p.to_ascii_lowercase(), &v.to_ascii_lowercase()),
+    ) && field(
+        &operation.ports,
+        &operation.not_ports,
+        Some(&port),
+        |p, v| p == v,
+    ) && field(
+        &operation.methods,
+        &operation.not_methods,
+        Some(&request.method),
+        string_matches,
+    ) && field(
+        &operation.paths,
+        &operation.not_paths,
+        Some(&request.path),
+        string_matches,
+    )
 }
 
 fn condition_matches(condition: &Condition, request: &RequestAttributes) -> bool {
@@ -298,7 +320,8 @@ fn field(
     attribute: Option<&str>,
     matches: impl Fn(&str, &str) -> bool,
 ) -> bool {
-    let hit = |patterns: &[String]| attribute.is_some_and(|a| patterns.iter().any(|p| matches(p, a)));
+    let hit =
+        |patterns: &[String]| attribute.is_some_and(|a| patterns.iter().any(|p| matches(p, a)));
     (values.is_empty() || hit(values)) && (not_values.is_empty() || !hit(not_values))
 }
 
@@ -397,7 +420,12 @@ mod tests {
         let denied = Denied { policy: None };
         let cases: Vec<(&str, Vec<StoredPolicy>, RequestAttributes, Decision)> = vec![
             ("no policy at all allows", vec![], request(SA_USER), Allowed),
-            ("mesh-wide deny-all denies", vec![deny_all()], request(SA_USER), denied.clone()),
+            (
+                "mesh-wide deny-all denies",
+                vec![deny_all()],
+                request(SA_USER),
+                denied.clone(),
+            ),
             (
                 "ALLOW with empty rules matches nothing",
                 vec![policy(NS, json!({"action": "ALLOW", "rules": []}))],
@@ -478,10 +506,15 @@ mod tests {
                 "DENY wins over ALLOW",
                 vec![
                     policy(NS, json!({"rules": [{}]})),
-                    policy(NS, json!({"action": "DENY", "rules": [{"to": [{"operation": {"methods": ["POST"]}}]}]})),
+                    policy(
+                        NS,
+                        json!({"action": "DENY", "rules": [{"to": [{"operation": {"methods": ["POST"]}}]}]}),
+                    ),
                 ],
                 request(SA_USER),
-                Denied { policy: Some(format!("{NS}/p")) },
+                Denied {
+                    policy: Some(format!("{NS}/p")),
+                },
             ),
             (
                 "DENY with empty rules matches nothing",
@@ -491,88 +524,172 @@ mod tests {
             ),
             (
                 "path prefix match",
-                vec![deny_all(), policy(NS, json!({"rules": [{"to": [{"operation": {"paths": ["/v1/models/*"]}}]}]}))],
+                vec![
+                    deny_all(),
+                    policy(
+                        NS,
+                        json!({"rules": [{"to": [{"operation": {"paths": ["/v1/models/*"]}}]}]}),
+                    ),
+                ],
                 request(SA_USER),
                 Allowed,
             ),
             (
                 "path suffix match",
-                vec![deny_all(), policy(NS, json!({"rules": [{"to": [{"operation": {"paths": ["*:predict"]}}]}]}))],
+                vec![
+                    deny_all(),
+                    policy(
+                        NS,
+                        json!({"rules": [{"to": [{"operation": {"paths": ["*:predict"]}}]}]}),
+                    ),
+                ],
                 request(SA_USER),
                 Allowed,
             ),
             (
                 "exact path mismatch",
-                vec![deny_all(), policy(NS, json!({"rules": [{"to": [{"operation": {"paths": ["/v2/models/sklearn-iris/infer"]}}]}]}))],
+                vec![
+                    deny_all(),
+                    policy(
+                        NS,
+                        json!({"rules": [{"to": [{"operation": {"paths": ["/v2/models/sklearn-iris/infer"]}}]}]}),
+                    ),
+                ],
                 request(SA_USER),
                 denied.clone(),
             ),
             (
                 "notPaths excludes",
-                vec![deny_all(), policy(NS, json!({"rules": [{"to": [{"operation": {"notPaths": ["/v1/*"]}}]}]}))],
+                vec![
+                    deny_all(),
+                    policy(
+                        NS,
+                        json!({"rules": [{"to": [{"operation": {"notPaths": ["/v1/*"]}}]}]}),
+                    ),
+                ],
                 request(SA_USER),
                 denied.clone(),
             ),
             (
                 "method and path ANDed within an operation",
-                vec![deny_all(), policy(NS, json!({"rules": [{"to": [{"operation": {"methods": ["GET"], "paths": ["/v1/*"]}}]}]}))],
+                vec![
+                    deny_all(),
+                    policy(
+                        NS,
+                        json!({"rules": [{"to": [{"operation": {"methods": ["GET"], "paths": ["/v1/*"]}}]}]}),
+                    ),
+                ],
                 request(SA_USER),
                 denied.clone(),
             ),
             (
                 "source namespaces from the mTLS principal",
-                vec![deny_all(), policy(NS, json!({"rules": [{"from": [{"source": {"namespaces": ["istio-system"]}}]}]}))],
+                vec![
+                    deny_all(),
+                    policy(
+                        NS,
+                        json!({"rules": [{"from": [{"source": {"namespaces": ["istio-system"]}}]}]}),
+                    ),
+                ],
                 request(SA_USER),
                 Allowed,
             ),
             (
                 "serviceAccounts in ns/name form",
-                vec![deny_all(), policy(NS, json!({"rules": [{"from": [{"source": {"serviceAccounts": ["istio-system/istio-ingressgateway-service-account"]}}]}]}))],
+                vec![
+                    deny_all(),
+                    policy(
+                        NS,
+                        json!({"rules": [{"from": [{"source": {"serviceAccounts": ["istio-system/istio-ingressgateway-service-account"]}}]}]}),
+                    ),
+                ],
                 request(SA_USER),
                 Allowed,
             ),
             (
                 "requestPrincipals never match at a predictor sidecar",
-                vec![deny_all(), policy(NS, json!({"rules": [{"from": [{"source": {"requestPrincipals": ["*"]}}]}]}))],
+                vec![
+                    deny_all(),
+                    policy(
+                        NS,
+                        json!({"rules": [{"from": [{"source": {"requestPrincipals": ["*"]}}]}]}),
+                    ),
+                ],
                 request(SA_USER),
                 denied.clone(),
             ),
             (
                 "principal wildcard requires a principal",
-                vec![deny_all(), policy(NS, json!({"rules": [{"from": [{"source": {"principals": ["*"]}}]}]}))],
-                RequestAttributes { source_principal: None, ..request(SA_USER) },
+                vec![
+                    deny_all(),
+                    policy(
+                        NS,
+                        json!({"rules": [{"from": [{"source": {"principals": ["*"]}}]}]}),
+                    ),
+                ],
+                RequestAttributes {
+                    source_principal: None,
+                    ..request(SA_USER)
+                },
                 denied.clone(),
             ),
             (
                 "when notValues excludes",
-                vec![deny_all(), policy(NS, json!({"rules": [{"when": [{"key": "request.headers[kubeflow-userid]", "notValues": ["system:serviceaccount:*"]}]}]}))],
+                vec![
+                    deny_all(),
+                    policy(
+                        NS,
+                        json!({"rules": [{"when": [{"key": "request.headers[kubeflow-userid]", "notValues": ["system:serviceaccount:*"]}]}]}),
+                    ),
+                ],
                 request(SA_USER),
                 denied.clone(),
             ),
             (
                 "when header prefix value",
-                vec![deny_all(), policy(NS, json!({"rules": [{"when": [{"key": "request.headers[Kubeflow-Userid]", "values": ["system:serviceaccount:kubeflow-user-example-com:*"]}]}]}))],
+                vec![
+                    deny_all(),
+                    policy(
+                        NS,
+                        json!({"rules": [{"when": [{"key": "request.headers[Kubeflow-Userid]", "values": ["system:serviceaccount:kubeflow-user-example-com:*"]}]}]}),
+                    ),
+                ],
                 request(SA_USER),
                 Allowed,
             ),
             (
                 "when on an absent header does not match",
-                vec![deny_all(), policy(NS, json!({"rules": [{"when": [{"key": "request.headers[x-missing]", "values": ["*"]}]}]}))],
+                vec![
+                    deny_all(),
+                    policy(
+                        NS,
+                        json!({"rules": [{"when": [{"key": "request.headers[x-missing]", "values": ["*"]}]}]}),
+                    ),
+                ],
                 request(SA_USER),
                 denied.clone(),
             ),
             (
                 "from entries ORed",
-                vec![deny_all(), policy(NS, json!({"rules": [{"from": [
-                    {"source": {"principals": ["cluster.local/ns/x/sa/y"]}},
-                    {"source": {"principals": [GATEWAY]}}
-                ]}]}))],
+                vec![
+                    deny_all(),
+                    policy(
+                        NS,
+                        json!({"rules": [{"from": [
+                            {"source": {"principals": ["cluster.local/ns/x/sa/y"]}},
+                            {"source": {"principals": [GATEWAY]}}
+                        ]}]}),
+                    ),
+                ],
                 request(SA_USER),
                 Allowed,
             ),
             (
                 "targetRef policies do not bind sidecars",
-                vec![policy(NS, json!({"targetRef": {"kind": "Gateway", "name": "g"}, "rules": []}))],
+                vec![policy(
+                    NS,
+                    json!({"targetRef": {"kind": "Gateway", "name": "g"}, "rules": []}),
+                )],
                 request(SA_USER),
                 Allowed,
             ),
@@ -614,7 +731,11 @@ mod tests {
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
         };
-        let stored = [StoredPolicy { namespace: "default".into(), name: "authorization-policy".into(), spec }];
+        let stored = [StoredPolicy {
+            namespace: "default".into(),
+            name: "authorization-policy".into(),
+            spec,
+        }];
         // Its `when` needs request.auth.claims, which a sidecar without RequestAuthentication lacks.
         let get_info = RequestAttributes {
             source_principal: Some("cluster.local/ns/default/sa/sleep".into()),
@@ -622,6 +743,9 @@ mod tests {
             path: "/info/x".into(),
             ..Default::default()
         };
-        assert_eq!(evaluate(&stored, &httpbin, &get_info), Decision::Denied { policy: None });
+        assert_eq!(
+            evaluate(&stored, &httpbin, &get_info),
+            Decision::Denied { policy: None }
+        );
     }
 }

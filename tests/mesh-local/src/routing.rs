@@ -80,10 +80,22 @@ mod tests {
 
     fn services() -> Vec<ServiceUrl> {
         [
-            ("kubeflow-user-example-com", "sklearn-iris", "http://sklearn-iris.kubeflow-user-example-com.example.com"),
+            (
+                "kubeflow-user-example-com",
+                "sklearn-iris",
+                "http://sklearn-iris.kubeflow-user-example-com.example.com",
+            ),
             ("team-a", "standard", "http://standard-team-a.example.com"),
-            ("team-b", "by-path", "http://models.example.com/serving/team-b/by-path"),
-            ("team-b", "by-path-2", "http://models.example.com/serving/team-b/by-path-2"),
+            (
+                "team-b",
+                "by-path",
+                "http://models.example.com/serving/team-b/by-path",
+            ),
+            (
+                "team-b",
+                "by-path-2",
+                "http://models.example.com/serving/team-b/by-path-2",
+            ),
         ]
         .into_iter()
         .map(|(ns, name, url)| ServiceUrl::parse(ns, name, url).unwrap())
@@ -93,18 +105,60 @@ mod tests {
     #[test]
     fn routes() {
         let cases = [
-            ("knative host", "sklearn-iris.kubeflow-user-example-com.example.com", "/v1/models/sklearn-iris:predict", Some(("sklearn-iris", "/v1/models/sklearn-iris:predict"))),
-            ("host with port, mixed case", "Sklearn-Iris.kubeflow-user-example-com.example.com:8080", "/v1/models/sklearn-iris", Some(("sklearn-iris", "/v1/models/sklearn-iris"))),
-            ("standard host", "standard-team-a.example.com", "/v2/models/standard/infer", Some(("standard", "/v2/models/standard/infer"))),
-            ("path template, prefix stripped", "models.example.com", "/serving/team-b/by-path/v1/models/by-path:predict?x=1", Some(("by-path", "/v1/models/by-path:predict?x=1"))),
-            ("path template, longer name not confused", "models.example.com", "/serving/team-b/by-path-2/v1/models/m", Some(("by-path-2", "/v1/models/m"))),
-            ("path template without trailing slash", "models.example.com", "/serving/team-b/by-path", None),
-            ("unknown host", "sklearn-iris.other.example.com", "/v1/models/sklearn-iris:predict", None),
-            ("domain of path-based models, other path", "models.example.com", "/v1/models/x", None),
+            (
+                "knative host",
+                "sklearn-iris.kubeflow-user-example-com.example.com",
+                "/v1/models/sklearn-iris:predict",
+                Some(("sklearn-iris", "/v1/models/sklearn-iris:predict")),
+            ),
+            (
+                "host with port, mixed case",
+                "Sklearn-Iris.kubeflow-user-example-com.example.com:8080",
+                "/v1/models/sklearn-iris",
+                Some(("sklearn-iris", "/v1/models/sklearn-iris")),
+            ),
+            (
+                "standard host",
+                "standard-team-a.example.com",
+                "/v2/models/standard/infer",
+                Some(("standard", "/v2/models/standard/infer")),
+            ),
+            (
+                "path template, prefix stripped",
+                "models.example.com",
+                "/serving/team-b/by-path/v1/models/by-path:predict?x=1",
+                Some(("by-path", "/v1/models/by-path:predict?x=1")),
+            ),
+            (
+                "path template, longer name not confused",
+                "models.example.com",
+                "/serving/team-b/by-path-2/v1/models/m",
+                Some(("by-path-2", "/v1/models/m")),
+            ),
+            (
+                "path template without trailing slash",
+                "models.example.com",
+                "/serving/team-b/by-path",
+                None,
+            ),
+            (
+                "unknown host",
+                "sklearn-iris.other.example.com",
+                "/v1/models/sklearn-iris:predict",
+                None,
+            ),
+            (
+                "domain of path-based models, other path",
+                "models.example.com",
+                "/v1/models/x",
+                None,
+            ),
         ];
         for (name, host, path, want) in cases {
             let got = route(&services(), host, path);
-            let got = got.as_ref().map(|r| (r.name.as_str(), r.upstream_path_and_query.as_str()));
+            let got = got
+                .as_ref()
+                .map(|r| (r.name.as_str(), r.upstream_path_and_query.as_str()));
             assert_eq!(got, want, "{name}");
         }
     }

@@ -23,10 +23,19 @@ struct AuthSession {
 
 /// `get_istio_auth_session`'s steps: GET the endpoint following redirects; pick a connector when
 /// Dex lists them (`/auth` → `/auth/<connector>`); GET that to reach `/auth/<c>/login`; POST.
-async fn get_istio_auth_session(browser: &mut Browser, url: &str, connector: &str, username: &str, password: &str) -> AuthSession {
+async fn get_istio_auth_session(
+    browser: &mut Browser,
+    url: &str,
+    connector: &str,
+    username: &str,
+    password: &str,
+) -> AuthSession {
     let answer = browser.get(url, &[]).await;
     assert_eq!(answer.status, StatusCode::OK, "GET {url}");
-    assert!(!answer.history.is_empty(), "endpoint must be secured (redirected)");
+    assert!(
+        !answer.history.is_empty(),
+        "endpoint must be secured (redirected)"
+    );
     let redirect_url = answer.url.clone();
     let (path, query) = redirect_url.split_once('?').unwrap_or((&redirect_url, ""));
     let mut login_url = redirect_url.clone();
@@ -42,13 +51,19 @@ async fn get_istio_auth_session(browser: &mut Browser, url: &str, connector: &st
         login_url = answer.url.clone();
         login_page = answer.body;
     }
-    let answer = browser.post_form(&login_url, &[("login", username), ("password", password)]).await;
+    let answer = browser
+        .post_form(&login_url, &[("login", username), ("password", password)])
+        .await;
     AuthSession {
         redirect_url,
         dex_login_url: login_url,
         post_status: answer.status,
         post_redirects: answer.history.len(),
-        login_page: if answer.history.is_empty() { answer.body } else { login_page },
+        login_page: if answer.history.is_empty() {
+            answer.body
+        } else {
+            login_page
+        },
     }
 }
 
@@ -80,7 +95,11 @@ async fn predict_with_cookie(gateway: &Gateway, cookie: &str) -> common::Answer 
         .send(
             http::Method::POST,
             &format!("{}/v1/models/sklearn-iris:predict", gateway.url()),
-            &[("host", HOST), ("cookie", &cookie_header), ("content-type", "application/json")],
+            &[
+                ("host", HOST),
+                ("cookie", &cookie_header),
+                ("content-type", "application/json"),
+            ],
             bytes::Bytes::from_static(b"{}"),
             false,
         )
@@ -95,27 +114,75 @@ async fn oauth2_proxy_flow_with_static_password() {
     let gateway = gateway(&api, &upstream, LoginConfig::default()).await;
 
     // Unauthenticated: the oauth2-proxy sign-in redirect straight into Dex.
-    let first = Browser::default().send(http::Method::GET, &gateway.url(), &[], bytes::Bytes::new(), false).await;
+    let first = Browser::default()
+        .send(
+            http::Method::GET,
+            &gateway.url(),
+            &[],
+            bytes::Bytes::new(),
+            false,
+        )
+        .await;
     assert_eq!(first.status, StatusCode::FOUND);
     let location = first.headers["location"].to_str().unwrap();
-    assert!(location.starts_with("/dex/auth?client_id=kubeflow-oidc-authservice&redirect_uri=%2Foauth2%2Fcallback"), "{location}");
+    assert!(
+        location.starts_with(
+            "/dex/auth?client_id=kubeflow-oidc-authservice&redirect_uri=%2Foauth2%2Fcallback"
+        ),
+        "{location}"
+    );
 
     let mut browser = Browser::default();
-    let session = get_istio_auth_session(&mut browser, &gateway.url(), "local", "user@example.com", "12341234").await;
+    let session = get_istio_auth_session(
+        &mut browser,
+        &gateway.url(),
+        "local",
+        "user@example.com",
+        "12341234",
+    )
+    .await;
     // One connector: Dex skipped its list and went on to the local login form.
-    assert!(session.redirect_url.contains("/dex/auth/local/login?back=&state="), "{}", session.redirect_url);
+    assert!(
+        session
+            .redirect_url
+            .contains("/dex/auth/local/login?back=&state="),
+        "{}",
+        session.redirect_url
+    );
     assert_eq!(session.dex_login_url, session.redirect_url);
-    assert!(session.post_redirects >= 3, "POST → approval → callback → target");
-    assert_eq!(session.post_status, StatusCode::OK, "lands on the dashboard");
-    let cookie = browser.cookies.get("oauth2_proxy_kubeflow").cloned().expect("session cookie");
-    assert!(!browser.cookies.contains_key("oauth2_proxy_kubeflow_csrf"), "CSRF cookie cleared");
+    assert!(
+        session.post_redirects >= 3,
+        "POST → approval → callback → target"
+    );
+    assert_eq!(
+        session.post_status,
+        StatusCode::OK,
+        "lands on the dashboard"
+    );
+    let cookie = browser
+        .cookies
+        .get("oauth2_proxy_kubeflow")
+        .cloned()
+        .expect("session cookie");
+    assert!(
+        !browser.cookies.contains_key("oauth2_proxy_kubeflow_csrf"),
+        "CSRF cookie cleared"
+    );
 
     let answer = predict_with_cookie(&gateway, &format!("oauth2_proxy_kubeflow={cookie}")).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.json()["userid"], "user@example.com");
 
     // JSON clients get oauth2-proxy's 401 instead of the redirect.
-    let ajax = Browser::default().send(http::Method::GET, &format!("{}/v1/models/x", gateway.url()), &[("accept", "application/json")], bytes::Bytes::new(), false).await;
+    let ajax = Browser::default()
+        .send(
+            http::Method::GET,
+            &format!("{}/v1/models/x", gateway.url()),
+            &[("accept", "application/json")],
+            bytes::Bytes::new(),
+            false,
+        )
+        .await;
     assert_eq!(ajax.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -128,11 +195,28 @@ async fn authservice_flow_with_connector_choice_and_ldap() {
 
     // authservice redirects to Dex directly; with two connectors Dex shows its list (200).
     let mut browser = Browser::default();
-    let session = get_istio_auth_session(&mut browser, &format!("{}/v1/models/sklearn-iris", gateway.url()), "ldap", "jane", "ldap-secret").await;
+    let session = get_istio_auth_session(
+        &mut browser,
+        &format!("{}/v1/models/sklearn-iris", gateway.url()),
+        "ldap",
+        "jane",
+        "ldap-secret",
+    )
+    .await;
     assert!(session.redirect_url.contains("/dex/auth?client_id=kubeflow-oidc-authservice&redirect_uri=%2Fauthservice%2Foidc%2Fcallback"), "{}", session.redirect_url);
-    assert!(session.dex_login_url.contains("/dex/auth/ldap/login?back=&state="), "{}", session.dex_login_url);
+    assert!(
+        session
+            .dex_login_url
+            .contains("/dex/auth/ldap/login?back=&state="),
+        "{}",
+        session.dex_login_url
+    );
     assert!(session.post_redirects >= 3);
-    let cookie = browser.cookies.get("authservice_session").cloned().expect("session cookie");
+    let cookie = browser
+        .cookies
+        .get("authservice_session")
+        .cloned()
+        .expect("session cookie");
     assert!(!browser.cookies.contains_key("oauth2_proxy_kubeflow"));
 
     let answer = predict_with_cookie(&gateway, &format!("authservice_session={cookie}")).await;
@@ -144,7 +228,14 @@ async fn authservice_flow_with_connector_choice_and_ldap() {
 
     // The same gateway's local connector, picked from the list.
     let mut browser = Browser::default();
-    let session = get_istio_auth_session(&mut browser, &gateway.url(), "local", "user@example.com", "12341234").await;
+    let session = get_istio_auth_session(
+        &mut browser,
+        &gateway.url(),
+        "local",
+        "user@example.com",
+        "12341234",
+    )
+    .await;
     assert!(session.dex_login_url.contains("/dex/auth/local/login?"));
     assert!(browser.cookies.contains_key("authservice_session"));
 }
@@ -152,17 +243,35 @@ async fn authservice_flow_with_connector_choice_and_ldap() {
 #[tokio::test]
 async fn wrong_password_shows_the_login_page_again_without_redirect() {
     for (flavour, connector, user, prompt) in [
-        (Flavour::OAuth2Proxy, "local", "user@example.com", "Invalid Email Address and password."),
-        (Flavour::AuthService, "ldap", "jane", "Invalid Username and password."),
+        (
+            Flavour::OAuth2Proxy,
+            "local",
+            "user@example.com",
+            "Invalid Email Address and password.",
+        ),
+        (
+            Flavour::AuthService,
+            "ldap",
+            "jane",
+            "Invalid Username and password.",
+        ),
     ] {
         let api = FakeApiServer::start().await;
         let (upstream, _task) = echo_upstream().await;
         let gateway = gateway(&api, &upstream, both_connectors(flavour)).await;
         let mut browser = Browser::default();
-        let session = get_istio_auth_session(&mut browser, &gateway.url(), connector, user, "wrong").await;
+        let session =
+            get_istio_auth_session(&mut browser, &gateway.url(), connector, user, "wrong").await;
         assert_eq!(session.post_status, StatusCode::OK, "{flavour:?}");
-        assert_eq!(session.post_redirects, 0, "{flavour:?}: no redirect after a failed login");
-        assert!(session.login_page.contains(prompt), "{flavour:?}: {}", session.login_page);
+        assert_eq!(
+            session.post_redirects, 0,
+            "{flavour:?}: no redirect after a failed login"
+        );
+        assert!(
+            session.login_page.contains(prompt),
+            "{flavour:?}: {}",
+            session.login_page
+        );
         assert!(!browser.cookies.contains_key(flavour.session_cookie()));
     }
 }
@@ -183,7 +292,14 @@ async fn sessions_carry_max_age_and_expire() {
     let gateway = gateway(&api, &upstream, login).await;
 
     let mut browser = Browser::default();
-    let session = get_istio_auth_session(&mut browser, &gateway.url(), "local", "ops@example.com", "pw").await;
+    let session = get_istio_auth_session(
+        &mut browser,
+        &gateway.url(),
+        "local",
+        "ops@example.com",
+        "pw",
+    )
+    .await;
     assert!(session.post_redirects > 0);
     let cookie = browser.cookies["oauth2_proxy_kubeflow"].clone();
     let answer = predict_with_cookie(&gateway, &format!("oauth2_proxy_kubeflow={cookie}")).await;
@@ -191,7 +307,11 @@ async fn sessions_carry_max_age_and_expire() {
 
     gateway.clock().advance(Duration::from_secs(3600));
     let answer = predict_with_cookie(&gateway, &format!("oauth2_proxy_kubeflow={cookie}")).await;
-    assert_eq!(answer.status, StatusCode::FOUND, "expired session → sign-in redirect again");
+    assert_eq!(
+        answer.status,
+        StatusCode::FOUND,
+        "expired session → sign-in redirect again"
+    );
 }
 
 #[tokio::test]
@@ -211,8 +331,13 @@ async fn session_cookie_attributes() {
     let mut body = bytes::Bytes::new();
     let mut headers: Vec<(String, String)> = Vec::new();
     for _ in 0..10 {
-        let header_refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let answer = manual.send(method.clone(), &url, &header_refs, body.clone(), false).await;
+        let header_refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let answer = manual
+            .send(method.clone(), &url, &header_refs, body.clone(), false)
+            .await;
         if let Some(value) = answer
             .headers
             .get_all("set-cookie")
@@ -223,10 +348,16 @@ async fn session_cookie_attributes() {
             set_cookie = Some(value);
             break;
         }
-        if answer.url.contains("/login?") && method == http::Method::GET && answer.status == StatusCode::OK {
+        if answer.url.contains("/login?")
+            && method == http::Method::GET
+            && answer.status == StatusCode::OK
+        {
             method = http::Method::POST;
             body = bytes::Bytes::from_static(b"login=user%40example.com&password=12341234");
-            headers = vec![("content-type".into(), "application/x-www-form-urlencoded".into())];
+            headers = vec![(
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            )];
             continue;
         }
         let location = answer.headers["location"].to_str().unwrap().to_owned();

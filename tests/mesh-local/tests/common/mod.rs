@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 pub const NS: &str = "kubeflow-user-example-com";
-pub const GATEWAY_SA: &str = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
+pub const GATEWAY_SA: &str =
+    "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
 pub const AUD: &str = "istio-ingressgateway.istio-system.svc.cluster.local";
 
 /// Spawns `serve` for every connection on a fresh loopback port; the task ends with the handle.
@@ -83,7 +84,11 @@ impl Drop for FakeApiServer {
 impl FakeApiServer {
     pub async fn start() -> FakeApiServer {
         let signer = Arc::new(
-            Signer::from_pkcs8(include_bytes!("../fixtures/test-signer.pk8.der"), "test-key").unwrap(),
+            Signer::from_pkcs8(
+                include_bytes!("../fixtures/test-signer.pk8.der"),
+                "test-key",
+            )
+            .unwrap(),
         );
         let objects = Arc::new(Mutex::new(Objects::default()));
         let (state, jwks) = (objects.clone(), signer.jwks());
@@ -102,7 +107,13 @@ impl FakeApiServer {
     }
 
     /// A ServiceAccount token as the API server's TokenRequest mints it.
-    pub fn token(&self, namespace: &str, service_account: &str, audience: &str, expires_in: i64) -> String {
+    pub fn token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        audience: &str,
+        expires_in: i64,
+    ) -> String {
         let now = jiff::Timestamp::now().as_second();
         self.signer
             .sign(&json!({
@@ -166,39 +177,68 @@ pub fn access_policy(model: &str, user: &str) -> Value {
     })
 }
 
-fn api_response(state: &Mutex<Objects>, jwks: &Value, request: &http::Request<hyper::body::Incoming>) -> http::Response<Full<Bytes>> {
+fn api_response(
+    state: &Mutex<Objects>,
+    jwks: &Value,
+    request: &http::Request<hyper::body::Incoming>,
+) -> http::Response<Full<Bytes>> {
     let authorized = request
         .headers()
         .get(header::AUTHORIZATION)
         .is_some_and(|v| v.as_bytes() == format!("Bearer {ADMIN_TOKEN}").as_bytes());
     if !authorized {
-        return json_response(StatusCode::UNAUTHORIZED, &json!({"kind": "Status", "code": 401, "message": "Unauthorized", "reason": "Unauthorized"}));
+        return json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({"kind": "Status", "code": 401, "message": "Unauthorized", "reason": "Unauthorized"}),
+        );
     }
     if request.method() != Method::GET {
-        return json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"kind": "Status", "code": 405}));
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"kind": "Status", "code": 405}),
+        );
     }
     let path = request.uri().path();
-    let selector: BTreeMap<String, String> = form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "labelSelector")
-        .map(|(_, v)| {
-            v.split(',')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let selector: BTreeMap<String, String> =
+        form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+            .find(|(k, _)| k == "labelSelector")
+            .map(|(_, v)| {
+                v.split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
     let objects = state.lock().unwrap();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (items, kind, api_version): (Vec<Value>, &str, &str) = match segments.as_slice() {
         ["openid", "v1", "jwks"] => return json_response(StatusCode::OK, jwks),
-        ["apis", "serving.kserve.io", "v1beta1", "inferenceservices"] => {
-            (objects.inference_services.clone(), "InferenceServiceList", "serving.kserve.io/v1beta1")
+        ["apis", "serving.kserve.io", "v1beta1", "inferenceservices"] => (
+            objects.inference_services.clone(),
+            "InferenceServiceList",
+            "serving.kserve.io/v1beta1",
+        ),
+        ["api", "v1", "namespaces", ns, "pods"] => {
+            (in_namespace(&objects.pods, ns), "PodList", "v1")
         }
-        ["api", "v1", "namespaces", ns, "pods"] => (in_namespace(&objects.pods, ns), "PodList", "v1"),
-        ["apis", "security.istio.io", "v1", "namespaces", ns, "authorizationpolicies"] => {
-            (in_namespace(&objects.policies, ns), "AuthorizationPolicyList", "security.istio.io/v1")
+        [
+            "apis",
+            "security.istio.io",
+            "v1",
+            "namespaces",
+            ns,
+            "authorizationpolicies",
+        ] => (
+            in_namespace(&objects.policies, ns),
+            "AuthorizationPolicyList",
+            "security.istio.io/v1",
+        ),
+        _ => {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"kind": "Status", "code": 404, "reason": "NotFound", "message": "not found"}),
+            );
         }
-        _ => return json_response(StatusCode::NOT_FOUND, &json!({"kind": "Status", "code": 404, "reason": "NotFound", "message": "not found"})),
     };
     let items: Vec<Value> = items
         .into_iter()
@@ -275,7 +315,8 @@ impl Default for Browser {
 
 impl Browser {
     pub async fn get(&mut self, url: &str, headers: &[(&str, &str)]) -> Answer {
-        self.send(Method::GET, url, headers, Bytes::new(), true).await
+        self.send(Method::GET, url, headers, Bytes::new(), true)
+            .await
     }
 
     pub async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> Answer {
@@ -292,7 +333,14 @@ impl Browser {
         .await
     }
 
-    pub async fn send(&mut self, method: Method, url: &str, headers: &[(&str, &str)], body: Bytes, follow: bool) -> Answer {
+    pub async fn send(
+        &mut self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        follow: bool,
+    ) -> Answer {
         let (mut method, mut url, mut body) = (method, url.to_owned(), body);
         let mut history = Vec::new();
         loop {
@@ -304,10 +352,18 @@ impl Browser {
                 builder = builder.header(*name, *value);
             }
             if !self.cookies.is_empty() {
-                let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let jar: Vec<String> = self
+                    .cookies
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
                 builder = builder.header(header::COOKIE, jar.join("; "));
             }
-            let response = self.client.request(builder.body(Full::new(body.clone())).unwrap()).await.unwrap();
+            let response = self
+                .client
+                .request(builder.body(Full::new(body.clone())).unwrap())
+                .await
+                .unwrap();
             let status = response.status();
             let response_headers = response.headers().clone();
             for set_cookie in response_headers.get_all(header::SET_COOKIE) {
@@ -320,8 +376,19 @@ impl Browser {
                     self.cookies.insert(name.to_owned(), value.to_owned());
                 }
             }
-            let text = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
-            let location = response_headers.get(header::LOCATION).and_then(|l| l.to_str().ok());
+            let text = String::from_utf8(
+                response
+                    .into_body()
+                    .collect()
+                    .await
+                    .unwrap()
+                    .to_bytes()
+                    .to_vec(),
+            )
+            .unwrap();
+            let location = response_headers
+                .get(header::LOCATION)
+                .and_then(|l| l.to_str().ok());
             match location {
                 Some(location) if follow && status.is_redirection() => {
                     assert!(history.len() < 10, "redirect loop: {history:?}");
