@@ -1,0 +1,98 @@
+//! The KServe sample's own `get_istio_auth_session` (Python, `requests`) against the login doubles.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{ADMIN_TOKEN, FakeApiServer};
+use mesh_local::{Flavour, Gateway, LoginConfig};
+use serde_json::Value;
+
+async fn run_sample(url: &str, username: &str, password: &str) -> Value {
+    let venv = mesh_local::model_server::ensure_venv().await.unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../model-server/sample_login.py"
+    );
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::process::Command::new(venv.join("bin/python"))
+            .args([script, url, username, password])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+async fn gateway(api: &FakeApiServer, flavour: Flavour) -> Gateway {
+    Gateway::builder()
+        .api_server(&api.url, ADMIN_TOKEN)
+        .login(LoginConfig {
+            flavour,
+            ..LoginConfig::default()
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sample_function_gets_an_authservice_session() {
+    let api = FakeApiServer::start().await;
+    let gateway = gateway(&api, Flavour::AuthService).await;
+    let session = run_sample(&gateway.url(), "user@example.com", "12341234").await;
+    assert_eq!(session["is_secured"], true, "{session}");
+    assert!(
+        session["dex_login_url"]
+            .as_str()
+            .unwrap()
+            .contains("/dex/auth/local/login?")
+    );
+    let cookie = session["authservice_session"]
+        .as_str()
+        .expect("authservice_session");
+    assert!(
+        session["session_cookie"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("authservice_session={cookie}"))
+    );
+}
+
+#[tokio::test]
+async fn sample_function_with_oauth2_proxy_finds_no_authservice_cookie() {
+    // The breakage users hit with Kubeflow 1.9: the login works, the cookie has a new name.
+    let api = FakeApiServer::start().await;
+    let gateway = gateway(&api, Flavour::OAuth2Proxy).await;
+    let session = run_sample(&gateway.url(), "user@example.com", "12341234").await;
+    assert_eq!(session["is_secured"], true, "{session}");
+    assert_eq!(session["authservice_session"], Value::Null);
+    assert!(
+        session["session_cookie"]
+            .as_str()
+            .unwrap()
+            .contains("oauth2_proxy_kubeflow="),
+        "{session}"
+    );
+}
+
+#[tokio::test]
+async fn sample_function_reports_a_wrong_password() {
+    let api = FakeApiServer::start().await;
+    let gateway = gateway(&api, Flavour::OAuth2Proxy).await;
+    let session = run_sample(&gateway.url(), "user@example.com", "wrong").await;
+    assert!(
+        session["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Login credentials were probably invalid"),
+        "{session}"
+    );
+}
