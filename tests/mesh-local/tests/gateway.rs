@@ -74,7 +74,7 @@ async fn routes_by_host_and_path_and_sets_userid_from_sub() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(
         answer.json(),
-        json!({"method": "POST", "path": "/v1/models/sklearn-iris:predict", "userid": EDITOR})
+        json!({"method": "POST", "path": "/v1/models/sklearn-iris:predict", "userid": EDITOR, "upstream": "default"})
     );
     assert_eq!(answer.headers["server"], "istio-envoy");
 

@@ -264,21 +264,29 @@ fn in_namespace(items: &[Value], ns: &str) -> Vec<Value> {
 
 /// An upstream that answers with what it received: method, path, and the kubeflow-userid header.
 pub async fn echo_upstream() -> (String, JoinHandle<()>) {
-    serve_http(|request: http::Request<hyper::body::Incoming>| async move {
-        let userid = request
-            .headers()
-            .get("kubeflow-userid")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        json_response(
-            StatusCode::OK,
-            &json!({
-                "method": request.method().as_str(),
-                "path": request.uri().path_and_query().map(|pq| pq.as_str()),
-                "userid": userid,
-            }),
-        )
-    })
+    named_echo_upstream("default").await
+}
+
+/// [`echo_upstream`] that also names itself in its answers (`"upstream"`).
+pub async fn named_echo_upstream(name: &'static str) -> (String, JoinHandle<()>) {
+    serve_http(
+        move |request: http::Request<hyper::body::Incoming>| async move {
+            let userid = request
+                .headers()
+                .get("kubeflow-userid")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "method": request.method().as_str(),
+                    "path": request.uri().path_and_query().map(|pq| pq.as_str()),
+                    "userid": userid,
+                    "upstream": name,
+                }),
+            )
+        },
+    )
     .await
 }
 

@@ -1,0 +1,104 @@
+//! `mesh-local gateway` as a process, configured by a kubeconfig, as the demo runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{ADMIN_TOKEN, AUD, Browser, FakeApiServer, NS, named_echo_upstream};
+use http::StatusCode;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+#[tokio::test]
+async fn gateway_process_serves_with_a_kubeconfig() {
+    let api = FakeApiServer::start().await;
+    let host = "sklearn-iris.kubeflow-user-example-com.example.com";
+    api.add_model(NS, "sklearn-iris", &format!("http://{host}"), false);
+    api.add_model(
+        NS,
+        "other",
+        "http://other.kubeflow-user-example-com.example.com",
+        false,
+    );
+    let (default_upstream, _default_task) = named_echo_upstream("default").await;
+    let (own_upstream, _own_task) = named_echo_upstream("sklearn-iris's own").await;
+
+    let kubeconfig =
+        std::env::temp_dir().join(format!("mesh-local-cli-{}.kubeconfig", std::process::id()));
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: local\n\
+             clusters: [{{name: local, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: admin, user: {{token: \"{ADMIN_TOKEN}\"}}}}]\n\
+             contexts: [{{name: local, context: {{cluster: local, user: admin}}}}]\n",
+            api.url
+        ),
+    )
+    .unwrap();
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mesh-local"))
+        .args(["gateway", "--port", "0", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args(["--upstream", &default_upstream, "--upstream"])
+        .arg(format!("{NS}/sklearn-iris={own_upstream}"))
+        .args(["--audience", AUD, "--dex-flavour", "authservice"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("gateway prints its URL")
+        .unwrap()
+        .unwrap();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
+    let token = api.token(NS, "default-editor", AUD, 3600);
+    let auth = format!("Bearer {token}");
+    let answer = Browser::default()
+        .get(
+            &format!("{url}/v1/models/sklearn-iris"),
+            &[("host", host), ("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.json()["userid"],
+        "system:serviceaccount:kubeflow-user-example-com:default-editor"
+    );
+    assert_eq!(answer.json()["upstream"], "sklearn-iris's own");
+    let answer = Browser::default()
+        .get(
+            &format!("{url}/v1/models/other"),
+            &[
+                ("host", "other.kubeflow-user-example-com.example.com"),
+                ("authorization", &auth),
+            ],
+        )
+        .await;
+    assert_eq!(answer.json()["upstream"], "default");
+
+    let unauthenticated = Browser::default()
+        .send(
+            http::Method::GET,
+            &format!("{url}/"),
+            &[],
+            bytes::Bytes::new(),
+            false,
+        )
+        .await;
+    assert_eq!(unauthenticated.status, StatusCode::FOUND);
+    assert!(
+        unauthenticated.headers["location"]
+            .to_str()
+            .unwrap()
+            .contains("redirect_uri=%2Fauthservice%2Foidc%2Fcallback")
+    );
+
+    child.kill().await.unwrap();
+    std::fs::remove_file(&kubeconfig).unwrap();
+}
