@@ -12,3 +12,4 @@ pub mod labels;
 pub mod reconcile;
 pub mod resources;
 pub mod status;
+pub mod cli;

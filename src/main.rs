@@ -20,6 +20,8 @@ enum Command {
     Controller(ControllerArgs),
     /// Print the InferenceAccess CustomResourceDefinition as YAML.
     Crd,
+    #[command(flatten)]
+    Client(inference_access::cli::Command),
 }
 
 #[derive(clap::Args)]
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
             .map(|yaml| print!("{yaml}"))
             .map_err(|e| format!("cannot render the CRD: {e}")),
         Command::Controller(args) => run_controller(args),
+        Command::Client(command) => inference_access::cli::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
