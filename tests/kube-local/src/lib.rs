@@ -1,1 +1,323 @@
-//! Placeholder: see README.md
+//! kube-local: a local Kubernetes control plane for inference-access's end-to-end tests and
+//! demo. It is a test and demo substrate, not a product; README.md lists where it differs from
+//! the real kube-apiserver.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kube_local::StartError> {
+//! let cp = kube_local::ControlPlane::builder().rbac(true).start().await?;
+//! println!("{}", cp.url());
+//! cp.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+mod controllers;
+mod discovery;
+mod error;
+mod faults;
+mod fields;
+mod patch;
+mod rbac;
+mod requests;
+mod resources;
+mod selectors;
+mod server;
+mod store;
+mod tokens;
+mod util;
+mod validation;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use controllers::{KserveSettings, UrlStyle};
+pub use error::{ApiError, FieldError};
+pub use faults::{FaultRule, Faults};
+pub use requests::{Request, RequestLog};
+pub use store::Store;
+pub use tokens::{API_AUDIENCE, ISSUER};
+
+use server::Shared;
+
+/// Why the control plane did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("binding 127.0.0.1:{port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+    #[error("reading CRD file {path}: {source}")]
+    ReadCrd { path: PathBuf, source: std::io::Error },
+    #[error("parsing CRD file {path}: {message}")]
+    ParseCrd { path: PathBuf, message: String },
+    #[error("loading CRD {name}: {source}")]
+    LoadCrd { name: String, source: ApiError },
+}
+
+const KSERVE_CRD: &str = include_str!("../crds/serving.kserve.io_inferenceservices.json");
+const ISTIO_CRDS: [&str; 2] = [
+    include_str!("../crds/authorizationpolicies.security.istio.io.json"),
+    include_str!("../crds/requestauthentications.security.istio.io.json"),
+];
+
+/// The built-in CRDs, parsed once per process.
+fn builtin_crds() -> &'static (Value, Vec<Value>) {
+    static CRDS: OnceLock<(Value, Vec<Value>)> = OnceLock::new();
+    CRDS.get_or_init(|| {
+        let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
+        (parse(KSERVE_CRD), ISTIO_CRDS.iter().map(|s| parse(s)).collect())
+    })
+}
+
+/// Configures a [`ControlPlane`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    port: u16,
+    rbac: bool,
+    token_max_expiration: Option<Duration>,
+    kserve: KserveSettings,
+    istio: bool,
+    crd_files: Vec<PathBuf>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self { port: 0, rbac: false, token_max_expiration: None, kserve: KserveSettings::default(), istio: true, crd_files: Vec::new() }
+    }
+}
+
+impl Builder {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Enforce RBAC for callers outside system:masters (the admin token is always allowed).
+    pub fn rbac(mut self, enabled: bool) -> Self {
+        self.rbac = enabled;
+        self
+    }
+
+    /// Cap token lifetimes like `--service-account-max-token-expiration`.
+    pub fn token_max_expiration(mut self, max: Option<Duration>) -> Self {
+        self.token_max_expiration = max;
+        self
+    }
+
+    /// How long the KServe stand-in waits before an InferenceService becomes ready.
+    pub fn kserve_ready_delay(mut self, delay: Duration) -> Self {
+        self.kserve.ready_delay = delay;
+        self
+    }
+
+    /// The ingress domain in InferenceService URLs (default `example.com`).
+    pub fn kserve_domain(mut self, domain: &str) -> Self {
+        self.kserve.domain = domain.to_string();
+        self
+    }
+
+    pub fn kserve_url_style(mut self, style: UrlStyle) -> Self {
+        self.kserve.url_style = style;
+        self
+    }
+
+    /// Start without the Istio CRDs (as a cluster without Istio).
+    pub fn without_istio(mut self) -> Self {
+        self.istio = false;
+        self
+    }
+
+    /// Extra CRD files (YAML, multi-document, or JSON) created at start.
+    pub fn load_crds(mut self, paths: &[PathBuf]) -> Self {
+        self.crd_files.extend(paths.iter().cloned());
+        self
+    }
+
+    pub async fn start(self) -> Result<ControlPlane, StartError> {
+        let store = Store::new();
+        bootstrap(&store, &self)?;
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], self.port))).map_err(|source| StartError::Bind { port: self.port, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { port: self.port, source })?;
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            tokens: tokens::TokenService::new(self.token_max_expiration),
+            faults: Faults::new(store.clone()),
+            requests: RequestLog::default(),
+            rbac: self.rbac,
+            addr,
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (kserve, kserve_rx) = watch::channel(self.kserve.clone());
+        let mut tasks = JoinSet::new();
+        tasks.spawn(accept_loop(shared.clone(), listener, shutdown_rx.clone()));
+        tasks.spawn(controllers::run_kserve(store, kserve_rx, shutdown_rx));
+        Ok(ControlPlane { shared, shutdown, kserve, tasks })
+    }
+}
+
+fn bootstrap(store: &Store, b: &Builder) -> Result<(), StartError> {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        store.create(obj).map_err(|source| StartError::LoadCrd { name: format!("namespace {ns}"), source })?;
+    }
+    let (kserve, istio) = builtin_crds();
+    let mut crds = vec![kserve.clone()];
+    if b.istio {
+        crds.extend(istio.iter().cloned());
+    }
+    for path in &b.crd_files {
+        let text = std::fs::read_to_string(path).map_err(|source| StartError::ReadCrd { path: path.clone(), source })?;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v: Value = serde::Deserialize::deserialize(doc).map_err(|e| StartError::ParseCrd { path: path.clone(), message: e.to_string() })?;
+            if !v.is_null() {
+                crds.push(v);
+            }
+        }
+    }
+    for crd in crds {
+        let name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        store.create(crd).map_err(|source| StartError::LoadCrd { name, source })?;
+    }
+    Ok(())
+}
+
+/// Binds with SO_REUSEADDR so the same port can be taken again after a refused-connections fault.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let mut refuse = shared.faults.refuse.subscribe();
+    let mut listener = listener;
+    let mut conns: JoinSet<()> = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            changed = refuse.changed() => {
+                if changed.is_err() { break; }
+                let Some(pause) = *refuse.borrow_and_update() else { continue };
+                // Stop listening and cut every open connection, as a restarting API server does.
+                drop(listener);
+                conns.abort_all();
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.changed() => return,
+                }
+                listener = loop {
+                    match bind(shared.addr) {
+                        Ok(l) => break l,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                };
+            }
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| server::handle(shared.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+}
+
+/// A running control plane. Dropping it stops it too; `shutdown` waits for the tasks to end.
+pub struct ControlPlane {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    kserve: watch::Sender<KserveSettings>,
+    tasks: JoinSet<()>,
+}
+
+impl ControlPlane {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.shared.base_url()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.shared.addr.port()
+    }
+
+    /// The admin bearer token (user `admin`, group `system:masters`).
+    pub fn admin_token(&self) -> String {
+        self.shared.tokens.admin_token().to_string()
+    }
+
+    /// A kubeconfig for the admin user, current context set, namespace `default`.
+    pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_for_token(self.shared.tokens.admin_token())
+    }
+
+    /// The same kubeconfig with another bearer token (e.g. a ServiceAccount's).
+    pub fn kubeconfig_for_token(&self, token: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-local\n  cluster:\n    server: {url}\ncontexts:\n- name: kube-local\n  context:\n    cluster: kube-local\n    user: kube-local-user\n    namespace: default\ncurrent-context: kube-local\nusers:\n- name: kube-local-user\n  user:\n    token: {token}\n",
+            url = self.url()
+        )
+    }
+
+    /// Writes the admin kubeconfig (mode 0600: it holds a credential).
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        write_private(path, &self.kubeconfig_yaml())
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    pub fn requests(&self) -> &RequestLog {
+        &self.shared.requests
+    }
+
+    /// Direct access to objects (no HTTP, no RBAC, not in the request log).
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// Changes the KServe stand-in's URL style at run time (every InferenceService follows).
+    pub fn set_kserve_url_style(&self, style: UrlStyle) {
+        self.kserve.send_modify(|s| s.url_style = style);
+    }
+
+    /// Changes the KServe stand-in's ingress domain at run time.
+    pub fn set_kserve_domain(&self, domain: &str) {
+        self.kserve.send_modify(|s| s.domain = domain.to_string());
+    }
+
+    pub async fn shutdown(mut self) {
+        self.shutdown.send_replace(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(text.as_bytes())
+}

@@ -1,0 +1,214 @@
+//! The controllers a cluster would run for the operator's sake: a KServe stand-in that makes
+//! InferenceServices ready (URL, address, conditions, a predictor pod).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinSet;
+
+use crate::store::{EventType, Store, WriteOptions};
+use crate::util;
+
+const ISVC_KEY: &str = "inferenceservices.serving.kserve.io";
+const MANAGER: &str = "kserve-controller";
+
+/// How the KServe stand-in builds `status.url` (KServe's ingress `urlScheme`/`pathTemplate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UrlStyle {
+    /// `http://<name>.<namespace>.<domain>` (Knative's default domain template).
+    #[default]
+    Knative,
+    /// `http://<name>-<namespace>.<domain>` (raw deployment / standard mode).
+    Standard,
+    /// `http://<domain>/serving/<namespace>/<name>` (ingress `pathTemplate`).
+    PathTemplate,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KserveSettings {
+    pub ready_delay: Duration,
+    pub domain: String,
+    pub url_style: UrlStyle,
+}
+
+impl Default for KserveSettings {
+    fn default() -> Self {
+        Self { ready_delay: Duration::from_millis(200), domain: "example.com".into(), url_style: UrlStyle::Knative }
+    }
+}
+
+impl KserveSettings {
+    pub fn url(&self, ns: &str, name: &str) -> String {
+        let d = &self.domain;
+        match self.url_style {
+            UrlStyle::Knative => format!("http://{name}.{ns}.{d}"),
+            UrlStyle::Standard => format!("http://{name}-{ns}.{d}"),
+            UrlStyle::PathTemplate => format!("http://{d}/serving/{ns}/{name}"),
+        }
+    }
+}
+
+fn meta<'a>(o: &'a Value, k: &str) -> &'a str {
+    o["metadata"][k].as_str().unwrap_or_default()
+}
+
+/// The annotations a predictor pod inherits (everything but kubectl's bookkeeping).
+fn inherited_annotations(isvc: &Value) -> Value {
+    let mut a = isvc["metadata"]["annotations"].as_object().cloned().unwrap_or_default();
+    a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    Value::Object(a)
+}
+
+fn pod_annotations(pod: &Value) -> Value {
+    Value::Object(pod["metadata"]["annotations"].as_object().cloned().unwrap_or_default())
+}
+
+fn predictor_pods(store: &Store, ns: &str, name: &str) -> Vec<Value> {
+    store.lock().objects_of("pods").into_iter()
+        .filter(|p| meta(p, "namespace") == ns && p["metadata"]["labels"]["serving.kserve.io/inferenceservice"].as_str() == Some(name))
+        .map(|p| (*p).clone())
+        .collect()
+}
+
+fn desired_status(settings: &KserveSettings, isvc: &Value) -> Value {
+    let (ns, name) = (meta(isvc, "namespace"), meta(isvc, "name"));
+    let now = util::now_rfc3339();
+    let old = &isvc["status"]["conditions"];
+    let condition = |t: &str| {
+        let kept = old.as_array().into_iter().flatten().find(|c| c["type"] == t && c["status"] == "True").and_then(|c| c["lastTransitionTime"].as_str()).map(str::to_string);
+        json!({"type": t, "status": "True", "lastTransitionTime": kept.unwrap_or_else(|| now.clone())})
+    };
+    let url = settings.url(ns, name);
+    json!({
+        "url": url,
+        "address": {"url": format!("http://{name}-predictor.{ns}.svc.cluster.local")},
+        "components": {"predictor": {"url": format!("http://{name}-predictor-{ns}.{}", settings.domain), "latestReadyRevision": format!("{name}-predictor-00001"), "latestCreatedRevision": format!("{name}-predictor-00001")}},
+        "conditions": [condition("IngressReady"), condition("PredictorReady"), condition("Ready")],
+        "observedGeneration": isvc["metadata"]["generation"],
+        "modelStatus": {"states": {"activeModelState": "Loaded", "targetModelState": "Loaded"}, "transitionStatus": "UpToDate"},
+    })
+}
+
+fn needs_work(store: &Store, settings: &KserveSettings, isvc: &Value) -> bool {
+    if isvc["metadata"]["deletionTimestamp"].is_string() {
+        return false;
+    }
+    let status_ok = {
+        let want = desired_status(settings, isvc);
+        isvc["status"]["url"] == want["url"] && isvc["status"]["observedGeneration"] == want["observedGeneration"] && isvc["status"]["address"] == want["address"]
+    };
+    let annotations = inherited_annotations(isvc);
+    let pods = predictor_pods(store, meta(isvc, "namespace"), meta(isvc, "name"));
+    !status_ok || pods.len() != 1 || pods.iter().any(|p| pod_annotations(p) != annotations)
+}
+
+/// Brings one InferenceService to the ready state the stand-in reports.
+fn reconcile(store: &Store, settings: &KserveSettings, ns: &str, name: &str) {
+    let Ok(isvc) = store.get("serving.kserve.io/v1beta1", "inferenceservices", Some(ns), name) else { return };
+    if isvc["metadata"]["deletionTimestamp"].is_string() {
+        return;
+    }
+    let annotations = inherited_annotations(&isvc);
+    let pods = predictor_pods(store, ns, name);
+    let current = pods.iter().filter(|p| pod_annotations(p) == annotations).count();
+    if current != 1 || pods.len() != 1 {
+        // A changed template rolls out a new predictor pod, as a new revision would.
+        for p in &pods {
+            let _ = store.delete("v1", "pods", Some(ns), meta(p, "name"));
+        }
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "generateName": format!("{name}-predictor-00001-deployment-"),
+                "namespace": ns,
+                "labels": {"serving.kserve.io/inferenceservice": name, "component": "predictor", "serving.kserve.io/component": "predictor"},
+                "annotations": annotations,
+                "ownerReferences": [{"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "name": name, "uid": isvc["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}],
+            },
+            "spec": {"containers": [{"name": "kserve-container", "image": "kserve-local/predictor:stand-in"}]},
+        });
+        let rt = store.lock().registry.get("", "v1", "pods");
+        if let Some(rt) = rt {
+            let opts = WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() };
+            let created = store.lock().create(&rt, ns, pod, &opts);
+            if let Ok(p) = created {
+                let now = util::now_rfc3339();
+                let status = json!({"status": {
+                    "phase": "Running", "startTime": now,
+                    "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+                    "containerStatuses": [{"name": "kserve-container", "ready": true, "restartCount": 0, "image": "kserve-local/predictor:stand-in", "started": true, "state": {"running": {"startedAt": now}}}],
+                }});
+                let _ = store.lock().update(&rt, ns, meta(&p, "name"), status, Some("status"), &opts);
+            }
+        }
+    }
+    let want = desired_status(settings, &isvc);
+    if isvc["status"] != want {
+        let rt = store.lock().registry.get("serving.kserve.io", "v1beta1", "inferenceservices");
+        if let Some(rt) = rt {
+            let opts = WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() };
+            let _ = store.lock().update(&rt, ns, name, json!({"status": want}), Some("status"), &opts);
+        }
+    }
+}
+
+/// Runs the KServe stand-in until `shutdown` flips.
+pub async fn run_kserve(store: Store, mut settings_rx: watch::Receiver<KserveSettings>, mut shutdown: watch::Receiver<bool>) {
+    let mut events = store.subscribe();
+    let mut pending: HashSet<(String, String)> = HashSet::new();
+    let mut timers: JoinSet<(String, String)> = JoinSet::new();
+    let mut rescan = true;
+    loop {
+        let settings = settings_rx.borrow().clone();
+        if rescan {
+            rescan = false;
+            let all = store.lock().objects_of(ISVC_KEY);
+            for isvc in all {
+                schedule(&store, &settings, &isvc, &mut pending, &mut timers);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            changed = settings_rx.changed() => {
+                if changed.is_err() { break; }
+                rescan = true;
+            }
+            ev = events.recv() => match ev {
+                Ok(ev) if ev.key == ISVC_KEY && ev.kind != EventType::Deleted => schedule(&store, &settings, &ev.object, &mut pending, &mut timers),
+                Ok(ev) if ev.key == "pods" && ev.kind == EventType::Deleted => {
+                    let owner = ev.object["metadata"]["labels"]["serving.kserve.io/inferenceservice"].as_str().map(str::to_string);
+                    if let Some(owner) = owner {
+                        if let Ok(isvc) = store.get("serving.kserve.io/v1beta1", "inferenceservices", Some(meta(&ev.object, "namespace")), &owner) {
+                            schedule(&store, &settings, &isvc, &mut pending, &mut timers);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => rescan = true,
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            Some(done) = timers.join_next(), if !timers.is_empty() => {
+                if let Ok((ns, name)) = done {
+                    pending.remove(&(ns.clone(), name.clone()));
+                    reconcile(&store, &settings, &ns, &name);
+                }
+            }
+        }
+    }
+    timers.abort_all();
+}
+
+fn schedule(store: &Store, settings: &KserveSettings, isvc: &Value, pending: &mut HashSet<(String, String)>, timers: &mut JoinSet<(String, String)>) {
+    let key = (meta(isvc, "namespace").to_string(), meta(isvc, "name").to_string());
+    if pending.contains(&key) || !needs_work(store, settings, isvc) {
+        return;
+    }
+    pending.insert(key.clone());
+    let delay = settings.ready_delay;
+    timers.spawn(async move {
+        tokio::time::sleep(delay).await;
+        key
+    });
+}
