@@ -17,6 +17,7 @@ mod error;
 mod faults;
 mod fields;
 mod patch;
+mod protobuf;
 mod rbac;
 mod requests;
 mod resources;
@@ -80,6 +81,7 @@ fn builtin_crds() -> &'static (Value, Vec<Value>) {
 pub struct Builder {
     port: u16,
     rbac: bool,
+    unauthenticated_admin: bool,
     token_max_expiration: Option<Duration>,
     kserve: KserveSettings,
     istio: bool,
@@ -88,7 +90,7 @@ pub struct Builder {
 
 impl Default for Builder {
     fn default() -> Self {
-        Self { port: 0, rbac: false, token_max_expiration: None, kserve: KserveSettings::default(), istio: true, crd_files: Vec::new() }
+        Self { port: 0, rbac: false, unauthenticated_admin: true, token_max_expiration: None, kserve: KserveSettings::default(), istio: true, crd_files: Vec::new() }
     }
 }
 
@@ -102,6 +104,15 @@ impl Builder {
     /// Enforce RBAC for callers outside system:masters (the admin token is always allowed).
     pub fn rbac(mut self, enabled: bool) -> Self {
         self.rbac = enabled;
+        self
+    }
+
+    /// Whether requests without an Authorization header act as system:masters (default true),
+    /// as on the API server's former insecure port. kubectl (client-go) never sends a bearer
+    /// token to an `http://` server, so this is what lets the real kubectl drive kube-local;
+    /// requests with an unknown token still get 401. Set false to require a token everywhere.
+    pub fn unauthenticated_admin(mut self, enabled: bool) -> Self {
+        self.unauthenticated_admin = enabled;
         self
     }
 
@@ -151,6 +162,7 @@ impl Builder {
             faults: Faults::new(store.clone()),
             requests: RequestLog::default(),
             rbac: self.rbac,
+            unauthenticated_admin: self.unauthenticated_admin,
             addr,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);

@@ -48,6 +48,11 @@ impl User {
         Self { name: "admin".into(), uid: String::new(), groups: vec!["system:masters".into(), "system:authenticated".into()] }
     }
 
+    /// Who a request without credentials is on the insecure port (what kubectl over http is).
+    pub fn insecure_port() -> Self {
+        Self { name: "system:unsecured".into(), uid: String::new(), groups: vec!["system:masters".into(), "system:authenticated".into()] }
+    }
+
     pub fn is_admin(&self) -> bool {
         self.groups.iter().any(|g| g == "system:masters")
     }
