@@ -10,10 +10,13 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::api::InferenceAccess;
 use crate::labels::{FIELD_MANAGER, OWNED_SELECTOR};
+use crate::metrics::Metrics;
+use crate::ops::Health;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::resources::{AuthorizationPolicy, InferenceService};
 
@@ -24,8 +27,15 @@ pub struct Settings {
     pub concurrency: u16,
 }
 
-/// Runs one controller per watched namespace (or one for the cluster) until SIGTERM/SIGINT.
-pub async fn run(client: Client, settings: Settings) {
+/// Runs one controller per watched namespace (or one for the cluster) until `shutdown` turns
+/// true; reconciles in flight finish first.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: watch::Receiver<bool>,
+) {
     let istio_installed = crd_served(&client, &AuthorizationPolicy::crd_name()).await;
     if !istio_installed {
         warn!(
@@ -36,11 +46,14 @@ pub async fn run(client: Client, settings: Settings) {
         controller: FIELD_MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Recorder::new(client.clone(), reporter),
-        jiff::Timestamp::now,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            Recorder::new(client.clone(), reporter),
+            jiff::Timestamp::now,
+        )
+        .with_metrics(metrics.clone()),
+    );
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {
@@ -51,12 +64,18 @@ pub async fn run(client: Client, settings: Settings) {
             namespace = namespace.as_deref().unwrap_or("<all>"),
             "watching InferenceAccesses"
         );
-        controller(
-            &client,
+        let scope = Scope {
             namespace,
             istio_installed,
-            settings.concurrency,
+            concurrency: settings.concurrency,
+        };
+        controller(
+            &client,
+            scope,
             ctx.clone(),
+            &metrics,
+            &health,
+            shutdown.clone(),
         )
     });
     futures::future::join_all(controllers).await;
@@ -72,14 +91,22 @@ where
     }
 }
 
-async fn controller(
-    client: &Client,
+struct Scope {
     namespace: Option<String>,
     istio_installed: bool,
     concurrency: u16,
+}
+
+async fn controller(
+    client: &Client,
+    scope: Scope,
     ctx: Arc<Context>,
+    metrics: &Metrics,
+    health: &Health,
+    mut shutdown: watch::Receiver<bool>,
 ) {
-    let namespace = namespace.as_deref();
+    let namespace = scope.namespace.as_deref();
+    let (istio_installed, concurrency) = (scope.istio_installed, scope.concurrency);
     // Only objects carrying the operator's label: never every Secret in the cluster.
     let owned = watcher::Config::default().labels(OWNED_SELECTOR);
     let mut controller = Controller::new(
@@ -95,7 +122,21 @@ async fn controller(
     // Owned and merely referenced InferenceServices alike: a changed status.url must reach the
     // Secret of every access that points at it.
     let accesses = controller.store();
-    controller
+    metrics.watch_expiry(accesses.clone());
+    health.cache_started();
+    let synced = {
+        let store = accesses.clone();
+        async move {
+            if store.wait_until_ready().await.is_ok() {
+                health.cache_synced();
+            }
+        }
+    };
+    let stop = async move {
+        // A closed channel means the process is going away too.
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    let run = controller
         .watches(api::<InferenceService>(client, namespace), watcher::Config::default(), move |isvc| {
             let namespace = isvc.namespace();
             let name = isvc.name_any();
@@ -106,7 +147,7 @@ async fn controller(
                 .map(|a| ObjectRef::from_obj(&*a))
                 .collect::<Vec<_>>()
         })
-        .shutdown_on_signal()
+        .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -115,8 +156,8 @@ async fn controller(
                 Err(ControllerError::ReconcilerFailed(_, _)) => {}
                 Err(err) => warn!(error = %err, "controller"),
             }
-        })
-        .await;
+        });
+    futures::join!(run, synced);
 }
 
 async fn crd_served(client: &Client, name: &str) -> bool {

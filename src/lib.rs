@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod credential;
@@ -9,8 +10,10 @@ pub mod desired;
 pub mod endpoint;
 pub mod error;
 pub mod labels;
+pub mod leader;
+pub mod metrics;
+pub mod ops;
 pub mod reconcile;
 pub mod resources;
+pub mod service;
 pub mod status;
-pub mod cli;
-pub mod metrics;

@@ -37,6 +37,28 @@ struct ControllerArgs {
     /// Accesses reconciled at once.
     #[arg(long, env = "INFERENCE_ACCESS_CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(
+        long,
+        env = "INFERENCE_ACCESS_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_addr: std::net::SocketAddr,
+    /// Run only while holding the leader Lease (for more than one replica).
+    #[arg(long, env = "INFERENCE_ACCESS_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the leader Lease; in a cluster, the pod's own.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "inference-access-system")]
+    leader_election_namespace: String,
+    #[arg(
+        long,
+        env = "INFERENCE_ACCESS_LEASE_NAME",
+        default_value = "inference-access-leader"
+    )]
+    lease_name: String,
+    /// How long the Lease stays valid without renewal (Go duration); renewals come every third.
+    #[arg(long, env = "INFERENCE_ACCESS_LEASE_DURATION", default_value = "15s")]
+    lease_duration: kube::core::Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -83,15 +105,41 @@ fn run_controller(args: ControllerArgs) -> Result<(), String> {
         let client = kube::Client::try_default().await.map_err(|e| {
             format!("cannot configure a Kubernetes client (kubeconfig or in-cluster): {e}")
         })?;
-        let settings = inference_access::controller::Settings {
-            namespaces: args
-                .namespaces
-                .into_iter()
-                .filter(|n| !n.is_empty())
-                .collect(),
-            concurrency: args.concurrency.max(1),
+        let lease_duration = std::time::Duration::from(args.lease_duration);
+        if args.leader_elect && lease_duration < std::time::Duration::from_secs(3) {
+            return Err("--lease-duration must be at least 3s".into());
+        }
+        let leader = args
+            .leader_elect
+            .then(|| inference_access::leader::Settings {
+                namespace: args.leader_election_namespace,
+                lease_name: args.lease_name,
+                identity: identity(),
+                lease_duration,
+                retry_period: lease_duration / 3,
+            });
+        let options = inference_access::service::Options {
+            controller: inference_access::controller::Settings {
+                namespaces: args
+                    .namespaces
+                    .into_iter()
+                    .filter(|n| !n.is_empty())
+                    .collect(),
+                concurrency: args.concurrency.max(1),
+            },
+            metrics_addr: args.metrics_addr,
+            leader,
         };
-        inference_access::controller::run(client, settings).await;
-        Ok(())
+        inference_access::service::run(client, options).await
+    })
+}
+
+/// This replica's name for the Lease: the pod name in a cluster, else host and process.
+fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        format!("{host}-{}", std::process::id())
     })
 }

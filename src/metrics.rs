@@ -48,10 +48,18 @@ impl Default for Metrics {
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         let errors = Family::<CategoryLabels, Counter>::default();
-        registry.register("reconcile_errors", "Failed reconciles by error category", errors.clone());
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by error category",
+            errors.clone(),
+        );
         // 1 ms to ~16 s.
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
-        registry.register("reconcile_duration_seconds", "Time one reconcile took", duration.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took",
+            duration.clone(),
+        );
         let credentials = Family::<IssueLabels, Counter>::default();
         registry.register(
             "credentials",
@@ -60,7 +68,14 @@ impl Default for Metrics {
         );
         let expiry = Arc::new(ExpiryCollector::default());
         registry.register_collector(Box::new(expiry.clone()));
-        Self { registry, reconciles, errors, duration, credentials, expiry }
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            credentials,
+            expiry,
+        }
     }
 }
 
@@ -69,18 +84,26 @@ impl Metrics {
         self.reconciles.inc();
         self.duration.observe(took.as_secs_f64());
         if let Some(category) = error_category {
-            self.errors.get_or_create(&CategoryLabels { category }).inc();
+            self.errors
+                .get_or_create(&CategoryLabels { category })
+                .inc();
         }
     }
 
     pub fn credential_minted(&self, renewed: bool) {
         let reason = if renewed { "renewed" } else { "issued" };
-        self.credentials.get_or_create(&IssueLabels { reason }).inc();
+        self.credentials
+            .get_or_create(&IssueLabels { reason })
+            .inc();
     }
 
     /// Reports the expiry of every access a controller has in its cache.
     pub fn watch_expiry(&self, store: Store<InferenceAccess>) {
-        self.expiry.stores.lock().unwrap_or_else(|p| p.into_inner()).push(store);
+        self.expiry
+            .stores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(store);
     }
 
     /// The OpenMetrics text exposition.
@@ -105,12 +128,22 @@ struct AccessLabels {
 
 impl Collector for ExpiryCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stores = self.stores.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let stores = self
+            .stores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let series: Vec<(AccessLabels, i64)> = stores
             .iter()
             .flat_map(|store| store.state())
             .filter_map(|access| {
-                let expires = access.status.as_ref()?.token_expiration_time.as_ref()?.0.as_second();
+                let expires = access
+                    .status
+                    .as_ref()?
+                    .token_expiration_time
+                    .as_ref()?
+                    .0
+                    .as_second();
                 let labels = AccessLabels {
                     namespace: access.namespace().unwrap_or_default(),
                     name: access.name_any(),
@@ -174,7 +207,11 @@ mod tests {
         .unwrap();
         writer.apply_watcher_event(&Event::Apply(access.clone()));
         let series = "inference_access_credential_expiration_timestamp_seconds{namespace=\"ns\",name=\"client\",secret_name=\"client-credential\"} 1767229200";
-        assert!(metrics.encode().unwrap().contains(series), "{}", metrics.encode().unwrap());
+        assert!(
+            metrics.encode().unwrap().contains(series),
+            "{}",
+            metrics.encode().unwrap()
+        );
         writer.apply_watcher_event(&Event::Delete(access));
         assert!(!metrics.encode().unwrap().contains("name=\"client\""));
     }

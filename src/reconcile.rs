@@ -25,6 +25,7 @@ use crate::desired;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, api_status, describe};
 use crate::labels::{ANNOTATION_RENEW_REQUESTED_AT, FIELD_MANAGER, SIDECAR_FIELD_MANAGER};
+use crate::metrics::Metrics;
 use crate::resources::inference_service::Readiness;
 use crate::resources::{AuthorizationPolicy, InferenceService};
 use crate::status::{Check, Observation, build_status, reason};
@@ -39,6 +40,7 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub clock: fn() -> Timestamp,
+    pub metrics: Arc<Metrics>,
     /// Consecutive failures per access (by uid), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -49,8 +51,14 @@ impl Context {
             client,
             recorder,
             clock,
+            metrics: Arc::default(),
             failures: Mutex::default(),
         }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn record_outcome(&self, access: &InferenceAccess, failed: bool) -> u32 {
@@ -121,12 +129,25 @@ fn signed(duration: kube::core::Duration) -> SignedDuration {
 
 /// Entry point for the controller.
 pub async fn reconcile(access: Arc<InferenceAccess>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_once(&access, &ctx).await;
+    ctx.metrics.reconciled(
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    result
+}
+
+async fn reconcile_once(
+    access: &Arc<InferenceAccess>,
+    ctx: &Arc<Context>,
+) -> Result<Action, Error> {
     let now = (ctx.clock)();
-    let mut run = Run::new(&access, &ctx, now);
+    let mut run = Run::new(access, ctx, now);
     let result = run.pipeline().await;
     let status_result = run.publish_status().await;
     run.publish_events().await;
-    ctx.record_outcome(&access, result.is_err() || status_result.is_err());
+    ctx.record_outcome(access, result.is_err() || status_result.is_err());
     match result {
         Err(err) if err.is_spec_error() => Ok(Action::await_change()),
         Err(err) => Err(err),

@@ -1,0 +1,129 @@
+//! The controller process: signals, the ops endpoint, waiting for the CRD, leader election and
+//! the controllers, as one structured set of futures (no detached tasks).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::api::InferenceAccess;
+use crate::controller;
+use crate::leader::{self, Elector};
+use crate::metrics::Metrics;
+use crate::ops::{self, Health};
+
+pub struct Options {
+    pub controller: controller::Settings,
+    pub metrics_addr: SocketAddr,
+    /// Leader election, when more than one replica may run.
+    pub leader: Option<leader::Settings>,
+}
+
+/// Runs until SIGTERM/SIGINT (graceful: reconciles finish, the Lease is released) or until
+/// leadership is lost (an error, so the process restarts as client-go's do).
+pub async fn run(client: Client, options: Options) -> Result<(), String> {
+    let listener = ops::bind(options.metrics_addr).await?;
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let (stop, stopped) = watch::channel(false);
+
+    let signals = {
+        let mut stopped = stopped.clone();
+        let stop = stop.clone();
+        async move {
+            tokio::select! {
+                () = terminate_signal() => {
+                    info!("shutting down");
+                    let _ = stop.send(true);
+                }
+                _ = stopped.wait_for(|s| *s) => {}
+            }
+        }
+    };
+    let ops = ops::serve(listener, metrics.clone(), health.clone(), stopped.clone());
+    let work = async {
+        let result = work(
+            client,
+            options,
+            metrics.clone(),
+            health.clone(),
+            stopped.clone(),
+        )
+        .await;
+        let _ = stop.send(true);
+        result
+    };
+    let ((), served, worked) = tokio::join!(signals, ops, work);
+    served.map_err(|e| format!("ops endpoint: {e}"))?;
+    worked
+}
+
+async fn work(
+    client: Client,
+    options: Options,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let crd = InferenceAccess::crd().name_any();
+    info!(crd, "waiting for the CRD to be established");
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    tokio::select! {
+        established = await_condition(crds, &crd, conditions::is_crd_established()) => {
+            established.map_err(|e| format!("cannot watch CRD {crd}: {e}"))?;
+        }
+        _ = stopped.wait_for(|s| *s) => return Ok(()),
+    }
+    health.crd_established();
+    let run_controllers = controller::run(
+        client.clone(),
+        options.controller,
+        metrics,
+        health,
+        stopped.clone(),
+    );
+    let Some(settings) = options.leader else {
+        run_controllers.await;
+        return Ok(());
+    };
+    let elector = Elector::new(client, settings);
+    if !elector.acquire(&mut stopped).await {
+        return Ok(());
+    }
+    tokio::select! {
+        () = run_controllers => {
+            elector.release().await;
+            Ok(())
+        }
+        () = elector.hold() => {
+            error!("lost leadership: exiting so a standby replica takes over");
+            Err("lost the leader Lease".into())
+        }
+    }
+}
+
+async fn terminate_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
