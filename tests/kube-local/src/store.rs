@@ -222,7 +222,10 @@ impl Store {
 
     /// Drops the watch history: resuming a watch or list from an older version gets 410 Gone.
     pub fn compact(&self) {
+        // Compaction also moves the revision on, so every version a client holds is now too old
+        // (etcd would only refuse versions below the compacted one; this forces the 410 path).
         let mut st = self.lock();
+        st.rv += 1;
         st.compacted_rv = st.rv;
         st.history.clear();
     }
@@ -757,7 +760,7 @@ impl State {
                 return Err(ApiError::bad_request("the body of an apply request must be an object"));
             }
             let body_name = meta_str(body, "name");
-            if body_name != name {
+            if !body_name.is_empty() && body_name != name {
                 return Err(ApiError::bad_request("the name of the object in the apply request does not match the name on the URL"));
             }
             let now = util::now_rfc3339();
