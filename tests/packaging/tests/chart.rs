@@ -1,0 +1,296 @@
+//! The Helm chart, rendered by the real `helm` (v4 from `make tools`, or $HELM / PATH).
+
+use packaging_tests::{
+    Tool, chart_dir, describe, helm_template, of_kind, pod_security_violations, read_yaml, run,
+    validate_object,
+};
+use serde_json::{Value, json};
+
+/// Value sets that together render every template and every branch of them.
+const VALUE_SETS: &[&[&str]] = &[
+    &[],
+    &[
+        "replicaCount=3",
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.serviceMonitor.labels.release=prometheus",
+        "controller.watchNamespaces={team-a,team-b}",
+        "controller.logFormat=text",
+        "controller.logLevel=debug",
+        "commonLabels.team=ml-platform",
+        "podLabels.example\\.com/tier=control-plane",
+        "podAnnotations.example\\.com/owner=platform",
+        "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "nodeSelector.kubernetes\\.io/os=linux",
+        "priorityClassName=system-cluster-critical",
+    ],
+    &["leaderElection.enabled=true", "serviceAccount.create=false", "serviceAccount.name=ops"],
+    &["rbac.create=false", "rbac.aggregateToUserRoles=false", "metrics.service.enabled=false"],
+];
+
+fn render(set: &[&str]) -> Vec<Value> {
+    helm_template(set).unwrap_or_else(|err| panic!("{err}"))
+}
+
+fn the<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|object| object["kind"] == kind && object["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name} rendered"))
+}
+
+fn deployment_args(objects: &[Value]) -> Vec<String> {
+    let deployment = the(objects, "Deployment", "release-inference-access");
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .map(|args| args.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn helm_lint_is_clean_for_every_value_set() {
+    let chart = chart_dir();
+    let chart = chart.to_string_lossy();
+    for set in VALUE_SETS {
+        let mut args = vec!["lint", "--strict", &chart];
+        for pair in *set {
+            args.extend(["--set", pair]);
+        }
+        let output = run(Tool::Helm, &args).unwrap_or_else(|err| panic!("{err}"));
+        assert!(output.contains("0 chart(s) failed"), "{set:?}: {output}");
+        assert!(!output.contains("[WARNING]") && !output.contains("[ERROR]"), "{set:?}: {output}");
+    }
+}
+
+#[test]
+fn every_rendered_object_is_a_valid_kubernetes_object() {
+    for set in VALUE_SETS {
+        let objects = render(set);
+        assert!(objects.len() >= 3, "{set:?}: only {} objects", objects.len());
+        for object in &objects {
+            validate_object(object).unwrap_or_else(|err| panic!("{set:?}: {err}"));
+        }
+        let mut names: Vec<(String, String)> = objects
+            .iter()
+            .map(|object| (object["kind"].to_string(), describe(object)))
+            .collect();
+        let count = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), count, "{set:?}: two objects share a kind and name");
+    }
+}
+
+#[test]
+fn the_default_release_has_exactly_the_documented_objects() {
+    let objects = render(&[]);
+    let mut kinds: Vec<String> = objects.iter().map(describe).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole/release-inference-access-editor",
+            "ClusterRole/release-inference-access-manager",
+            "ClusterRole/release-inference-access-viewer",
+            "ClusterRoleBinding/release-inference-access-manager",
+            "CustomResourceDefinition/inferenceaccesses.inference-access.io",
+            "Deployment/release-inference-access",
+            "Service/release-inference-access-metrics",
+            "ServiceAccount/release-inference-access",
+        ]
+    );
+}
+
+#[test]
+fn pods_meet_restricted_pod_security_in_every_value_set() {
+    for set in VALUE_SETS {
+        let objects = render(set);
+        for deployment in of_kind(&objects, "Deployment") {
+            let pod = &deployment["spec"]["template"]["spec"];
+            assert_eq!(pod_security_violations(pod), Vec::<String>::new(), "{set:?}");
+            assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{set:?}");
+        }
+    }
+}
+
+#[test]
+fn chart_rbac_equals_config_rbac() {
+    let objects = render(&["replicaCount=2"]);
+    let cases = [
+        ("ClusterRole", "release-inference-access-manager", "config/rbac/role.yaml"),
+        ("Role", "release-inference-access-leader-election", "config/rbac/leader_election_role.yaml"),
+        ("ClusterRole", "release-inference-access-editor", "config/rbac/inferenceaccess_editor_role.yaml"),
+        ("ClusterRole", "release-inference-access-viewer", "config/rbac/inferenceaccess_viewer_role.yaml"),
+    ];
+    for (kind, name, source) in cases {
+        let source = read_yaml(source).unwrap_or_else(|err| panic!("{err}"));
+        let rendered = the(&objects, kind, name);
+        assert_eq!(rendered["rules"], source["rules"], "{kind}/{name}");
+        let aggregation = |role: &Value| -> Vec<(String, Value)> {
+            role["metadata"]["labels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(key, _)| key.contains("/aggregate-to-"))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect()
+        };
+        assert_eq!(aggregation(rendered), aggregation(&source), "{kind}/{name}");
+    }
+}
+
+#[test]
+fn users_get_edit_and_view_through_aggregation() {
+    let objects = render(&[]);
+    let editor = the(&objects, "ClusterRole", "release-inference-access-editor");
+    let viewer = the(&objects, "ClusterRole", "release-inference-access-viewer");
+    for (role, labels) in [
+        (editor, ["rbac.authorization.k8s.io/aggregate-to-edit", "rbac.authorization.kubeflow.org/aggregate-to-kubeflow-edit"]),
+        (viewer, ["rbac.authorization.k8s.io/aggregate-to-view", "rbac.authorization.kubeflow.org/aggregate-to-kubeflow-view"]),
+    ] {
+        for label in labels {
+            assert_eq!(role["metadata"]["labels"][label], "true", "{}: {label}", describe(role));
+        }
+    }
+    // Readers never get write verbs.
+    let viewer_verbs: Vec<&Value> = viewer["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|rule| rule["verbs"].as_array().into_iter().flatten())
+        .collect();
+    assert!(viewer_verbs.iter().all(|verb| ["get", "list", "watch"].contains(&verb.as_str().unwrap_or(""))));
+}
+
+#[test]
+fn bindings_point_at_the_release_service_account() {
+    for set in VALUE_SETS {
+        let objects = render(set);
+        let deployment = the(&objects, "Deployment", "release-inference-access");
+        let account = &deployment["spec"]["template"]["spec"]["serviceAccountName"];
+        for binding in of_kind(&objects, "ClusterRoleBinding").into_iter().chain(of_kind(&objects, "RoleBinding")) {
+            assert_eq!(
+                binding["subjects"],
+                json!([{"kind": "ServiceAccount", "name": account, "namespace": "operators"}]),
+                "{set:?}: {}",
+                describe(binding)
+            );
+            let role_kind = &binding["roleRef"]["kind"];
+            let role_name = binding["roleRef"]["name"].as_str().unwrap_or("");
+            the(&objects, role_kind.as_str().unwrap_or(""), role_name);
+        }
+    }
+}
+
+#[test]
+fn one_replica_runs_without_leader_election_and_never_overlaps() {
+    let objects = render(&[]);
+    let args = deployment_args(&objects);
+    assert!(!args.iter().any(|arg| arg.starts_with("--leader-elect")), "{args:?}");
+    let deployment = the(&objects, "Deployment", "release-inference-access");
+    assert_eq!(deployment["spec"]["strategy"], json!({"type": "Recreate"}));
+    assert!(of_kind(&objects, "Role").is_empty());
+    assert!(of_kind(&objects, "PodDisruptionBudget").is_empty(), "a PDB would block drains");
+}
+
+#[test]
+fn several_replicas_elect_a_leader_and_keep_one_through_drains() {
+    let objects = render(&["replicaCount=2"]);
+    let args = deployment_args(&objects);
+    assert!(args.contains(&"--leader-elect".to_owned()), "{args:?}");
+    assert!(args.contains(&"--lease-name=inference-access-leader".to_owned()), "{args:?}");
+    let deployment = the(&objects, "Deployment", "release-inference-access");
+    assert!(deployment["spec"]["strategy"].is_null(), "rolling update with a standby");
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert_eq!(
+        env[0],
+        json!({"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}})
+    );
+    let role = the(&objects, "Role", "release-inference-access-leader-election");
+    assert_eq!(role["metadata"]["namespace"], "operators");
+    let budget = the(&objects, "PodDisruptionBudget", "release-inference-access");
+    assert_eq!(budget["spec"]["maxUnavailable"], 1);
+    assert_eq!(budget["spec"]["selector"], deployment["spec"]["selector"]);
+}
+
+#[test]
+fn turning_leader_election_off_with_several_replicas_is_refused() {
+    let err = helm_template(&["replicaCount=2", "leaderElection.enabled=false"])
+        .expect_err("two reconciling replicas must not render");
+    assert!(err.contains("replicaCount > 1 needs leader election"), "{err}");
+}
+
+#[test]
+fn controller_values_become_flags() {
+    let objects = render(VALUE_SETS[1]);
+    assert_eq!(
+        deployment_args(&objects),
+        [
+            "controller",
+            "--metrics-addr=0.0.0.0:8080",
+            "--log-level=debug",
+            "--log-format=text",
+            "--concurrency=8",
+            "--namespaces=team-a,team-b",
+            "--leader-elect",
+            "--lease-name=inference-access-leader",
+        ]
+    );
+    let deployment = the(&objects, "Deployment", "release-inference-access");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["image"],
+        "ghcr.io/inference-access/inference-access@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    );
+    assert_eq!(container["ports"], json!([{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]));
+    assert_eq!(container["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "metrics"}));
+    assert_eq!(container["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "metrics"}));
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(labels["team"], "ml-platform");
+    assert_eq!(labels["example.com/tier"], "control-plane");
+    for object in &objects {
+        if object["kind"] != "CustomResourceDefinition" {
+            assert_eq!(object["metadata"]["labels"]["team"], "ml-platform", "{}", describe(object));
+        }
+    }
+}
+
+#[test]
+fn the_service_monitor_scrapes_the_metrics_service() {
+    let objects = render(VALUE_SETS[1]);
+    let monitor = the(&objects, "ServiceMonitor", "release-inference-access");
+    let service = the(&objects, "Service", "release-inference-access-metrics");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    let selector = monitor["spec"]["selector"]["matchLabels"].as_object().cloned().unwrap_or_default();
+    assert!(!selector.is_empty());
+    for (key, value) in &selector {
+        assert_eq!(&service["metadata"]["labels"][key], value, "{key}");
+    }
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], service["spec"]["ports"][0]["name"]);
+    // The Service reaches the pods.
+    let deployment = the(&objects, "Deployment", "release-inference-access");
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in service["spec"]["selector"].as_object().into_iter().flatten() {
+        assert_eq!(&pod_labels[key], value, "{key}");
+    }
+}
+
+#[test]
+fn the_chart_ships_the_generated_crd_unchanged() {
+    let objects = render(&[]);
+    let shipped = the(&objects, "CustomResourceDefinition", "inferenceaccesses.inference-access.io");
+    let generated = read_yaml("crds/inference-access.io_inferenceaccesses.yaml").unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(shipped, &generated);
+}
+
+#[test]
+fn the_values_schema_rejects_mistakes() {
+    for (pair, complaint) in [
+        ("controller.logFormat=xml", "logFormat"),
+        ("replicaCount=-1", "replicaCount"),
+        ("controler.logLevel=debug", "controler"),
+        ("controller.watchNamespaces={Team_A}", "watchNamespaces"),
+    ] {
+        let err = helm_template(&[pair]).expect_err(pair);
+        assert!(err.contains(complaint), "{pair}: {err}");
+    }
+}
