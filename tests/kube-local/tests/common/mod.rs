@@ -14,7 +14,9 @@ pub async fn start() -> ControlPlane {
 
 pub async fn client_for(cp: &ControlPlane, token: &str) -> kube::Client {
     let kc = Kubeconfig::from_yaml(&cp.kubeconfig_for_token(token)).expect("kubeconfig parses");
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+    // kube retries 429/503 with Retry-After by itself; the tests look at raw responses.
+    config.default_retry = false;
     kube::Client::try_from(config).expect("client")
 }
 
