@@ -168,7 +168,10 @@ pub fn describe(object: &Value) -> String {
 
 /// The objects of one kind.
 pub fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    objects.iter().filter(|object| object["kind"] == kind).collect()
+    objects
+        .iter()
+        .filter(|object| object["kind"] == kind)
+        .collect()
 }
 
 /// Kinds the operator's packaging ships that live in a namespace.
@@ -210,7 +213,9 @@ pub fn validate_object(object: &Value) -> Result<(), String> {
     if NAMESPACED_KINDS.contains(&kind) {
         let namespace = metadata.get("namespace").and_then(Value::as_str);
         if !namespace.is_some_and(is_dns_label) {
-            return Err(format!("{what}: a namespaced kind without a valid namespace"));
+            return Err(format!(
+                "{what}: a namespaced kind without a valid namespace"
+            ));
         }
     }
     for field in ["labels", "annotations"] {
@@ -301,7 +306,11 @@ fn first_difference(original: &Value, typed: &Value, path: &str) -> Option<Strin
                 first_difference(value, other, &format!("{path}[{index}]"))
             }),
         _ if original == typed => None,
-        _ => Some(if path.is_empty() { ".".to_owned() } else { path.to_owned() }),
+        _ => Some(if path.is_empty() {
+            ".".to_owned()
+        } else {
+            path.to_owned()
+        }),
     }
 }
 
@@ -377,7 +386,11 @@ pub fn pod_security_violations(pod_spec: &Value) -> Vec<String> {
         let name = container["name"].as_str().unwrap_or("?");
         let security = &container["securityContext"];
         let setting = |field: &str| -> &Value {
-            if security[field].is_null() { &pod[field] } else { &security[field] }
+            if security[field].is_null() {
+                &pod[field]
+            } else {
+                &security[field]
+            }
         };
         if setting("runAsNonRoot") != true {
             violations.push(format!("container {name}: runAsNonRoot is not true"));
@@ -386,10 +399,14 @@ pub fn pod_security_violations(pod_spec: &Value) -> Vec<String> {
             violations.push(format!("container {name}: runAsUser 0"));
         }
         if setting("seccompProfile")["type"] != "RuntimeDefault" {
-            violations.push(format!("container {name}: seccomp profile is not RuntimeDefault"));
+            violations.push(format!(
+                "container {name}: seccomp profile is not RuntimeDefault"
+            ));
         }
         if security["allowPrivilegeEscalation"] != false {
-            violations.push(format!("container {name}: allowPrivilegeEscalation is not false"));
+            violations.push(format!(
+                "container {name}: allowPrivilegeEscalation is not false"
+            ));
         }
         if security["privileged"] == true {
             violations.push(format!("container {name}: privileged"));
@@ -433,9 +450,11 @@ mod tests {
         bad["automountServiceAcountToken"] = json!(false);
         assert_eq!(
             validate_object(&bad),
-            Err("ServiceAccount/sa: field .automountServiceAcountToken is unknown to the \
+            Err(
+                "ServiceAccount/sa: field .automountServiceAcountToken is unknown to the \
                  Kubernetes type or has the wrong shape"
-                .to_owned())
+                    .to_owned()
+            )
         );
     }
 
@@ -486,14 +505,23 @@ mod tests {
         let (tools_dir, path_dir) = (scratch.join("tools"), scratch.join("path"));
         std::fs::create_dir_all(&tools_dir)?;
         std::fs::create_dir_all(&path_dir)?;
-        for file in [tools_dir.join("helm"), path_dir.join("helm"), path_dir.join("kubectl")] {
+        for file in [
+            tools_dir.join("helm"),
+            path_dir.join("helm"),
+            path_dir.join("kubectl"),
+        ] {
             std::fs::write(file, "")?;
         }
         let from_env = path_dir.join("kubectl");
         let search_path = Some(path_dir.clone().into_os_string());
 
         assert_eq!(
-            locate(Tool::Helm, Some(from_env.clone().into()), &tools_dir, search_path.clone()),
+            locate(
+                Tool::Helm,
+                Some(from_env.clone().into()),
+                &tools_dir,
+                search_path.clone()
+            ),
             Ok(from_env)
         );
         assert_eq!(
@@ -506,9 +534,11 @@ mod tests {
         );
         assert_eq!(
             locate(Tool::Kubectl, None, &tools_dir, None),
-            Err("`kubectl` not found: install it with `make tools` (hack/install-tools.sh), put \
+            Err(
+                "`kubectl` not found: install it with `make tools` (hack/install-tools.sh), put \
                  it on PATH, or set $KUBECTL"
-                .to_owned())
+                    .to_owned()
+            )
         );
         let missing = scratch.join("missing");
         assert_eq!(

@@ -23,8 +23,16 @@ const VALUE_SETS: &[&[&str]] = &[
         "nodeSelector.kubernetes\\.io/os=linux",
         "priorityClassName=system-cluster-critical",
     ],
-    &["leaderElection.enabled=true", "serviceAccount.create=false", "serviceAccount.name=ops"],
-    &["rbac.create=false", "rbac.aggregateToUserRoles=false", "metrics.service.enabled=false"],
+    &[
+        "leaderElection.enabled=true",
+        "serviceAccount.create=false",
+        "serviceAccount.name=ops",
+    ],
+    &[
+        "rbac.create=false",
+        "rbac.aggregateToUserRoles=false",
+        "metrics.service.enabled=false",
+    ],
 ];
 
 fn render(set: &[&str]) -> Vec<Value> {
@@ -42,7 +50,12 @@ fn deployment_args(objects: &[Value]) -> Vec<String> {
     let deployment = the(objects, "Deployment", "release-inference-access");
     deployment["spec"]["template"]["spec"]["containers"][0]["args"]
         .as_array()
-        .map(|args| args.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|args| {
+            args.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -57,7 +70,10 @@ fn helm_lint_is_clean_for_every_value_set() {
         }
         let output = run(Tool::Helm, &args).unwrap_or_else(|err| panic!("{err}"));
         assert!(output.contains("0 chart(s) failed"), "{set:?}: {output}");
-        assert!(!output.contains("[WARNING]") && !output.contains("[ERROR]"), "{set:?}: {output}");
+        assert!(
+            !output.contains("[WARNING]") && !output.contains("[ERROR]"),
+            "{set:?}: {output}"
+        );
     }
 }
 
@@ -65,7 +81,11 @@ fn helm_lint_is_clean_for_every_value_set() {
 fn every_rendered_object_is_a_valid_kubernetes_object() {
     for set in VALUE_SETS {
         let objects = render(set);
-        assert!(objects.len() >= 3, "{set:?}: only {} objects", objects.len());
+        assert!(
+            objects.len() >= 3,
+            "{set:?}: only {} objects",
+            objects.len()
+        );
         for object in &objects {
             validate_object(object).unwrap_or_else(|err| panic!("{set:?}: {err}"));
         }
@@ -76,7 +96,11 @@ fn every_rendered_object_is_a_valid_kubernetes_object() {
         let count = names.len();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), count, "{set:?}: two objects share a kind and name");
+        assert_eq!(
+            names.len(),
+            count,
+            "{set:?}: two objects share a kind and name"
+        );
     }
 }
 
@@ -106,7 +130,11 @@ fn pods_meet_restricted_pod_security_in_every_value_set() {
         let objects = render(set);
         for deployment in of_kind(&objects, "Deployment") {
             let pod = &deployment["spec"]["template"]["spec"];
-            assert_eq!(pod_security_violations(pod), Vec::<String>::new(), "{set:?}");
+            assert_eq!(
+                pod_security_violations(pod),
+                Vec::<String>::new(),
+                "{set:?}"
+            );
             assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{set:?}");
         }
     }
@@ -116,10 +144,26 @@ fn pods_meet_restricted_pod_security_in_every_value_set() {
 fn chart_rbac_equals_config_rbac() {
     let objects = render(&["replicaCount=2"]);
     let cases = [
-        ("ClusterRole", "release-inference-access-manager", "config/rbac/role.yaml"),
-        ("Role", "release-inference-access-leader-election", "config/rbac/leader_election_role.yaml"),
-        ("ClusterRole", "release-inference-access-editor", "config/rbac/inferenceaccess_editor_role.yaml"),
-        ("ClusterRole", "release-inference-access-viewer", "config/rbac/inferenceaccess_viewer_role.yaml"),
+        (
+            "ClusterRole",
+            "release-inference-access-manager",
+            "config/rbac/role.yaml",
+        ),
+        (
+            "Role",
+            "release-inference-access-leader-election",
+            "config/rbac/leader_election_role.yaml",
+        ),
+        (
+            "ClusterRole",
+            "release-inference-access-editor",
+            "config/rbac/inferenceaccess_editor_role.yaml",
+        ),
+        (
+            "ClusterRole",
+            "release-inference-access-viewer",
+            "config/rbac/inferenceaccess_viewer_role.yaml",
+        ),
     ];
     for (kind, name, source) in cases {
         let source = read_yaml(source).unwrap_or_else(|err| panic!("{err}"));
@@ -144,11 +188,28 @@ fn users_get_edit_and_view_through_aggregation() {
     let editor = the(&objects, "ClusterRole", "release-inference-access-editor");
     let viewer = the(&objects, "ClusterRole", "release-inference-access-viewer");
     for (role, labels) in [
-        (editor, ["rbac.authorization.k8s.io/aggregate-to-edit", "rbac.authorization.kubeflow.org/aggregate-to-kubeflow-edit"]),
-        (viewer, ["rbac.authorization.k8s.io/aggregate-to-view", "rbac.authorization.kubeflow.org/aggregate-to-kubeflow-view"]),
+        (
+            editor,
+            [
+                "rbac.authorization.k8s.io/aggregate-to-edit",
+                "rbac.authorization.kubeflow.org/aggregate-to-kubeflow-edit",
+            ],
+        ),
+        (
+            viewer,
+            [
+                "rbac.authorization.k8s.io/aggregate-to-view",
+                "rbac.authorization.kubeflow.org/aggregate-to-kubeflow-view",
+            ],
+        ),
     ] {
         for label in labels {
-            assert_eq!(role["metadata"]["labels"][label], "true", "{}: {label}", describe(role));
+            assert_eq!(
+                role["metadata"]["labels"][label],
+                "true",
+                "{}: {label}",
+                describe(role)
+            );
         }
     }
     // Readers never get write verbs.
@@ -158,7 +219,11 @@ fn users_get_edit_and_view_through_aggregation() {
         .flatten()
         .flat_map(|rule| rule["verbs"].as_array().into_iter().flatten())
         .collect();
-    assert!(viewer_verbs.iter().all(|verb| ["get", "list", "watch"].contains(&verb.as_str().unwrap_or(""))));
+    assert!(
+        viewer_verbs
+            .iter()
+            .all(|verb| ["get", "list", "watch"].contains(&verb.as_str().unwrap_or("")))
+    );
 }
 
 #[test]
@@ -167,7 +232,10 @@ fn bindings_point_at_the_release_service_account() {
         let objects = render(set);
         let deployment = the(&objects, "Deployment", "release-inference-access");
         let account = &deployment["spec"]["template"]["spec"]["serviceAccountName"];
-        for binding in of_kind(&objects, "ClusterRoleBinding").into_iter().chain(of_kind(&objects, "RoleBinding")) {
+        for binding in of_kind(&objects, "ClusterRoleBinding")
+            .into_iter()
+            .chain(of_kind(&objects, "RoleBinding"))
+        {
             assert_eq!(
                 binding["subjects"],
                 json!([{"kind": "ServiceAccount", "name": account, "namespace": "operators"}]),
@@ -185,11 +253,17 @@ fn bindings_point_at_the_release_service_account() {
 fn one_replica_runs_without_leader_election_and_never_overlaps() {
     let objects = render(&[]);
     let args = deployment_args(&objects);
-    assert!(!args.iter().any(|arg| arg.starts_with("--leader-elect")), "{args:?}");
+    assert!(
+        !args.iter().any(|arg| arg.starts_with("--leader-elect")),
+        "{args:?}"
+    );
     let deployment = the(&objects, "Deployment", "release-inference-access");
     assert_eq!(deployment["spec"]["strategy"], json!({"type": "Recreate"}));
     assert!(of_kind(&objects, "Role").is_empty());
-    assert!(of_kind(&objects, "PodDisruptionBudget").is_empty(), "a PDB would block drains");
+    assert!(
+        of_kind(&objects, "PodDisruptionBudget").is_empty(),
+        "a PDB would block drains"
+    );
 }
 
 #[test]
@@ -197,9 +271,15 @@ fn several_replicas_elect_a_leader_and_keep_one_through_drains() {
     let objects = render(&["replicaCount=2"]);
     let args = deployment_args(&objects);
     assert!(args.contains(&"--leader-elect".to_owned()), "{args:?}");
-    assert!(args.contains(&"--lease-name=inference-access-leader".to_owned()), "{args:?}");
+    assert!(
+        args.contains(&"--lease-name=inference-access-leader".to_owned()),
+        "{args:?}"
+    );
     let deployment = the(&objects, "Deployment", "release-inference-access");
-    assert!(deployment["spec"]["strategy"].is_null(), "rolling update with a standby");
+    assert!(
+        deployment["spec"]["strategy"].is_null(),
+        "rolling update with a standby"
+    );
     let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
     assert_eq!(
         env[0],
@@ -216,7 +296,10 @@ fn several_replicas_elect_a_leader_and_keep_one_through_drains() {
 fn turning_leader_election_off_with_several_replicas_is_refused() {
     let err = helm_template(&["replicaCount=2", "leaderElection.enabled=false"])
         .expect_err("two reconciling replicas must not render");
-    assert!(err.contains("replicaCount > 1 needs leader election"), "{err}");
+    assert!(
+        err.contains("replicaCount > 1 needs leader election"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -241,15 +324,29 @@ fn controller_values_become_flags() {
         container["image"],
         "ghcr.io/inference-access/inference-access@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
     );
-    assert_eq!(container["ports"], json!([{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]));
-    assert_eq!(container["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "metrics"}));
-    assert_eq!(container["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "metrics"}));
+    assert_eq!(
+        container["ports"],
+        json!([{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "metrics"})
+    );
+    assert_eq!(
+        container["livenessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": "metrics"})
+    );
     let labels = &deployment["spec"]["template"]["metadata"]["labels"];
     assert_eq!(labels["team"], "ml-platform");
     assert_eq!(labels["example.com/tier"], "control-plane");
     for object in &objects {
         if object["kind"] != "CustomResourceDefinition" {
-            assert_eq!(object["metadata"]["labels"]["team"], "ml-platform", "{}", describe(object));
+            assert_eq!(
+                object["metadata"]["labels"]["team"],
+                "ml-platform",
+                "{}",
+                describe(object)
+            );
         }
     }
 }
@@ -260,16 +357,26 @@ fn the_service_monitor_scrapes_the_metrics_service() {
     let monitor = the(&objects, "ServiceMonitor", "release-inference-access");
     let service = the(&objects, "Service", "release-inference-access-metrics");
     assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
-    let selector = monitor["spec"]["selector"]["matchLabels"].as_object().cloned().unwrap_or_default();
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     assert!(!selector.is_empty());
     for (key, value) in &selector {
         assert_eq!(&service["metadata"]["labels"][key], value, "{key}");
     }
-    assert_eq!(monitor["spec"]["endpoints"][0]["port"], service["spec"]["ports"][0]["name"]);
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"],
+        service["spec"]["ports"][0]["name"]
+    );
     // The Service reaches the pods.
     let deployment = the(&objects, "Deployment", "release-inference-access");
     let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
-    for (key, value) in service["spec"]["selector"].as_object().into_iter().flatten() {
+    for (key, value) in service["spec"]["selector"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
         assert_eq!(&pod_labels[key], value, "{key}");
     }
 }
@@ -277,8 +384,13 @@ fn the_service_monitor_scrapes_the_metrics_service() {
 #[test]
 fn the_chart_ships_the_generated_crd_unchanged() {
     let objects = render(&[]);
-    let shipped = the(&objects, "CustomResourceDefinition", "inferenceaccesses.inference-access.io");
-    let generated = read_yaml("crds/inference-access.io_inferenceaccesses.yaml").unwrap_or_else(|err| panic!("{err}"));
+    let shipped = the(
+        &objects,
+        "CustomResourceDefinition",
+        "inferenceaccesses.inference-access.io",
+    );
+    let generated = read_yaml("crds/inference-access.io_inferenceaccesses.yaml")
+        .unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(shipped, &generated);
 }
 
