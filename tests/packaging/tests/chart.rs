@@ -282,8 +282,11 @@ fn several_replicas_elect_a_leader_and_keep_one_through_drains() {
     );
     let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
     assert_eq!(
-        env[0],
-        json!({"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}})
+        env,
+        &json!([
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        ])
     );
     let role = the(&objects, "Role", "release-inference-access-leader-election");
     assert_eq!(role["metadata"]["namespace"], "operators");
