@@ -35,7 +35,11 @@ pub struct KserveSettings {
 
 impl Default for KserveSettings {
     fn default() -> Self {
-        Self { ready_delay: Duration::from_millis(200), domain: "example.com".into(), url_style: UrlStyle::Knative }
+        Self {
+            ready_delay: Duration::from_millis(200),
+            domain: "example.com".into(),
+            url_style: UrlStyle::Knative,
+        }
     }
 }
 
@@ -56,18 +60,33 @@ fn meta<'a>(o: &'a Value, k: &str) -> &'a str {
 
 /// The annotations a predictor pod inherits (everything but kubectl's bookkeeping).
 fn inherited_annotations(isvc: &Value) -> Value {
-    let mut a = isvc["metadata"]["annotations"].as_object().cloned().unwrap_or_default();
+    let mut a = isvc["metadata"]["annotations"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     a.remove("kubectl.kubernetes.io/last-applied-configuration");
     Value::Object(a)
 }
 
 fn pod_annotations(pod: &Value) -> Value {
-    Value::Object(pod["metadata"]["annotations"].as_object().cloned().unwrap_or_default())
+    Value::Object(
+        pod["metadata"]["annotations"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    )
 }
 
 fn predictor_pods(store: &Store, ns: &str, name: &str) -> Vec<Value> {
-    store.lock().objects_of("pods").into_iter()
-        .filter(|p| meta(p, "namespace") == ns && p["metadata"]["labels"]["serving.kserve.io/inferenceservice"].as_str() == Some(name))
+    store
+        .lock()
+        .objects_of("pods")
+        .into_iter()
+        .filter(|p| {
+            meta(p, "namespace") == ns
+                && p["metadata"]["labels"]["serving.kserve.io/inferenceservice"].as_str()
+                    == Some(name)
+        })
         .map(|p| (*p).clone())
         .collect()
 }
@@ -77,7 +96,13 @@ fn desired_status(settings: &KserveSettings, isvc: &Value) -> Value {
     let now = util::now_rfc3339();
     let old = &isvc["status"]["conditions"];
     let condition = |t: &str| {
-        let kept = old.as_array().into_iter().flatten().find(|c| c["type"] == t && c["status"] == "True").and_then(|c| c["lastTransitionTime"].as_str()).map(str::to_string);
+        let kept = old
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == t && c["status"] == "True")
+            .and_then(|c| c["lastTransitionTime"].as_str())
+            .map(str::to_string);
         json!({"type": t, "status": "True", "lastTransitionTime": kept.unwrap_or_else(|| now.clone())})
     };
     let url = settings.url(ns, name);
@@ -97,7 +122,9 @@ fn needs_work(store: &Store, settings: &KserveSettings, isvc: &Value) -> bool {
     }
     let status_ok = {
         let want = desired_status(settings, isvc);
-        isvc["status"]["url"] == want["url"] && isvc["status"]["observedGeneration"] == want["observedGeneration"] && isvc["status"]["address"] == want["address"]
+        isvc["status"]["url"] == want["url"]
+            && isvc["status"]["observedGeneration"] == want["observedGeneration"]
+            && isvc["status"]["address"] == want["address"]
     };
     let annotations = inherited_annotations(isvc);
     let pods = predictor_pods(store, meta(isvc, "namespace"), meta(isvc, "name"));
@@ -106,13 +133,23 @@ fn needs_work(store: &Store, settings: &KserveSettings, isvc: &Value) -> bool {
 
 /// Brings one InferenceService to the ready state the stand-in reports.
 fn reconcile(store: &Store, settings: &KserveSettings, ns: &str, name: &str) {
-    let Ok(isvc) = store.get("serving.kserve.io/v1beta1", "inferenceservices", Some(ns), name) else { return };
+    let Ok(isvc) = store.get(
+        "serving.kserve.io/v1beta1",
+        "inferenceservices",
+        Some(ns),
+        name,
+    ) else {
+        return;
+    };
     if isvc["metadata"]["deletionTimestamp"].is_string() {
         return;
     }
     let annotations = inherited_annotations(&isvc);
     let pods = predictor_pods(store, ns, name);
-    let current = pods.iter().filter(|p| pod_annotations(p) == annotations).count();
+    let current = pods
+        .iter()
+        .filter(|p| pod_annotations(p) == annotations)
+        .count();
     if current != 1 || pods.len() != 1 {
         // A changed template rolls out a new predictor pod, as a new revision would.
         for p in &pods {
@@ -131,7 +168,10 @@ fn reconcile(store: &Store, settings: &KserveSettings, ns: &str, name: &str) {
         });
         let rt = store.lock().registry.get("", "v1", "pods");
         if let Some(rt) = rt {
-            let opts = WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() };
+            let opts = WriteOptions {
+                field_manager: Some(MANAGER.into()),
+                ..Default::default()
+            };
             let created = store.lock().create(&rt, ns, pod, &opts);
             if let Ok(p) = created {
                 let now = util::now_rfc3339();
@@ -140,22 +180,42 @@ fn reconcile(store: &Store, settings: &KserveSettings, ns: &str, name: &str) {
                     "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
                     "containerStatuses": [{"name": "kserve-container", "ready": true, "restartCount": 0, "image": "kserve-local/predictor:stand-in", "started": true, "state": {"running": {"startedAt": now}}}],
                 }});
-                let _ = store.lock().update(&rt, ns, meta(&p, "name"), status, Some("status"), &opts);
+                let _ =
+                    store
+                        .lock()
+                        .update(&rt, ns, meta(&p, "name"), status, Some("status"), &opts);
             }
         }
     }
     let want = desired_status(settings, &isvc);
     if isvc["status"] != want {
-        let rt = store.lock().registry.get("serving.kserve.io", "v1beta1", "inferenceservices");
+        let rt = store
+            .lock()
+            .registry
+            .get("serving.kserve.io", "v1beta1", "inferenceservices");
         if let Some(rt) = rt {
-            let opts = WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() };
-            let _ = store.lock().update(&rt, ns, name, json!({"status": want}), Some("status"), &opts);
+            let opts = WriteOptions {
+                field_manager: Some(MANAGER.into()),
+                ..Default::default()
+            };
+            let _ = store.lock().update(
+                &rt,
+                ns,
+                name,
+                json!({"status": want}),
+                Some("status"),
+                &opts,
+            );
         }
     }
 }
 
 /// Runs the KServe stand-in until `shutdown` flips.
-pub async fn run_kserve(store: Store, mut settings_rx: watch::Receiver<KserveSettings>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_kserve(
+    store: Store,
+    mut settings_rx: watch::Receiver<KserveSettings>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut events = store.subscribe();
     let mut pending: HashSet<(String, String)> = HashSet::new();
     let mut timers: JoinSet<(String, String)> = JoinSet::new();
@@ -200,8 +260,17 @@ pub async fn run_kserve(store: Store, mut settings_rx: watch::Receiver<KserveSet
     timers.abort_all();
 }
 
-fn schedule(store: &Store, settings: &KserveSettings, isvc: &Value, pending: &mut HashSet<(String, String)>, timers: &mut JoinSet<(String, String)>) {
-    let key = (meta(isvc, "namespace").to_string(), meta(isvc, "name").to_string());
+fn schedule(
+    store: &Store,
+    settings: &KserveSettings,
+    isvc: &Value,
+    pending: &mut HashSet<(String, String)>,
+    timers: &mut JoinSet<(String, String)>,
+) {
+    let key = (
+        meta(isvc, "namespace").to_string(),
+        meta(isvc, "name").to_string(),
+    );
     if pending.contains(&key) || !needs_work(store, settings, isvc) {
         return;
     }

@@ -21,12 +21,19 @@ pub fn api_versions(host: &str) -> Value {
 }
 
 fn group_doc(group: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({"name": group, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
 }
 
 pub fn api_group_list(reg: &Registry) -> Value {
-    let groups: Vec<Value> = reg.groups().iter().map(|(g, vs)| group_doc(g, vs)).collect();
+    let groups: Vec<Value> = reg
+        .groups()
+        .iter()
+        .map(|(g, vs)| group_doc(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -39,9 +46,16 @@ pub fn api_group(reg: &Registry, group: &str) -> Option<Value> {
 }
 
 pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value> {
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     let mut resources = Vec::new();
-    for rt in reg.all().filter(|rt| rt.group == group && rt.version == version) {
+    for rt in reg
+        .all()
+        .filter(|rt| rt.group == group && rt.version == version)
+    {
         let mut r = json!({
             "name": rt.plural, "singularName": rt.singular, "namespaced": rt.namespaced, "kind": rt.kind, "verbs": rt.verbs(),
         });
@@ -62,11 +76,17 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
     if resources.is_empty() {
         return None;
     }
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// The OpenAPI v3 document of one group-version: paths only, with the PATCH parameters and
@@ -75,10 +95,17 @@ fn gv_path(group: &str, version: &str) -> String {
 pub fn openapi_v3_gv(reg: &Registry, group: &str, version: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
     let query = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
-    for rt in reg.all().filter(|rt| rt.group == group && rt.version == version) {
+    for rt in reg
+        .all()
+        .filter(|rt| rt.group == group && rt.version == version)
+    {
         let gvk = json!({"group": group, "version": version, "kind": rt.kind});
         let base = if rt.namespaced {
-            format!("/{}/namespaces/{{namespace}}/{}", gv_path(group, version), rt.plural)
+            format!(
+                "/{}/namespaces/{{namespace}}/{}",
+                gv_path(group, version),
+                rt.plural
+            )
         } else {
             format!("/{}/{}", gv_path(group, version), rt.plural)
         };
@@ -90,7 +117,11 @@ pub fn openapi_v3_gv(reg: &Registry, group: &str, version: &str) -> Option<Value
             }
             json!({"content": m})
         };
-        let write_params = json!([query("dryRun"), query("fieldManager"), query("fieldValidation")]);
+        let write_params = json!([
+            query("dryRun"),
+            query("fieldManager"),
+            query("fieldValidation")
+        ]);
         let op = |id: &str, params: &Value, body: Option<Value>| -> Value {
             let mut o = json!({"operationId": id, "x-kubernetes-group-version-kind": gvk, "parameters": params, "responses": ok});
             if let Some(b) = body {
@@ -99,7 +130,10 @@ pub fn openapi_v3_gv(reg: &Registry, group: &str, version: &str) -> Option<Value
             o
         };
         if rt.create_only {
-            paths.insert(base, json!({"post": op("create", &write_params, Some(content(&["application/json"])))}));
+            paths.insert(
+                base,
+                json!({"post": op("create", &write_params, Some(content(&["application/json"])))}),
+            );
             continue;
         }
         paths.insert(base.clone(), json!({
@@ -119,7 +153,9 @@ pub fn openapi_v3_gv(reg: &Registry, group: &str, version: &str) -> Option<Value
     if paths.is_empty() {
         return None;
     }
-    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION}, "paths": paths, "components": {"schemas": {}}}))
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION}, "paths": paths, "components": {"schemas": {}}}),
+    )
 }
 
 fn hash(doc: &Value) -> String {
@@ -128,13 +164,19 @@ fn hash(doc: &Value) -> String {
 }
 
 pub fn openapi_v3_root(reg: &Registry) -> Value {
-    let mut gvs: Vec<(String, String)> = reg.all().map(|rt| (rt.group.clone(), rt.version.clone())).collect();
+    let mut gvs: Vec<(String, String)> = reg
+        .all()
+        .map(|rt| (rt.group.clone(), rt.version.clone()))
+        .collect();
     gvs.dedup();
     let mut paths = serde_json::Map::new();
     for (g, v) in gvs {
         if let Some(doc) = openapi_v3_gv(reg, &g, &v) {
             let p = gv_path(&g, &v);
-            paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(&doc))}));
+            paths.insert(
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(&doc))}),
+            );
         }
     }
     json!({"paths": paths})
@@ -145,10 +187,22 @@ fn column(name: &str, kind: &str, format: &str, priority: i64) -> Value {
 }
 
 /// The API server's Table rendering (kubectl get asks for it).
-pub fn table(rt: &ResourceType, items: &[Value], resource_version: &str, continue_token: Option<&str>) -> Value {
+pub fn table(
+    rt: &ResourceType,
+    items: &[Value],
+    resource_version: &str,
+    continue_token: Option<&str>,
+) -> Value {
     let mut cols = vec![column("Name", "string", "name", 0)];
-    let mut cell_fns: Vec<Box<dyn Fn(&Value) -> Value>> = vec![Box::new(|o: &Value| o["metadata"]["name"].clone())];
-    let age = |o: &Value| json!(util::human_age(o["metadata"]["creationTimestamp"].as_str().unwrap_or_default()));
+    let mut cell_fns: Vec<Box<dyn Fn(&Value) -> Value>> =
+        vec![Box::new(|o: &Value| o["metadata"]["name"].clone())];
+    let age = |o: &Value| {
+        json!(util::human_age(
+            o["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or_default()
+        ))
+    };
     let count = |v: &Value| json!(v.as_object().map(|m| m.len()).unwrap_or(0));
     match &rt.custom {
         Some(custom) => {
@@ -156,7 +210,12 @@ pub fn table(rt: &ResourceType, items: &[Value], resource_version: &str, continu
             for pc in &custom.printer_columns {
                 let kind = pc["type"].as_str().unwrap_or("string").to_string();
                 let path = pc["jsonPath"].as_str().unwrap_or_default().to_string();
-                cols.push(column(pc["name"].as_str().unwrap_or_default(), &kind, pc["format"].as_str().unwrap_or_default(), pc["priority"].as_i64().unwrap_or(0)));
+                cols.push(column(
+                    pc["name"].as_str().unwrap_or_default(),
+                    &kind,
+                    pc["format"].as_str().unwrap_or_default(),
+                    pc["priority"].as_i64().unwrap_or(0),
+                ));
                 cell_fns.push(Box::new(move |o: &Value| {
                     let found = util::json_path(o, &path);
                     match (found.first(), kind.as_str()) {
@@ -181,7 +240,12 @@ pub fn table(rt: &ResourceType, items: &[Value], resource_version: &str, continu
                 }
                 "configmaps" => {
                     cols.push(column("Data", "string", "", 0));
-                    cell_fns.push(Box::new(move |o: &Value| json!(count(&o["data"]).as_u64().unwrap_or(0) + count(&o["binaryData"]).as_u64().unwrap_or(0))));
+                    cell_fns.push(Box::new(move |o: &Value| {
+                        json!(
+                            count(&o["data"]).as_u64().unwrap_or(0)
+                                + count(&o["binaryData"]).as_u64().unwrap_or(0)
+                        )
+                    }));
                 }
                 "namespaces" => {
                     cols.push(column("Status", "string", "", 0));
@@ -190,8 +254,14 @@ pub fn table(rt: &ResourceType, items: &[Value], resource_version: &str, continu
                 "pods" => {
                     cols.push(column("Ready", "string", "", 0));
                     cell_fns.push(Box::new(|o: &Value| {
-                        let total = o["spec"]["containers"].as_array().map(Vec::len).unwrap_or(0);
-                        let ready = o["status"]["containerStatuses"].as_array().map(|c| c.iter().filter(|s| s["ready"] == true).count()).unwrap_or(0);
+                        let total = o["spec"]["containers"]
+                            .as_array()
+                            .map(Vec::len)
+                            .unwrap_or(0);
+                        let ready = o["status"]["containerStatuses"]
+                            .as_array()
+                            .map(|c| c.iter().filter(|s| s["ready"] == true).count())
+                            .unwrap_or(0);
                         json!(format!("{ready}/{total}"))
                     }));
                     cols.push(column("Status", "string", "", 0));

@@ -16,7 +16,11 @@ pub struct ApiError {
 
 /// `plural.group` (or `plural` for the core group), as the API server names resources in messages.
 pub fn qualified(group: &str, plural: &str) -> String {
-    if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
 }
 
 fn details(group: &str, kind: &str, name: &str) -> Value {
@@ -32,7 +36,13 @@ fn details(group: &str, kind: &str, name: &str) -> Value {
 
 impl ApiError {
     pub fn new(code: u16, reason: &str, message: impl Into<String>) -> Self {
-        Self { code, reason: reason.to_string(), message: message.into(), details: None, retry_after: None }
+        Self {
+            code,
+            reason: reason.to_string(),
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -41,20 +51,31 @@ impl ApiError {
     }
 
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(group, plural)))
-            .with_details(details(group, plural, name))
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(group, plural)),
+        )
+        .with_details(details(group, plural, name))
     }
 
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(group, plural)))
-            .with_details(details(group, plural, name))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", qualified(group, plural)),
+        )
+        .with_details(details(group, plural, name))
     }
 
     pub fn conflict(group: &str, plural: &str, name: &str, why: &str) -> Self {
         Self::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{name}\": {why}", qualified(group, plural)),
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                qualified(group, plural)
+            ),
         )
         .with_details(details(group, plural, name))
     }
@@ -70,12 +91,25 @@ impl ApiError {
 
     /// 422 Invalid with one cause per field error, as `Kind.group "name" is invalid: ...`.
     pub fn invalid(group: &str, kind: &str, name: &str, causes: &[FieldError]) -> Self {
-        let subject = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let subject = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         let text: Vec<String> = causes.iter().map(FieldError::to_string).collect();
-        let list = if text.len() == 1 { text[0].clone() } else { format!("[{}]", text.join(", ")) };
+        let list = if text.len() == 1 {
+            text[0].clone()
+        } else {
+            format!("[{}]", text.join(", "))
+        };
         let mut d = details(group, kind, name);
         d["causes"] = Value::Array(causes.iter().map(FieldError::cause).collect());
-        Self::new(422, "Invalid", format!("{subject} \"{name}\" is invalid: {list}")).with_details(d)
+        Self::new(
+            422,
+            "Invalid",
+            format!("{subject} \"{name}\" is invalid: {list}"),
+        )
+        .with_details(d)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -91,12 +125,25 @@ impl ApiError {
     }
 
     pub fn method_not_supported(group: &str, plural: &str, verb: &str) -> Self {
-        Self::new(405, "MethodNotAllowed", format!("{verb} is not supported on resources of kind \"{}\"", qualified(group, plural)))
-            .with_details(details(group, plural, ""))
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            format!(
+                "{verb} is not supported on resources of kind \"{}\"",
+                qualified(group, plural)
+            ),
+        )
+        .with_details(details(group, plural, ""))
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type})"
+            ),
+        )
     }
 
     pub fn gone(message: impl Into<String>) -> Self {
@@ -144,11 +191,21 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn required(field: &str, detail: &str) -> Self {
-        Self { reason: "FieldValueRequired", field: field.to_string(), value: None, detail: detail.to_string() }
+        Self {
+            reason: "FieldValueRequired",
+            field: field.to_string(),
+            value: None,
+            detail: detail.to_string(),
+        }
     }
 
     pub fn invalid(field: &str, value: &Value, detail: impl Into<String>) -> Self {
-        Self { reason: "FieldValueInvalid", field: field.to_string(), value: Some(value.clone()), detail: detail.into() }
+        Self {
+            reason: "FieldValueInvalid",
+            field: field.to_string(),
+            value: Some(value.clone()),
+            detail: detail.into(),
+        }
     }
 
     pub fn not_supported(field: &str, value: &Value, allowed: &[Value]) -> Self {
@@ -162,11 +219,21 @@ impl FieldError {
     }
 
     pub fn type_invalid(field: &str, value: &Value, detail: impl Into<String>) -> Self {
-        Self { reason: "FieldValueTypeInvalid", field: field.to_string(), value: Some(value.clone()), detail: detail.into() }
+        Self {
+            reason: "FieldValueTypeInvalid",
+            field: field.to_string(),
+            value: Some(value.clone()),
+            detail: detail.into(),
+        }
     }
 
     pub fn forbidden(field: &str, detail: &str) -> Self {
-        Self { reason: "FieldValueForbidden", field: field.to_string(), value: None, detail: detail.to_string() }
+        Self {
+            reason: "FieldValueForbidden",
+            field: field.to_string(),
+            value: None,
+            detail: detail.to_string(),
+        }
     }
 
     fn headline(&self) -> &'static str {

@@ -29,7 +29,13 @@ pub struct FaultRule {
 
 impl FaultRule {
     pub fn new(verb: &str, resource: &str, count: u32, status: u16) -> Self {
-        Self { verb: Some(verb.to_string()), resource: Some(resource.to_string()), count, status, retry_after: None }
+        Self {
+            verb: Some(verb.to_string()),
+            resource: Some(resource.to_string()),
+            count,
+            status,
+            retry_after: None,
+        }
     }
 
     pub fn retry_after(mut self, seconds: u32) -> Self {
@@ -42,15 +48,28 @@ impl FaultRule {
             Some(s) => format!("{resource}/{s}"),
             None => resource.to_string(),
         };
-        self.verb.as_deref().is_none_or(|v| v == verb) && self.resource.as_deref().is_none_or(|r| r == full)
+        self.verb.as_deref().is_none_or(|v| v == verb)
+            && self.resource.as_deref().is_none_or(|r| r == full)
     }
 
     fn error(&self) -> ApiError {
         let (reason, message) = match self.status {
-            429 => ("TooManyRequests", "Too many requests, please try again later."),
-            409 => ("Conflict", "Operation cannot be fulfilled: injected conflict (kube-local fault)"),
-            503 => ("ServiceUnavailable", "The server is currently unable to handle the request (kube-local fault)"),
-            500 => ("InternalError", "Internal error occurred: injected failure (kube-local fault)"),
+            429 => (
+                "TooManyRequests",
+                "Too many requests, please try again later.",
+            ),
+            409 => (
+                "Conflict",
+                "Operation cannot be fulfilled: injected conflict (kube-local fault)",
+            ),
+            503 => (
+                "ServiceUnavailable",
+                "The server is currently unable to handle the request (kube-local fault)",
+            ),
+            500 => (
+                "InternalError",
+                "Internal error occurred: injected failure (kube-local fault)",
+            ),
             _ => ("InternalError", "injected failure (kube-local fault)"),
         };
         let mut e = ApiError::new(self.status, reason, message);
@@ -82,7 +101,10 @@ impl Faults {
 
     /// Fails the next `rule.count` matching requests.
     pub fn fail_next(&self, rule: FaultRule) {
-        self.rules.lock().unwrap_or_else(|p| p.into_inner()).push(rule);
+        self.rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(rule);
     }
 
     /// Adds this latency to every API request (zero to stop).
@@ -117,9 +139,16 @@ impl Faults {
     }
 
     /// The injected error for this request, if a rule matches (consuming one of its count).
-    pub(crate) fn take(&self, verb: &str, resource: &str, subresource: Option<&str>) -> Option<ApiError> {
+    pub(crate) fn take(
+        &self,
+        verb: &str,
+        resource: &str,
+        subresource: Option<&str>,
+    ) -> Option<ApiError> {
         let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
-        let i = rules.iter().position(|r| r.count > 0 && r.matches(verb, resource, subresource))?;
+        let i = rules
+            .iter()
+            .position(|r| r.count > 0 && r.matches(verb, resource, subresource))?;
         rules[i].count -= 1;
         let err = rules[i].error();
         if rules[i].count == 0 {
@@ -139,7 +168,10 @@ mod tests {
         f.fail_next(FaultRule::new("create", "serviceaccounts/token", 2, 429).retry_after(1));
         assert!(f.take("create", "serviceaccounts", None).is_none());
         let e = f.take("create", "serviceaccounts", Some("token"));
-        assert_eq!(e.as_ref().map(|e| (e.code, e.retry_after)), Some((429, Some(1))));
+        assert_eq!(
+            e.as_ref().map(|e| (e.code, e.retry_after)),
+            Some((429, Some(1)))
+        );
         assert!(f.take("create", "serviceaccounts", Some("token")).is_some());
         assert!(f.take("create", "serviceaccounts", Some("token")).is_none());
     }

@@ -13,7 +13,9 @@ pub type Path = Vec<String>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// Everything but status (when the kind has a status subresource) and server-owned metadata.
-    Main { status_separate: bool },
+    Main {
+        status_separate: bool,
+    },
     Status,
 }
 
@@ -29,7 +31,10 @@ pub struct Entry {
 
 impl Entry {
     fn scope_matches(&self, scope: Scope) -> bool {
-        matches!((scope, self.subresource.as_deref()), (Scope::Status, Some("status")) | (Scope::Main { .. }, None))
+        matches!(
+            (scope, self.subresource.as_deref()),
+            (Scope::Status, Some("status")) | (Scope::Main { .. }, None)
+        )
     }
 
     pub fn to_json(&self) -> Value {
@@ -60,11 +65,18 @@ impl Entry {
 }
 
 pub fn read_entries(obj: &Value) -> Vec<Entry> {
-    obj["metadata"]["managedFields"].as_array().map(|a| a.iter().filter_map(Entry::from_json).collect()).unwrap_or_default()
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Entry::from_json).collect())
+        .unwrap_or_default()
 }
 
 pub fn write_entries(obj: &mut Value, entries: &[Entry]) {
-    let list: Vec<Value> = entries.iter().filter(|e| !e.fields.is_empty()).map(Entry::to_json).collect();
+    let list: Vec<Value> = entries
+        .iter()
+        .filter(|e| !e.fields.is_empty())
+        .map(Entry::to_json)
+        .collect();
     if let Some(meta) = obj["metadata"].as_object_mut() {
         if list.is_empty() {
             meta.remove("managedFields");
@@ -79,7 +91,9 @@ fn encode(fields: &BTreeSet<Path>) -> Value {
     for path in fields {
         let mut node = &mut root;
         for seg in path {
-            let child = node.entry(format!("f:{seg}")).or_insert_with(|| Value::Object(Map::new()));
+            let child = node
+                .entry(format!("f:{seg}"))
+                .or_insert_with(|| Value::Object(Map::new()));
             match child.as_object_mut() {
                 Some(m) => node = m,
                 None => break,
@@ -91,7 +105,10 @@ fn encode(fields: &BTreeSet<Path>) -> Value {
 
 fn decode(v: &Value) -> BTreeSet<Path> {
     fn walk(v: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
-        let children: Vec<(&String, &Value)> = v.as_object().map(|m| m.iter().filter(|(k, _)| k.starts_with("f:")).collect()).unwrap_or_default();
+        let children: Vec<(&String, &Value)> = v
+            .as_object()
+            .map(|m| m.iter().filter(|(k, _)| k.starts_with("f:")).collect())
+            .unwrap_or_default();
         if children.is_empty() {
             if !prefix.is_empty() {
                 out.insert(prefix.clone());
@@ -127,7 +144,9 @@ fn leaves(v: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
 /// The tracked field paths of an object within a scope.
 pub fn field_set(obj: &Value, scope: Scope) -> BTreeSet<Path> {
     let mut out = BTreeSet::new();
-    let Some(map) = obj.as_object() else { return out };
+    let Some(map) = obj.as_object() else {
+        return out;
+    };
     for (k, v) in map {
         let tracked = match (scope, k.as_str()) {
             (_, "apiVersion" | "kind") => false,
@@ -165,7 +184,9 @@ pub fn get_path<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
 }
 
 fn remove_path(v: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = v;
     for seg in parents {
         match cur.as_object_mut().and_then(|m| m.get_mut(seg)) {
@@ -196,7 +217,9 @@ fn deep_merge(dst: &mut Value, src: &Value) {
         (Some(d), Some(s)) => {
             for (k, v) in s {
                 match d.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => deep_merge(existing, v),
+                    Some(existing) if existing.is_object() && v.is_object() => {
+                        deep_merge(existing, v)
+                    }
                     _ => {
                         d.insert(k.clone(), v.clone());
                     }
@@ -241,18 +264,32 @@ fn scoped_config(applied: &Value, scope: Scope) -> Value {
 
 /// Server-side apply of `applied` by `manager` onto `current` (a full object, possibly a fresh
 /// skeleton). Returns the merged object with its managedFields updated, or the conflicts.
-pub fn apply(current: &Value, applied: &Value, manager: &str, force: bool, scope: Scope, api_version: &str, now: &str) -> Result<Value, Vec<Conflict>> {
+pub fn apply(
+    current: &Value,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+    scope: Scope,
+    api_version: &str,
+    now: &str,
+) -> Result<Value, Vec<Conflict>> {
     let config = scoped_config(applied, scope);
     let applied_set = field_set(&config, scope_for_config(scope));
     let mut entries = read_entries(current);
     let subresource = matches!(scope, Scope::Status).then(|| "status".to_string());
 
     let mut conflicts = Vec::new();
-    for e in entries.iter().filter(|e| e.manager != manager && e.scope_matches(scope)) {
+    for e in entries
+        .iter()
+        .filter(|e| e.manager != manager && e.scope_matches(scope))
+    {
         for owned in &e.fields {
             for p in applied_set.iter().filter(|p| overlaps(p, owned)) {
                 if get_path(current, p) != get_path(&config, p) {
-                    conflicts.push(Conflict { manager: e.manager.clone(), path: p.clone() });
+                    conflicts.push(Conflict {
+                        manager: e.manager.clone(),
+                        path: p.clone(),
+                    });
                 }
             }
         }
@@ -262,17 +299,30 @@ pub fn apply(current: &Value, applied: &Value, manager: &str, force: bool, scope
         return Err(conflicts);
     }
     if force {
-        for e in entries.iter_mut().filter(|e| e.manager != manager && e.scope_matches(scope)) {
-            e.fields.retain(|owned| !conflicts.iter().any(|c| overlaps(&c.path, owned)));
+        for e in entries
+            .iter_mut()
+            .filter(|e| e.manager != manager && e.scope_matches(scope))
+        {
+            e.fields
+                .retain(|owned| !conflicts.iter().any(|c| overlaps(&c.path, owned)));
         }
     }
 
     let mut merged = current.clone();
-    let mine = entries.iter().position(|e| e.manager == manager && e.operation == "Apply" && e.scope_matches(scope));
+    let mine = entries
+        .iter()
+        .position(|e| e.manager == manager && e.operation == "Apply" && e.scope_matches(scope));
     if let Some(i) = mine {
-        let previously: Vec<Path> = entries[i].fields.iter().filter(|p| !applied_set.iter().any(|a| overlaps(a, p))).cloned().collect();
+        let previously: Vec<Path> = entries[i]
+            .fields
+            .iter()
+            .filter(|p| !applied_set.iter().any(|a| overlaps(a, p)))
+            .cloned()
+            .collect();
         for p in previously {
-            let shared = entries.iter().enumerate().any(|(j, e)| j != i && e.scope_matches(scope) && e.fields.iter().any(|o| overlaps(o, &p)));
+            let shared = entries.iter().enumerate().any(|(j, e)| {
+                j != i && e.scope_matches(scope) && e.fields.iter().any(|o| overlaps(o, &p))
+            });
             if !shared {
                 remove_path(&mut merged, &p);
             }
@@ -308,21 +358,36 @@ fn scope_for_config(scope: Scope) -> Scope {
 }
 
 /// Records a non-apply write (create, update, patch): changed fields move to `manager`.
-pub fn track_update(old: Option<&Value>, new: &mut Value, manager: &str, scope: Scope, api_version: &str, now: &str) {
+pub fn track_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    scope: Scope,
+    api_version: &str,
+    now: &str,
+) {
     let mut entries = old.map(read_entries).unwrap_or_default();
     let new_set = field_set(new, scope);
     let old_set = old.map(|o| field_set(o, scope)).unwrap_or_default();
-    let changed: BTreeSet<Path> = new_set.iter().filter(|p| old.and_then(|o| get_path(o, p)) != get_path(new, p)).cloned().collect();
+    let changed: BTreeSet<Path> = new_set
+        .iter()
+        .filter(|p| old.and_then(|o| get_path(o, p)) != get_path(new, p))
+        .cloned()
+        .collect();
     let removed: BTreeSet<Path> = old_set.difference(&new_set).cloned().collect();
     if changed.is_empty() && removed.is_empty() {
         write_entries(new, &entries);
         return;
     }
     for e in entries.iter_mut().filter(|e| e.scope_matches(scope)) {
-        e.fields.retain(|p| !removed.contains(p) && !changed.iter().any(|c| overlaps(c, p)));
+        e.fields
+            .retain(|p| !removed.contains(p) && !changed.iter().any(|c| overlaps(c, p)));
     }
     let subresource = matches!(scope, Scope::Status).then(|| "status".to_string());
-    match entries.iter_mut().find(|e| e.manager == manager && e.operation == "Update" && e.subresource == subresource) {
+    match entries
+        .iter_mut()
+        .find(|e| e.manager == manager && e.operation == "Update" && e.subresource == subresource)
+    {
         Some(e) => {
             e.fields.extend(changed);
             e.time = now.to_string();
@@ -350,7 +415,9 @@ pub fn dotted(path: &[String]) -> String {
 mod tests {
     use super::*;
 
-    const MAIN: Scope = Scope::Main { status_separate: true };
+    const MAIN: Scope = Scope::Main {
+        status_separate: true,
+    };
 
     #[test]
     fn apply_owns_removes_and_conflicts() {
@@ -364,13 +431,32 @@ mod tests {
         assert_eq!(v2["data"], json!({"a": "1"}));
         // Another manager changing a conflicts unless forced; same value co-owns.
         let other = json!({"data": {"a": "9"}});
-        let err = apply(&v2, &other, "two", false, MAIN, "v1", "t").err().unwrap_or_default();
-        assert_eq!(err, vec![Conflict { manager: "one".into(), path: vec!["data".into(), "a".into()] }]);
-        let same = apply(&v2, &json!({"data": {"a": "1"}}), "two", false, MAIN, "v1", "t");
+        let err = apply(&v2, &other, "two", false, MAIN, "v1", "t")
+            .err()
+            .unwrap_or_default();
+        assert_eq!(
+            err,
+            vec![Conflict {
+                manager: "one".into(),
+                path: vec!["data".into(), "a".into()]
+            }]
+        );
+        let same = apply(
+            &v2,
+            &json!({"data": {"a": "1"}}),
+            "two",
+            false,
+            MAIN,
+            "v1",
+            "t",
+        );
         assert!(same.is_ok());
         let forced = apply(&v2, &other, "two", true, MAIN, "v1", "t").unwrap_or_default();
         assert_eq!(forced["data"]["a"], "9");
-        let owners: Vec<String> = read_entries(&forced).iter().map(|e| e.manager.clone()).collect();
+        let owners: Vec<String> = read_entries(&forced)
+            .iter()
+            .map(|e| e.manager.clone())
+            .collect();
         assert_eq!(owners, vec!["one".to_string(), "two".to_string()]);
         assert_eq!(dotted(&err_path()), ".data.a");
     }
@@ -384,13 +470,25 @@ mod tests {
         let obj = json!({"metadata": {"labels": {"a": "b"}}, "spec": {"x": 1, "list": [1, 2]}});
         let set = field_set(&obj, MAIN);
         assert_eq!(decode(&encode(&set)), set);
-        assert_eq!(encode(&set), json!({"f:metadata": {"f:labels": {"f:a": {}}}, "f:spec": {"f:list": {}, "f:x": {}}}));
+        assert_eq!(
+            encode(&set),
+            json!({"f:metadata": {"f:labels": {"f:a": {}}}, "f:spec": {"f:list": {}, "f:x": {}}})
+        );
     }
 
     #[test]
     fn update_moves_ownership() {
         let base = json!({"metadata": {"name": "c"}});
-        let v1 = apply(&base, &json!({"data": {"a": "1"}}), "one", false, MAIN, "v1", "t").unwrap_or_default();
+        let v1 = apply(
+            &base,
+            &json!({"data": {"a": "1"}}),
+            "one",
+            false,
+            MAIN,
+            "v1",
+            "t",
+        )
+        .unwrap_or_default();
         let mut v2 = v1.clone();
         v2["data"]["a"] = json!("2");
         track_update(Some(&v1), &mut v2, "editor", MAIN, "v1", "t");

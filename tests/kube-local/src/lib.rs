@@ -54,7 +54,10 @@ pub enum StartError {
     #[error("binding 127.0.0.1:{port}: {source}")]
     Bind { port: u16, source: std::io::Error },
     #[error("reading CRD file {path}: {source}")]
-    ReadCrd { path: PathBuf, source: std::io::Error },
+    ReadCrd {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("parsing CRD file {path}: {message}")]
     ParseCrd { path: PathBuf, message: String },
     #[error("loading CRD {name}: {source}")]
@@ -72,7 +75,10 @@ fn builtin_crds() -> &'static (Value, Vec<Value>) {
     static CRDS: OnceLock<(Value, Vec<Value>)> = OnceLock::new();
     CRDS.get_or_init(|| {
         let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
-        (parse(KSERVE_CRD), ISTIO_CRDS.iter().map(|s| parse(s)).collect())
+        (
+            parse(KSERVE_CRD),
+            ISTIO_CRDS.iter().map(|s| parse(s)).collect(),
+        )
     })
 }
 
@@ -90,7 +96,15 @@ pub struct Builder {
 
 impl Default for Builder {
     fn default() -> Self {
-        Self { port: 0, rbac: false, unauthenticated_admin: true, token_max_expiration: None, kserve: KserveSettings::default(), istio: true, crd_files: Vec::new() }
+        Self {
+            port: 0,
+            rbac: false,
+            unauthenticated_admin: true,
+            token_max_expiration: None,
+            kserve: KserveSettings::default(),
+            istio: true,
+            crd_files: Vec::new(),
+        }
     }
 }
 
@@ -154,8 +168,16 @@ impl Builder {
     pub async fn start(self) -> Result<ControlPlane, StartError> {
         let store = Store::new();
         bootstrap(&store, &self)?;
-        let listener = bind(SocketAddr::from(([127, 0, 0, 1], self.port))).map_err(|source| StartError::Bind { port: self.port, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { port: self.port, source })?;
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], self.port))).map_err(|source| {
+            StartError::Bind {
+                port: self.port,
+                source,
+            }
+        })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            port: self.port,
+            source,
+        })?;
         let shared = Arc::new(Shared {
             store: store.clone(),
             tokens: tokens::TokenService::new(self.token_max_expiration),
@@ -170,14 +192,23 @@ impl Builder {
         let mut tasks = JoinSet::new();
         tasks.spawn(accept_loop(shared.clone(), listener, shutdown_rx.clone()));
         tasks.spawn(controllers::run_kserve(store, kserve_rx, shutdown_rx));
-        Ok(ControlPlane { shared, shutdown, kserve, tasks })
+        Ok(ControlPlane {
+            shared,
+            shutdown,
+            kserve,
+            tasks,
+        })
     }
 }
 
 fn bootstrap(store: &Store, b: &Builder) -> Result<(), StartError> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        store.create(obj).map_err(|source| StartError::LoadCrd { name: format!("namespace {ns}"), source })?;
+        let obj =
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        store.create(obj).map_err(|source| StartError::LoadCrd {
+            name: format!("namespace {ns}"),
+            source,
+        })?;
     }
     let (kserve, istio) = builtin_crds();
     let mut crds = vec![kserve.clone()];
@@ -185,17 +216,29 @@ fn bootstrap(store: &Store, b: &Builder) -> Result<(), StartError> {
         crds.extend(istio.iter().cloned());
     }
     for path in &b.crd_files {
-        let text = std::fs::read_to_string(path).map_err(|source| StartError::ReadCrd { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| StartError::ReadCrd {
+            path: path.clone(),
+            source,
+        })?;
         for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v: Value = serde::Deserialize::deserialize(doc).map_err(|e| StartError::ParseCrd { path: path.clone(), message: e.to_string() })?;
+            let v: Value =
+                serde::Deserialize::deserialize(doc).map_err(|e| StartError::ParseCrd {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
             if !v.is_null() {
                 crds.push(v);
             }
         }
     }
     for crd in crds {
-        let name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        store.create(crd).map_err(|source| StartError::LoadCrd { name, source })?;
+        let name = crd["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        store
+            .create(crd)
+            .map_err(|source| StartError::LoadCrd { name, source })?;
     }
     Ok(())
 }
@@ -208,7 +251,11 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut refuse = shared.faults.refuse.subscribe();
     let mut listener = listener;
     let mut conns: JoinSet<()> = JoinSet::new();

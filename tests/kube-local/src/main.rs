@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kube_local::{ControlPlane, UrlStyle};
 
 #[derive(Parser)]
-#[command(name = "kube-local", about = "A local Kubernetes control plane for tests and demos (not a product)")]
+#[command(
+    name = "kube-local",
+    about = "A local Kubernetes control plane for tests and demos (not a product)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,7 +58,17 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let Command::Serve { port, kubeconfig, rbac, token_max_expiration_seconds, kserve_ready_delay_ms, kserve_domain, kserve_url_style, without_istio, crds } = Cli::parse().command;
+    let Command::Serve {
+        port,
+        kubeconfig,
+        rbac,
+        token_max_expiration_seconds,
+        kserve_ready_delay_ms,
+        kserve_domain,
+        kserve_url_style,
+        without_istio,
+        crds,
+    } = Cli::parse().command;
     let style = match kserve_url_style {
         Style::Knative => UrlStyle::Knative,
         Style::Standard => UrlStyle::Standard,
@@ -84,7 +97,11 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     println!("{}", cp.url());
-    eprintln!("kube-local: serving {} (kubeconfig {}); Ctrl-C or SIGTERM stops it", cp.url(), kubeconfig.display());
+    eprintln!(
+        "kube-local: serving {} (kubeconfig {}); Ctrl-C or SIGTERM stops it",
+        cp.url(),
+        kubeconfig.display()
+    );
     wait_for_signal().await;
     cp.shutdown().await;
     std::process::ExitCode::SUCCESS

@@ -26,8 +26,15 @@ impl PatchType {
 }
 
 pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), ApiError> {
-    let ops: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-    json_patch::patch(doc, &ops).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))
+    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+    json_patch::patch(doc, &ops).map_err(|e| {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("the server rejected our request due to an error in our request: {e}"),
+        )
+    })
 }
 
 pub fn merge_patch(doc: &mut Value, patch: &Value) {
@@ -37,7 +44,13 @@ pub fn merge_patch(doc: &mut Value, patch: &Value) {
 /// The merge key of the lists built-in kinds merge by (Go struct tags `patchMergeKey`).
 fn merge_key(field: &str) -> Option<&'static str> {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" | "secrets" => Some("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "secrets" => Some("name"),
         "ports" => Some("containerPort"),
         "volumeMounts" => Some("mountPath"),
         "volumeDevices" => Some("devicePath"),
@@ -68,7 +81,9 @@ pub fn strategic_merge(doc: &mut Value, patch: &Value) {
     if !doc.is_object() {
         *doc = Value::Object(Map::new());
     }
-    let Some(target) = doc.as_object_mut() else { return };
+    let Some(target) = doc.as_object_mut() else {
+        return;
+    };
     if let Some(keep) = p.get("$retainKeys").and_then(Value::as_array) {
         let keep: Vec<&str> = keep.iter().filter_map(Value::as_str).collect();
         target.retain(|k, _| keep.contains(&k.as_str()) || p.contains_key(k));
@@ -78,7 +93,10 @@ pub fn strategic_merge(doc: &mut Value, patch: &Value) {
             continue;
         }
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(list), Some(del)) = (target.get_mut(field).and_then(Value::as_array_mut), v.as_array()) {
+            if let (Some(list), Some(del)) = (
+                target.get_mut(field).and_then(Value::as_array_mut),
+                v.as_array(),
+            ) {
                 list.retain(|x| !del.contains(x));
             }
             continue;
@@ -98,7 +116,8 @@ pub fn strategic_merge(doc: &mut Value, patch: &Value) {
                         for item in items {
                             let id = item.get(key);
                             let pos = list.iter().position(|x| id.is_some() && x.get(key) == id);
-                            let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+                            let delete =
+                                item.get("$patch").and_then(Value::as_str) == Some("delete");
                             match (pos, delete) {
                                 (Some(i), true) => {
                                     list.remove(i);
@@ -148,7 +167,10 @@ mod tests {
             "metadata": {"finalizers": ["y"], "labels": {"l": "v"}}
         });
         strategic_merge(&mut doc, &patch);
-        assert_eq!(doc["spec"]["containers"], json!([{"name": "a", "image": "2"}, {"name": "c", "image": "3"}]));
+        assert_eq!(
+            doc["spec"]["containers"],
+            json!([{"name": "a", "image": "2"}, {"name": "c", "image": "3"}])
+        );
         assert_eq!(doc["metadata"]["finalizers"], json!(["x", "y"]));
         assert_eq!(doc["metadata"]["labels"]["l"], "v");
     }
@@ -156,9 +178,17 @@ mod tests {
     #[test]
     fn json_patch_errors_are_422() {
         let mut doc = json!({"a": 1});
-        assert!(json_patch(&mut doc, &json!([{"op": "replace", "path": "/a", "value": 2}])).is_ok());
+        assert!(
+            json_patch(
+                &mut doc,
+                &json!([{"op": "replace", "path": "/a", "value": 2}])
+            )
+            .is_ok()
+        );
         assert_eq!(doc["a"], 2);
-        let err = json_patch(&mut doc, &json!([{"op": "test", "path": "/a", "value": 3}])).err().map(|e| e.code);
+        let err = json_patch(&mut doc, &json!([{"op": "test", "path": "/a", "value": 3}]))
+            .err()
+            .map(|e| e.code);
         assert_eq!(err, Some(422));
     }
 }

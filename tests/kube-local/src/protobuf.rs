@@ -128,7 +128,11 @@ fn non_resource_attributes(n: u64) -> Option<(&'static str, Kind, bool)> {
 fn access_review_spec(n: u64) -> Option<(&'static str, Kind, bool)> {
     Some(match n {
         1 => ("resourceAttributes", Kind::Msg(resource_attributes), false),
-        2 => ("nonResourceAttributes", Kind::Msg(non_resource_attributes), false),
+        2 => (
+            "nonResourceAttributes",
+            Kind::Msg(non_resource_attributes),
+            false,
+        ),
         _ => return None,
     })
 }
@@ -196,7 +200,11 @@ impl<'a> Reader<'a> {
 
     fn bytes(&mut self) -> Result<&'a [u8], ApiError> {
         let len = self.varint()? as usize;
-        let end = self.pos.checked_add(len).filter(|e| *e <= self.buf.len()).ok_or_else(bad)?;
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or_else(bad)?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -226,7 +234,9 @@ impl<'a> Reader<'a> {
 }
 
 fn text(b: &[u8]) -> Result<Value, ApiError> {
-    Ok(Value::String(String::from_utf8(b.to_vec()).map_err(|_| bad())?))
+    Ok(Value::String(
+        String::from_utf8(b.to_vec()).map_err(|_| bad())?,
+    ))
 }
 
 fn map_entry(b: &[u8], bytes_values: bool) -> Result<(String, Value), ApiError> {
@@ -248,7 +258,9 @@ fn decode(buf: &[u8], schema: Schema) -> Result<Value, ApiError> {
     let mut out = Map::new();
     let mut r = Reader { buf, pos: 0 };
     while let Some((num, varint, payload)) = r.field()? {
-        let Some((name, kind, repeated)) = schema(num) else { continue };
+        let Some((name, kind, repeated)) = schema(num) else {
+            continue;
+        };
         let p = payload.unwrap_or_default();
         let value = match kind {
             Kind::Str => text(p)?,
@@ -258,7 +270,11 @@ fn decode(buf: &[u8], schema: Schema) -> Result<Value, ApiError> {
             Kind::Time => {
                 let t = decode(p, |n| (n == 1).then_some(("seconds", Kind::Int, false)))?;
                 let secs = t["seconds"].as_i64().unwrap_or(0);
-                json!(jiff::Timestamp::from_second(secs).map(crate::util::rfc3339).unwrap_or_default())
+                json!(
+                    jiff::Timestamp::from_second(secs)
+                        .map(crate::util::rfc3339)
+                        .unwrap_or_default()
+                )
             }
             Kind::Msg(s) => decode(p, s)?,
             Kind::StrMap | Kind::BytesMap => {
@@ -288,9 +304,17 @@ fn decode(buf: &[u8], schema: Schema) -> Result<Value, ApiError> {
 pub fn to_json(body: &[u8]) -> Result<Value, ApiError> {
     let rest = body.strip_prefix(MAGIC).ok_or_else(bad)?;
     let envelope = decode(rest, unknown)?;
-    let api_version = envelope["typeMeta"]["apiVersion"].as_str().unwrap_or_default().to_string();
-    let kind = envelope["typeMeta"]["kind"].as_str().unwrap_or_default().to_string();
-    let raw = base64::engine::general_purpose::STANDARD.decode(envelope["raw"].as_str().unwrap_or_default()).map_err(|_| bad())?;
+    let api_version = envelope["typeMeta"]["apiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let kind = envelope["typeMeta"]["kind"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(envelope["raw"].as_str().unwrap_or_default())
+        .map_err(|_| bad())?;
     let schema: Schema = match kind.as_str() {
         "Namespace" => namespace,
         "TokenRequest" => token_request,
@@ -299,7 +323,13 @@ pub fn to_json(body: &[u8]) -> Result<Value, ApiError> {
         "ServiceAccount" => service_account,
         "SelfSubjectAccessReview" => self_subject_access_review,
         other => {
-            return Err(ApiError::new(415, "UnsupportedMediaType", format!("kube-local decodes protobuf only for Namespace, TokenRequest, Secret, ConfigMap, ServiceAccount and SelfSubjectAccessReview (got {other}); send JSON")));
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!(
+                    "kube-local decodes protobuf only for Namespace, TokenRequest, Secret, ConfigMap, ServiceAccount and SelfSubjectAccessReview (got {other}); send JSON"
+                ),
+            ));
         }
     };
     let mut obj = decode(&raw, schema)?;
@@ -320,11 +350,18 @@ mod tests {
 
     #[test]
     fn decodes_a_namespace_envelope() {
-        let meta = [field(1, b"team-a"), field(11, &[field(1, b"k"), field(2, b"v")].concat())].concat();
+        let meta = [
+            field(1, b"team-a"),
+            field(11, &[field(1, b"k"), field(2, b"v")].concat()),
+        ]
+        .concat();
         let ns = field(1, &meta);
         let type_meta = [field(1, b"v1"), field(2, b"Namespace")].concat();
         let envelope = [MAGIC.to_vec(), field(1, &type_meta), field(2, &ns)].concat();
         let v = to_json(&envelope).unwrap_or_default();
-        assert_eq!(v, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "labels": {"k": "v"}}}));
+        assert_eq!(
+            v,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "labels": {"k": "v"}}})
+        );
     }
 }

@@ -18,7 +18,9 @@ pub struct Attributes {
 }
 
 fn strings(v: &Value) -> Vec<&str> {
-    v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
 }
 
 fn subject_matches(subject: &Value, user: &User) -> bool {
@@ -44,7 +46,13 @@ fn rule_allows(rule: &Value, a: &Attributes) -> bool {
         None => a.resource.clone(),
     };
     let resource_ok = resources.iter().any(|r| {
-        *r == "*" || *r == full || (a.subresource.is_some() && *r == format!("{}/*", a.resource)) || (a.subresource.as_ref().is_some_and(|s| *r == format!("*/{s}")))
+        *r == "*"
+            || *r == full
+            || (a.subresource.is_some() && *r == format!("{}/*", a.resource))
+            || (a
+                .subresource
+                .as_ref()
+                .is_some_and(|s| *r == format!("*/{s}")))
     });
     verbs.iter().any(|v| *v == "*" || *v == a.verb)
         && groups.iter().any(|g| *g == "*" || *g == a.group)
@@ -59,7 +67,8 @@ fn role_rules(st: &State, role_ref: &Value, namespace: &str) -> Vec<Value> {
         Some("Role") => st.raw("roles.rbac.authorization.k8s.io", namespace, name),
         _ => None,
     };
-    role.and_then(|r| r["rules"].as_array().cloned()).unwrap_or_default()
+    role.and_then(|r| r["rules"].as_array().cloned())
+        .unwrap_or_default()
 }
 
 /// Whether RBAC allows the request. Members of system:masters are always allowed, and every
@@ -68,20 +77,41 @@ pub fn allows(st: &State, user: &User, a: &Attributes) -> bool {
     if user.is_admin() {
         return true;
     }
-    if a.verb == "create" && matches!(a.resource.as_str(), "selfsubjectaccessreviews" | "selfsubjectrulesreviews" | "selfsubjectreviews") {
+    if a.verb == "create"
+        && matches!(
+            a.resource.as_str(),
+            "selfsubjectaccessreviews" | "selfsubjectrulesreviews" | "selfsubjectreviews"
+        )
+    {
         return true;
     }
     for binding in st.objects_of("clusterrolebindings.rbac.authorization.k8s.io") {
-        if binding["subjects"].as_array().into_iter().flatten().any(|s| subject_matches(s, user))
-            && role_rules(st, &binding["roleRef"], "").iter().any(|r| rule_allows(r, a))
+        if binding["subjects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| subject_matches(s, user))
+            && role_rules(st, &binding["roleRef"], "")
+                .iter()
+                .any(|r| rule_allows(r, a))
         {
             return true;
         }
     }
     if let Some(ns) = &a.namespace {
-        for binding in st.objects_of("rolebindings.rbac.authorization.k8s.io").iter().filter(|b| b["metadata"]["namespace"].as_str() == Some(ns)) {
-            if binding["subjects"].as_array().into_iter().flatten().any(|s| subject_matches(s, user))
-                && role_rules(st, &binding["roleRef"], ns).iter().any(|r| rule_allows(r, a))
+        for binding in st
+            .objects_of("rolebindings.rbac.authorization.k8s.io")
+            .iter()
+            .filter(|b| b["metadata"]["namespace"].as_str() == Some(ns))
+        {
+            if binding["subjects"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| subject_matches(s, user))
+                && role_rules(st, &binding["roleRef"], ns)
+                    .iter()
+                    .any(|r| rule_allows(r, a))
             {
                 return true;
             }
@@ -105,7 +135,10 @@ pub fn forbidden(user: &User, a: &Attributes) -> ApiError {
         Some(ns) => format!("in the namespace \"{ns}\""),
         None => "at the cluster scope".to_string(),
     };
-    let message = format!("{subject}: User \"{}\" cannot {} resource \"{full}\" in API group \"{}\" {scope}", user.name, a.verb, a.group);
+    let message = format!(
+        "{subject}: User \"{}\" cannot {} resource \"{full}\" in API group \"{}\" {scope}",
+        user.name, a.verb, a.group
+    );
     let mut details = json!({"kind": a.resource});
     if let Some(n) = &a.name {
         details["name"] = json!(n);
@@ -148,7 +181,13 @@ mod tests {
     #[test]
     fn rule_matching() {
         let rule = json!({"verbs": ["create"], "apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": ["sa1"]});
-        let mut a = Attributes { verb: "create".into(), resource: "serviceaccounts".into(), subresource: Some("token".into()), name: Some("sa1".into()), ..Default::default() };
+        let mut a = Attributes {
+            verb: "create".into(),
+            resource: "serviceaccounts".into(),
+            subresource: Some("token".into()),
+            name: Some("sa1".into()),
+            ..Default::default()
+        };
         assert!(rule_allows(&rule, &a));
         a.name = Some("sa2".into());
         assert!(!rule_allows(&rule, &a));
@@ -161,8 +200,20 @@ mod tests {
 
     #[test]
     fn forbidden_message_matches_the_api_server() {
-        let user = User { name: "system:serviceaccount:ns:op".into(), uid: String::new(), groups: vec![] };
-        let a = Attributes { verb: "list".into(), resource: "secrets".into(), namespace: Some("ns".into()), ..Default::default() };
-        assert_eq!(forbidden(&user, &a).message, "secrets is forbidden: User \"system:serviceaccount:ns:op\" cannot list resource \"secrets\" in API group \"\" in the namespace \"ns\"");
+        let user = User {
+            name: "system:serviceaccount:ns:op".into(),
+            uid: String::new(),
+            groups: vec![],
+        };
+        let a = Attributes {
+            verb: "list".into(),
+            resource: "secrets".into(),
+            namespace: Some("ns".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            forbidden(&user, &a).message,
+            "secrets is forbidden: User \"system:serviceaccount:ns:op\" cannot list resource \"secrets\" in API group \"\" in the namespace \"ns\""
+        );
     }
 }

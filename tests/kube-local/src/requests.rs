@@ -26,7 +26,10 @@ pub struct Request {
 
 impl Request {
     pub fn is_write(&self) -> bool {
-        matches!(self.verb.as_str(), "create" | "update" | "patch" | "delete" | "deletecollection")
+        matches!(
+            self.verb.as_str(),
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        )
     }
 }
 
@@ -45,7 +48,11 @@ impl RequestLog {
 
     /// Every request recorded since the last `clear`.
     pub fn snapshot(&self) -> Vec<Request> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
     }
 
     /// Counts by (verb, resource, caller); resource includes `/subresource`.
@@ -63,11 +70,19 @@ impl RequestLog {
 
     /// Requests of one verb on one resource (`serviceaccounts/token` form for subresources).
     pub fn count(&self, verb: &str, resource: &str) -> usize {
-        self.counts().iter().filter(|((v, r, _), _)| v == verb && r == resource).map(|(_, n)| n).sum()
+        self.counts()
+            .iter()
+            .filter(|((v, r, _), _)| v == verb && r == resource)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     pub fn clear(&self) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1.clear();
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clear();
     }
 
     /// A position to compare later requests against.
@@ -76,11 +91,17 @@ impl RequestLog {
     }
 
     pub fn since(&self, mark: u64) -> Vec<Request> {
-        self.snapshot().into_iter().filter(|r| r.seq >= mark).collect()
+        self.snapshot()
+            .into_iter()
+            .filter(|r| r.seq >= mark)
+            .collect()
     }
 
     /// Writes (create/update/patch/delete/deletecollection) recorded at or after `mark`.
     pub fn writes_since(&self, mark: u64) -> Vec<Request> {
-        self.since(mark).into_iter().filter(Request::is_write).collect()
+        self.since(mark)
+            .into_iter()
+            .filter(Request::is_write)
+            .collect()
     }
 }

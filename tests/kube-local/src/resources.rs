@@ -38,7 +38,11 @@ pub struct ResourceType {
 
 impl ResourceType {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// The storage key shared by every version: `plural` or `plural.group`.
@@ -50,11 +54,27 @@ impl ResourceType {
         if self.create_only {
             vec!["create"]
         } else {
-            vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+            vec![
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ]
         }
     }
 
-    fn builtin(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool, short: &[&str]) -> Self {
+    fn builtin(
+        group: &str,
+        version: &str,
+        plural: &str,
+        kind: &str,
+        namespaced: bool,
+        short: &[&str],
+    ) -> Self {
         Self {
             group: group.to_string(),
             version: version.to_string(),
@@ -85,24 +105,95 @@ pub fn builtins() -> Vec<ResourceType> {
         ResourceType::builtin("", "v1", "events", "Event", true, &["ev"]),
         ResourceType::builtin("events.k8s.io", "v1", "events", "Event", true, &["ev"]),
         ResourceType::builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[]),
-        ResourceType::builtin("rbac.authorization.k8s.io", "v1", "roles", "Role", true, &[]),
-        ResourceType::builtin("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, &[]),
-        ResourceType::builtin("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false, &[]),
-        ResourceType::builtin("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", false, &[]),
-        ResourceType::builtin("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", false, &["crd", "crds"]),
-        ResourceType::builtin("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", false, &[]),
-        ResourceType::builtin("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", false, &[]),
-        ResourceType::builtin("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", false, &[]),
-        ResourceType::builtin("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", false, &[]),
+        ResourceType::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "roles",
+            "Role",
+            true,
+            &[],
+        ),
+        ResourceType::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "rolebindings",
+            "RoleBinding",
+            true,
+            &[],
+        ),
+        ResourceType::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterroles",
+            "ClusterRole",
+            false,
+            &[],
+        ),
+        ResourceType::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            false,
+            &[],
+        ),
+        ResourceType::builtin(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            false,
+            &["crd", "crds"],
+        ),
+        ResourceType::builtin(
+            "authentication.k8s.io",
+            "v1",
+            "tokenreviews",
+            "TokenReview",
+            false,
+            &[],
+        ),
+        ResourceType::builtin(
+            "authentication.k8s.io",
+            "v1",
+            "selfsubjectreviews",
+            "SelfSubjectReview",
+            false,
+            &[],
+        ),
+        ResourceType::builtin(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            false,
+            &[],
+        ),
+        ResourceType::builtin(
+            "authorization.k8s.io",
+            "v1",
+            "subjectaccessreviews",
+            "SubjectAccessReview",
+            false,
+            &[],
+        ),
     ];
     for rt in &mut list {
-        if matches!(rt.plural.as_str(), "namespaces" | "pods" | "services" | "customresourcedefinitions") {
+        if matches!(
+            rt.plural.as_str(),
+            "namespaces" | "pods" | "services" | "customresourcedefinitions"
+        ) {
             rt.status_subresource = true;
         }
         if rt.group.starts_with("authentication.") || rt.group.starts_with("authorization.") {
             rt.create_only = true;
         }
-        if rt.plural == "pods" || rt.plural == "services" || rt.plural == "serviceaccounts" || rt.plural == "secrets" || rt.plural == "configmaps" {
+        if rt.plural == "pods"
+            || rt.plural == "services"
+            || rt.plural == "serviceaccounts"
+            || rt.plural == "secrets"
+            || rt.plural == "configmaps"
+        {
             rt.categories = vec!["all".to_string()];
             if rt.plural != "pods" && rt.plural != "services" {
                 rt.categories.clear();
@@ -152,7 +243,9 @@ impl Registry {
     }
 
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
-        self.by_gvr.get(&(group.to_string(), version.to_string(), plural.to_string())).cloned()
+        self.by_gvr
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
+            .cloned()
     }
 
     /// The resource for an apiVersion + kind, or + plural.
@@ -160,17 +253,26 @@ impl Registry {
         let (group, version) = split_api_version(api_version);
         self.by_gvr
             .values()
-            .find(|rt| rt.group == group && rt.version == version && (rt.kind == kind_or_plural || rt.plural == kind_or_plural))
+            .find(|rt| {
+                rt.group == group
+                    && rt.version == version
+                    && (rt.kind == kind_or_plural || rt.plural == kind_or_plural)
+            })
             .cloned()
     }
 
     /// Any served version of a storage key (used by the garbage collector and RBAC).
     pub fn by_storage_key(&self, key: &str) -> Option<Arc<ResourceType>> {
-        self.by_gvr.values().find(|rt| rt.storage_key() == key && rt.version == rt.storage_version).cloned()
+        self.by_gvr
+            .values()
+            .find(|rt| rt.storage_key() == key && rt.version == rt.storage_version)
+            .cloned()
     }
 
     pub fn all(&self) -> impl Iterator<Item = Arc<ResourceType>> + '_ {
-        self.order.iter().filter_map(|k| self.by_gvr.get(k).cloned())
+        self.order
+            .iter()
+            .filter_map(|k| self.by_gvr.get(k).cloned())
     }
 
     /// Group → versions (preferred first), in discovery order.
@@ -205,7 +307,9 @@ pub fn split_api_version(api_version: &str) -> (&str, &str) {
 
 /// Kubernetes version ordering: GA > beta > alpha, higher numbers first.
 fn version_priority(v: &str) -> (u8, u32, u32) {
-    let Some(rest) = v.strip_prefix('v') else { return (0, 0, 0) };
+    let Some(rest) = v.strip_prefix('v') else {
+        return (0, 0, 0);
+    };
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     let major = digits.parse().unwrap_or(0);
     let tail = &rest[digits.len()..];
@@ -227,9 +331,18 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
     let group = spec["group"].as_str().unwrap_or_default().to_string();
     let plural = names["plural"].as_str().unwrap_or_default().to_string();
     let kind = names["kind"].as_str().unwrap_or_default().to_string();
-    let crd_name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let crd_name = crd["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let strings = |v: &Value| -> Vec<String> {
-        v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
     };
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
     let storage_version = versions
@@ -245,17 +358,28 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
             group: group.clone(),
             version: v["name"].as_str().unwrap_or_default().to_string(),
             plural: plural.clone(),
-            singular: names["singular"].as_str().map(str::to_string).unwrap_or_else(|| kind.to_lowercase()),
+            singular: names["singular"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| kind.to_lowercase()),
             kind: kind.clone(),
-            list_kind: names["listKind"].as_str().map(str::to_string).unwrap_or_else(|| format!("{kind}List")),
+            list_kind: names["listKind"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{kind}List")),
             namespaced: spec["scope"].as_str() != Some("Cluster"),
             short_names: strings(&names["shortNames"]),
             categories: strings(&names["categories"]),
             status_subresource: v["subresources"]["status"].is_object(),
             create_only: false,
             custom: Some(CustomSchema {
-                schema: v["schema"]["openAPIV3Schema"].as_object().map(|_| v["schema"]["openAPIV3Schema"].clone()),
-                printer_columns: v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
+                schema: v["schema"]["openAPIV3Schema"]
+                    .as_object()
+                    .map(|_| v["schema"]["openAPIV3Schema"].clone()),
+                printer_columns: v["additionalPrinterColumns"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
                 crd_name: crd_name.clone(),
                 has_cel: v["schema"].to_string().contains("x-kubernetes-validations"),
             }),

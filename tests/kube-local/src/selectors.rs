@@ -36,7 +36,10 @@ fn split_top_level(s: &str) -> Vec<String> {
         cur.push(c);
     }
     out.push(cur);
-    out.into_iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
+    out.into_iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn set_values(s: &str) -> Result<Vec<String>, ApiError> {
@@ -44,8 +47,16 @@ fn set_values(s: &str) -> Result<Vec<String>, ApiError> {
         .trim()
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| ApiError::bad_request(format!("unable to parse requirement: found '{s}', expected: '('")))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unable to parse requirement: found '{s}', expected: '('"
+            ))
+        })?;
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 impl LabelSelector {
@@ -64,10 +75,15 @@ impl LabelSelector {
                 LabelReq::In(k.trim().into(), set_values(v)?)
             } else if let Some(k) = part.strip_prefix('!') {
                 LabelReq::NotExists(k.trim().into())
-            } else if part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 LabelReq::Exists(part.clone())
             } else {
-                return Err(ApiError::bad_request(format!("unable to parse requirement: {part}")));
+                return Err(ApiError::bad_request(format!(
+                    "unable to parse requirement: {part}"
+                )));
             };
             reqs.push(req);
         }
@@ -108,7 +124,9 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{s}'; can't understand '{part}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{s}'; can't understand '{part}'"
+                )));
             };
             reqs.push((k.trim().to_string(), eq, v.trim().to_string()));
         }
@@ -121,7 +139,10 @@ impl FieldSelector {
 
     /// The name a `metadata.name=X` requirement pins (RBAC authorizes such lists by resourceName).
     pub fn pinned_name(&self) -> Option<&str> {
-        self.0.iter().find(|(k, eq, _)| k == "metadata.name" && *eq).map(|(_, _, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, eq, _)| k == "metadata.name" && *eq)
+            .map(|(_, _, v)| v.as_str())
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
@@ -178,15 +199,26 @@ mod tests {
             ("missing notin (a)", true),
             ("", true),
         ] {
-            assert_eq!(LabelSelector::parse(sel).map(|s| s.matches(&obj)), Ok(want), "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).map(|s| s.matches(&obj)),
+                Ok(want),
+                "{sel}"
+            );
         }
     }
 
     #[test]
     fn field_selector_paths() {
-        let obj = json!({"metadata": {"name": "a", "namespace": "n"}, "involvedObject": {"uid": "u"}});
-        assert_eq!(FieldSelector::parse("metadata.name=a,involvedObject.uid=u").map(|s| s.matches(&obj)), Ok(true));
-        assert_eq!(FieldSelector::parse("metadata.namespace!=n").map(|s| s.matches(&obj)), Ok(false));
+        let obj =
+            json!({"metadata": {"name": "a", "namespace": "n"}, "involvedObject": {"uid": "u"}});
+        assert_eq!(
+            FieldSelector::parse("metadata.name=a,involvedObject.uid=u").map(|s| s.matches(&obj)),
+            Ok(true)
+        );
+        assert_eq!(
+            FieldSelector::parse("metadata.namespace!=n").map(|s| s.matches(&obj)),
+            Ok(false)
+        );
         assert!(FieldSelector::parse("nonsense").is_err());
     }
 }

@@ -49,7 +49,10 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 fn json_response(code: u16, body: &Value) -> Response<Body> {
     let mut resp = Response::new(full(body.to_string()));
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -72,11 +75,18 @@ struct Query(Vec<(String, String)>);
 
 impl Query {
     fn parse(q: Option<&str>) -> Self {
-        Self(form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect())
+        Self(
+            form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect(),
+        )
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     fn flag(&self, key: &str) -> bool {
@@ -102,7 +112,9 @@ fn parse_target(shared: &Shared, segs: &[&str]) -> Result<Option<Target>, ApiErr
         return Ok(None);
     }
     let (namespace, plural, name, sub) = match rest {
-        ["namespaces", ns, plural] if !matches!(*plural, "status" | "finalize") => (Some(*ns), *plural, None, None),
+        ["namespaces", ns, plural] if !matches!(*plural, "status" | "finalize") => {
+            (Some(*ns), *plural, None, None)
+        }
         ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name), None),
         ["namespaces", ns, plural, name, sub] => (Some(*ns), *plural, Some(*name), Some(*sub)),
         [plural] => (None, *plural, None, None),
@@ -110,18 +122,33 @@ fn parse_target(shared: &Shared, segs: &[&str]) -> Result<Option<Target>, ApiErr
         [plural, name, sub] => (None, *plural, Some(*name), Some(*sub)),
         _ => return Err(not_found_path()),
     };
-    let rt = shared.store.lock().registry.get(group, version, plural).ok_or_else(not_found_path)?;
+    let rt = shared
+        .store
+        .lock()
+        .registry
+        .get(group, version, plural)
+        .ok_or_else(not_found_path)?;
     if rt.namespaced && namespace.is_none() && name.is_some() {
         return Err(not_found_path());
     }
-    let namespace = if rt.namespaced { namespace.map(str::to_string) } else { None };
+    let namespace = if rt.namespaced {
+        namespace.map(str::to_string)
+    } else {
+        None
+    };
     if let Some(s) = sub {
-        let ok = (s == "status" && rt.status_subresource) || (s == "token" && rt.plural == "serviceaccounts" && rt.group.is_empty());
+        let ok = (s == "status" && rt.status_subresource)
+            || (s == "token" && rt.plural == "serviceaccounts" && rt.group.is_empty());
         if !ok {
             return Err(not_found_path());
         }
     }
-    Ok(Some(Target { rt, namespace, name: name.map(str::to_string), subresource: sub.map(str::to_string) }))
+    Ok(Some(Target {
+        rt,
+        namespace,
+        name: name.map(str::to_string),
+        subresource: sub.map(str::to_string),
+    }))
 }
 
 fn verb_of(method: &Method, t: &Target, q: &Query) -> Option<&'static str> {
@@ -140,12 +167,20 @@ fn verb_of(method: &Method, t: &Target, q: &Query) -> Option<&'static str> {
 }
 
 fn bearer(req: &HttpRequest<Incoming>) -> Option<String> {
-    let v = req.headers().get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
+    let v = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     v.strip_prefix("Bearer ").map(|t| t.trim().to_string())
 }
 
 async fn read_body(req: HttpRequest<Incoming>) -> Result<Bytes, ApiError> {
-    req.into_body().collect().await.map(|b| b.to_bytes()).map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))
+    req.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))
 }
 
 fn parse_json_or_yaml(bytes: &[u8], allow_yaml: bool) -> Result<Value, ApiError> {
@@ -157,34 +192,51 @@ fn parse_json_or_yaml(bytes: &[u8], allow_yaml: bool) -> Result<Value, ApiError>
     }
     match serde_json::from_slice(bytes) {
         Ok(v) => Ok(v),
-        Err(e) if allow_yaml => serde_yaml::from_slice(bytes).map_err(|y| ApiError::bad_request(format!("error decoding YAML: {y} (as JSON: {e})"))),
-        Err(e) => Err(ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))),
+        Err(e) if allow_yaml => serde_yaml::from_slice(bytes)
+            .map_err(|y| ApiError::bad_request(format!("error decoding YAML: {y} (as JSON: {e})"))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "couldn't get version/kind; json parse error: {e}"
+        ))),
     }
 }
 
 /// Entry point for one HTTP request.
-pub async fn handle(shared: Arc<Shared>, req: HttpRequest<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: HttpRequest<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     Ok(match route(&shared, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     })
 }
 
-async fn route(shared: &Arc<Shared>, req: HttpRequest<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(
+    shared: &Arc<Shared>,
+    req: HttpRequest<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let q = Query::parse(req.uri().query());
     match segs.as_slice() {
         ["version"] => return Ok(json_response(200, &discovery::version())),
         ["healthz" | "livez" | "readyz"] => return Ok(Response::new(full("ok"))),
-        [".well-known", "openid-configuration"] => return Ok(json_response(200, &shared.tokens.openid_configuration(&shared.base_url()))),
+        [".well-known", "openid-configuration"] => {
+            return Ok(json_response(
+                200,
+                &shared.tokens.openid_configuration(&shared.base_url()),
+            ));
+        }
         ["openid", "v1", "jwks"] => return Ok(json_response(200, &shared.tokens.jwks())),
         _ => {}
     }
     let user = match bearer(&req) {
         Some(token) => {
             let st = shared.store.lock();
-            shared.tokens.authenticate(&st, &token).ok_or_else(ApiError::unauthorized)?
+            shared
+                .tokens
+                .authenticate(&st, &token)
+                .ok_or_else(ApiError::unauthorized)?
         }
         // kubectl (client-go) never sends credentials over plain http; the API server's old
         // insecure port treated such requests as system:masters, and so does kube-local unless
@@ -194,26 +246,60 @@ async fn route(shared: &Arc<Shared>, req: HttpRequest<Incoming>) -> Result<Respo
     };
     if segs.first() == Some(&"_kube-local") {
         if !user.is_admin() {
-            return Err(ApiError::forbidden("the kube-local admin endpoint is for the admin user only"));
+            return Err(ApiError::forbidden(
+                "the kube-local admin endpoint is for the admin user only",
+            ));
         }
         return admin(shared, req, &segs[1..]).await;
     }
     {
         let st = shared.store.lock();
         match segs.as_slice() {
-            ["api"] => return Ok(json_response(200, &discovery::api_versions(&shared.addr.to_string()))),
+            ["api"] => {
+                return Ok(json_response(
+                    200,
+                    &discovery::api_versions(&shared.addr.to_string()),
+                ));
+            }
             ["apis"] => return Ok(json_response(200, &discovery::api_group_list(&st.registry))),
-            ["api", v] => return discovery::resource_list(&st.registry, "", v).map(|d| json_response(200, &d)).ok_or_else(not_found_path),
-            ["apis", g] => return discovery::api_group(&st.registry, g).map(|d| json_response(200, &d)).ok_or_else(not_found_path),
-            ["apis", g, v] => return discovery::resource_list(&st.registry, g, v).map(|d| json_response(200, &d)).ok_or_else(not_found_path),
-            ["openapi", "v3"] => return Ok(json_response(200, &discovery::openapi_v3_root(&st.registry))),
-            ["openapi", "v3", "api", v] => return discovery::openapi_v3_gv(&st.registry, "", v).map(|d| json_response(200, &d)).ok_or_else(not_found_path),
-            ["openapi", "v3", "apis", g, v] => return discovery::openapi_v3_gv(&st.registry, g, v).map(|d| json_response(200, &d)).ok_or_else(not_found_path),
+            ["api", v] => {
+                return discovery::resource_list(&st.registry, "", v)
+                    .map(|d| json_response(200, &d))
+                    .ok_or_else(not_found_path);
+            }
+            ["apis", g] => {
+                return discovery::api_group(&st.registry, g)
+                    .map(|d| json_response(200, &d))
+                    .ok_or_else(not_found_path);
+            }
+            ["apis", g, v] => {
+                return discovery::resource_list(&st.registry, g, v)
+                    .map(|d| json_response(200, &d))
+                    .ok_or_else(not_found_path);
+            }
+            ["openapi", "v3"] => {
+                return Ok(json_response(
+                    200,
+                    &discovery::openapi_v3_root(&st.registry),
+                ));
+            }
+            ["openapi", "v3", "api", v] => {
+                return discovery::openapi_v3_gv(&st.registry, "", v)
+                    .map(|d| json_response(200, &d))
+                    .ok_or_else(not_found_path);
+            }
+            ["openapi", "v3", "apis", g, v] => {
+                return discovery::openapi_v3_gv(&st.registry, g, v)
+                    .map(|d| json_response(200, &d))
+                    .ok_or_else(not_found_path);
+            }
             _ => {}
         }
     }
     let target = parse_target(shared, &segs)?.ok_or_else(not_found_path)?;
-    let verb = verb_of(req.method(), &target, &q).ok_or_else(|| ApiError::method_not_supported(&target.rt.group, &target.rt.plural, req.method().as_str()))?;
+    let verb = verb_of(req.method(), &target, &q).ok_or_else(|| {
+        ApiError::method_not_supported(&target.rt.group, &target.rt.plural, req.method().as_str())
+    })?;
     let mut record = Request {
         seq: 0,
         verb: verb.to_string(),
@@ -234,15 +320,29 @@ async fn route(shared: &Arc<Shared>, req: HttpRequest<Incoming>) -> Result<Respo
     result
 }
 
-async fn serve_resource(shared: &Arc<Shared>, req: HttpRequest<Incoming>, q: &Query, user: &User, t: &Target, verb: &str) -> Result<Response<Body>, ApiError> {
+async fn serve_resource(
+    shared: &Arc<Shared>,
+    req: HttpRequest<Incoming>,
+    q: &Query,
+    user: &User,
+    t: &Target,
+    verb: &str,
+) -> Result<Response<Body>, ApiError> {
     let latency = shared.faults.current_latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    if let Some(e) = shared.faults.take(verb, &t.rt.plural, t.subresource.as_deref()) {
+    if let Some(e) = shared
+        .faults
+        .take(verb, &t.rt.plural, t.subresource.as_deref())
+    {
         return Err(e);
     }
-    let fields = q.get("fieldSelector").map(FieldSelector::parse).transpose()?.unwrap_or_default();
+    let fields = q
+        .get("fieldSelector")
+        .map(FieldSelector::parse)
+        .transpose()?
+        .unwrap_or_default();
     if shared.rbac {
         let attrs = Attributes {
             verb: verb.to_string(),
@@ -250,7 +350,11 @@ async fn serve_resource(shared: &Arc<Shared>, req: HttpRequest<Incoming>, q: &Qu
             resource: t.rt.plural.clone(),
             subresource: t.subresource.clone(),
             namespace: t.namespace.clone(),
-            name: t.name.clone().or_else(|| matches!(verb, "list" | "watch").then(|| fields.pinned_name().map(str::to_string)).flatten()),
+            name: t.name.clone().or_else(|| {
+                matches!(verb, "list" | "watch")
+                    .then(|| fields.pinned_name().map(str::to_string))
+                    .flatten()
+            }),
         };
         let allowed = rbac::allows(&shared.store.lock(), user, &attrs);
         if !allowed {
@@ -259,36 +363,76 @@ async fn serve_resource(shared: &Arc<Shared>, req: HttpRequest<Incoming>, q: &Qu
     }
     let rt = &t.rt;
     let ns = t.namespace.clone().unwrap_or_default();
-    let accept = req.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let accept = req
+        .headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let as_table = accept.contains("as=Table");
-    let content_type = req.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
-    let user_agent = req.headers().get(hyper::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let user_agent = req
+        .headers()
+        .get(hyper::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let opts = WriteOptions {
-        field_manager: q.get("fieldManager").map(str::to_string).or_else(|| Some(user_agent.split('/').next().unwrap_or("unknown").to_string()).filter(|s| !s.is_empty())),
+        field_manager: q.get("fieldManager").map(str::to_string).or_else(|| {
+            Some(
+                user_agent
+                    .split('/')
+                    .next()
+                    .unwrap_or("unknown")
+                    .to_string(),
+            )
+            .filter(|s| !s.is_empty())
+        }),
         dry_run: q.get("dryRun") == Some("All"),
         strict: q.get("fieldValidation") == Some("Strict"),
         force: q.flag("force"),
     };
     let filter = Filter {
         namespace: t.namespace.clone(),
-        labels: q.get("labelSelector").map(LabelSelector::parse).transpose()?.unwrap_or_default(),
+        labels: q
+            .get("labelSelector")
+            .map(LabelSelector::parse)
+            .transpose()?
+            .unwrap_or_default(),
         fields,
     };
     match verb {
         "get" => {
-            let obj = shared.store.lock().get(rt, &ns, t.name.as_deref().unwrap_or_default())?;
+            let obj = shared
+                .store
+                .lock()
+                .get(rt, &ns, t.name.as_deref().unwrap_or_default())?;
             if as_table {
-                let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string();
+                let rv = obj["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 return Ok(json_response(200, &discovery::table(rt, &[obj], &rv, None)));
             }
             Ok(json_response(200, &obj))
         }
         "list" => {
             let limit = q.get("limit").and_then(|l| l.parse().ok());
-            let res = shared.store.lock().list(rt, &filter, limit, q.get("continue"))?;
+            let res = shared
+                .store
+                .lock()
+                .list(rt, &filter, limit, q.get("continue"))?;
             let rv = res.resource_version.to_string();
             if as_table {
-                return Ok(json_response(200, &discovery::table(rt, &res.items, &rv, res.continue_token.as_deref())));
+                return Ok(json_response(
+                    200,
+                    &discovery::table(rt, &res.items, &rv, res.continue_token.as_deref()),
+                ));
             }
             let mut meta = json!({"resourceVersion": rv});
             if let Some(c) = &res.continue_token {
@@ -297,7 +441,10 @@ async fn serve_resource(shared: &Arc<Shared>, req: HttpRequest<Incoming>, q: &Qu
             if let Some(n) = res.remaining {
                 meta["remainingItemCount"] = json!(n);
             }
-            Ok(json_response(200, &json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": meta, "items": res.items})))
+            Ok(json_response(
+                200,
+                &json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": meta, "items": res.items}),
+            ))
         }
         "watch" => start_watch(shared, rt.clone(), filter, q),
         "create" => {
@@ -306,29 +453,58 @@ async fn serve_resource(shared: &Arc<Shared>, req: HttpRequest<Incoming>, q: &Qu
         }
         "update" => {
             let body = parse_json_or_yaml(&read_body(req).await?, false)?;
-            let obj = shared.store.lock().update(rt, &ns, t.name.as_deref().unwrap_or_default(), body, t.subresource.as_deref(), &opts)?;
+            let obj = shared.store.lock().update(
+                rt,
+                &ns,
+                t.name.as_deref().unwrap_or_default(),
+                body,
+                t.subresource.as_deref(),
+                &opts,
+            )?;
             Ok(json_response(200, &obj))
         }
         "patch" => {
-            let ptype = PatchType::from_content_type(&content_type).ok_or_else(|| ApiError::unsupported_media_type(&content_type))?;
+            let ptype = PatchType::from_content_type(&content_type)
+                .ok_or_else(|| ApiError::unsupported_media_type(&content_type))?;
             let body = parse_json_or_yaml(&read_body(req).await?, ptype == PatchType::Apply)?;
             if ptype != PatchType::Apply && opts.force {
-                return Err(ApiError::bad_request("force is only allowed for apply requests"));
+                return Err(ApiError::bad_request(
+                    "force is only allowed for apply requests",
+                ));
             }
-            let (obj, created) = shared.store.lock().patch(rt, &ns, t.name.as_deref().unwrap_or_default(), ptype, &body, t.subresource.as_deref(), &opts)?;
+            let (obj, created) = shared.store.lock().patch(
+                rt,
+                &ns,
+                t.name.as_deref().unwrap_or_default(),
+                ptype,
+                &body,
+                t.subresource.as_deref(),
+                &opts,
+            )?;
             Ok(json_response(if created { 201 } else { 200 }, &obj))
         }
         "delete" | "deletecollection" => {
             let body = parse_json_or_yaml(&read_body(req).await?, false)?;
             let dopts = DeleteOptions {
-                propagation: body["propagationPolicy"].as_str().or(q.get("propagationPolicy")).map(str::to_string),
+                propagation: body["propagationPolicy"]
+                    .as_str()
+                    .or(q.get("propagationPolicy"))
+                    .map(str::to_string),
                 precondition_uid: body["preconditions"]["uid"].as_str().map(str::to_string),
-                precondition_rv: body["preconditions"]["resourceVersion"].as_str().map(str::to_string),
-                dry_run: opts.dry_run || body["dryRun"].as_array().is_some_and(|d| d.iter().any(|x| x == "All")),
+                precondition_rv: body["preconditions"]["resourceVersion"]
+                    .as_str()
+                    .map(str::to_string),
+                dry_run: opts.dry_run
+                    || body["dryRun"]
+                        .as_array()
+                        .is_some_and(|d| d.iter().any(|x| x == "All")),
             };
             if verb == "deletecollection" {
                 let items = shared.store.lock().delete_collection(rt, &filter, &dopts)?;
-                return Ok(json_response(200, &json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": {}, "items": items})));
+                return Ok(json_response(
+                    200,
+                    &json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": {}, "items": items}),
+                ));
             }
             let name = t.name.as_deref().unwrap_or_default();
             let (obj, gone) = shared.store.lock().delete(rt, &ns, name, &dopts)?;
@@ -337,22 +513,35 @@ async fn serve_resource(shared: &Arc<Shared>, req: HttpRequest<Incoming>, q: &Qu
             if rt.custom.is_some() || rt.plural == "pods" || !gone {
                 return Ok(json_response(code, &obj));
             }
-            let mut details = json!({"name": name, "kind": rt.plural, "uid": obj["metadata"]["uid"]});
+            let mut details =
+                json!({"name": name, "kind": rt.plural, "uid": obj["metadata"]["uid"]});
             if !rt.group.is_empty() {
                 details["group"] = json!(rt.group);
             }
-            Ok(json_response(code, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})))
+            Ok(json_response(
+                code,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+            ))
         }
         _ => Err(ApiError::method_not_supported(&rt.group, &rt.plural, verb)),
     }
 }
 
-fn create(shared: &Arc<Shared>, user: &User, t: &Target, body: Value, opts: &WriteOptions) -> Result<Response<Body>, ApiError> {
+fn create(
+    shared: &Arc<Shared>,
+    user: &User,
+    t: &Target,
+    body: Value,
+    opts: &WriteOptions,
+) -> Result<Response<Body>, ApiError> {
     let rt = &t.rt;
     let ns = t.namespace.clone().unwrap_or_default();
     if t.subresource.as_deref() == Some("token") {
         let st = shared.store.lock();
-        let (resp, warning) = shared.tokens.token_request(&st, &ns, t.name.as_deref().unwrap_or_default(), &body)?;
+        let (resp, warning) =
+            shared
+                .tokens
+                .token_request(&st, &ns, t.name.as_deref().unwrap_or_default(), &body)?;
         let mut r = json_response(201, &resp);
         if let Some(w) = warning {
             if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("299 - \"{w}\"")) {
@@ -368,13 +557,23 @@ fn create(shared: &Arc<Shared>, user: &User, t: &Target, body: Value, opts: &Wri
         }
         ("authentication.k8s.io", "selfsubjectreviews") => {
             let info = json!({"username": user.name, "uid": user.uid, "groups": user.groups});
-            return Ok(json_response(201, &json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1", "metadata": {"creationTimestamp": null}, "status": {"userInfo": info}})));
+            return Ok(json_response(
+                201,
+                &json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1", "metadata": {"creationTimestamp": null}, "status": {"userInfo": info}}),
+            ));
         }
         ("authorization.k8s.io", "selfsubjectaccessreviews") => {
             let st = shared.store.lock();
-            return Ok(json_response(201, &rbac::self_subject_access_review(&st, user, &body)));
+            return Ok(json_response(
+                201,
+                &rbac::self_subject_access_review(&st, user, &body),
+            ));
         }
-        ("authorization.k8s.io", _) => return Err(ApiError::method_not_supported(&rt.group, &rt.plural, "create")),
+        ("authorization.k8s.io", _) => {
+            return Err(ApiError::method_not_supported(
+                &rt.group, &rt.plural, "create",
+            ));
+        }
         _ => {}
     }
     let obj = shared.store.lock().create(rt, &ns, body, opts)?;
@@ -424,28 +623,44 @@ fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    event_line("BOOKMARK", &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta}))
+    event_line(
+        "BOOKMARK",
+        &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta}),
+    )
 }
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
 
-fn start_watch(shared: &Arc<Shared>, rt: Arc<ResourceType>, filter: Filter, q: &Query) -> Result<Response<Body>, ApiError> {
+fn start_watch(
+    shared: &Arc<Shared>,
+    rt: Arc<ResourceType>,
+    filter: Filter,
+    q: &Query,
+) -> Result<Response<Body>, ApiError> {
     let key = rt.storage_key();
-    let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).unwrap_or(1800);
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(1800);
     let send_initial = q.flag("sendInitialEvents");
     let rv_param = q.get("resourceVersion").unwrap_or_default();
     let (backlog, rx, last_rv) = if rv_param.is_empty() || rv_param == "0" || send_initial {
         let (initial, rv, rx) = shared.store.watch_now(&key);
         (initial, rx, rv)
     } else {
-        let from: u64 = rv_param.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv_param}")))?;
+        let from: u64 = rv_param
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv_param}")))?;
         match shared.store.watch_from(&key, from) {
             Ok((backlog, rx)) => (backlog, rx, from),
             Err(e) => {
                 // The API server answers a too-old watch with 200 and one ERROR event (410).
                 let body = full(event_line("ERROR", &e.status()));
                 let mut resp = Response::new(body);
-                resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+                resp.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("application/json"),
+                );
                 return Ok(resp);
             }
         }
@@ -472,7 +687,10 @@ fn start_watch(shared: &Arc<Shared>, rt: Arc<ResourceType>, filter: Filter, q: &
                 s.last_rv = s.last_rv.max(ev.rv);
                 if let Some(kind) = view(&ev, &s.filter) {
                     let obj = store::present(&s.rt, &ev.object);
-                    return Some((Ok::<_, Infallible>(Frame::data(event_line(kind.as_str(), &obj))), s));
+                    return Some((
+                        Ok::<_, Infallible>(Frame::data(event_line(kind.as_str(), &obj))),
+                        s,
+                    ));
                 }
                 continue;
             }
@@ -500,20 +718,31 @@ fn start_watch(shared: &Arc<Shared>, rt: Arc<ResourceType>, filter: Filter, q: &
         }
     });
     let mut resp = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
-    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
-    resp.headers_mut().insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-cache, private"));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-cache, private"),
+    );
     Ok(resp)
 }
 
 /// `/_kube-local/...`: faults and accounting over HTTP, for the binary.
-async fn admin(shared: &Arc<Shared>, req: HttpRequest<Incoming>, segs: &[&str]) -> Result<Response<Body>, ApiError> {
+async fn admin(
+    shared: &Arc<Shared>,
+    req: HttpRequest<Incoming>,
+    segs: &[&str],
+) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
     let body = parse_json_or_yaml(&read_body(req).await?, false)?;
     let millis = |b: &Value| Duration::from_millis(b["millis"].as_u64().unwrap_or(0));
     let ok = || json_response(200, &json!({"ok": true}));
     match (method.as_str(), segs) {
         ("POST", ["faults", "fail-next"]) => {
-            let rule: FaultRule = serde_json::from_value(body).map_err(|e| ApiError::bad_request(format!("fault rule: {e}")))?;
+            let rule: FaultRule = serde_json::from_value(body)
+                .map_err(|e| ApiError::bad_request(format!("fault rule: {e}")))?;
             shared.faults.fail_next(rule);
             Ok(ok())
         }
@@ -537,7 +766,10 @@ async fn admin(shared: &Arc<Shared>, req: HttpRequest<Incoming>, segs: &[&str]) 
             shared.faults.clear();
             Ok(ok())
         }
-        ("GET", ["requests"]) => Ok(json_response(200, &serde_json::to_value(shared.requests.snapshot()).unwrap_or_default())),
+        ("GET", ["requests"]) => Ok(json_response(
+            200,
+            &serde_json::to_value(shared.requests.snapshot()).unwrap_or_default(),
+        )),
         ("GET", ["requests", "counts"]) => {
             let counts: Vec<Value> = shared.requests.counts().into_iter().map(|((verb, resource, caller), n)| json!({"verb": verb, "resource": resource, "caller": caller, "count": n})).collect();
             Ok(json_response(200, &Value::Array(counts)))

@@ -144,18 +144,30 @@ impl Store {
             compacted_rv: 0,
             pending: Vec::new(),
         };
-        Self { inner: Arc::new(Inner { state: Mutex::new(state), events }) }
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                events,
+            }),
+        }
     }
 
     pub fn lock(&self) -> Txn<'_> {
-        Txn { guard: self.inner.state.lock().unwrap_or_else(|p| p.into_inner()), events: &self.inner.events }
+        Txn {
+            guard: self.inner.state.lock().unwrap_or_else(|p| p.into_inner()),
+            events: &self.inner.events,
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.inner.events.subscribe()
     }
 
-    fn resolve(&self, api_version: &str, kind_or_plural: &str) -> Result<Arc<ResourceType>, ApiError> {
+    fn resolve(
+        &self,
+        api_version: &str,
+        kind_or_plural: &str,
+    ) -> Result<Arc<ResourceType>, ApiError> {
         self.lock()
             .registry
             .find(api_version, kind_or_plural)
@@ -163,23 +175,48 @@ impl Store {
     }
 
     /// Reads one object (`namespace` None for cluster-scoped kinds).
-    pub fn get(&self, api_version: &str, kind_or_plural: &str, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
+    pub fn get(
+        &self,
+        api_version: &str,
+        kind_or_plural: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let rt = self.resolve(api_version, kind_or_plural)?;
         self.lock().get(&rt, namespace.unwrap_or_default(), name)
     }
 
     /// Lists objects, optionally in one namespace and filtered by a label selector.
-    pub fn list(&self, api_version: &str, kind_or_plural: &str, namespace: Option<&str>, label_selector: &str) -> Result<Vec<Value>, ApiError> {
+    pub fn list(
+        &self,
+        api_version: &str,
+        kind_or_plural: &str,
+        namespace: Option<&str>,
+        label_selector: &str,
+    ) -> Result<Vec<Value>, ApiError> {
         let rt = self.resolve(api_version, kind_or_plural)?;
-        let filter = Filter { namespace: namespace.map(str::to_string), labels: LabelSelector::parse(label_selector)?, fields: FieldSelector::default() };
+        let filter = Filter {
+            namespace: namespace.map(str::to_string),
+            labels: LabelSelector::parse(label_selector)?,
+            fields: FieldSelector::default(),
+        };
         Ok(self.lock().list(&rt, &filter, None, None)?.items)
     }
 
     /// Creates an object (apiVersion and kind taken from it), as the admin would.
     pub fn create(&self, obj: Value) -> Result<Value, ApiError> {
-        let rt = self.resolve(obj["apiVersion"].as_str().unwrap_or_default(), obj["kind"].as_str().unwrap_or_default())?;
-        let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
-        let opts = WriteOptions { field_manager: Some("kube-local-test".into()), ..Default::default() };
+        let rt = self.resolve(
+            obj["apiVersion"].as_str().unwrap_or_default(),
+            obj["kind"].as_str().unwrap_or_default(),
+        )?;
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let opts = WriteOptions {
+            field_manager: Some("kube-local-test".into()),
+            ..Default::default()
+        };
         self.lock().create(&rt, &ns, obj, &opts)
     }
 
@@ -193,26 +230,80 @@ impl Store {
         self.apply_to(obj, field_manager, Some("status"))
     }
 
-    fn apply_to(&self, obj: Value, field_manager: &str, sub: Option<&str>) -> Result<Value, ApiError> {
-        let rt = self.resolve(obj["apiVersion"].as_str().unwrap_or_default(), obj["kind"].as_str().unwrap_or_default())?;
-        let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        let opts = WriteOptions { field_manager: Some(field_manager.into()), force: true, ..Default::default() };
-        self.lock().patch(&rt, &ns, &name, PatchType::Apply, &obj, sub, &opts).map(|(v, _)| v)
+    fn apply_to(
+        &self,
+        obj: Value,
+        field_manager: &str,
+        sub: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let rt = self.resolve(
+            obj["apiVersion"].as_str().unwrap_or_default(),
+            obj["kind"].as_str().unwrap_or_default(),
+        )?;
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let opts = WriteOptions {
+            field_manager: Some(field_manager.into()),
+            force: true,
+            ..Default::default()
+        };
+        self.lock()
+            .patch(&rt, &ns, &name, PatchType::Apply, &obj, sub, &opts)
+            .map(|(v, _)| v)
     }
 
     /// JSON-merge-patches an object (`status` patches the status subresource).
-    pub fn merge_patch(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str, patch: Value, status: bool) -> Result<Value, ApiError> {
+    pub fn merge_patch(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        patch: Value,
+        status: bool,
+    ) -> Result<Value, ApiError> {
         let rt = self.resolve(api_version, kind)?;
-        let opts = WriteOptions { field_manager: Some("kube-local-test".into()), ..Default::default() };
+        let opts = WriteOptions {
+            field_manager: Some("kube-local-test".into()),
+            ..Default::default()
+        };
         let sub = status.then_some("status");
-        self.lock().patch(&rt, namespace.unwrap_or_default(), name, PatchType::Merge, &patch, sub, &opts).map(|(v, _)| v)
+        self.lock()
+            .patch(
+                &rt,
+                namespace.unwrap_or_default(),
+                name,
+                PatchType::Merge,
+                &patch,
+                sub,
+                &opts,
+            )
+            .map(|(v, _)| v)
     }
 
     /// Deletes an object with background propagation.
-    pub fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Result<(), ApiError> {
+    pub fn delete(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<(), ApiError> {
         let rt = self.resolve(api_version, kind)?;
-        self.lock().delete(&rt, namespace.unwrap_or_default(), name, &DeleteOptions::default()).map(|_| ())
+        self.lock()
+            .delete(
+                &rt,
+                namespace.unwrap_or_default(),
+                name,
+                &DeleteOptions::default(),
+            )
+            .map(|_| ())
     }
 
     /// The newest resourceVersion handed out.
@@ -231,13 +322,22 @@ impl Store {
     }
 
     /// Events after `from` for one storage key, plus a receiver for what follows; 410 if compacted.
-    pub fn watch_from(&self, key: &str, from: u64) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), ApiError> {
+    pub fn watch_from(
+        &self,
+        key: &str,
+        from: u64,
+    ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), ApiError> {
         let st = self.lock();
         if from < st.compacted_rv {
             return Err(too_old(from, st.compacted_rv));
         }
         let rx = self.inner.events.subscribe();
-        let backlog = st.history.iter().filter(|e| e.rv > from && e.key == key).cloned().collect();
+        let backlog = st
+            .history
+            .iter()
+            .filter(|e| e.rv > from && e.key == key)
+            .cloned()
+            .collect();
         Ok((backlog, rx))
     }
 
@@ -251,7 +351,15 @@ impl Store {
             .get(key)
             .map(|m| {
                 m.values()
-                    .map(|o| Arc::new(Event { rv: object_rv(o), key: key.to_string(), kind: EventType::Added, object: o.clone(), old: None }))
+                    .map(|o| {
+                        Arc::new(Event {
+                            rv: object_rv(o),
+                            key: key.to_string(),
+                            kind: EventType::Added,
+                            object: o.clone(),
+                            old: None,
+                        })
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -264,7 +372,10 @@ pub fn too_old(from: u64, compacted: u64) -> ApiError {
 }
 
 fn object_rv(o: &Value) -> u64 {
-    o["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
+    o["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The object as a given version of its resource presents it (versions share one schema here).
@@ -280,7 +391,14 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
 }
 
 fn finalizers(obj: &Value) -> Vec<String> {
-    obj["metadata"]["finalizers"].as_array().map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Everything but server-owned bookkeeping, for "did this write change anything".
@@ -312,15 +430,29 @@ fn continue_token(rv: u64, after: &(String, String)) -> String {
 }
 
 fn parse_continue(token: &str) -> Result<(u64, (String, String)), ApiError> {
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let rv = v["rv"].as_u64().ok_or_else(bad)?;
-    Ok((rv, (v["ns"].as_str().unwrap_or_default().to_string(), v["name"].as_str().unwrap_or_default().to_string())))
+    Ok((
+        rv,
+        (
+            v["ns"].as_str().unwrap_or_default().to_string(),
+            v["name"].as_str().unwrap_or_default().to_string(),
+        ),
+    ))
 }
 
 fn default_manager(opts: &WriteOptions) -> String {
-    opts.field_manager.clone().unwrap_or_else(|| "unknown".to_string())
+    opts.field_manager
+        .clone()
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 impl State {
@@ -329,7 +461,9 @@ impl State {
     }
 
     pub fn raw(&self, key: &str, ns: &str, name: &str) -> Option<Arc<Value>> {
-        self.bucket(key)?.get(&(ns.to_string(), name.to_string())).cloned()
+        self.bucket(key)?
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
     }
 
     pub fn exists_uid(&self, uid: &str) -> bool {
@@ -338,15 +472,25 @@ impl State {
 
     pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
         let ns = if rt.namespaced { ns } else { "" };
-        self.raw(&rt.storage_key(), ns, name).map(|o| present(rt, &o)).ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+        self.raw(&rt.storage_key(), ns, name)
+            .map(|o| present(rt, &o))
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
     }
 
-    pub fn list(&self, rt: &ResourceType, filter: &Filter, limit: Option<usize>, cont: Option<&str>) -> Result<ListResult, ApiError> {
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        filter: &Filter,
+        limit: Option<usize>,
+        cont: Option<&str>,
+    ) -> Result<ListResult, ApiError> {
         let (list_rv, start) = match cont {
             Some(token) if !token.is_empty() => {
                 let (rv, after) = parse_continue(token)?;
                 if rv < self.compacted_rv {
-                    return Err(ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."));
+                    return Err(ApiError::gone(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                    ));
                 }
                 (rv, Some(after))
             }
@@ -357,7 +501,10 @@ impl State {
         let mut remaining = 0;
         if let Some(bucket) = self.bucket(&rt.storage_key()) {
             let range: Box<dyn Iterator<Item = (&(String, String), &Arc<Value>)>> = match &start {
-                Some(after) => Box::new(bucket.range::<(String, String), _>((std::ops::Bound::Excluded(after.clone()), std::ops::Bound::Unbounded))),
+                Some(after) => Box::new(bucket.range::<(String, String), _>((
+                    std::ops::Bound::Excluded(after.clone()),
+                    std::ops::Bound::Unbounded,
+                ))),
                 None => Box::new(bucket.iter()),
             };
             for (k, obj) in range {
@@ -372,11 +519,25 @@ impl State {
                 last_key = Some(k.clone());
             }
         }
-        let continue_token = (remaining > 0).then(|| last_key.map(|k| continue_token(list_rv, &k))).flatten();
-        Ok(ListResult { items, resource_version: list_rv.max(self.rv), continue_token, remaining: (remaining > 0).then_some(remaining) })
+        let continue_token = (remaining > 0)
+            .then(|| last_key.map(|k| continue_token(list_rv, &k)))
+            .flatten();
+        Ok(ListResult {
+            items,
+            resource_version: list_rv.max(self.rv),
+            continue_token,
+            remaining: (remaining > 0).then_some(remaining),
+        })
     }
 
-    fn commit(&mut self, key: &str, ns: &str, name: &str, new: Option<Value>, kind: EventType) -> Arc<Value> {
+    fn commit(
+        &mut self,
+        key: &str,
+        ns: &str,
+        name: &str,
+        new: Option<Value>,
+        kind: EventType,
+    ) -> Arc<Value> {
         self.rv += 1;
         let rv = self.rv;
         let id = (ns.to_string(), name.to_string());
@@ -386,8 +547,12 @@ impl State {
                 obj["metadata"]["resourceVersion"] = json!(rv.to_string());
                 let obj = Arc::new(obj);
                 let uid = meta_str(&obj, "uid").to_string();
-                self.uids.insert(uid, (key.to_string(), ns.to_string(), name.to_string()));
-                self.objects.entry(key.to_string()).or_default().insert(id, obj.clone());
+                self.uids
+                    .insert(uid, (key.to_string(), ns.to_string(), name.to_string()));
+                self.objects
+                    .entry(key.to_string())
+                    .or_default()
+                    .insert(id, obj.clone());
                 obj
             }
             None => {
@@ -399,7 +564,13 @@ impl State {
                 Arc::new(gone)
             }
         };
-        let event = Arc::new(Event { rv, key: key.to_string(), kind, object: object.clone(), old });
+        let event = Arc::new(Event {
+            rv,
+            key: key.to_string(),
+            kind,
+            object: object.clone(),
+            old,
+        });
         self.history.push_back(event.clone());
         if self.history.len() > HISTORY_LIMIT {
             if let Some(dropped) = self.history.pop_front() {
@@ -415,14 +586,25 @@ impl State {
     }
 
     /// POST: creates an object.
-    pub fn create(&mut self, rt: &ResourceType, ns: &str, mut obj: Value, opts: &WriteOptions) -> Result<Value, ApiError> {
+    pub fn create(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the body of the request was not a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request was not a JSON object",
+            ));
         }
         if let Some(av) = obj["apiVersion"].as_str() {
             let (g, _) = resources::split_api_version(av);
             if g != rt.group || obj["kind"].as_str().is_some_and(|k| k != rt.kind) {
-                return Err(ApiError::bad_request(format!("the API version in the data ({av}) does not match the expected API version ({})", rt.api_version())));
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({av}) does not match the expected API version ({})",
+                    rt.api_version()
+                )));
             }
         }
         obj["apiVersion"] = json!(resource_api_version(rt));
@@ -432,12 +614,20 @@ impl State {
         }
         let meta_ns = meta_str(&obj, "namespace").to_string();
         let ns = if rt.namespaced {
-            let ns = if ns.is_empty() { meta_ns.clone() } else { ns.to_string() };
+            let ns = if ns.is_empty() {
+                meta_ns.clone()
+            } else {
+                ns.to_string()
+            };
             if !meta_ns.is_empty() && meta_ns != ns {
-                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
             if ns.is_empty() {
-                return Err(ApiError::bad_request("the namespace of the object must be set"));
+                return Err(ApiError::bad_request(
+                    "the namespace of the object must be set",
+                ));
             }
             obj["metadata"]["namespace"] = json!(ns);
             ns
@@ -450,7 +640,15 @@ impl State {
         if meta_str(&obj, "name").is_empty() {
             let prefix = meta_str(&obj, "generateName").to_string();
             if prefix.is_empty() {
-                return Err(ApiError::invalid(&rt.group, &rt.kind, "", &[FieldError::required("metadata.name", "name or generateName is required")]));
+                return Err(ApiError::invalid(
+                    &rt.group,
+                    &rt.kind,
+                    "",
+                    &[FieldError::required(
+                        "metadata.name",
+                        "name or generateName is required",
+                    )],
+                ));
             }
             obj["metadata"]["name"] = json!(format!("{prefix}{}", util::random_suffix()));
         }
@@ -475,7 +673,16 @@ impl State {
         }
         let now = util::now_rfc3339();
         if let Some(m) = obj["metadata"].as_object_mut() {
-            for k in ["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "managedFields", "selfLink"] {
+            for k in [
+                "uid",
+                "resourceVersion",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "managedFields",
+                "selfLink",
+            ] {
                 m.remove(k);
             }
         }
@@ -486,7 +693,16 @@ impl State {
         if rt.custom.is_some() {
             obj["metadata"]["generation"] = json!(1);
         }
-        fields::track_update(None, &mut obj, &default_manager(opts), Scope::Main { status_separate: rt.status_subresource }, &rt.api_version(), &now);
+        fields::track_update(
+            None,
+            &mut obj,
+            &default_manager(opts),
+            Scope::Main {
+                status_separate: rt.status_subresource,
+            },
+            &rt.api_version(),
+            &now,
+        );
         if opts.dry_run {
             return Ok(present(rt, &obj));
         }
@@ -501,7 +717,12 @@ impl State {
     }
 
     /// Kind-specific defaulting and checks for built-ins.
-    fn admit_kind(&self, rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<(), ApiError> {
+    fn admit_kind(
+        &self,
+        rt: &ResourceType,
+        old: Option<&Value>,
+        obj: &mut Value,
+    ) -> Result<(), ApiError> {
         let name = meta_str(obj, "name").to_string();
         let mut errs = validation::validate_metadata(obj, rt.plural == "namespaces");
         match (rt.group.as_str(), rt.plural.as_str()) {
@@ -509,13 +730,18 @@ impl State {
                 if let Some(sd) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
                     for (k, v) in sd.as_object().into_iter().flatten() {
                         let text = v.as_str().unwrap_or_default();
-                        obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+                        obj["data"][k] =
+                            json!(base64::engine::general_purpose::STANDARD.encode(text));
                     }
                 }
                 if let Some(data) = obj["data"].as_object() {
                     for (k, v) in data {
-                        if v.as_str().is_none_or(|s| base64::engine::general_purpose::STANDARD.decode(s).is_err()) {
-                            return Err(ApiError::bad_request(format!("Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data at key {k:?}")));
+                        if v.as_str().is_none_or(|s| {
+                            base64::engine::general_purpose::STANDARD.decode(s).is_err()
+                        }) {
+                            return Err(ApiError::bad_request(format!(
+                                "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data at key {k:?}"
+                            )));
                         }
                     }
                 }
@@ -524,7 +750,11 @@ impl State {
                 }
                 if let Some(o) = old {
                     if o["type"] != obj["type"] {
-                        errs.push(FieldError::invalid("type", &obj["type"], "field is immutable"));
+                        errs.push(FieldError::invalid(
+                            "type",
+                            &obj["type"],
+                            "field is immutable",
+                        ));
                     }
                 }
             }
@@ -539,7 +769,10 @@ impl State {
                 if old.is_none() && obj["status"].is_null() {
                     obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
                 }
-                if obj["spec"]["containers"].as_array().is_none_or(|c| c.is_empty()) {
+                if obj["spec"]["containers"]
+                    .as_array()
+                    .is_none_or(|c| c.is_empty())
+                {
                     errs.push(FieldError::required("spec.containers", ""));
                 }
             }
@@ -548,10 +781,17 @@ impl State {
                 let group = spec["group"].as_str().unwrap_or_default();
                 let plural = spec["names"]["plural"].as_str().unwrap_or_default();
                 if name != format!("{plural}.{group}") {
-                    errs.push(FieldError::invalid("metadata.name", &json!(name), "must be spec.names.plural+\".\"+spec.group"));
+                    errs.push(FieldError::invalid(
+                        "metadata.name",
+                        &json!(name),
+                        "must be spec.names.plural+\".\"+spec.group",
+                    ));
                 }
                 if spec["versions"].as_array().is_none_or(|v| v.is_empty()) {
-                    errs.push(FieldError::required("spec.versions", "must have exactly one version marked as storage version"));
+                    errs.push(FieldError::required(
+                        "spec.versions",
+                        "must have exactly one version marked as storage version",
+                    ));
                 }
                 if spec["names"]["kind"].as_str().is_none_or(str::is_empty) {
                     errs.push(FieldError::required("spec.names.kind", ""));
@@ -559,18 +799,35 @@ impl State {
             }
             _ => {}
         }
-        if errs.is_empty() { Ok(()) } else { Err(ApiError::invalid(&rt.group, &rt.kind, &name, &errs)) }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(&rt.group, &rt.kind, &name, &errs))
+        }
     }
 
     /// Schema pruning, defaulting, structural validation and CEL for custom resources.
-    fn admit_custom(&self, rt: &ResourceType, old: Option<&Value>, obj: &mut Value, strict: bool) -> Result<(), ApiError> {
-        let Some(schema) = rt.custom.as_ref().and_then(|c| c.schema.as_ref()) else { return Ok(()) };
+    fn admit_custom(
+        &self,
+        rt: &ResourceType,
+        old: Option<&Value>,
+        obj: &mut Value,
+        strict: bool,
+    ) -> Result<(), ApiError> {
+        let Some(schema) = rt.custom.as_ref().and_then(|c| c.schema.as_ref()) else {
+            return Ok(());
+        };
         let name = meta_str(obj, "name").to_string();
         let pruned = validation::prune_and_default(schema, obj);
         let mut errs: Vec<FieldError> = Vec::new();
         if strict {
             for p in pruned {
-                errs.push(FieldError { reason: "FieldValueInvalid", field: String::new(), value: None, detail: format!("unknown field \"{p}\"") });
+                errs.push(FieldError {
+                    reason: "FieldValueInvalid",
+                    field: String::new(),
+                    value: None,
+                    detail: format!("unknown field \"{p}\""),
+                });
             }
             if !errs.is_empty() {
                 let msgs: Vec<String> = errs.iter().map(|e| e.detail.clone()).collect();
@@ -581,7 +838,11 @@ impl State {
         if errs.is_empty() && rt.custom.as_ref().is_some_and(|c| c.has_cel) {
             errs.extend(validation::validate_cel(schema, obj, old));
         }
-        if errs.is_empty() { Ok(()) } else { Err(ApiError::invalid(&rt.group, &rt.kind, &name, &errs)) }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(&rt.group, &rt.kind, &name, &errs))
+        }
     }
 
     fn after_create(&mut self, rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
@@ -590,7 +851,10 @@ impl State {
                 let ns = meta_str(obj, "name").to_string();
                 if let Some(sa_rt) = self.registry.get("", "v1", "serviceaccounts") {
                     let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}});
-                    let opts = WriteOptions { field_manager: Some("kube-controller-manager".into()), ..Default::default() };
+                    let opts = WriteOptions {
+                        field_manager: Some("kube-controller-manager".into()),
+                        ..Default::default()
+                    };
                     match self.create(&sa_rt, &ns, sa, &opts) {
                         Ok(_) | Err(ApiError { code: 409, .. }) => {}
                         Err(e) => return Err(e),
@@ -610,12 +874,30 @@ impl State {
         for rt in resources::from_crd(crd) {
             self.registry.insert(rt);
         }
-        let Some(mut stored) = self.raw("customresourcedefinitions.apiextensions.k8s.io", "", &name).map(|o| (*o).clone()) else { return };
+        let Some(mut stored) = self
+            .raw("customresourcedefinitions.apiextensions.k8s.io", "", &name)
+            .map(|o| (*o).clone())
+        else {
+            return;
+        };
         let now = util::now_rfc3339();
         let names = stored["spec"]["names"].clone();
-        let storage: Vec<Value> = stored["spec"]["versions"].as_array().into_iter().flatten().filter(|v| v["storage"].as_bool() == Some(true)).map(|v| v["name"].clone()).collect();
+        let storage: Vec<Value> = stored["spec"]["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| v["storage"].as_bool() == Some(true))
+            .map(|v| v["name"].clone())
+            .collect();
         let keep_time = |t: &str| -> String {
-            stored["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == t).and_then(|c| c["lastTransitionTime"].as_str()).map(str::to_string).unwrap_or_else(|| now.clone())
+            stored["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == t)
+                .and_then(|c| c["lastTransitionTime"].as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| now.clone())
         };
         let status = json!({
             "conditions": [
@@ -629,19 +911,39 @@ impl State {
             return;
         }
         stored["status"] = status;
-        self.commit("customresourcedefinitions.apiextensions.k8s.io", "", &name, Some(stored), EventType::Modified);
+        self.commit(
+            "customresourcedefinitions.apiextensions.k8s.io",
+            "",
+            &name,
+            Some(stored),
+            EventType::Modified,
+        );
     }
 
     /// PUT (main resource or `status`).
-    pub fn update(&mut self, rt: &ResourceType, ns: &str, name: &str, obj: Value, sub: Option<&str>, opts: &WriteOptions) -> Result<Value, ApiError> {
+    pub fn update(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        sub: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         let ns = if rt.namespaced { ns } else { "" };
-        let old = self.raw(&rt.storage_key(), ns, name).ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        let old = self
+            .raw(&rt.storage_key(), ns, name)
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the body of the request was not a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request was not a JSON object",
+            ));
         }
         let body_name = meta_str(&obj, "name");
         if !body_name.is_empty() && body_name != name {
-            return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+            return Err(ApiError::bad_request(
+                "the name of the object does not match the name on the URL",
+            ));
         }
         if let Some(rv) = obj["metadata"]["resourceVersion"].as_str() {
             if !rv.is_empty() && rv != meta_str(&old, "resourceVersion") {
@@ -683,15 +985,34 @@ impl State {
         }
     }
 
-    fn finish_write(&mut self, rt: &ResourceType, old: &Arc<Value>, mut new: Value, sub: Option<&str>, opts: &WriteOptions, applied_managed: Option<()>) -> Result<Value, ApiError> {
-        let (ns, name) = (meta_str(old, "namespace").to_string(), meta_str(old, "name").to_string());
+    fn finish_write(
+        &mut self,
+        rt: &ResourceType,
+        old: &Arc<Value>,
+        mut new: Value,
+        sub: Option<&str>,
+        opts: &WriteOptions,
+        applied_managed: Option<()>,
+    ) -> Result<Value, ApiError> {
+        let (ns, name) = (
+            meta_str(old, "namespace").to_string(),
+            meta_str(old, "name").to_string(),
+        );
         new["apiVersion"] = json!(resource_api_version(rt));
         new["kind"] = json!(rt.kind);
         if !new["metadata"].is_object() {
             new["metadata"] = json!({});
         }
         // Server-owned metadata never changes through a write.
-        for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+            "name",
+        ] {
             match old["metadata"].get(k) {
                 Some(v) => new["metadata"][k] = v.clone(),
                 None => {
@@ -706,7 +1027,15 @@ impl State {
             let before = finalizers(old);
             let after = finalizers(&new);
             if after.iter().any(|f| !before.contains(f)) {
-                return Err(ApiError::invalid(&rt.group, &rt.kind, &name, &[FieldError::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted")]));
+                return Err(ApiError::invalid(
+                    &rt.group,
+                    &rt.kind,
+                    &name,
+                    &[FieldError::forbidden(
+                        "metadata.finalizers",
+                        "no new finalizers can be added if the object is being deleted",
+                    )],
+                ));
             }
         }
         self.admit_kind(rt, Some(old), &mut new)?;
@@ -715,10 +1044,26 @@ impl State {
         }
         let now = util::now_rfc3339();
         if applied_managed.is_none() {
-            let scope = if sub == Some("status") { Scope::Status } else { Scope::Main { status_separate: rt.status_subresource } };
-            fields::track_update(Some(old), &mut new, &default_manager(opts), scope, &rt.api_version(), &now);
+            let scope = if sub == Some("status") {
+                Scope::Status
+            } else {
+                Scope::Main {
+                    status_separate: rt.status_subresource,
+                }
+            };
+            fields::track_update(
+                Some(old),
+                &mut new,
+                &default_manager(opts),
+                scope,
+                &rt.api_version(),
+                &now,
+            );
         }
-        if rt.custom.is_some() && generation_basis(old, rt.status_subresource) != generation_basis(&new, rt.status_subresource) {
+        if rt.custom.is_some()
+            && generation_basis(old, rt.status_subresource)
+                != generation_basis(&new, rt.status_subresource)
+        {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
             new["metadata"]["generation"] = json!(g + 1);
         }
@@ -733,12 +1078,20 @@ impl State {
             self.after_remove(&gone);
             return Ok(present(rt, &gone));
         }
-        let stored = self.commit(&rt.storage_key(), &ns, &name, Some(new), EventType::Modified);
+        let stored = self.commit(
+            &rt.storage_key(),
+            &ns,
+            &name,
+            Some(new),
+            EventType::Modified,
+        );
         let out = present(rt, &stored);
         if rt.plural == "customresourcedefinitions" && sub.is_none() {
             self.establish_crd(&out);
         }
-        if old["metadata"]["deletionTimestamp"].is_string() || stored["metadata"]["ownerReferences"] != old["metadata"]["ownerReferences"] {
+        if old["metadata"]["deletionTimestamp"].is_string()
+            || stored["metadata"]["ownerReferences"] != old["metadata"]["ownerReferences"]
+        {
             self.collect_garbage();
         }
         Ok(out)
@@ -746,25 +1099,48 @@ impl State {
 
     /// PATCH in any of the four formats. Returns the object and whether apply created it.
     #[allow(clippy::too_many_arguments)]
-    pub fn patch(&mut self, rt: &ResourceType, ns: &str, name: &str, ptype: PatchType, body: &Value, sub: Option<&str>, opts: &WriteOptions) -> Result<(Value, bool), ApiError> {
+    pub fn patch(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        ptype: PatchType,
+        body: &Value,
+        sub: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<(Value, bool), ApiError> {
         let ns = if rt.namespaced { ns } else { "" };
         let current = self.raw(&rt.storage_key(), ns, name);
         if ptype == PatchType::Strategic && rt.custom.is_some() {
-            return Err(ApiError::unsupported_media_type("application/strategic-merge-patch+json"));
+            return Err(ApiError::unsupported_media_type(
+                "application/strategic-merge-patch+json",
+            ));
         }
         if ptype == PatchType::Apply {
             let Some(manager) = opts.field_manager.as_deref().filter(|m| !m.is_empty()) else {
-                return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requests require a fieldManager"));
+                return Err(ApiError::bad_request(
+                    "PATCH, application/apply-patch+yaml requests require a fieldManager",
+                ));
             };
             if !body.is_object() {
-                return Err(ApiError::bad_request("the body of an apply request must be an object"));
+                return Err(ApiError::bad_request(
+                    "the body of an apply request must be an object",
+                ));
             }
             let body_name = meta_str(body, "name");
             if !body_name.is_empty() && body_name != name {
-                return Err(ApiError::bad_request("the name of the object in the apply request does not match the name on the URL"));
+                return Err(ApiError::bad_request(
+                    "the name of the object in the apply request does not match the name on the URL",
+                ));
             }
             let now = util::now_rfc3339();
-            let scope = if sub == Some("status") { Scope::Status } else { Scope::Main { status_separate: rt.status_subresource } };
+            let scope = if sub == Some("status") {
+                Scope::Status
+            } else {
+                Scope::Main {
+                    status_separate: rt.status_subresource,
+                }
+            };
             let Some(current) = current else {
                 if sub.is_some() {
                     return Err(ApiError::not_found(&rt.group, &rt.plural, name));
@@ -774,16 +1150,39 @@ impl State {
                 if rt.namespaced {
                     skeleton["metadata"]["namespace"] = json!(ns);
                 }
-                let merged = fields::apply(&skeleton, body, manager, opts.force, scope, &rt.api_version(), &now).map_err(|c| conflict_error(rt, name, &c))?;
+                let merged = fields::apply(
+                    &skeleton,
+                    body,
+                    manager,
+                    opts.force,
+                    scope,
+                    &rt.api_version(),
+                    &now,
+                )
+                .map_err(|c| conflict_error(rt, name, &c))?;
                 let entries = fields::read_entries(&merged);
-                let created = self.create(rt, ns, merged, &WriteOptions { field_manager: Some(manager.to_string()), ..opts.clone() })?;
+                let created = self.create(
+                    rt,
+                    ns,
+                    merged,
+                    &WriteOptions {
+                        field_manager: Some(manager.to_string()),
+                        ..opts.clone()
+                    },
+                )?;
                 if opts.dry_run {
                     return Ok((created, true));
                 }
                 let mut fixed = created.clone();
                 fields::write_entries(&mut fixed, &entries);
                 if fixed != created {
-                    let stored = self.commit(&rt.storage_key(), ns, name, Some(fixed), EventType::Modified);
+                    let stored = self.commit(
+                        &rt.storage_key(),
+                        ns,
+                        name,
+                        Some(fixed),
+                        EventType::Modified,
+                    );
                     return Ok((present(rt, &stored), true));
                 }
                 return Ok((created, true));
@@ -793,8 +1192,19 @@ impl State {
                     return Err(ApiError::stale(&rt.group, &rt.plural, name));
                 }
             }
-            let merged = fields::apply(&current, body, manager, opts.force, scope, &rt.api_version(), &now).map_err(|c| conflict_error(rt, name, &c))?;
-            return self.finish_write(rt, &current, merged, sub, opts, Some(())).map(|v| (v, false));
+            let merged = fields::apply(
+                &current,
+                body,
+                manager,
+                opts.force,
+                scope,
+                &rt.api_version(),
+                &now,
+            )
+            .map_err(|c| conflict_error(rt, name, &c))?;
+            return self
+                .finish_write(rt, &current, merged, sub, opts, Some(()))
+                .map(|v| (v, false));
         }
         let current = current.ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
         let mut doc = present(rt, &current);
@@ -810,30 +1220,77 @@ impl State {
             }
         }
         let new = self.merge_scope(rt, &current, doc, sub);
-        self.finish_write(rt, &current, new, sub, opts, None).map(|v| (v, false))
+        self.finish_write(rt, &current, new, sub, opts, None)
+            .map(|v| (v, false))
     }
 
     /// DELETE: removes the object now, or marks it terminating while finalizers remain.
     /// Returns the object and whether it is gone.
-    pub fn delete(&mut self, rt: &ResourceType, ns: &str, name: &str, opts: &DeleteOptions) -> Result<(Value, bool), ApiError> {
+    pub fn delete(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<(Value, bool), ApiError> {
         let ns = if rt.namespaced { ns } else { "" };
-        let current = self.raw(&rt.storage_key(), ns, name).ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        let current = self
+            .raw(&rt.storage_key(), ns, name)
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        if rt.group.is_empty()
+            && rt.plural == "namespaces"
+            && matches!(name, "default" | "kube-system" | "kube-public")
+        {
+            return Err(ApiError::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            ))
+            .with_details(json!({"name": name, "kind": "namespaces"})));
+        }
         if let Some(uid) = &opts.precondition_uid {
             if uid != meta_str(&current, "uid") {
-                return Err(ApiError::conflict(&rt.group, &rt.plural, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&current, "uid"))));
+                return Err(ApiError::conflict(
+                    &rt.group,
+                    &rt.plural,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta_str(&current, "uid")
+                    ),
+                ));
             }
         }
         if let Some(rv) = &opts.precondition_rv {
             if rv != meta_str(&current, "resourceVersion") {
-                return Err(ApiError::conflict(&rt.group, &rt.plural, name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", meta_str(&current, "resourceVersion"))));
+                return Err(ApiError::conflict(
+                    &rt.group,
+                    &rt.plural,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        meta_str(&current, "resourceVersion")
+                    ),
+                ));
             }
         }
         let mut fin = finalizers(&current);
         match opts.propagation.as_deref() {
-            Some("Foreground") if !fin.iter().any(|f| f == "foregroundDeletion") => fin.push("foregroundDeletion".into()),
+            Some("Foreground") if !fin.iter().any(|f| f == "foregroundDeletion") => {
+                fin.push("foregroundDeletion".into())
+            }
             Some("Orphan") if !fin.iter().any(|f| f == "orphan") => fin.push("orphan".into()),
             Some("Foreground" | "Orphan" | "Background") | None => {}
-            Some(other) => return Err(ApiError::invalid("meta.k8s.io", "DeleteOptions", "", &[FieldError::not_supported("propagationPolicy", &json!(other), &[json!("Foreground"), json!("Background"), json!("Orphan")])])),
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "meta.k8s.io",
+                    "DeleteOptions",
+                    "",
+                    &[FieldError::not_supported(
+                        "propagationPolicy",
+                        &json!(other),
+                        &[json!("Foreground"), json!("Background"), json!("Orphan")],
+                    )],
+                ));
+            }
         }
         if rt.plural == "namespaces" && rt.group.is_empty() {
             fin.push("kubernetes".into());
@@ -870,18 +1327,37 @@ impl State {
         } else {
             marked["metadata"]["finalizers"] = json!(fin);
         }
-        let stored = self.commit(&rt.storage_key(), ns, name, Some(marked), EventType::Modified);
+        let stored = self.commit(
+            &rt.storage_key(),
+            ns,
+            name,
+            Some(marked),
+            EventType::Modified,
+        );
         self.collect_garbage();
         let still = self.raw(&rt.storage_key(), ns, name);
-        Ok((present(rt, still.as_deref().unwrap_or(&stored)), still.is_none()))
+        Ok((
+            present(rt, still.as_deref().unwrap_or(&stored)),
+            still.is_none(),
+        ))
     }
 
     /// DELETE on a collection: deletes every matching object, returns them.
-    pub fn delete_collection(&mut self, rt: &ResourceType, filter: &Filter, opts: &DeleteOptions) -> Result<Vec<Value>, ApiError> {
+    pub fn delete_collection(
+        &mut self,
+        rt: &ResourceType,
+        filter: &Filter,
+        opts: &DeleteOptions,
+    ) -> Result<Vec<Value>, ApiError> {
         let items = self.list(rt, filter, None, None)?.items;
         let mut out = Vec::new();
         for item in items {
-            match self.delete(rt, meta_str(&item, "namespace"), meta_str(&item, "name"), opts) {
+            match self.delete(
+                rt,
+                meta_str(&item, "namespace"),
+                meta_str(&item, "name"),
+                opts,
+            ) {
                 Ok((v, _)) => out.push(v),
                 Err(ApiError { code: 404, .. }) => {}
                 Err(e) => return Err(e),
@@ -899,18 +1375,28 @@ impl State {
 
     /// Marks an object for deletion the way the garbage collector or namespace controller does.
     fn delete_key(&mut self, key: &str, ns: &str, name: &str, propagation: Option<&str>) {
-        let Some(rt) = self.registry.by_storage_key(key).or_else(|| self.registry.all().find(|r| r.storage_key() == key)) else {
+        let Some(rt) = self
+            .registry
+            .by_storage_key(key)
+            .or_else(|| self.registry.all().find(|r| r.storage_key() == key))
+        else {
             // Kind no longer served (its CRD is gone): drop the object.
             let gone = self.commit(key, ns, name, None, EventType::Deleted);
             self.after_remove(&gone);
             return;
         };
-        let opts = DeleteOptions { propagation: propagation.map(str::to_string), ..Default::default() };
+        let opts = DeleteOptions {
+            propagation: propagation.map(str::to_string),
+            ..Default::default()
+        };
         let _ = self.delete(&rt, ns, name, &opts);
     }
 
     fn all_objects(&self) -> Vec<(String, Arc<Value>)> {
-        self.objects.iter().flat_map(|(k, b)| b.values().map(move |o| (k.clone(), o.clone()))).collect()
+        self.objects
+            .iter()
+            .flat_map(|(k, b)| b.values().map(move |o| (k.clone(), o.clone())))
+            .collect()
     }
 
     /// The garbage collector, namespace controller and CRD finalizer, run to a fixed point.
@@ -919,8 +1405,14 @@ impl State {
             let mut changed = false;
             for (key, obj) in self.all_objects() {
                 // The object may have gone earlier in this round.
-                let Some(obj) = self.raw(&key, meta_str(&obj, "namespace"), meta_str(&obj, "name")) else { continue };
-                let (ns, name) = (meta_str(&obj, "namespace").to_string(), meta_str(&obj, "name").to_string());
+                let Some(obj) = self.raw(&key, meta_str(&obj, "namespace"), meta_str(&obj, "name"))
+                else {
+                    continue;
+                };
+                let (ns, name) = (
+                    meta_str(&obj, "namespace").to_string(),
+                    meta_str(&obj, "name").to_string(),
+                );
                 let uid = meta_str(&obj, "uid").to_string();
                 let terminating = obj["metadata"]["deletionTimestamp"].is_string();
                 let fin = finalizers(&obj);
@@ -930,7 +1422,13 @@ impl State {
                         if let Some(refs) = d["metadata"]["ownerReferences"].as_array_mut() {
                             refs.retain(|r| r["uid"].as_str() != Some(&uid));
                         }
-                        self.commit(&dk, meta_str(&dep, "namespace"), meta_str(&dep, "name"), Some(d), EventType::Modified);
+                        self.commit(
+                            &dk,
+                            meta_str(&dep, "namespace"),
+                            meta_str(&dep, "name"),
+                            Some(d),
+                            EventType::Modified,
+                        );
                     }
                     self.drop_finalizer(&key, &obj, "orphan");
                     changed = true;
@@ -940,12 +1438,24 @@ impl State {
                     let deps = self.dependents(&uid);
                     for (dk, dep) in &deps {
                         if !dep["metadata"]["deletionTimestamp"].is_string() {
-                            self.delete_key(dk, meta_str(dep, "namespace"), meta_str(dep, "name"), Some("Foreground"));
+                            self.delete_key(
+                                dk,
+                                meta_str(dep, "namespace"),
+                                meta_str(dep, "name"),
+                                Some("Foreground"),
+                            );
                             changed = true;
                         }
                     }
                     let blocking = self.dependents(&uid).iter().any(|(_, d)| {
-                        d["metadata"]["ownerReferences"].as_array().into_iter().flatten().any(|r| r["uid"].as_str() == Some(&uid) && r["blockOwnerDeletion"].as_bool() == Some(true))
+                        d["metadata"]["ownerReferences"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|r| {
+                                r["uid"].as_str() == Some(&uid)
+                                    && r["blockOwnerDeletion"].as_bool() == Some(true)
+                            })
                     });
                     if !blocking {
                         self.drop_finalizer(&key, &obj, "foregroundDeletion");
@@ -954,14 +1464,23 @@ impl State {
                     continue;
                 }
                 if key == "namespaces" && terminating {
-                    let contents: Vec<(String, Arc<Value>)> = self.all_objects().into_iter().filter(|(_, o)| meta_str(o, "namespace") == name).collect();
+                    let contents: Vec<(String, Arc<Value>)> = self
+                        .all_objects()
+                        .into_iter()
+                        .filter(|(_, o)| meta_str(o, "namespace") == name)
+                        .collect();
                     for (ck, c) in &contents {
                         if !c["metadata"]["deletionTimestamp"].is_string() {
                             self.delete_key(ck, &name, meta_str(c, "name"), None);
                             changed = true;
                         }
                     }
-                    if contents.is_empty() || self.all_objects().iter().all(|(_, o)| meta_str(o, "namespace") != name) {
+                    if contents.is_empty()
+                        || self
+                            .all_objects()
+                            .iter()
+                            .all(|(_, o)| meta_str(o, "namespace") != name)
+                    {
                         let gone = self.commit("namespaces", "", &name, None, EventType::Deleted);
                         self.after_remove(&gone);
                         changed = true;
@@ -969,11 +1488,23 @@ impl State {
                     continue;
                 }
                 if key == "customresourcedefinitions.apiextensions.k8s.io" && terminating {
-                    let served_key = crate::error::qualified(obj["spec"]["group"].as_str().unwrap_or_default(), obj["spec"]["names"]["plural"].as_str().unwrap_or_default());
-                    let instances: Vec<(String, Arc<Value>)> = self.all_objects().into_iter().filter(|(k, _)| *k == served_key).collect();
+                    let served_key = crate::error::qualified(
+                        obj["spec"]["group"].as_str().unwrap_or_default(),
+                        obj["spec"]["names"]["plural"].as_str().unwrap_or_default(),
+                    );
+                    let instances: Vec<(String, Arc<Value>)> = self
+                        .all_objects()
+                        .into_iter()
+                        .filter(|(k, _)| *k == served_key)
+                        .collect();
                     for (ik, i) in &instances {
                         if !i["metadata"]["deletionTimestamp"].is_string() {
-                            self.delete_key(ik, meta_str(i, "namespace"), meta_str(i, "name"), None);
+                            self.delete_key(
+                                ik,
+                                meta_str(i, "namespace"),
+                                meta_str(i, "name"),
+                                None,
+                            );
                             changed = true;
                         }
                     }
@@ -983,11 +1514,17 @@ impl State {
                     }
                     continue;
                 }
-                let refs: Vec<String> = obj["metadata"]["ownerReferences"].as_array().into_iter().flatten().filter_map(|r| r["uid"].as_str().map(str::to_string)).collect();
+                let refs: Vec<String> = obj["metadata"]["ownerReferences"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r["uid"].as_str().map(str::to_string))
+                    .collect();
                 if refs.is_empty() {
                     continue;
                 }
-                let live: Vec<&String> = refs.iter().filter(|u| self.uids.contains_key(*u)).collect();
+                let live: Vec<&String> =
+                    refs.iter().filter(|u| self.uids.contains_key(*u)).collect();
                 if live.is_empty() {
                     if !terminating {
                         self.delete_key(&key, &ns, &name, None);
@@ -996,7 +1533,9 @@ impl State {
                 } else if live.len() < refs.len() {
                     let mut d = (*obj).clone();
                     if let Some(list) = d["metadata"]["ownerReferences"].as_array_mut() {
-                        list.retain(|r| r["uid"].as_str().is_some_and(|u| self.uids.contains_key(u)));
+                        list.retain(|r| {
+                            r["uid"].as_str().is_some_and(|u| self.uids.contains_key(u))
+                        });
                     }
                     self.commit(&key, &ns, &name, Some(d), EventType::Modified);
                     changed = true;
@@ -1011,14 +1550,26 @@ impl State {
     fn dependents(&self, owner_uid: &str) -> Vec<(String, Arc<Value>)> {
         self.all_objects()
             .into_iter()
-            .filter(|(_, o)| o["metadata"]["ownerReferences"].as_array().into_iter().flatten().any(|r| r["uid"].as_str() == Some(owner_uid)))
+            .filter(|(_, o)| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["uid"].as_str() == Some(owner_uid))
+            })
             .collect()
     }
 
     fn drop_finalizer(&mut self, key: &str, obj: &Value, finalizer: &str) {
-        let (ns, name) = (meta_str(obj, "namespace").to_string(), meta_str(obj, "name").to_string());
+        let (ns, name) = (
+            meta_str(obj, "namespace").to_string(),
+            meta_str(obj, "name").to_string(),
+        );
         let mut o = obj.clone();
-        let fin: Vec<String> = finalizers(obj).into_iter().filter(|f| f != finalizer).collect();
+        let fin: Vec<String> = finalizers(obj)
+            .into_iter()
+            .filter(|f| f != finalizer)
+            .collect();
         if fin.is_empty() {
             if let Some(m) = o["metadata"].as_object_mut() {
                 m.remove("finalizers");
@@ -1036,18 +1587,37 @@ impl State {
 
     /// Every stored object of a storage key (for controllers).
     pub fn objects_of(&self, key: &str) -> Vec<Arc<Value>> {
-        self.bucket(key).map(|b| b.values().cloned().collect()).unwrap_or_default()
+        self.bucket(key)
+            .map(|b| b.values().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
 fn resource_api_version(rt: &ResourceType) -> String {
-    if rt.group.is_empty() { rt.storage_version.clone() } else { format!("{}/{}", rt.group, rt.storage_version) }
+    if rt.group.is_empty() {
+        rt.storage_version.clone()
+    } else {
+        format!("{}/{}", rt.group, rt.storage_version)
+    }
 }
 
 fn conflict_error(rt: &ResourceType, name: &str, conflicts: &[fields::Conflict]) -> ApiError {
     let n = conflicts.len();
-    let lines: Vec<String> = conflicts.iter().map(|c| format!("conflict with \"{}\": {}", c.manager, fields::dotted(&c.path))).collect();
-    let message = if n == 1 { format!("Apply failed with 1 conflict: {}", lines[0]) } else { format!("Apply failed with {n} conflicts: {}", lines.join("\n")) };
+    let lines: Vec<String> = conflicts
+        .iter()
+        .map(|c| {
+            format!(
+                "conflict with \"{}\": {}",
+                c.manager,
+                fields::dotted(&c.path)
+            )
+        })
+        .collect();
+    let message = if n == 1 {
+        format!("Apply failed with 1 conflict: {}", lines[0])
+    } else {
+        format!("Apply failed with {n} conflicts: {}", lines.join("\n"))
+    };
     let causes: Vec<Value> = conflicts
         .iter()
         .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\"", c.manager), "field": fields::dotted(&c.path)}))
@@ -1058,4 +1628,3 @@ fn conflict_error(rt: &ResourceType, name: &str, conflicts: &[fields::Conflict])
     }
     ApiError::new(409, "Conflict", message).with_details(details)
 }
-

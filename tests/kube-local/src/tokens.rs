@@ -6,11 +6,11 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
+use rsa::RsaPrivateKey;
 use rsa::pkcs1v15::SigningKey;
 use rsa::sha2::{Digest, Sha256};
 use rsa::signature::{SignatureEncoding, Signer};
 use rsa::traits::PublicKeyParts;
-use rsa::RsaPrivateKey;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, FieldError};
@@ -45,12 +45,20 @@ pub struct User {
 
 impl User {
     pub fn admin() -> Self {
-        Self { name: "admin".into(), uid: String::new(), groups: vec!["system:masters".into(), "system:authenticated".into()] }
+        Self {
+            name: "admin".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }
     }
 
     /// Who a request without credentials is on the insecure port (what kubectl over http is).
     pub fn insecure_port() -> Self {
-        Self { name: "system:unsecured".into(), uid: String::new(), groups: vec!["system:masters".into(), "system:authenticated".into()] }
+        Self {
+            name: "system:unsecured".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }
     }
 
     pub fn is_admin(&self) -> bool {
@@ -85,7 +93,12 @@ impl TokenService {
         h.update(key.e().to_bytes_be());
         let kid = b64url(&h.finalize());
         let admin_token = format!("kube-local-admin-{}", uuid::Uuid::new_v4().simple());
-        Self { admin_token, kid, max_expiration, minted: Mutex::new(HashMap::new()) }
+        Self {
+            admin_token,
+            kid,
+            max_expiration,
+            minted: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn admin_token(&self) -> &str {
@@ -112,34 +125,63 @@ impl TokenService {
 
     fn sign(&self, claims: &Value) -> String {
         let header = json!({"alg": "RS256", "kid": self.kid});
-        let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+        let input = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
         let signer = SigningKey::<Sha256>::new(signing_key().clone());
         let sig = signer.sign(input.as_bytes());
         format!("{input}.{}", b64url(&sig.to_bytes()))
     }
 
     /// POST serviceaccounts/NAME/token. Returns the TokenRequest and an optional Warning text.
-    pub fn token_request(&self, st: &State, ns: &str, sa_name: &str, body: &Value) -> Result<(Value, Option<String>), ApiError> {
-        let sa = st.raw("serviceaccounts", ns, sa_name).ok_or_else(|| ApiError::not_found("", "serviceaccounts", sa_name))?;
+    pub fn token_request(
+        &self,
+        st: &State,
+        ns: &str,
+        sa_name: &str,
+        body: &Value,
+    ) -> Result<(Value, Option<String>), ApiError> {
+        let sa = st
+            .raw("serviceaccounts", ns, sa_name)
+            .ok_or_else(|| ApiError::not_found("", "serviceaccounts", sa_name))?;
         let spec = &body["spec"];
-        let mut audiences: Vec<String> = spec["audiences"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_string)).collect();
+        let mut audiences: Vec<String> = spec["audiences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .collect();
         if audiences.is_empty() {
             audiences.push(API_AUDIENCE.to_string());
         }
         let requested = spec["expirationSeconds"].as_i64().unwrap_or(3600);
-        let invalid = |e: FieldError| ApiError::invalid("authentication.k8s.io", "TokenRequest", sa_name, &[e]);
+        let invalid = |e: FieldError| {
+            ApiError::invalid("authentication.k8s.io", "TokenRequest", sa_name, &[e])
+        };
         if requested < 600 {
-            return Err(invalid(FieldError::invalid("spec.expirationSeconds", &json!(requested), "may not specify a duration less than 10 minutes")));
+            return Err(invalid(FieldError::invalid(
+                "spec.expirationSeconds",
+                &json!(requested),
+                "may not specify a duration less than 10 minutes",
+            )));
         }
         if requested > 1 << 32 {
-            return Err(invalid(FieldError::invalid("spec.expirationSeconds", &json!(requested), "may not specify a duration larger than 2^32 seconds")));
+            return Err(invalid(FieldError::invalid(
+                "spec.expirationSeconds",
+                &json!(requested),
+                "may not specify a duration larger than 2^32 seconds",
+            )));
         }
         let mut expiration = requested;
         let mut warning = None;
         if let Some(max) = self.max_expiration {
             let max = max.as_secs() as i64;
             if expiration > max {
-                warning = Some(format!("requested expiration of {requested} seconds shortened to {max} seconds"));
+                warning = Some(format!(
+                    "requested expiration of {requested} seconds shortened to {max} seconds"
+                ));
                 expiration = max;
             }
         }
@@ -151,14 +193,32 @@ impl TokenService {
             let plural = match (api_version, kind) {
                 ("v1", "Secret") => "secrets",
                 ("v1", "Pod") => "pods",
-                _ => return Err(invalid(FieldError::not_supported("spec.boundObjectRef.kind", &json!(kind), &[json!("Pod"), json!("Secret")]))),
+                _ => {
+                    return Err(invalid(FieldError::not_supported(
+                        "spec.boundObjectRef.kind",
+                        &json!(kind),
+                        &[json!("Pod"), json!("Secret")],
+                    )));
+                }
             };
             let name = bound_ref["name"].as_str().unwrap_or_default();
-            let obj = st.raw(plural, ns, name).ok_or_else(|| ApiError::not_found("", plural, name))?;
-            let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+            let obj = st
+                .raw(plural, ns, name)
+                .ok_or_else(|| ApiError::not_found("", plural, name))?;
+            let uid = obj["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             if let Some(want) = bound_ref["uid"].as_str().filter(|u| !u.is_empty()) {
                 if want != uid {
-                    return Err(ApiError::conflict("", kind, name, &format!("the UID in the bound object reference ({want}) does not match the UID in record. The object might have been deleted and then recreated")));
+                    return Err(ApiError::conflict(
+                        "",
+                        kind,
+                        name,
+                        &format!(
+                            "the UID in the bound object reference ({want}) does not match the UID in record. The object might have been deleted and then recreated"
+                        ),
+                    ));
                 }
             }
             bound = Some((kind.to_string(), name.to_string(), uid));
@@ -167,7 +227,10 @@ impl TokenService {
         let iat = now.as_second();
         let exp = iat + expiration;
         let jti = uuid::Uuid::new_v4().to_string();
-        let sa_uid = sa["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+        let sa_uid = sa["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let mut k8s = json!({"namespace": ns, "serviceaccount": {"name": sa_name, "uid": sa_uid}});
         if let Some((kind, name, uid)) = &bound {
             k8s[kind.to_lowercase()] = json!({"name": name, "uid": uid});
@@ -177,9 +240,22 @@ impl TokenService {
             "kubernetes.io": k8s, "nbf": iat, "sub": format!("system:serviceaccount:{ns}:{sa_name}"),
         });
         let token = self.sign(&claims);
-        let record = Minted { namespace: ns.into(), sa_name: sa_name.into(), sa_uid, bound, audiences: audiences.clone(), exp, jti };
-        self.minted.lock().unwrap_or_else(|p| p.into_inner()).insert(token.clone(), record);
-        let expires = jiff::Timestamp::from_second(exp).map(crate::util::rfc3339).unwrap_or_default();
+        let record = Minted {
+            namespace: ns.into(),
+            sa_name: sa_name.into(),
+            sa_uid,
+            bound,
+            audiences: audiences.clone(),
+            exp,
+            jti,
+        };
+        self.minted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.clone(), record);
+        let expires = jiff::Timestamp::from_second(exp)
+            .map(crate::util::rfc3339)
+            .unwrap_or_default();
         let mut out_spec = json!({"audiences": audiences, "expirationSeconds": expiration, "boundObjectRef": null});
         if bound_ref.is_object() {
             out_spec["boundObjectRef"] = bound_ref.clone();
@@ -195,23 +271,44 @@ impl TokenService {
     }
 
     /// Checks a token against the store: minted here, unexpired, audience, SA and bound object alive.
-    fn check(&self, st: &State, token: &str, audiences: &[String]) -> Result<(User, Vec<String>, String), String> {
-        let minted = self.minted.lock().unwrap_or_else(|p| p.into_inner()).get(token).cloned();
-        let Some(m) = minted else { return Err("invalid bearer token".into()) };
+    fn check(
+        &self,
+        st: &State,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<(User, Vec<String>, String), String> {
+        let minted = self
+            .minted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned();
+        let Some(m) = minted else {
+            return Err("invalid bearer token".into());
+        };
         if m.exp <= crate::util::now().as_second() {
             return Err("invalid bearer token, service account token has expired".into());
         }
-        let matched: Vec<String> = m.audiences.iter().filter(|a| audiences.contains(a)).cloned().collect();
+        let matched: Vec<String> = m
+            .audiences
+            .iter()
+            .filter(|a| audiences.contains(a))
+            .cloned()
+            .collect();
         if matched.is_empty() {
             return Err("invalid bearer token, token audiences is invalid".into());
         }
-        let sa_ok = st.raw("serviceaccounts", &m.namespace, &m.sa_name).is_some_and(|sa| sa["metadata"]["uid"].as_str() == Some(&m.sa_uid));
+        let sa_ok = st
+            .raw("serviceaccounts", &m.namespace, &m.sa_name)
+            .is_some_and(|sa| sa["metadata"]["uid"].as_str() == Some(&m.sa_uid));
         if !sa_ok {
             return Err("invalid bearer token, service account has been deleted".into());
         }
         if let Some((kind, name, uid)) = &m.bound {
             let plural = if kind == "Pod" { "pods" } else { "secrets" };
-            let alive = st.raw(plural, &m.namespace, name).is_some_and(|o| o["metadata"]["uid"].as_str() == Some(uid));
+            let alive = st
+                .raw(plural, &m.namespace, name)
+                .is_some_and(|o| o["metadata"]["uid"].as_str() == Some(uid));
             if !alive {
                 return Err("invalid bearer token, token has been invalidated".into());
             }
@@ -220,7 +317,11 @@ impl TokenService {
         let user = User {
             name: format!("system:serviceaccount:{ns}:{}", m.sa_name),
             uid: m.sa_uid.clone(),
-            groups: vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{ns}"), "system:authenticated".into()],
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{ns}"),
+                "system:authenticated".into(),
+            ],
         };
         Ok((user, matched, m.jti.clone()))
     }
@@ -230,13 +331,20 @@ impl TokenService {
         if token == self.admin_token {
             return Some(User::admin());
         }
-        self.check(st, token, &[API_AUDIENCE.to_string()]).ok().map(|(u, _, _)| u)
+        self.check(st, token, &[API_AUDIENCE.to_string()])
+            .ok()
+            .map(|(u, _, _)| u)
     }
 
     /// POST tokenreviews.
     pub fn token_review(&self, st: &State, body: &Value) -> Value {
         let token = body["spec"]["token"].as_str().unwrap_or_default();
-        let mut audiences: Vec<String> = body["spec"]["audiences"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_string)).collect();
+        let mut audiences: Vec<String> = body["spec"]["audiences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .collect();
         if audiences.is_empty() {
             audiences.push(API_AUDIENCE.to_string());
         }
@@ -268,14 +376,25 @@ mod tests {
         let token = svc.sign(&claims);
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3);
-        let header: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[0]).unwrap_or_default()).unwrap_or_default();
+        let header: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(parts[0])
+                .unwrap_or_default(),
+        )
+        .unwrap_or_default();
         assert_eq!(header["alg"], "RS256");
         assert_eq!(header["kid"], svc.jwks()["keys"][0]["kid"]);
         // The signature verifies with the published key.
         use rsa::signature::Verifier;
         let verifying = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(signing_key().to_public_key());
-        let sig_bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[2]).unwrap_or_default();
+        let sig_bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(parts[2])
+            .unwrap_or_default();
         let sig = rsa::pkcs1v15::Signature::try_from(sig_bytes.as_slice());
-        assert!(sig.is_ok_and(|s| verifying.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &s).is_ok()));
+        assert!(sig.is_ok_and(|s| {
+            verifying
+                .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &s)
+                .is_ok()
+        }));
     }
 }

@@ -19,12 +19,18 @@ pub fn now_rfc3339() -> String {
 pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
-    bytes.iter().take(5).map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+    bytes
+        .iter()
+        .take(5)
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
 }
 
 /// Human age like kubectl prints (`45s`, `12m`, `3h`, `2d`).
 pub fn human_age(created: &str) -> String {
-    let Ok(ts) = created.parse::<jiff::Timestamp>() else { return "<unknown>".to_string() };
+    let Ok(ts) = created.parse::<jiff::Timestamp>() else {
+        return "<unknown>".to_string();
+    };
     let secs = (now().as_second() - ts.as_second()).max(0);
     match secs {
         s if s < 120 => format!("{s}s"),
@@ -46,16 +52,25 @@ pub fn json_path<'a>(root: &'a Value, path: &str) -> Vec<&'a Value> {
             current = current.into_iter().filter_map(|v| v.get(key)).collect();
             rest = &r[end..];
         } else if let Some(r) = rest.strip_prefix('[') {
-            let Some(end) = r.find(']') else { return Vec::new() };
+            let Some(end) = r.find(']') else {
+                return Vec::new();
+            };
             // A filter may itself contain ']' only inside quotes; printer columns never do.
             let inner = &r[..end];
             rest = &r[end + 1..];
             if inner == "*" {
-                current = current.into_iter().flat_map(|v| v.as_array().into_iter().flatten()).collect();
+                current = current
+                    .into_iter()
+                    .flat_map(|v| v.as_array().into_iter().flatten())
+                    .collect();
             } else if let Ok(i) = inner.parse::<usize>() {
                 current = current.into_iter().filter_map(|v| v.get(i)).collect();
-            } else if let Some(filter) = inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')')) {
-                let Some((key, want)) = filter.split_once("==") else { return Vec::new() };
+            } else if let Some(filter) =
+                inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')'))
+            {
+                let Some((key, want)) = filter.split_once("==") else {
+                    return Vec::new();
+                };
                 let want = want.trim().trim_matches(['"', '\'']);
                 let key = key.trim();
                 current = current
@@ -91,8 +106,14 @@ mod tests {
     fn json_path_subset() {
         let obj = json!({"status": {"conditions": [{"type": "A", "status": "False"}, {"type": "Ready", "status": "True"}], "url": "u"}});
         assert_eq!(json_path(&obj, ".status.url"), vec![&json!("u")]);
-        assert_eq!(json_path(&obj, r#".status.conditions[?(@.type=="Ready")].status"#), vec![&json!("True")]);
-        assert_eq!(json_path(&obj, ".status.conditions[0].type"), vec![&json!("A")]);
+        assert_eq!(
+            json_path(&obj, r#".status.conditions[?(@.type=="Ready")].status"#),
+            vec![&json!("True")]
+        );
+        assert_eq!(
+            json_path(&obj, ".status.conditions[0].type"),
+            vec![&json!("A")]
+        );
         assert_eq!(json_path(&obj, ".status.conditions[*].type").len(), 2);
         assert!(json_path(&obj, ".spec.missing").is_empty());
     }

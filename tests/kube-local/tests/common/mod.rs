@@ -9,12 +9,18 @@ use kube_local::ControlPlane;
 use serde_json::{Value, json};
 
 pub async fn start() -> ControlPlane {
-    ControlPlane::builder().kserve_ready_delay(Duration::from_millis(50)).start().await.expect("control plane starts")
+    ControlPlane::builder()
+        .kserve_ready_delay(Duration::from_millis(50))
+        .start()
+        .await
+        .expect("control plane starts")
 }
 
 pub async fn client_for(cp: &ControlPlane, token: &str) -> kube::Client {
     let kc = Kubeconfig::from_yaml(&cp.kubeconfig_for_token(token)).expect("kubeconfig parses");
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
     // kube retries 429/503 with Retry-After by itself; the tests look at raw responses.
     config.default_retry = false;
     kube::Client::try_from(config).expect("client")
@@ -32,7 +38,13 @@ pub struct Reply {
     pub text: String,
 }
 
-pub async fn call(client: &kube::Client, method: &str, path: &str, content_type: &str, body: Option<Value>) -> Reply {
+pub async fn call(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Option<Value>,
+) -> Reply {
     let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
     let req = http::Request::builder()
         .method(method)
@@ -41,13 +53,21 @@ pub async fn call(client: &kube::Client, method: &str, path: &str, content_type:
         .header("accept", "application/json")
         .body(bytes)
         .expect("request");
-    let resp = client.send(req.map(kube::client::Body::from)).await.expect("response");
+    let resp = client
+        .send(req.map(kube::client::Body::from))
+        .await
+        .expect("response");
     let code = resp.status().as_u16();
     let headers = resp.headers().clone();
     let raw = resp.into_body().collect().await.expect("body").to_bytes();
     let text = String::from_utf8_lossy(&raw).to_string();
     let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    Reply { code, headers, body, text }
+    Reply {
+        code,
+        headers,
+        body,
+        text,
+    }
 }
 
 pub async fn get(c: &kube::Client, path: &str) -> Reply {
@@ -81,7 +101,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

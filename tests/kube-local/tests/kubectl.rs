@@ -1,0 +1,303 @@
+//! The real kubectl (v1.35) against kube-local, and the `kube-local serve` binary.
+//! kubectl comes from scripts/install-kubectl.sh (into <repo>/.tools/bin) or $KUBECTL.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+use kube_local::ControlPlane;
+
+fn kubectl_path() -> PathBuf {
+    if let Ok(p) = std::env::var("KUBECTL") {
+        return PathBuf::from(p);
+    }
+    let installed = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../.tools/bin/kubectl"
+    ));
+    assert!(
+        installed.exists(),
+        "kubectl not found: run tests/kube-local/scripts/install-kubectl.sh (installs into .tools/bin) or set KUBECTL"
+    );
+    installed
+}
+
+struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+    cache: PathBuf,
+    _dir: TempDir,
+}
+
+/// A scratch directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("kube-local-{tag}-{}", uuid_like()));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
+impl Kubectl {
+    fn new(cp: &ControlPlane) -> Self {
+        let dir = TempDir::new("kubectl");
+        let kubeconfig = dir.0.join("kubeconfig");
+        cp.write_kubeconfig(&kubeconfig)
+            .expect("kubeconfig written");
+        Self {
+            bin: kubectl_path(),
+            kubeconfig,
+            cache: dir.0.join("cache"),
+            _dir: dir,
+        }
+    }
+
+    /// Runs kubectl off the async runtime's threads.
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .args(args)
+            .stdin(Stdio::null());
+        tokio::task::spawn_blocking(move || cmd.output().expect("kubectl runs"))
+            .await
+            .expect("join")
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+}
+
+fn sample() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sklearn.yaml").to_string()
+}
+
+#[tokio::test]
+async fn kubectl_applies_waits_gets_describes_and_deletes() {
+    let cp = start().await;
+    let k = Kubectl::new(&cp);
+    assert!(k.ok(&["version"]).await.contains("Server Version: v1.35"));
+    k.ok(&["create", "namespace", "kubeflow-user-example-com"])
+        .await;
+    let ns = ["-n", "kubeflow-user-example-com"];
+    let applied = k.ok(&[&["apply", "-f", &sample()][..], &ns].concat()).await;
+    assert!(
+        applied.contains("inferenceservice.serving.kserve.io/sklearn-iris created"),
+        "{applied}"
+    );
+    let again = k.ok(&[&["apply", "-f", &sample()][..], &ns].concat()).await;
+    assert!(again.contains("unchanged"), "{again}");
+    k.ok(&[
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "inferenceservice/sklearn-iris",
+            "--timeout=20s",
+        ][..],
+        &ns,
+    ]
+    .concat())
+        .await;
+    let table = k.ok(&[&["get", "isvc"][..], &ns].concat()).await;
+    assert!(
+        table.contains("http://sklearn-iris.kubeflow-user-example-com.example.com"),
+        "{table}"
+    );
+    assert!(
+        table.lines().next().unwrap_or_default().starts_with("NAME"),
+        "{table}"
+    );
+    let url = k
+        .ok(&[
+            &[
+                "get",
+                "isvc",
+                "sklearn-iris",
+                "-o",
+                "jsonpath={.status.url}",
+            ][..],
+            &ns,
+        ]
+        .concat())
+        .await;
+    assert_eq!(
+        url,
+        "http://sklearn-iris.kubeflow-user-example-com.example.com"
+    );
+    let ssa = k
+        .ok(&[&["apply", "--server-side", "-f", &sample()][..], &ns].concat())
+        .await;
+    assert!(ssa.contains("serverside-applied"), "{ssa}");
+    let described = k
+        .ok(&[&["describe", "isvc", "sklearn-iris"][..], &ns].concat())
+        .await;
+    assert!(
+        described.contains("Storage Uri:") && described.contains("Ready"),
+        "{described}"
+    );
+    let pods = k
+        .ok(&[
+            &[
+                "get",
+                "pods",
+                "-l",
+                "serving.kserve.io/inferenceservice=sklearn-iris",
+                "-o",
+                "name",
+            ][..],
+            &ns,
+        ]
+        .concat())
+        .await;
+    assert!(pods.starts_with("pod/sklearn-iris-predictor-"), "{pods}");
+    let token = k
+        .ok(&[
+            &[
+                "create",
+                "token",
+                "default",
+                "--audience=istio-ingressgateway.istio-system.svc.cluster.local",
+                "--duration=24h",
+            ][..],
+            &ns,
+        ]
+        .concat())
+        .await;
+    assert_eq!(token.trim().split('.').count(), 3, "a JWT");
+    let deleted = k
+        .ok(&[&["delete", "-f", &sample()][..], &ns].concat())
+        .await;
+    assert!(deleted.contains("deleted"), "{deleted}");
+    let none = k
+        .run(&[&["get", "isvc", "sklearn-iris"][..], &ns].concat())
+        .await;
+    assert!(!none.status.success() && String::from_utf8_lossy(&none.stderr).contains("NotFound"));
+    cp.shutdown().await;
+}
+
+#[tokio::test]
+async fn kubectl_create_secret_configmap_serviceaccount_and_auth_can_i() {
+    let cp = start().await;
+    let k = Kubectl::new(&cp);
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "--from-literal=token=abc",
+    ])
+    .await;
+    assert_eq!(
+        k.ok(&["get", "secret", "s1", "-o", "jsonpath={.data.token}"])
+            .await,
+        "YWJj"
+    );
+    k.ok(&["create", "configmap", "c1", "--from-literal=x=y"])
+        .await;
+    k.ok(&["create", "serviceaccount", "robot"]).await;
+    assert!(k.ok(&["get", "sa"]).await.contains("robot"));
+    assert_eq!(
+        k.ok(&["auth", "can-i", "list", "secrets"]).await.trim(),
+        "yes"
+    );
+    k.ok(&["label", "configmap", "c1", "app=demo"]).await;
+    assert!(
+        k.ok(&["get", "cm", "-l", "app=demo", "-o", "name"])
+            .await
+            .contains("configmap/c1")
+    );
+    let protected = k.run(&["delete", "namespace", "default"]).await;
+    assert!(
+        String::from_utf8_lossy(&protected.stderr).contains("this namespace may not be deleted")
+    );
+    cp.shutdown().await;
+}
+
+#[tokio::test]
+async fn binary_serves_writes_kubeconfig_and_stops_on_sigterm() {
+    let dir = TempDir::new("bin");
+    let kubeconfig = dir.0.join("kc");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-local"))
+        .args(["serve", "--port", "0", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let url = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line.trim().to_string())
+    })
+    .await
+    .expect("join")
+    .expect("url line");
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let kc = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
+    assert!(kc.contains(&format!("server: {url}")) && kc.contains("token: "));
+    let bin = kubectl_path();
+    let out = tokio::task::spawn_blocking({
+        let kubeconfig = kubeconfig.clone();
+        let cache = dir.0.join("cache");
+        move || {
+            Command::new(bin)
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .arg("--cache-dir")
+                .arg(cache)
+                .args(["get", "ns", "-o", "name"])
+                .output()
+                .expect("kubectl")
+        }
+    })
+    .await
+    .expect("join");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("namespace/default"));
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(term.success());
+    let status = eventually(Duration::from_secs(10), "binary exits", || {
+        let s = child.try_wait().ok().flatten();
+        async move { s }
+    })
+    .await;
+    assert!(status.success());
+}
