@@ -6,37 +6,20 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{ADMIN_TOKEN, AUD, Browser, FakeApiServer, NS, named_echo_upstream};
+use common::{AUD, Browser, Cluster, NS, host_of, named_echo_upstream};
 use http::StatusCode;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 #[tokio::test]
 async fn gateway_process_serves_with_a_kubeconfig() {
-    let api = FakeApiServer::start().await;
-    let host = "sklearn-iris.kubeflow-user-example-com.example.com";
-    api.add_model(NS, "sklearn-iris", &format!("http://{host}"), false);
-    api.add_model(
-        NS,
-        "other",
-        "http://other.kubeflow-user-example-com.example.com",
-        false,
-    );
+    let cluster = Cluster::start().await;
+    let host = host_of(&cluster.add_model(NS, "sklearn-iris", false).await);
+    let other_host = host_of(&cluster.add_model(NS, "other", false).await);
     let (default_upstream, _default_task) = named_echo_upstream("default").await;
     let (own_upstream, _own_task) = named_echo_upstream("sklearn-iris's own").await;
-
     let kubeconfig =
         std::env::temp_dir().join(format!("mesh-local-cli-{}.kubeconfig", std::process::id()));
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: local\n\
-             clusters: [{{name: local, cluster: {{server: \"{}\"}}}}]\n\
-             users: [{{name: admin, user: {{token: \"{ADMIN_TOKEN}\"}}}}]\n\
-             contexts: [{{name: local, context: {{cluster: local, user: admin}}}}]\n",
-            api.url
-        ),
-    )
-    .unwrap();
+    cluster.control_plane.write_kubeconfig(&kubeconfig).unwrap();
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mesh-local"))
         .args(["gateway", "--port", "0", "--kubeconfig"])
@@ -57,12 +40,12 @@ async fn gateway_process_serves_with_a_kubeconfig() {
         .unwrap();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 
-    let token = api.token(NS, "default-editor", AUD, 3600);
+    let token = cluster.token(NS, "default-editor", AUD, 3600).await;
     let auth = format!("Bearer {token}");
     let answer = Browser::default()
         .get(
             &format!("{url}/v1/models/sklearn-iris"),
-            &[("host", host), ("authorization", &auth)],
+            &[("host", &host), ("authorization", &auth)],
         )
         .await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -74,10 +57,7 @@ async fn gateway_process_serves_with_a_kubeconfig() {
     let answer = Browser::default()
         .get(
             &format!("{url}/v1/models/other"),
-            &[
-                ("host", "other.kubeflow-user-example-com.example.com"),
-                ("authorization", &auth),
-            ],
+            &[("host", &other_host), ("authorization", &auth)],
         )
         .await;
     assert_eq!(answer.json()["upstream"], "default");
@@ -92,11 +72,10 @@ async fn gateway_process_serves_with_a_kubeconfig() {
         )
         .await;
     assert_eq!(unauthenticated.status, StatusCode::FOUND);
+    let location = unauthenticated.headers["location"].to_str().unwrap();
     assert!(
-        unauthenticated.headers["location"]
-            .to_str()
-            .unwrap()
-            .contains("redirect_uri=%2Fauthservice%2Foidc%2Fcallback")
+        location.contains("redirect_uri=%2Fauthservice%2Foidc%2Fcallback"),
+        "{location}"
     );
 
     child.kill().await.unwrap();

@@ -1,16 +1,18 @@
-//! The sample's request through the gateway to the real KServe model server.
+//! The sample end to end: kube-local (objects created through its API, TokenRequest tokens,
+//! KServe's stand-in setting status.url), the gateway, and the real KServe model server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::{ADMIN_TOKEN, AUD, Browser, FakeApiServer, NS, access_policy};
+use common::{AUD, Browser, Cluster, NS, access_policy, host_of};
 use http::StatusCode;
 use mesh_local::{Gateway, ModelServer};
 use serde_json::json;
 
-const HOST: &str = "sklearn-iris.kubeflow-user-example-com.example.com";
 const EDITOR: &str = "system:serviceaccount:kubeflow-user-example-com:default-editor";
 const IRIS_INPUT: &[u8] = include_bytes!("../../model-server/iris-input.json");
+const V2_INPUT: &[u8] =
+    br#"{"inputs":[{"name":"input-0","shape":[2,4],"datatype":"FP32","data":[6.8,2.8,4.8,1.4,6.0,3.4,4.5,1.6]}]}"#;
 
 async fn post(
     gateway: &Gateway,
@@ -37,28 +39,42 @@ async fn post(
 
 #[tokio::test]
 async fn sample_prediction_through_gateway_and_real_model_server() {
+    let cluster = Cluster::start().await;
     let model = ModelServer::start().await.unwrap();
-    let api = FakeApiServer::start().await;
-    // The sample's InferenceService has a sidecar here, so the 403 path is exercised too.
-    api.add_model(NS, "sklearn-iris", &format!("http://{HOST}"), true);
-    api.add_model(
-        "team-b",
-        "by-path",
-        "http://models.example.com/serving/team-b/by-path",
-        false,
-    );
+    // The sample's InferenceService as published (no sidecar), and the same with a sidecar.
+    let open_host = host_of(&cluster.add_model(NS, "sklearn-iris", false).await);
+    let meshed_host = host_of(&cluster.add_model(NS, "sklearn-meshed", true).await);
     let gateway = Gateway::builder()
-        .api_server(&api.url, ADMIN_TOKEN)
+        .api_server(&cluster.url(), &cluster.admin_token())
         .upstream(&model.url())
         .audience(AUD)
         .start()
         .await
         .unwrap();
-    let editor = api.token(NS, "default-editor", AUD, 3600);
+    let editor = cluster.token(NS, "default-editor", AUD, 3600).await;
+    let stranger = cluster
+        .token("other-team", "default-editor", AUD, 3600)
+        .await;
 
+    // No sidecar: any valid token gets the sample's answer.
+    for caller in [&editor, &stranger] {
+        let answer = post(
+            &gateway,
+            &open_host,
+            "/v1/models/sklearn-iris:predict",
+            caller,
+            IRIS_INPUT,
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(answer.json(), json!({"predictions": [1, 1]}));
+        assert_eq!(answer.headers["server"], "istio-envoy");
+    }
+
+    // Sidecar: deny-all until the access policy exists, then only its user.
     let denied = post(
         &gateway,
-        HOST,
+        &meshed_host,
         "/v1/models/sklearn-iris:predict",
         &editor,
         IRIS_INPUT,
@@ -68,15 +84,16 @@ async fn sample_prediction_through_gateway_and_real_model_server() {
         (denied.status, denied.body.as_str()),
         (StatusCode::FORBIDDEN, "RBAC: access denied")
     );
-
-    api.add_policy(
-        NS,
-        "sklearn-iris-access",
-        access_policy("sklearn-iris", EDITOR),
-    );
+    cluster
+        .add_policy(
+            NS,
+            "sklearn-meshed-access",
+            access_policy("sklearn-meshed", EDITOR),
+        )
+        .await;
     let allowed = post(
         &gateway,
-        HOST,
+        &meshed_host,
         "/v1/models/sklearn-iris:predict",
         &editor,
         IRIS_INPUT,
@@ -84,37 +101,9 @@ async fn sample_prediction_through_gateway_and_real_model_server() {
     .await;
     assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.body);
     assert_eq!(allowed.json(), json!({"predictions": [1, 1]}));
-    assert_eq!(allowed.headers["server"], "istio-envoy");
-
-    let v2 = br#"{"inputs":[{"name":"input-0","shape":[2,4],"datatype":"FP32","data":[6.8,2.8,4.8,1.4,6.0,3.4,4.5,1.6]}]}"#;
-    let answer = post(&gateway, HOST, "/v2/models/sklearn-iris/infer", &editor, v2).await;
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    assert_eq!(answer.json()["outputs"][0]["data"], json!([1, 1]));
-
-    let auth = format!("Bearer {editor}");
-    let ready = Browser::default()
-        .get(
-            &format!("{}/v1/models/sklearn-iris", gateway.url()),
-            &[("host", HOST), ("authorization", &auth)],
-        )
-        .await;
-    assert_eq!(ready.json(), json!({"name": "sklearn-iris", "ready": true}));
-
-    // Path-based routing reaches the same server with the prefix stripped.
-    let answer = post(
-        &gateway,
-        "models.example.com",
-        "/serving/team-b/by-path/v1/models/sklearn-iris:predict",
-        &editor,
-        IRIS_INPUT,
-    )
-    .await;
-    assert_eq!(answer.json(), json!({"predictions": [1, 1]}));
-
-    let stranger = api.token("other-team", "default-editor", AUD, 3600);
     let denied = post(
         &gateway,
-        HOST,
+        &meshed_host,
         "/v1/models/sklearn-iris:predict",
         &stranger,
         IRIS_INPUT,
@@ -124,5 +113,39 @@ async fn sample_prediction_through_gateway_and_real_model_server() {
         (denied.status, denied.body.as_str()),
         (StatusCode::FORBIDDEN, "RBAC: access denied")
     );
+
+    // v2 protocol and the readiness endpoint through the same path.
+    let v2 = post(
+        &gateway,
+        &meshed_host,
+        "/v2/models/sklearn-iris/infer",
+        &editor,
+        V2_INPUT,
+    )
+    .await;
+    assert_eq!(v2.status, StatusCode::OK, "{}", v2.body);
+    assert_eq!(v2.json()["outputs"][0]["data"], json!([1, 1]));
+    let auth = format!("Bearer {editor}");
+    let ready = Browser::default()
+        .get(
+            &format!("{}/v1/models/sklearn-iris", gateway.url()),
+            &[("host", &open_host), ("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(ready.json(), json!({"name": "sklearn-iris", "ready": true}));
+
+    // A full API credential (the API server's audience) is refused at the gateway.
+    let api_token = cluster
+        .token(NS, "default-editor", kube_local::API_AUDIENCE, 3600)
+        .await;
+    let refused = post(
+        &gateway,
+        &open_host,
+        "/v1/models/sklearn-iris:predict",
+        &api_token,
+        IRIS_INPUT,
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     model.stop().await;
 }

@@ -1,19 +1,24 @@
-//! The gateway against the stand-in API server and an echo upstream: routing, bearer JWTs,
-//! the sidecar's AuthorizationPolicy check.
+//! The gateway against kube-local and an echo upstream: routing, bearer JWTs, the sidecar's
+//! AuthorizationPolicy check.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::{ADMIN_TOKEN, AUD, Browser, FakeApiServer, NS, access_policy, echo_upstream};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::{AUD, Browser, Cluster, NS, access_policy, echo_upstream, host_of};
 use http::StatusCode;
+use kube_local::UrlStyle;
 use mesh_local::Gateway;
 use serde_json::json;
 
-const HOST: &str = "sklearn-iris.kubeflow-user-example-com.example.com";
 const EDITOR: &str = "system:serviceaccount:kubeflow-user-example-com:default-editor";
+const PREDICT: &str = "/v1/models/sklearn-iris:predict";
 
 struct Setup {
-    api: FakeApiServer,
+    cluster: Cluster,
     gateway: Gateway,
     _upstream: tokio::task::JoinHandle<()>,
 }
@@ -21,14 +26,14 @@ struct Setup {
 async fn setup(
     configure: impl FnOnce(mesh_local::GatewayBuilder) -> mesh_local::GatewayBuilder,
 ) -> Setup {
-    let api = FakeApiServer::start().await;
+    let cluster = Cluster::start().await;
     let (upstream, upstream_task) = echo_upstream().await;
     let builder = Gateway::builder()
-        .api_server(&api.url, ADMIN_TOKEN)
+        .api_server(&cluster.url(), &cluster.admin_token())
         .upstream(&upstream);
     let gateway = configure(builder).start().await.unwrap();
     Setup {
-        api,
+        cluster,
         gateway,
         _upstream: upstream_task,
     }
@@ -52,62 +57,93 @@ async fn predict(gateway: &Gateway, host: &str, path: &str, token: &str) -> comm
 }
 
 #[tokio::test]
-async fn routes_by_host_and_path_and_sets_userid_from_sub() {
+async fn routes_by_each_kserve_url_form() {
     let s = setup(|b| b).await;
-    s.api
-        .add_model(NS, "sklearn-iris", &format!("http://{HOST}"), false);
-    s.api.add_model(
-        "team-a",
-        "standard",
-        "http://standard-team-a.example.com",
-        false,
-    );
-    s.api.add_model(
-        "team-b",
-        "by-path",
-        "http://models.example.com/serving/team-b/by-path",
-        false,
-    );
-    let token = s.api.token(NS, "default-editor", AUD, 3600);
+    let token = s.cluster.token(NS, "default-editor", AUD, 3600).await;
 
-    let answer = predict(&s.gateway, HOST, "/v1/models/sklearn-iris:predict", &token).await;
+    // Knative form: http://<name>.<ns>.<domain>; kubeflow-userid comes from the token's sub.
+    let knative = host_of(&s.cluster.add_model(NS, "sklearn-iris", false).await);
+    assert_eq!(
+        knative,
+        "sklearn-iris.kubeflow-user-example-com.example.com"
+    );
+    let answer = predict(&s.gateway, &knative, PREDICT, &token).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(
         answer.json(),
-        json!({"method": "POST", "path": "/v1/models/sklearn-iris:predict", "userid": EDITOR, "upstream": "default"})
+        json!({"method": "POST", "path": PREDICT, "userid": EDITOR, "upstream": "default"})
     );
     assert_eq!(answer.headers["server"], "istio-envoy");
+    let with_port = format!("{}:80", knative.to_uppercase());
+    assert_eq!(
+        predict(&s.gateway, &with_port, PREDICT, &token)
+            .await
+            .status,
+        StatusCode::OK
+    );
 
+    // Standard form: http://<name>-<ns>.<domain>; the old host no longer routes.
+    s.cluster
+        .control_plane
+        .set_kserve_url_style(UrlStyle::Standard);
+    let standard = s
+        .cluster
+        .wait_for_url(NS, "sklearn-iris", |u| !u.contains(&knative))
+        .await;
+    assert_eq!(
+        host_of(&standard),
+        "sklearn-iris-kubeflow-user-example-com.example.com"
+    );
+    assert_eq!(
+        predict(&s.gateway, &host_of(&standard), PREDICT, &token)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        predict(&s.gateway, &knative, PREDICT, &token).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // pathTemplate: http://<domain>/serving/<ns>/<name>; the prefix is stripped before proxying.
+    s.cluster
+        .control_plane
+        .set_kserve_url_style(UrlStyle::PathTemplate);
+    let by_path = s
+        .cluster
+        .wait_for_url(NS, "sklearn-iris", |u| u.contains("/serving/"))
+        .await;
+    assert_eq!(
+        by_path,
+        "http://example.com/serving/kubeflow-user-example-com/sklearn-iris"
+    );
     let answer = predict(
         &s.gateway,
-        "standard-team-a.example.com:80",
-        "/v2/models/standard/infer",
+        "example.com",
+        &format!("/serving/{NS}/sklearn-iris{PREDICT}"),
         &token,
     )
     .await;
-    assert_eq!(answer.json()["path"], "/v2/models/standard/infer");
-
-    let answer = predict(
-        &s.gateway,
-        "models.example.com",
-        "/serving/team-b/by-path/v1/models/by-path:predict",
-        &token,
-    )
-    .await;
-    assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(answer.json()["path"], "/v1/models/by-path:predict");
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.json()["path"], PREDICT);
+    // The sample's `cut -d/ -f3` Host with the plain path reaches nothing.
+    assert_eq!(
+        predict(&s.gateway, "example.com", PREDICT, &token)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
 async fn unknown_host_is_404_with_empty_body() {
     let s = setup(|b| b).await;
-    s.api
-        .add_model(NS, "sklearn-iris", &format!("http://{HOST}"), false);
-    let token = s.api.token(NS, "default-editor", AUD, 3600);
+    s.cluster.add_model(NS, "sklearn-iris", false).await;
+    let token = s.cluster.token(NS, "default-editor", AUD, 3600).await;
     let answer = predict(
         &s.gateway,
         "sklearn-iris.kubeflow-user-example-com.svc.cluster.local",
-        "/v1/models/sklearn-iris:predict",
+        PREDICT,
         &token,
     )
     .await;
@@ -118,15 +154,14 @@ async fn unknown_host_is_404_with_empty_body() {
 #[tokio::test]
 async fn client_supplied_userid_is_overwritten() {
     let s = setup(|b| b).await;
-    s.api
-        .add_model(NS, "sklearn-iris", &format!("http://{HOST}"), false);
-    let token = s.api.token(NS, "default-editor", AUD, 3600);
+    let host = host_of(&s.cluster.add_model(NS, "sklearn-iris", false).await);
+    let token = s.cluster.token(NS, "default-editor", AUD, 3600).await;
     let auth = format!("Bearer {token}");
     let answer = Browser::default()
         .get(
             &format!("{}/v1/models/sklearn-iris", s.gateway.url()),
             &[
-                ("host", HOST),
+                ("host", &host),
                 ("authorization", &auth),
                 ("kubeflow-userid", "admin@example.com"),
             ],
@@ -138,44 +173,47 @@ async fn client_supplied_userid_is_overwritten() {
 #[tokio::test]
 async fn bad_tokens_get_envoys_401() {
     let s = setup(|b| b.audience(AUD)).await;
-    s.api
-        .add_model(NS, "sklearn-iris", &format!("http://{HOST}"), false);
-    let other = mesh_local::jwt::Signer::from_pkcs8(
-        include_bytes!("fixtures/other-signer.pk8.der"),
-        "test-key",
+    let host = host_of(&s.cluster.add_model(NS, "sklearn-iris", false).await);
+    let good = s.cluster.token(NS, "default-editor", AUD, 3600).await;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(good.split('.').nth(1).unwrap())
+            .unwrap(),
     )
     .unwrap();
-    let good = s.api.token(NS, "default-editor", AUD, 3600);
-    let claims: serde_json::Value = {
-        use base64::Engine as _;
-        let payload = good.split('.').nth(1).unwrap();
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(payload)
+    let other_key = include_bytes!("fixtures/other-signer.pk8.der");
+    let kid = {
+        let header: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(good.split('.').next().unwrap())
                 .unwrap(),
         )
-        .unwrap()
+        .unwrap();
+        header["kid"].as_str().unwrap_or_default().to_owned()
     };
+    let forged = mesh_local::jwt::Signer::from_pkcs8(other_key, &kid)
+        .unwrap()
+        .sign(&claims)
+        .unwrap();
+    let api_audience = s
+        .cluster
+        .token(NS, "default-editor", kube_local::API_AUDIENCE, 3600)
+        .await;
     let cases = [
-        (
-            "bad signature",
-            other.sign(&claims).unwrap(),
-            "Jwt verification fails",
-        ),
-        (
-            "expired",
-            s.api.token(NS, "default-editor", AUD, -120),
-            "Jwt is expired",
-        ),
+        ("bad signature", forged, "Jwt verification fails"),
         (
             "wrong audience",
-            s.api
-                .token(NS, "default-editor", "https://kubernetes.default.svc", 3600),
+            api_audience,
             "Audiences in Jwt are not allowed",
+        ),
+        (
+            "not a JWT",
+            "abc".to_owned(),
+            "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
         ),
     ];
     for (name, token, body) in cases {
-        let answer = predict(&s.gateway, HOST, "/v1/models/sklearn-iris:predict", &token).await;
+        let answer = predict(&s.gateway, &host, PREDICT, &token).await;
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{name}");
         assert_eq!(answer.body, body, "{name}");
         assert!(
@@ -185,26 +223,22 @@ async fn bad_tokens_get_envoys_401() {
                 .starts_with("Bearer realm=")
         );
     }
-    let answer = predict(&s.gateway, HOST, "/v1/models/sklearn-iris:predict", &good).await;
+    let answer = predict(&s.gateway, &host, PREDICT, &good).await;
     assert_eq!(answer.status, StatusCode::OK);
 }
 
 #[tokio::test]
-async fn token_expiry_follows_the_gateway_clock() {
+async fn expired_tokens_are_refused() {
     let s = setup(|b| b).await;
-    s.api
-        .add_model(NS, "sklearn-iris", &format!("http://{HOST}"), false);
-    let token = s.api.token(NS, "default-editor", AUD, 600);
+    let host = host_of(&s.cluster.add_model(NS, "sklearn-iris", false).await);
+    let token = s.cluster.token(NS, "default-editor", AUD, 600).await;
     assert_eq!(
-        predict(&s.gateway, HOST, "/v1/models/sklearn-iris:predict", &token)
-            .await
-            .status,
+        predict(&s.gateway, &host, PREDICT, &token).await.status,
         StatusCode::OK
     );
-    s.gateway
-        .clock()
-        .advance(std::time::Duration::from_secs(600 + 61));
-    let answer = predict(&s.gateway, HOST, "/v1/models/sklearn-iris:predict", &token).await;
+    // Past exp plus Envoy's 60 s clock skew.
+    s.gateway.clock().advance(Duration::from_secs(600 + 61));
+    let answer = predict(&s.gateway, &host, PREDICT, &token).await;
     assert_eq!(
         (answer.status, answer.body.as_str()),
         (StatusCode::UNAUTHORIZED, "Jwt is expired")
@@ -214,41 +248,40 @@ async fn token_expiry_follows_the_gateway_clock() {
 #[tokio::test]
 async fn sidecar_predictors_need_an_allow_policy() {
     let s = setup(|b| b).await;
-    s.api
-        .add_model(NS, "sklearn-iris", &format!("http://{HOST}"), true);
-    let editor = s.api.token(NS, "default-editor", AUD, 3600);
-    let stranger = s.api.token("other-team", "default-editor", AUD, 3600);
+    let host = host_of(&s.cluster.add_model(NS, "sklearn-iris", true).await);
+    let editor = s.cluster.token(NS, "default-editor", AUD, 3600).await;
+    let stranger = s
+        .cluster
+        .token("other-team", "default-editor", AUD, 3600)
+        .await;
 
     // Mesh-wide deny-all: nothing allows yet.
-    let answer = predict(&s.gateway, HOST, "/v1/models/sklearn-iris:predict", &editor).await;
+    let answer = predict(&s.gateway, &host, PREDICT, &editor).await;
     assert_eq!(
         (answer.status, answer.body.as_str()),
         (StatusCode::FORBIDDEN, "RBAC: access denied")
     );
 
     // Kubeflow's namespace-owner policy matches emails, never a ServiceAccount's sub.
-    s.api.add_policy(NS, "ns-owner-access-istio", json!({"rules": [{"when": [{"key": "request.headers[kubeflow-userid]", "values": ["user@example.com"]}]}]}));
+    let owner = json!({"rules": [{"when": [{"key": "request.headers[kubeflow-userid]", "values": ["user@example.com"]}]}]});
+    s.cluster
+        .add_policy(NS, "ns-owner-access-istio", owner)
+        .await;
     assert_eq!(
-        predict(&s.gateway, HOST, "/v1/models/sklearn-iris:predict", &editor)
-            .await
-            .status,
+        predict(&s.gateway, &host, PREDICT, &editor).await.status,
         StatusCode::FORBIDDEN
     );
 
-    s.api.add_policy(
-        NS,
-        "sklearn-iris-access",
-        access_policy("sklearn-iris", EDITOR),
-    );
-    let answer = predict(&s.gateway, HOST, "/v1/models/sklearn-iris:predict", &editor).await;
+    s.cluster
+        .add_policy(
+            NS,
+            "sklearn-iris-access",
+            access_policy("sklearn-iris", EDITOR),
+        )
+        .await;
+    let answer = predict(&s.gateway, &host, PREDICT, &editor).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    let answer = predict(
-        &s.gateway,
-        HOST,
-        "/v1/models/sklearn-iris:predict",
-        &stranger,
-    )
-    .await;
+    let answer = predict(&s.gateway, &host, PREDICT, &stranger).await;
     assert_eq!(
         (answer.status, answer.body.as_str()),
         (StatusCode::FORBIDDEN, "RBAC: access denied")
@@ -259,67 +292,58 @@ async fn sidecar_predictors_need_an_allow_policy() {
 async fn without_a_sidecar_any_valid_token_passes() {
     // The gap GUIDE §1 describes: authentication without per-model authorization.
     let s = setup(|b| b).await;
-    s.api
-        .add_model(NS, "sklearn-iris", &format!("http://{HOST}"), false);
-    s.api.add_policy(
-        NS,
-        "deny-everything-at-the-sidecar",
-        json!({"action": "DENY", "rules": [{}]}),
+    let host = host_of(&s.cluster.add_model(NS, "sklearn-iris", false).await);
+    s.cluster
+        .add_policy(
+            NS,
+            "deny-everything",
+            json!({"action": "DENY", "rules": [{}]}),
+        )
+        .await;
+    let stranger = s
+        .cluster
+        .token("other-team", "default-editor", AUD, 3600)
+        .await;
+    assert_eq!(
+        predict(&s.gateway, &host, PREDICT, &stranger).await.status,
+        StatusCode::OK
     );
-    let stranger = s.api.token("other-team", "default-editor", AUD, 3600);
-    let answer = predict(
-        &s.gateway,
-        HOST,
-        "/v1/models/sklearn-iris:predict",
-        &stranger,
-    )
-    .await;
-    assert_eq!(answer.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn deny_policies_in_the_root_namespace_apply() {
     let s = setup(|b| b).await;
-    s.api
-        .add_model(NS, "sklearn-iris", &format!("http://{HOST}"), true);
-    s.api.add_policy(NS, "allow-all", json!({"rules": [{}]}));
-    let editor = s.api.token(NS, "default-editor", AUD, 3600);
+    let host = host_of(&s.cluster.add_model(NS, "sklearn-iris", true).await);
+    s.cluster
+        .add_policy(NS, "allow-all", json!({"rules": [{}]}))
+        .await;
+    let editor = s.cluster.token(NS, "default-editor", AUD, 3600).await;
     assert_eq!(
-        predict(&s.gateway, HOST, "/v1/models/sklearn-iris:predict", &editor)
-            .await
-            .status,
+        predict(&s.gateway, &host, PREDICT, &editor).await.status,
         StatusCode::OK
     );
-    s.api.add_policy(
-        "istio-system",
-        "no-v1",
-        json!({"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/v1/*"]}}]}]}),
-    );
+    s.cluster.ensure_namespace("istio-system").await;
+    let no_v1 = json!({"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/v1/*"]}}]}]});
+    s.cluster.add_policy("istio-system", "no-v1", no_v1).await;
     assert_eq!(
-        predict(&s.gateway, HOST, "/v1/models/sklearn-iris:predict", &editor)
-            .await
-            .status,
+        predict(&s.gateway, &host, PREDICT, &editor).await.status,
         StatusCode::FORBIDDEN
     );
-    assert_eq!(
-        predict(&s.gateway, HOST, "/v2/models/sklearn-iris/infer", &editor)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    let v2 = predict(&s.gateway, &host, "/v2/models/sklearn-iris/infer", &editor).await;
+    assert_eq!(v2.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn missing_upstream_is_503() {
-    let api = FakeApiServer::start().await;
+    let cluster = Cluster::start().await;
     let gateway = Gateway::builder()
-        .api_server(&api.url, ADMIN_TOKEN)
+        .api_server(&cluster.url(), &cluster.admin_token())
         .start()
         .await
         .unwrap();
-    api.add_model(NS, "sklearn-iris", &format!("http://{HOST}"), false);
-    let token = api.token(NS, "default-editor", AUD, 3600);
-    let answer = predict(&gateway, HOST, "/v1/models/sklearn-iris:predict", &token).await;
+    let host = host_of(&cluster.add_model(NS, "sklearn-iris", false).await);
+    let token = cluster.token(NS, "default-editor", AUD, 3600).await;
+    let answer = predict(&gateway, &host, PREDICT, &token).await;
     assert_eq!(
         (answer.status, answer.body.as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ADMIN_TOKEN, Browser, FakeApiServer, NS, echo_upstream};
+use common::{Browser, Cluster, NS, echo_upstream};
 use http::StatusCode;
 use mesh_local::{Flavour, Gateway, LdapUser, LoginConfig, StaticUser};
 
@@ -67,9 +67,9 @@ async fn get_istio_auth_session(
     }
 }
 
-async fn gateway(api: &FakeApiServer, upstream: &str, login: LoginConfig) -> Gateway {
+async fn gateway(api: &Cluster, upstream: &str, login: LoginConfig) -> Gateway {
     Gateway::builder()
-        .api_server(&api.url, ADMIN_TOKEN)
+        .api_server(&api.url(), &api.admin_token())
         .upstream(upstream)
         .login(login)
         .start()
@@ -108,8 +108,8 @@ async fn predict_with_cookie(gateway: &Gateway, cookie: &str) -> common::Answer 
 
 #[tokio::test]
 async fn oauth2_proxy_flow_with_static_password() {
-    let api = FakeApiServer::start().await;
-    api.add_model(NS, "sklearn-iris", &format!("http://{HOST}"), false);
+    let api = Cluster::start().await;
+    api.add_model(NS, "sklearn-iris", false).await;
     let (upstream, _task) = echo_upstream().await;
     let gateway = gateway(&api, &upstream, LoginConfig::default()).await;
 
@@ -188,8 +188,8 @@ async fn oauth2_proxy_flow_with_static_password() {
 
 #[tokio::test]
 async fn authservice_flow_with_connector_choice_and_ldap() {
-    let api = FakeApiServer::start().await;
-    api.add_model(NS, "sklearn-iris", &format!("http://{HOST}"), false);
+    let api = Cluster::start().await;
+    api.add_model(NS, "sklearn-iris", false).await;
     let (upstream, _task) = echo_upstream().await;
     let gateway = gateway(&api, &upstream, both_connectors(Flavour::AuthService)).await;
 
@@ -256,7 +256,7 @@ async fn wrong_password_shows_the_login_page_again_without_redirect() {
             "Invalid Username and password.",
         ),
     ] {
-        let api = FakeApiServer::start().await;
+        let api = Cluster::start().await;
         let (upstream, _task) = echo_upstream().await;
         let gateway = gateway(&api, &upstream, both_connectors(flavour)).await;
         let mut browser = Browser::default();
@@ -278,8 +278,8 @@ async fn wrong_password_shows_the_login_page_again_without_redirect() {
 
 #[tokio::test]
 async fn sessions_carry_max_age_and_expire() {
-    let api = FakeApiServer::start().await;
-    api.add_model(NS, "sklearn-iris", &format!("http://{HOST}"), false);
+    let api = Cluster::start().await;
+    api.add_model(NS, "sklearn-iris", false).await;
     let (upstream, _task) = echo_upstream().await;
     let login = LoginConfig {
         session_max_age: Duration::from_secs(3600),
@@ -316,7 +316,7 @@ async fn sessions_carry_max_age_and_expire() {
 
 #[tokio::test]
 async fn session_cookie_attributes() {
-    let api = FakeApiServer::start().await;
+    let api = Cluster::start().await;
     let (upstream, _task) = echo_upstream().await;
     let login = LoginConfig {
         session_max_age: Duration::from_secs(7200),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, FakeApiServer};
+use common::Cluster;
 use mesh_local::{Flavour, Gateway, LoginConfig};
 use serde_json::Value;
 
@@ -31,9 +31,9 @@ async fn run_sample(url: &str, username: &str, password: &str) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-async fn gateway(api: &FakeApiServer, flavour: Flavour) -> Gateway {
+async fn gateway(api: &Cluster, flavour: Flavour) -> Gateway {
     Gateway::builder()
-        .api_server(&api.url, ADMIN_TOKEN)
+        .api_server(&api.url(), &api.admin_token())
         .login(LoginConfig {
             flavour,
             ..LoginConfig::default()
@@ -45,7 +45,7 @@ async fn gateway(api: &FakeApiServer, flavour: Flavour) -> Gateway {
 
 #[tokio::test]
 async fn sample_function_gets_an_authservice_session() {
-    let api = FakeApiServer::start().await;
+    let api = Cluster::start().await;
     let gateway = gateway(&api, Flavour::AuthService).await;
     let session = run_sample(&gateway.url(), "user@example.com", "12341234").await;
     assert_eq!(session["is_secured"], true, "{session}");
@@ -69,7 +69,7 @@ async fn sample_function_gets_an_authservice_session() {
 #[tokio::test]
 async fn sample_function_with_oauth2_proxy_finds_no_authservice_cookie() {
     // The breakage users hit with Kubeflow 1.9: the login works, the cookie has a new name.
-    let api = FakeApiServer::start().await;
+    let api = Cluster::start().await;
     let gateway = gateway(&api, Flavour::OAuth2Proxy).await;
     let session = run_sample(&gateway.url(), "user@example.com", "12341234").await;
     assert_eq!(session["is_secured"], true, "{session}");
@@ -85,7 +85,7 @@ async fn sample_function_with_oauth2_proxy_finds_no_authservice_cookie() {
 
 #[tokio::test]
 async fn sample_function_reports_a_wrong_password() {
-    let api = FakeApiServer::start().await;
+    let api = Cluster::start().await;
     let gateway = gateway(&api, Flavour::OAuth2Proxy).await;
     let session = run_sample(&gateway.url(), "user@example.com", "wrong").await;
     assert!(

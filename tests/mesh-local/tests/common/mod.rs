@@ -1,10 +1,9 @@
-//! Shared test fixtures: a tiny stand-in for the few API server endpoints the gateway reads, an
-//! echo upstream, and a cookie-keeping HTTP client that follows redirects like `requests`.
+//! Shared test fixtures: kube-local with an admin client, an echo upstream, and a cookie-keeping
+//! HTTP client that follows redirects like `requests`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Method, StatusCode, header};
@@ -12,12 +11,15 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_local::jwt::{KUBERNETES_ISSUER, Signer};
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 pub const NS: &str = "kubeflow-user-example-com";
 pub const GATEWAY_SA: &str =
     "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
@@ -59,110 +61,195 @@ fn json_response(status: StatusCode, body: &Value) -> http::Response<Full<Bytes>
     response
 }
 
-#[derive(Default)]
-pub struct Objects {
-    pub inference_services: Vec<Value>,
-    pub pods: Vec<Value>,
-    pub policies: Vec<Value>,
+/// kube-local plus an admin client: objects are created through the API, as a user would.
+pub struct Cluster {
+    pub control_plane: kube_local::ControlPlane,
+    pub client: kube::Client,
 }
 
-/// The API server endpoints the gateway reads (list InferenceServices, predictor pods,
-/// AuthorizationPolicies; JWKS), behind the admin bearer token; until kube-local lands.
-pub struct FakeApiServer {
-    pub url: String,
-    pub objects: Arc<Mutex<Objects>>,
-    pub signer: Arc<Signer>,
-    _task: JoinHandle<()>,
+fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
 }
 
-impl Drop for FakeApiServer {
-    fn drop(&mut self) {
-        self._task.abort();
-    }
+fn inference_services() -> ApiResource {
+    resource(
+        "serving.kserve.io",
+        "v1beta1",
+        "InferenceService",
+        "inferenceservices",
+    )
 }
 
-impl FakeApiServer {
-    pub async fn start() -> FakeApiServer {
-        let signer = Arc::new(
-            Signer::from_pkcs8(
-                include_bytes!("../fixtures/test-signer.pk8.der"),
-                "test-key",
-            )
-            .unwrap(),
-        );
-        let objects = Arc::new(Mutex::new(Objects::default()));
-        let (state, jwks) = (objects.clone(), signer.jwks());
-        let (url, task) = serve_http(move |request| {
-            let state = state.clone();
-            let jwks = jwks.clone();
-            async move { api_response(&state, &jwks, &request) }
-        })
-        .await;
-        FakeApiServer {
-            url,
-            objects,
-            signer,
-            _task: task,
+impl Cluster {
+    pub async fn start() -> Cluster {
+        let control_plane = kube_local::ControlPlane::builder().start().await.unwrap();
+        let client = client_for(&control_plane.url(), &control_plane.admin_token());
+        Cluster {
+            control_plane,
+            client,
         }
     }
 
-    /// A ServiceAccount token as the API server's TokenRequest mints it.
-    pub fn token(
+    pub fn url(&self) -> String {
+        self.control_plane.url()
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.control_plane.admin_token()
+    }
+
+    /// Creates the object unless it exists.
+    async fn ensure(&self, ar: &ApiResource, namespace: Option<&str>, object: Value) {
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, ar),
+            None => Api::all_with(self.client.clone(), ar),
+        };
+        match api
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(object).unwrap(),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(error) => panic!("create: {error}"),
+        }
+    }
+
+    pub async fn ensure_namespace(&self, namespace: &str) {
+        let namespaces = resource("", "v1", "Namespace", "namespaces");
+        self.ensure(
+            &namespaces,
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+        )
+        .await;
+    }
+
+    pub async fn ensure_service_account(&self, namespace: &str, name: &str) {
+        self.ensure_namespace(namespace).await;
+        let service_accounts = resource("", "v1", "ServiceAccount", "serviceaccounts");
+        self.ensure(
+            &service_accounts,
+            Some(namespace),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}),
+        )
+        .await;
+    }
+
+    /// A TokenRequest token (the API server's minimum lifetime is 600 s).
+    pub async fn token(
         &self,
         namespace: &str,
         service_account: &str,
         audience: &str,
-        expires_in: i64,
+        seconds: i64,
     ) -> String {
-        let now = jiff::Timestamp::now().as_second();
-        self.signer
-            .sign(&json!({
-                "aud": [audience],
-                "exp": now + expires_in,
-                "iat": now,
-                "nbf": now,
-                "iss": KUBERNETES_ISSUER,
-                "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": service_account, "uid": "0"}},
-                "sub": format!("system:serviceaccount:{namespace}:{service_account}"),
-            }))
+        self.ensure_service_account(namespace, service_account)
+            .await;
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![audience.to_owned()],
+                expiration_seconds: Some(seconds),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        api.create_token_request(service_account, &PostParams::default(), &request)
+            .await
             .unwrap()
+            .status
+            .unwrap()
+            .token
     }
 
-    /// An InferenceService with `status.url` and its predictor pod carrying its annotations.
-    pub fn add_model(&self, namespace: &str, name: &str, url: &str, sidecar: bool) {
+    /// The sample's InferenceService (with or without sidecar); waits for KServe's stand-in to
+    /// set status.url and start the predictor pod; returns status.url.
+    pub async fn add_model(&self, namespace: &str, name: &str, sidecar: bool) -> String {
+        self.ensure_service_account(namespace, "default-editor")
+            .await;
         let annotations = if sidecar {
             json!({})
         } else {
             json!({"sidecar.istio.io/inject": "false"})
         };
-        let mut objects = self.objects.lock().unwrap();
-        objects.inference_services.push(json!({
-            "apiVersion": "serving.kserve.io/v1beta1",
-            "kind": "InferenceService",
-            "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
-            "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}}}},
-            "status": {"url": url},
-        }));
-        objects.pods.push(json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": format!("{name}-predictor-0"),
-                "namespace": namespace,
-                "annotations": annotations,
-                "labels": {"serving.kserve.io/inferenceservice": name, "component": "predictor"},
-            },
-        }));
+        self.ensure(
+            &inference_services(),
+            Some(namespace),
+            json!({
+                "apiVersion": "serving.kserve.io/v1beta1",
+                "kind": "InferenceService",
+                "metadata": {"name": name, "annotations": annotations},
+                "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model"}}},
+            }),
+        )
+        .await;
+        self.wait_for_url(namespace, name, |_| true).await
     }
 
-    pub fn add_policy(&self, namespace: &str, name: &str, spec: Value) {
-        self.objects.lock().unwrap().policies.push(json!({
-            "apiVersion": "security.istio.io/v1",
-            "kind": "AuthorizationPolicy",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": spec,
-        }));
+    /// Polls until status.url satisfies `accept` and the predictor pod exists.
+    pub async fn wait_for_url(
+        &self,
+        namespace: &str,
+        name: &str,
+        accept: impl Fn(&str) -> bool,
+    ) -> String {
+        let isvcs: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &inference_services());
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let selector = format!("serving.kserve.io/inferenceservice={name},component=predictor");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut interval = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            interval.tick().await;
+            let isvc = isvcs.get(name).await.unwrap();
+            let url = isvc.data["status"]["url"]
+                .as_str()
+                .filter(|u| accept(u))
+                .map(str::to_owned);
+            let has_pod = !pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .unwrap()
+                .items
+                .is_empty();
+            if let (Some(url), true) = (url, has_pod) {
+                return url;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "predictor of {namespace}/{name} not ready"
+            );
+        }
     }
+
+    pub async fn add_policy(&self, namespace: &str, name: &str, spec: Value) {
+        let policies = resource(
+            "security.istio.io",
+            "v1",
+            "AuthorizationPolicy",
+            "authorizationpolicies",
+        );
+        self.ensure(
+            &policies,
+            Some(namespace),
+            json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": name}, "spec": spec}),
+        )
+        .await;
+    }
+}
+
+pub fn client_for(url: &str, token: &str) -> kube::Client {
+    let mut config = kube::Config::new(url.parse().unwrap());
+    config.auth_info.token = Some(token.to_owned().into());
+    kube::Client::try_from(config).unwrap()
+}
+
+/// The host of a URL (what the sample gets with `cut -d/ -f3`, minus any port).
+pub fn host_of(url: &str) -> String {
+    url.parse::<http::Uri>().unwrap().host().unwrap().to_owned()
 }
 
 /// The policy the operator is meant to write: gateway principal AND the caller's userid header.
@@ -175,91 +262,6 @@ pub fn access_policy(model: &str, user: &str) -> Value {
             "when": [{"key": "request.headers[kubeflow-userid]", "values": [user]}],
         }],
     })
-}
-
-fn api_response(
-    state: &Mutex<Objects>,
-    jwks: &Value,
-    request: &http::Request<hyper::body::Incoming>,
-) -> http::Response<Full<Bytes>> {
-    let authorized = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .is_some_and(|v| v.as_bytes() == format!("Bearer {ADMIN_TOKEN}").as_bytes());
-    if !authorized {
-        return json_response(
-            StatusCode::UNAUTHORIZED,
-            &json!({"kind": "Status", "code": 401, "message": "Unauthorized", "reason": "Unauthorized"}),
-        );
-    }
-    if request.method() != Method::GET {
-        return json_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &json!({"kind": "Status", "code": 405}),
-        );
-    }
-    let path = request.uri().path();
-    let selector: BTreeMap<String, String> =
-        form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
-            .find(|(k, _)| k == "labelSelector")
-            .map(|(_, v)| {
-                v.split(',')
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
-    let objects = state.lock().unwrap();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let (items, kind, api_version): (Vec<Value>, &str, &str) = match segments.as_slice() {
-        ["openid", "v1", "jwks"] => return json_response(StatusCode::OK, jwks),
-        ["apis", "serving.kserve.io", "v1beta1", "inferenceservices"] => (
-            objects.inference_services.clone(),
-            "InferenceServiceList",
-            "serving.kserve.io/v1beta1",
-        ),
-        ["api", "v1", "namespaces", ns, "pods"] => {
-            (in_namespace(&objects.pods, ns), "PodList", "v1")
-        }
-        [
-            "apis",
-            "security.istio.io",
-            "v1",
-            "namespaces",
-            ns,
-            "authorizationpolicies",
-        ] => (
-            in_namespace(&objects.policies, ns),
-            "AuthorizationPolicyList",
-            "security.istio.io/v1",
-        ),
-        _ => {
-            return json_response(
-                StatusCode::NOT_FOUND,
-                &json!({"kind": "Status", "code": 404, "reason": "NotFound", "message": "not found"}),
-            );
-        }
-    };
-    let items: Vec<Value> = items
-        .into_iter()
-        .filter(|item| {
-            selector
-                .iter()
-                .all(|(k, v)| item["metadata"]["labels"][k].as_str() == Some(v))
-        })
-        .collect();
-    json_response(
-        StatusCode::OK,
-        &json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "1"}, "items": items}),
-    )
-}
-
-fn in_namespace(items: &[Value], ns: &str) -> Vec<Value> {
-    items
-        .iter()
-        .filter(|i| i["metadata"]["namespace"] == ns)
-        .cloned()
-        .collect()
 }
 
 /// An upstream that answers with what it received: method, path, and the kubeflow-userid header.
