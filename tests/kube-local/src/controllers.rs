@@ -239,11 +239,10 @@ pub async fn run_kserve(
                 Ok(ev) if ev.key == ISVC_KEY && ev.kind != EventType::Deleted => schedule(&store, &settings, &ev.object, &mut pending, &mut timers),
                 Ok(ev) if ev.key == "pods" && ev.kind == EventType::Deleted => {
                     let owner = ev.object["metadata"]["labels"]["serving.kserve.io/inferenceservice"].as_str().map(str::to_string);
-                    if let Some(owner) = owner {
-                        if let Ok(isvc) = store.get("serving.kserve.io/v1beta1", "inferenceservices", Some(meta(&ev.object, "namespace")), &owner) {
+                    if let Some(owner) = owner
+                        && let Ok(isvc) = store.get("serving.kserve.io/v1beta1", "inferenceservices", Some(meta(&ev.object, "namespace")), &owner) {
                             schedule(&store, &settings, &isvc, &mut pending, &mut timers);
                         }
-                    }
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => rescan = true,

@@ -182,6 +182,9 @@ pub fn openapi_v3_root(reg: &Registry) -> Value {
     json!({"paths": paths})
 }
 
+/// Renders one cell of a Table row from the object.
+type CellFn = Box<dyn Fn(&Value) -> Value>;
+
 fn column(name: &str, kind: &str, format: &str, priority: i64) -> Value {
     json!({"name": name, "type": kind, "format": format, "description": "", "priority": priority})
 }
@@ -194,8 +197,7 @@ pub fn table(
     continue_token: Option<&str>,
 ) -> Value {
     let mut cols = vec![column("Name", "string", "name", 0)];
-    let mut cell_fns: Vec<Box<dyn Fn(&Value) -> Value>> =
-        vec![Box::new(|o: &Value| o["metadata"]["name"].clone())];
+    let mut cell_fns: Vec<CellFn> = vec![Box::new(|o: &Value| o["metadata"]["name"].clone())];
     let age = |o: &Value| {
         json!(util::human_age(
             o["metadata"]["creationTimestamp"]

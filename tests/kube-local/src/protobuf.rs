@@ -175,6 +175,9 @@ fn service_account(n: u64) -> Option<(&'static str, Kind, bool)> {
     })
 }
 
+/// One wire field: number, varint value (Null otherwise), length-delimited payload.
+type WireField<'a> = (u64, Value, Option<&'a [u8]>);
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -211,7 +214,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Next (field number, wire type, payload) triple.
-    fn field(&mut self) -> Result<Option<(u64, Value, Option<&'a [u8]>)>, ApiError> {
+    fn field(&mut self) -> Result<Option<WireField<'a>>, ApiError> {
         if self.pos >= self.buf.len() {
             return Ok(None);
         }

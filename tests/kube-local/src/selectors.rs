@@ -171,10 +171,10 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, obj: &Value) -> bool {
-        if let Some(ns) = &self.namespace {
-            if obj["metadata"]["namespace"].as_str() != Some(ns.as_str()) {
-                return false;
-            }
+        if let Some(ns) = &self.namespace
+            && obj["metadata"]["namespace"].as_str() != Some(ns.as_str())
+        {
+            return false;
         }
         self.labels.matches(obj) && self.fields.matches(obj)
     }

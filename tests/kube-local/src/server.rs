@@ -58,10 +58,10 @@ fn json_response(code: u16, body: &Value) -> Response<Body> {
 
 fn error_response(e: &ApiError) -> Response<Body> {
     let mut resp = json_response(e.code, &e.status());
-    if let Some(secs) = e.retry_after {
-        if let Ok(v) = hyper::header::HeaderValue::from_str(&secs.to_string()) {
-            resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
-        }
+    if let Some(secs) = e.retry_after
+        && let Ok(v) = hyper::header::HeaderValue::from_str(&secs.to_string())
+    {
+        resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
     }
     resp
 }
@@ -543,10 +543,10 @@ fn create(
                 .tokens
                 .token_request(&st, &ns, t.name.as_deref().unwrap_or_default(), &body)?;
         let mut r = json_response(201, &resp);
-        if let Some(w) = warning {
-            if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("299 - \"{w}\"")) {
-                r.headers_mut().insert(hyper::header::WARNING, v);
-            }
+        if let Some(w) = warning
+            && let Ok(v) = hyper::header::HeaderValue::from_str(&format!("299 - \"{w}\""))
+        {
+            r.headers_mut().insert(hyper::header::WARNING, v);
         }
         return Ok(r);
     }

@@ -322,11 +322,7 @@ impl Store {
     }
 
     /// Events after `from` for one storage key, plus a receiver for what follows; 410 if compacted.
-    pub fn watch_from(
-        &self,
-        key: &str,
-        from: u64,
-    ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), ApiError> {
+    pub fn watch_from(&self, key: &str, from: u64) -> Result<WatchStart, ApiError> {
         let st = self.lock();
         if from < st.compacted_rv {
             return Err(too_old(from, st.compacted_rv));
@@ -366,6 +362,11 @@ impl Store {
         (initial, st.rv, rx)
     }
 }
+
+/// Events to replay plus the live feed that follows them.
+pub type WatchStart = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
+
+type Entries<'a> = Box<dyn Iterator<Item = (&'a (String, String), &'a Arc<Value>)> + 'a>;
 
 pub fn too_old(from: u64, compacted: u64) -> ApiError {
     ApiError::gone(format!("too old resource version: {from} ({compacted})"))
@@ -500,7 +501,7 @@ impl State {
         let mut last_key = None;
         let mut remaining = 0;
         if let Some(bucket) = self.bucket(&rt.storage_key()) {
-            let range: Box<dyn Iterator<Item = (&(String, String), &Arc<Value>)>> = match &start {
+            let range: Entries<'_> = match &start {
                 Some(after) => Box::new(bucket.range::<(String, String), _>((
                     std::ops::Bound::Excluded(after.clone()),
                     std::ops::Bound::Unbounded,
@@ -572,10 +573,10 @@ impl State {
             old,
         });
         self.history.push_back(event.clone());
-        if self.history.len() > HISTORY_LIMIT {
-            if let Some(dropped) = self.history.pop_front() {
-                self.compacted_rv = dropped.rv;
-            }
+        if self.history.len() > HISTORY_LIMIT
+            && let Some(dropped) = self.history.pop_front()
+        {
+            self.compacted_rv = dropped.rv;
         }
         self.pending.push(event);
         object
@@ -656,20 +657,19 @@ impl State {
         if rt.namespaced && !self.namespace_exists(&ns) {
             return Err(ApiError::not_found("", "namespaces", &ns));
         }
-        if rt.namespaced {
-            if let Some(nso) = self.raw("namespaces", "", &ns) {
-                if nso["metadata"]["deletionTimestamp"].is_string() {
-                    return Err(ApiError::forbidden(format!("{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", crate::error::qualified(&rt.group, &rt.plural))).with_details(json!({"name": name, "kind": rt.plural})));
-                }
-            }
+        if rt.namespaced
+            && let Some(nso) = self.raw("namespaces", "", &ns)
+            && nso["metadata"]["deletionTimestamp"].is_string()
+        {
+            return Err(ApiError::forbidden(format!("{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", crate::error::qualified(&rt.group, &rt.plural))).with_details(json!({"name": name, "kind": rt.plural})));
         }
         if self.raw(&rt.storage_key(), &ns, &name).is_some() {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
-        if rt.status_subresource {
-            if let Some(m) = obj.as_object_mut() {
-                m.remove("status");
-            }
+        if rt.status_subresource
+            && let Some(m) = obj.as_object_mut()
+        {
+            m.remove("status");
         }
         let now = util::now_rfc3339();
         if let Some(m) = obj["metadata"].as_object_mut() {
@@ -748,22 +748,20 @@ impl State {
                 if obj["type"].is_null() {
                     obj["type"] = json!("Opaque");
                 }
-                if let Some(o) = old {
-                    if o["type"] != obj["type"] {
-                        errs.push(FieldError::invalid(
-                            "type",
-                            &obj["type"],
-                            "field is immutable",
-                        ));
-                    }
+                if let Some(o) = old
+                    && o["type"] != obj["type"]
+                {
+                    errs.push(FieldError::invalid(
+                        "type",
+                        &obj["type"],
+                        "field is immutable",
+                    ));
                 }
             }
-            ("", "namespaces") => {
-                if old.is_none() {
-                    obj["spec"] = json!({"finalizers": ["kubernetes"]});
-                    obj["status"] = json!({"phase": "Active"});
-                    obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
-                }
+            ("", "namespaces") if old.is_none() => {
+                obj["spec"] = json!({"finalizers": ["kubernetes"]});
+                obj["status"] = json!({"phase": "Active"});
+                obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
             }
             ("", "pods") => {
                 if old.is_none() && obj["status"].is_null() {
@@ -831,7 +829,7 @@ impl State {
             }
             if !errs.is_empty() {
                 let msgs: Vec<String> = errs.iter().map(|e| e.detail.clone()).collect();
-                return Err(ApiError::bad_request(format!("{}", msgs.join(", "))));
+                return Err(ApiError::bad_request(msgs.join(", ").to_string()));
             }
         }
         errs.extend(validation::validate_schema(schema, obj));
@@ -945,10 +943,11 @@ impl State {
                 "the name of the object does not match the name on the URL",
             ));
         }
-        if let Some(rv) = obj["metadata"]["resourceVersion"].as_str() {
-            if !rv.is_empty() && rv != meta_str(&old, "resourceVersion") {
-                return Err(ApiError::stale(&rt.group, &rt.plural, name));
-            }
+        if let Some(rv) = obj["metadata"]["resourceVersion"].as_str()
+            && !rv.is_empty()
+            && rv != meta_str(&old, "resourceVersion")
+        {
+            return Err(ApiError::stale(&rt.group, &rt.plural, name));
         }
         let new = self.merge_scope(rt, &old, obj, sub);
         self.finish_write(rt, &old, new, sub, opts, None)
@@ -961,10 +960,10 @@ impl State {
             Some("status") => {
                 let mut merged = old.clone();
                 merged["status"] = new["status"].clone();
-                if merged["status"].is_null() {
-                    if let Some(m) = merged.as_object_mut() {
-                        m.remove("status");
-                    }
+                if merged["status"].is_null()
+                    && let Some(m) = merged.as_object_mut()
+                {
+                    m.remove("status");
                 }
                 merged
             }
@@ -1173,9 +1172,15 @@ impl State {
                 if opts.dry_run {
                     return Ok((created, true));
                 }
-                let mut fixed = created.clone();
+                // Start from what is stored now: create hooks (a CRD's Established status) may
+                // have written the object again after `created` was taken.
+                let stored_now = self
+                    .raw(&rt.storage_key(), ns, name)
+                    .map(|o| (*o).clone())
+                    .unwrap_or_else(|| created.clone());
+                let mut fixed = stored_now.clone();
                 fields::write_entries(&mut fixed, &entries);
-                if fixed != created {
+                if fixed != stored_now {
                     let stored = self.commit(
                         &rt.storage_key(),
                         ns,
@@ -1187,10 +1192,10 @@ impl State {
                 }
                 return Ok((created, true));
             };
-            if let Some(rv) = body["metadata"]["resourceVersion"].as_str() {
-                if rv != meta_str(&current, "resourceVersion") {
-                    return Err(ApiError::stale(&rt.group, &rt.plural, name));
-                }
+            if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
+                && rv != meta_str(&current, "resourceVersion")
+            {
+                return Err(ApiError::stale(&rt.group, &rt.plural, name));
             }
             let merged = fields::apply(
                 &current,
@@ -1214,10 +1219,10 @@ impl State {
             PatchType::Strategic => patch::strategic_merge(&mut doc, body),
             PatchType::Apply => {}
         }
-        if let Some(rv) = body["metadata"]["resourceVersion"].as_str() {
-            if rv != meta_str(&current, "resourceVersion") {
-                return Err(ApiError::stale(&rt.group, &rt.plural, name));
-            }
+        if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
+            && rv != meta_str(&current, "resourceVersion")
+        {
+            return Err(ApiError::stale(&rt.group, &rt.plural, name));
         }
         let new = self.merge_scope(rt, &current, doc, sub);
         self.finish_write(rt, &current, new, sub, opts, None)
@@ -1246,31 +1251,31 @@ impl State {
             ))
             .with_details(json!({"name": name, "kind": "namespaces"})));
         }
-        if let Some(uid) = &opts.precondition_uid {
-            if uid != meta_str(&current, "uid") {
-                return Err(ApiError::conflict(
-                    &rt.group,
-                    &rt.plural,
-                    name,
-                    &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        meta_str(&current, "uid")
-                    ),
-                ));
-            }
+        if let Some(uid) = &opts.precondition_uid
+            && uid != meta_str(&current, "uid")
+        {
+            return Err(ApiError::conflict(
+                &rt.group,
+                &rt.plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&current, "uid")
+                ),
+            ));
         }
-        if let Some(rv) = &opts.precondition_rv {
-            if rv != meta_str(&current, "resourceVersion") {
-                return Err(ApiError::conflict(
-                    &rt.group,
-                    &rt.plural,
-                    name,
-                    &format!(
-                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                        meta_str(&current, "resourceVersion")
-                    ),
-                ));
-            }
+        if let Some(rv) = &opts.precondition_rv
+            && rv != meta_str(&current, "resourceVersion")
+        {
+            return Err(ApiError::conflict(
+                &rt.group,
+                &rt.plural,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    meta_str(&current, "resourceVersion")
+                ),
+            ));
         }
         let mut fin = finalizers(&current);
         match opts.propagation.as_deref() {

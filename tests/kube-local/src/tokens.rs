@@ -209,17 +209,17 @@ impl TokenService {
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            if let Some(want) = bound_ref["uid"].as_str().filter(|u| !u.is_empty()) {
-                if want != uid {
-                    return Err(ApiError::conflict(
-                        "",
-                        kind,
-                        name,
-                        &format!(
-                            "the UID in the bound object reference ({want}) does not match the UID in record. The object might have been deleted and then recreated"
-                        ),
-                    ));
-                }
+            if let Some(want) = bound_ref["uid"].as_str().filter(|u| !u.is_empty())
+                && want != uid
+            {
+                return Err(ApiError::conflict(
+                    "",
+                    kind,
+                    name,
+                    &format!(
+                        "the UID in the bound object reference ({want}) does not match the UID in record. The object might have been deleted and then recreated"
+                    ),
+                ));
             }
             bound = Some((kind.to_string(), name.to_string(), uid));
         }

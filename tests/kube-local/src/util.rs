@@ -83,7 +83,7 @@ pub fn json_path<'a>(root: &'a Value, path: &str) -> Vec<&'a Value> {
                         }
                         match cur {
                             Value::String(s) => s == want,
-                            other => other.to_string() == want,
+                            other => *other == want,
                         }
                     })
                     .collect();

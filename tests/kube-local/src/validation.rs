@@ -50,10 +50,10 @@ fn walk_prune(schema: &Value, value: &mut Value, path: &str, root: bool, pruned:
                     map.remove(&k);
                 }
                 for (k, prop) in props {
-                    if !map.contains_key(k) {
-                        if let Some(d) = prop.get("default") {
-                            map.insert(k.clone(), d.clone());
-                        }
+                    if !map.contains_key(k)
+                        && let Some(d) = prop.get("default")
+                    {
+                        map.insert(k.clone(), d.clone());
                     }
                 }
             }
@@ -80,17 +80,15 @@ fn walk_prune(schema: &Value, value: &mut Value, path: &str, root: bool, pruned:
                 }
             }
         }
-        Value::Array(items) => {
-            if schema["items"].is_object() {
-                for (i, item) in items.iter_mut().enumerate() {
-                    walk_prune(
-                        &schema["items"],
-                        item,
-                        &format!("{path}[{i}]"),
-                        false,
-                        pruned,
-                    );
-                }
+        Value::Array(items) if schema["items"].is_object() => {
+            for (i, item) in items.iter_mut().enumerate() {
+                walk_prune(
+                    &schema["items"],
+                    item,
+                    &format!("{path}[{i}]"),
+                    false,
+                    pruned,
+                );
             }
         }
         _ => {}
@@ -181,20 +179,20 @@ fn check(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
             ));
             return;
         }
-    } else if let Some(t) = schema["type"].as_str() {
-        if !type_matches(t, v) {
-            errs.push(FieldError::type_invalid(
-                &f,
-                v,
-                format!("{f} in body must be of type {t}: \"{}\"", type_name(v)),
-            ));
-            return;
-        }
+    } else if let Some(t) = schema["type"].as_str()
+        && !type_matches(t, v)
+    {
+        errs.push(FieldError::type_invalid(
+            &f,
+            v,
+            format!("{f} in body must be of type {t}: \"{}\"", type_name(v)),
+        ));
+        return;
     }
-    if let Some(allowed) = schema["enum"].as_array() {
-        if !allowed.contains(v) {
-            errs.push(FieldError::not_supported(&f, v, allowed));
-        }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(v)
+    {
+        errs.push(FieldError::not_supported(&f, v, allowed));
     }
     match v {
         Value::String(s) => check_string(schema, s, v, &f, errs),
@@ -202,54 +200,54 @@ fn check(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
             let x = n.as_f64().unwrap_or(0.0);
             let excl_min = schema["exclusiveMinimum"].as_bool() == Some(true);
             let excl_max = schema["exclusiveMaximum"].as_bool() == Some(true);
-            if let Some(min) = schema["minimum"].as_f64() {
-                if (excl_min && x <= min) || (!excl_min && x < min) {
-                    let op = if excl_min {
-                        "greater than"
-                    } else {
-                        "greater than or equal to"
-                    };
-                    errs.push(FieldError::invalid(
-                        &f,
-                        v,
-                        format!("{f} in body should be {op} {}", schema["minimum"]),
-                    ));
-                }
+            if let Some(min) = schema["minimum"].as_f64()
+                && ((excl_min && x <= min) || (!excl_min && x < min))
+            {
+                let op = if excl_min {
+                    "greater than"
+                } else {
+                    "greater than or equal to"
+                };
+                errs.push(FieldError::invalid(
+                    &f,
+                    v,
+                    format!("{f} in body should be {op} {}", schema["minimum"]),
+                ));
             }
-            if let Some(max) = schema["maximum"].as_f64() {
-                if (excl_max && x >= max) || (!excl_max && x > max) {
-                    let op = if excl_max {
-                        "less than"
-                    } else {
-                        "less than or equal to"
-                    };
-                    errs.push(FieldError::invalid(
-                        &f,
-                        v,
-                        format!("{f} in body should be {op} {}", schema["maximum"]),
-                    ));
-                }
+            if let Some(max) = schema["maximum"].as_f64()
+                && ((excl_max && x >= max) || (!excl_max && x > max))
+            {
+                let op = if excl_max {
+                    "less than"
+                } else {
+                    "less than or equal to"
+                };
+                errs.push(FieldError::invalid(
+                    &f,
+                    v,
+                    format!("{f} in body should be {op} {}", schema["maximum"]),
+                ));
             }
         }
         Value::Array(items) => {
-            if let Some(min) = schema["minItems"].as_u64() {
-                if (items.len() as u64) < min {
-                    errs.push(FieldError::invalid(
-                        &f,
-                        v,
-                        format!("{f} in body should have at least {min} items"),
-                    ));
-                }
+            if let Some(min) = schema["minItems"].as_u64()
+                && (items.len() as u64) < min
+            {
+                errs.push(FieldError::invalid(
+                    &f,
+                    v,
+                    format!("{f} in body should have at least {min} items"),
+                ));
             }
-            if let Some(max) = schema["maxItems"].as_u64() {
-                if items.len() as u64 > max {
-                    errs.push(FieldError {
-                        reason: "FieldValueTooMany",
-                        field: f.clone(),
-                        value: None,
-                        detail: format!("must have at most {max} items"),
-                    });
-                }
+            if let Some(max) = schema["maxItems"].as_u64()
+                && items.len() as u64 > max
+            {
+                errs.push(FieldError {
+                    reason: "FieldValueTooMany",
+                    field: f.clone(),
+                    value: None,
+                    detail: format!("must have at most {max} items"),
+                });
             }
             let list_type = schema["x-kubernetes-list-type"].as_str();
             if list_type == Some("set") || schema["uniqueItems"].as_bool() == Some(true) {
@@ -276,14 +274,14 @@ fn check(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
     for sub in schema["allOf"].as_array().into_iter().flatten() {
         check(sub, v, path, errs);
     }
-    if let Some(any) = schema["anyOf"].as_array() {
-        if !any.iter().any(|s| validate_at(s, v, path).is_empty()) {
-            errs.push(FieldError::invalid(
-                &f,
-                &shown(v),
-                format!("{f} in body must validate at least one schema (anyOf)"),
-            ));
-        }
+    if let Some(any) = schema["anyOf"].as_array()
+        && !any.iter().any(|s| validate_at(s, v, path).is_empty())
+    {
+        errs.push(FieldError::invalid(
+            &f,
+            &shown(v),
+            format!("{f} in body must validate at least one schema (anyOf)"),
+        ));
     }
     if let Some(one) = schema["oneOf"].as_array() {
         let n = one
@@ -298,14 +296,14 @@ fn check(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
             ));
         }
     }
-    if let Some(not) = schema.get("not") {
-        if validate_at(not, v, path).is_empty() {
-            errs.push(FieldError::invalid(
-                &f,
-                &shown(v),
-                format!("{f} in body must not validate the schema (not)"),
-            ));
-        }
+    if let Some(not) = schema.get("not")
+        && validate_at(not, v, path).is_empty()
+    {
+        errs.push(FieldError::invalid(
+            &f,
+            &shown(v),
+            format!("{f} in body must not validate the schema (not)"),
+        ));
     }
 }
 
@@ -333,24 +331,24 @@ fn check_object(
             errs.push(FieldError::required(&join(path, req), ""));
         }
     }
-    if let Some(min) = schema["minProperties"].as_u64() {
-        if (map.len() as u64) < min {
-            errs.push(FieldError::invalid(
-                f,
-                &shown(v),
-                format!("{f} in body should have at least {min} properties"),
-            ));
-        }
+    if let Some(min) = schema["minProperties"].as_u64()
+        && (map.len() as u64) < min
+    {
+        errs.push(FieldError::invalid(
+            f,
+            &shown(v),
+            format!("{f} in body should have at least {min} properties"),
+        ));
     }
-    if let Some(max) = schema["maxProperties"].as_u64() {
-        if map.len() as u64 > max {
-            errs.push(FieldError {
-                reason: "FieldValueTooMany",
-                field: f.to_string(),
-                value: None,
-                detail: format!("must have at most {max} items"),
-            });
-        }
+    if let Some(max) = schema["maxProperties"].as_u64()
+        && map.len() as u64 > max
+    {
+        errs.push(FieldError {
+            reason: "FieldValueTooMany",
+            field: f.to_string(),
+            value: None,
+            detail: format!("must have at most {max} items"),
+        });
     }
     let props = schema["properties"].as_object();
     for (k, child) in map {
@@ -367,42 +365,42 @@ fn check_object(
 
 fn check_string(schema: &Value, s: &str, v: &Value, f: &str, errs: &mut Vec<FieldError>) {
     let len = s.chars().count() as u64;
-    if let Some(max) = schema["maxLength"].as_u64() {
-        if len > max {
-            errs.push(FieldError {
-                reason: "FieldValueTooLong",
-                field: f.to_string(),
-                value: None,
-                detail: format!("may not be more than {max} bytes"),
-            });
-        }
+    if let Some(max) = schema["maxLength"].as_u64()
+        && len > max
+    {
+        errs.push(FieldError {
+            reason: "FieldValueTooLong",
+            field: f.to_string(),
+            value: None,
+            detail: format!("may not be more than {max} bytes"),
+        });
     }
-    if let Some(min) = schema["minLength"].as_u64() {
-        if len < min {
-            errs.push(FieldError::invalid(
-                f,
-                v,
-                format!("{f} in body should be at least {min} chars long"),
-            ));
-        }
+    if let Some(min) = schema["minLength"].as_u64()
+        && len < min
+    {
+        errs.push(FieldError::invalid(
+            f,
+            v,
+            format!("{f} in body should be at least {min} chars long"),
+        ));
     }
-    if let Some(p) = schema["pattern"].as_str() {
-        if regex_cached(p).is_some_and(|re| !re.is_match(s)) {
-            errs.push(FieldError::invalid(
-                f,
-                v,
-                format!("{f} in body should match '{p}'"),
-            ));
-        }
+    if let Some(p) = schema["pattern"].as_str()
+        && regex_cached(p).is_some_and(|re| !re.is_match(s))
+    {
+        errs.push(FieldError::invalid(
+            f,
+            v,
+            format!("{f} in body should match '{p}'"),
+        ));
     }
-    if let Some(fmt) = schema["format"].as_str() {
-        if !format_ok(fmt, s) {
-            errs.push(FieldError::invalid(
-                f,
-                v,
-                format!("{f} in body must be of type {fmt}: {v}"),
-            ));
-        }
+    if let Some(fmt) = schema["format"].as_str()
+        && !format_ok(fmt, s)
+    {
+        errs.push(FieldError::invalid(
+            f,
+            v,
+            format!("{f} in body must be of type {fmt}: {v}"),
+        ));
     }
 }
 
@@ -419,7 +417,7 @@ fn format_ok(format: &str, s: &str) -> bool {
         "cidr" => s.split_once('/').is_some_and(|(ip, bits)| {
             ip.parse::<std::net::IpAddr>().is_ok() && bits.parse::<u8>().is_ok()
         }),
-        "hostname" => !s.is_empty() && s.len() <= 253 && s.split('.').all(|l| is_dns_label(l)),
+        "hostname" => !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label),
         "email" => s
             .split_once('@')
             .is_some_and(|(a, b)| !a.is_empty() && b.contains('.')),
@@ -536,7 +534,7 @@ pub fn validate_metadata(obj: &Value, name_is_label: bool) -> Vec<FieldError> {
                     && s.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
             });
             if !value_ok {
-                errs.push(FieldError::invalid(&format!("metadata.labels"), v, format!("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (key {k:?})")));
+                errs.push(FieldError::invalid("metadata.labels", v, format!("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (key {k:?})")));
             }
         }
     }

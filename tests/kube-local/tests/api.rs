@@ -1,4 +1,6 @@
 //! HTTP-level tests of the core API semantics kube-rs and kubectl rely on.
+// Helpers outside #[test] fns: a failed setup step is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 

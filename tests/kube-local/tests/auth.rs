@@ -1,4 +1,6 @@
 //! TokenRequest, the JWT and OIDC documents, TokenReview, authentication and RBAC.
+// Helpers outside #[test] fns: a failed setup step is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 

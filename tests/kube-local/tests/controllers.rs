@@ -1,4 +1,6 @@
 //! The KServe stand-in, fault injection, request accounting and the admin endpoint.
+// Helpers outside #[test] fns: a failed setup step is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 

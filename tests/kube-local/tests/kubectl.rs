@@ -1,5 +1,7 @@
 //! The real kubectl (v1.35) against kube-local, and the `kube-local serve` binary.
 //! kubectl comes from scripts/install-kubectl.sh (into <repo>/.tools/bin) or $KUBECTL.
+// Helpers outside #[test] fns: a failed setup step is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! CRDs, schema validation, CEL, deletion, finalizers and garbage collection.
+// Helpers outside #[test] fns: a failed setup step is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 

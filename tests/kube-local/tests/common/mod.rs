@@ -1,5 +1,6 @@
 //! Shared helpers for kube-local's HTTP-level tests.
-#![allow(dead_code)]
+// Helpers outside #[test] fns: a failed setup step is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used, dead_code)]
 
 use std::time::Duration;
 
