@@ -25,7 +25,10 @@ pub fn chart_dir() -> PathBuf {
 /// A command-line tool the checks run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
+    /// Helm 4, the version the chart is developed with.
     Helm,
+    /// Helm 3, for the compatibility check (`helm3` from `make tools`).
+    Helm3,
     Kubectl,
 }
 
@@ -33,6 +36,7 @@ impl Tool {
     fn binary(self) -> &'static str {
         match self {
             Tool::Helm => "helm",
+            Tool::Helm3 => "helm3",
             Tool::Kubectl => "kubectl",
         }
     }
@@ -40,6 +44,7 @@ impl Tool {
     fn env_var(self) -> &'static str {
         match self {
             Tool::Helm => "HELM",
+            Tool::Helm3 => "HELM3",
             Tool::Kubectl => "KUBECTL",
         }
     }
@@ -115,6 +120,11 @@ pub fn run(tool: Tool, args: &[&str]) -> Result<String, String> {
 
 /// `helm template` of the chart (CRDs included) with `--set` pairs, as parsed objects.
 pub fn helm_template(set: &[&str]) -> Result<Vec<Value>, String> {
+    parse_documents(&helm_template_text(Tool::Helm, set)?)
+}
+
+/// The text `helm template` prints, with the given Helm (4 or 3).
+pub fn helm_template_text(helm: Tool, set: &[&str]) -> Result<String, String> {
     let chart = chart_dir();
     let chart = chart.to_string_lossy();
     let mut args = vec![
@@ -128,7 +138,7 @@ pub fn helm_template(set: &[&str]) -> Result<Vec<Value>, String> {
     for pair in set {
         args.extend(["--set", pair]);
     }
-    parse_documents(&run(Tool::Helm, &args)?)
+    run(helm, &args)
 }
 
 /// `kubectl kustomize <dir>` (relative to the repository root), as parsed objects.

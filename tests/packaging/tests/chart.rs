@@ -1,8 +1,9 @@
-//! The Helm chart, rendered by the real `helm` (v4 from `make tools`, or $HELM / PATH).
+//! The Helm chart, rendered by the real `helm` (v4 from `make tools`, or $HELM / PATH), and by
+//! Helm 3 (`helm3` from `make tools`, or $HELM3) for compatibility.
 
 use packaging_tests::{
-    Tool, chart_dir, describe, helm_template, of_kind, pod_security_violations, read_yaml, run,
-    validate_object,
+    Tool, chart_dir, describe, helm_template, helm_template_text, of_kind, pod_security_violations,
+    read_yaml, run, validate_object,
 };
 use serde_json::{Value, json};
 
@@ -59,8 +60,7 @@ fn deployment_args(objects: &[Value]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn helm_lint_is_clean_for_every_value_set() {
+fn assert_lint_clean(helm: Tool) {
     let chart = chart_dir();
     let chart = chart.to_string_lossy();
     for set in VALUE_SETS {
@@ -68,12 +68,30 @@ fn helm_lint_is_clean_for_every_value_set() {
         for pair in *set {
             args.extend(["--set", pair]);
         }
-        let output = run(Tool::Helm, &args).unwrap_or_else(|err| panic!("{err}"));
-        assert!(output.contains("0 chart(s) failed"), "{set:?}: {output}");
+        let output = run(helm, &args).unwrap_or_else(|err| panic!("{err}"));
+        assert!(
+            output.contains("0 chart(s) failed"),
+            "{helm:?} {set:?}: {output}"
+        );
         assert!(
             !output.contains("[WARNING]") && !output.contains("[ERROR]"),
-            "{set:?}: {output}"
+            "{helm:?} {set:?}: {output}"
         );
+    }
+}
+
+#[test]
+fn helm_lint_is_clean_for_every_value_set() {
+    assert_lint_clean(Tool::Helm);
+}
+
+#[test]
+fn helm_3_lints_clean_and_renders_exactly_what_helm_4_renders() {
+    assert_lint_clean(Tool::Helm3);
+    for set in VALUE_SETS {
+        let helm3 = helm_template_text(Tool::Helm3, set).unwrap_or_else(|err| panic!("{err}"));
+        let helm4 = helm_template_text(Tool::Helm, set).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(helm3, helm4, "{set:?}");
     }
 }
 
