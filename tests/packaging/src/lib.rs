@@ -8,6 +8,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -165,6 +166,16 @@ pub fn read_yaml(relative: &str) -> Result<Value, String> {
     let text = std::fs::read_to_string(&path)
         .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
     serde_yaml::from_str(&text).map_err(|err| format!("{relative} is not valid YAML: {err}"))
+}
+
+/// The RBAC rules the packaging ships, from one of the files in `config/rbac/` (`role.yaml`: the
+/// operator's ClusterRole; `leader_election_role.yaml`: its Lease Role). The chart and kustomize
+/// grant exactly these, so an end-to-end test that runs the operator with them proves the
+/// shipped permissions are enough.
+pub fn shipped_rules(file: &str) -> Result<Vec<PolicyRule>, String> {
+    let role = read_yaml(&format!("config/rbac/{file}"))?;
+    serde_json::from_value(role["rules"].clone())
+        .map_err(|err| format!("config/rbac/{file}: rules do not parse: {err}"))
 }
 
 /// `"<kind>/<name>"`, for messages.
@@ -560,6 +571,32 @@ mod tests {
             ))
         );
         std::fs::remove_dir_all(scratch)
+    }
+
+    #[test]
+    fn the_shipped_rules_grant_tokens_only_through_the_subresource() -> Result<(), String> {
+        let rules = shipped_rules("role.yaml")?;
+        let grants = |resource: &str, verb: &str| {
+            rules.iter().any(|rule| {
+                rule.resources.iter().flatten().any(|r| r == resource)
+                    && rule.verbs.iter().any(|v| v == verb || v == "*")
+            })
+        };
+        assert!(grants("serviceaccounts/token", "create"));
+        assert!(grants("secrets", "watch"));
+        assert!(
+            !grants("secrets", "delete"),
+            "owner references delete, not the operator"
+        );
+        assert!(!rules.iter().any(|rule| rule.verbs.iter().any(|v| v == "*")));
+        assert!(!rules.iter().any(|rule| {
+            rule.resources.iter().flatten().any(|r| r == "*")
+                || rule.api_groups.iter().flatten().any(|g| g == "*")
+        }));
+        let lease = shipped_rules("leader_election_role.yaml")?;
+        assert_eq!(lease.len(), 1);
+        assert_eq!(lease[0].verbs, ["get", "create", "update"]);
+        Ok(())
     }
 
     #[test]
