@@ -17,3 +17,4 @@ pub mod reconcile;
 pub mod resources;
 pub mod service;
 pub mod status;
+pub mod gateway_client; pub mod probe; pub mod dex;

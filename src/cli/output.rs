@@ -1,0 +1,134 @@
+//! `-o json|yaml` for scripts, human text by default.
+
+use serde::Serialize;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Output {
+    /// Text for people.
+    #[default]
+    Human,
+    Json,
+    Yaml,
+}
+
+impl Output {
+    /// The machine formats of `value`; `None` for human output, which each command writes itself.
+    pub fn render<T: Serialize>(self, value: &T) -> Result<Option<String>, String> {
+        match self {
+            Output::Human => Ok(None),
+            Output::Json => serde_json::to_string_pretty(value)
+                .map(|s| Some(format!("{s}\n")))
+                .map_err(|e| format!("cannot format the output as JSON: {e}")),
+            Output::Yaml => serde_yaml::to_string(value)
+                .map(Some)
+                .map_err(|e| format!("cannot format the output as YAML: {e}")),
+        }
+    }
+}
+
+/// "in 45m", "3h ago": how far `at` is from `now`, rounded to what a person reads.
+pub fn relative(at: jiff::Timestamp, now: jiff::Timestamp) -> String {
+    let seconds = at.as_second() - now.as_second();
+    let magnitude = seconds.unsigned_abs();
+    let text = match magnitude {
+        0..=59 => format!("{magnitude}s"),
+        60..=3599 => format!("{}m", magnitude / 60),
+        3600..=86_399 => {
+            let (h, m) = (magnitude / 3600, magnitude % 3600 / 60);
+            if m == 0 {
+                format!("{h}h")
+            } else {
+                format!("{h}h{m}m")
+            }
+        }
+        _ => format!("{}d", magnitude / 86_400),
+    };
+    if seconds >= 0 {
+        format!("in {text}")
+    } else {
+        format!("{text} ago")
+    }
+}
+
+/// Left-aligned columns separated by two spaces, as kubectl prints tables.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                let pad = widths[i].saturating_sub(cell.chars().count()) + 2;
+                text.push_str(cell);
+                text.push_str(&" ".repeat(pad));
+            }
+        }
+        text.trim_end().to_owned()
+    };
+    let mut out = vec![line(header.to_vec())];
+    out.extend(
+        rows.iter()
+            .map(|r| line(r.iter().map(String::as_str).collect())),
+    );
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_times() {
+        let now: jiff::Timestamp = "2026-11-27T20:00:00Z".parse().unwrap();
+        let cases = [
+            ("2026-11-27T20:00:30Z", "in 30s"),
+            ("2026-11-27T20:45:00Z", "in 45m"),
+            ("2026-11-27T22:00:00Z", "in 2h"),
+            ("2026-11-27T22:20:00Z", "in 2h20m"),
+            ("2026-11-27T19:00:00Z", "1h ago"),
+            ("2026-11-30T20:00:00Z", "in 3d"),
+        ];
+        for (at, expected) in cases {
+            assert_eq!(relative(at.parse().unwrap(), now), expected, "{at}");
+        }
+    }
+
+    #[test]
+    fn tables_align() {
+        let text = table(
+            &["TYPE", "REASON", "MESSAGE"],
+            &[
+                vec!["Normal".into(), "Issued".into(), "token issued".into()],
+                vec!["Warning".into(), "TokenRequestFailed".into(), "x".into()],
+            ],
+        );
+        assert_eq!(
+            text,
+            "TYPE     REASON              MESSAGE\n\
+             Normal   Issued              token issued\n\
+             Warning  TokenRequestFailed  x"
+        );
+    }
+
+    #[test]
+    fn machine_formats() {
+        let value = serde_json::json!({"a": [1, 2]});
+        assert_eq!(Output::Human.render(&value).unwrap(), None);
+        assert_eq!(
+            Output::Json.render(&value).unwrap().unwrap(),
+            "{\n  \"a\": [\n    1,\n    2\n  ]\n}\n"
+        );
+        assert_eq!(
+            Output::Yaml.render(&value).unwrap().unwrap(),
+            "a:\n- 1\n- 2\n"
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! `predict`: the sample's curl, with the access's credential.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+
+use super::access::{Cluster, CredentialSecret};
+use super::{Output, Target};
+use crate::gateway_client::GatewayClient;
+use crate::probe::{self, Diagnosis};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Name of the InferenceAccess.
+    pub name: String,
+    /// JSON request body from a file (`-` for stdin), e.g. the sample's iris-input.json.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        conflicts_with = "data",
+        required_unless_present = "data"
+    )]
+    pub file: Option<PathBuf>,
+    /// JSON request body inline.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Open Inference Protocol (v2): POST to the Secret's infer-url instead of predict-url.
+    #[arg(long)]
+    pub v2: bool,
+    /// Send to this gateway address instead of the Secret's gateway-url (e.g. a port-forward:
+    /// http://localhost:8080).
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// How long to wait for the model's answer, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    #[arg(short, long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+pub async fn run(args: Args) -> Result<(), String> {
+    let body = request_body(&args)?;
+    let cluster = Cluster::connect(&args.target).await?;
+    let (access, secret) = cluster.access_and_secret(&args.name).await?;
+    let stored = CredentialSecret::read(&secret, &args.name, &cluster.namespace)?;
+    let model = &access.spec.inference_service.name;
+    let endpoint = stored.endpoint(model, args.gateway.as_deref())?;
+    let url = match (args.v2, args.gateway.is_some()) {
+        (false, false) => stored.predict_url.clone(),
+        (true, false) => stored.infer_url.clone(),
+        (false, true) => endpoint.predict_url(),
+        (true, true) => endpoint.infer_url(),
+    };
+    let client = GatewayClient::new()
+        .map_err(|e| e.to_string())?
+        .with_timeout(Duration::from_secs(args.timeout));
+    let (header, value) = stored.credential.header();
+    let headers = [
+        ("host", stored.host.as_str()),
+        (header, value.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let response = match client
+        .send(Method::POST, &url, &headers, Some(Bytes::from(body)))
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => {
+            let diagnosis = Diagnosis::GatewayUnreachable {
+                error: error.to_string(),
+            };
+            return Err(format!(
+                "{}: {}",
+                diagnosis.reason(),
+                diagnosis.message(&endpoint)
+            ));
+        }
+    };
+    let text = response.text();
+    let diagnosis = probe::diagnose(response.status, &text, &stored.host);
+    if !diagnosis.is_reachable() {
+        return Err(failure(&diagnosis, &endpoint, response.status, &url, &text));
+    }
+    print!("{}", format_answer(&text, args.output)?);
+    Ok(())
+}
+
+/// The request body, checked to be JSON before it leaves (the model's 400 says less).
+fn request_body(args: &Args) -> Result<Vec<u8>, String> {
+    let body = match (&args.file, &args.data) {
+        (_, Some(data)) => data.clone().into_bytes(),
+        (Some(path), None) if path.as_os_str() == "-" => {
+            let mut buffer = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buffer)
+                .map_err(|e| format!("cannot read the request body from stdin: {e}"))?;
+            buffer
+        }
+        (Some(path), None) => std::fs::read(path)
+            .map_err(|e| format!("cannot read the request body {}: {e}", path.display()))?,
+        (None, None) => return Err("give the request body with -f FILE or --data JSON".into()),
+    };
+    serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| {
+        format!(
+            "the request body is not JSON ({e}); KServe v1 expects {{\"instances\": [...]}}, v2 \
+             {{\"inputs\": [...]}}"
+        )
+    })?;
+    Ok(body)
+}
+
+/// The model's answer: as it came for people (the sample's `{"predictions":[1,1]}`), parsed
+/// and re-encoded for `-o json|yaml`.
+pub fn format_answer(body: &str, output: Output) -> Result<String, String> {
+    if output == Output::Human {
+        return Ok(format!("{}\n", body.trim_end()));
+    }
+    let value: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| format!("the model answered with something that is not JSON: {e}"))?;
+    Ok(output.render(&value)?.unwrap_or_default())
+}
+
+/// The same diagnosis `EndpointVerified` gives, plus what the model said when it was the model.
+pub fn failure(
+    diagnosis: &Diagnosis,
+    endpoint: &crate::endpoint::Endpoint,
+    status: u16,
+    url: &str,
+    body: &str,
+) -> String {
+    let mut message = format!(
+        "POST {url} answered {status}: {}: {}",
+        diagnosis.reason(),
+        diagnosis.message(endpoint)
+    );
+    let body = body.trim();
+    if matches!(diagnosis, Diagnosis::Unexpected { .. }) && !body.is_empty() {
+        let excerpt: String = body.chars().take(500).collect();
+        message.push_str(&format!("; the answer was: {excerpt}"));
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_print_as_the_sample_shows_them() {
+        let body = "{\"predictions\":[1,1]}";
+        assert_eq!(
+            format_answer(body, Output::Human).unwrap(),
+            "{\"predictions\":[1,1]}\n"
+        );
+        assert_eq!(
+            format_answer(body, Output::Json).unwrap(),
+            "{\n  \"predictions\": [\n    1,\n    1\n  ]\n}\n"
+        );
+        assert_eq!(
+            format_answer(body, Output::Yaml).unwrap(),
+            "predictions:\n- 1\n- 1\n"
+        );
+        assert!(format_answer("<html>", Output::Json).is_err());
+    }
+
+    #[test]
+    fn failures_carry_the_diagnosis_and_model_errors() {
+        let endpoint = crate::endpoint::Endpoint::resolve(
+            "http://sklearn-iris.ns.example.com",
+            "http://127.0.0.1:1",
+            "sklearn-iris",
+        )
+        .unwrap();
+        let denied = failure(
+            &Diagnosis::AccessDenied,
+            &endpoint,
+            403,
+            "http://u",
+            "RBAC: access denied",
+        );
+        assert!(
+            denied.starts_with("POST http://u answered 403: AccessDenied: "),
+            "{denied}"
+        );
+        let bad = failure(
+            &Diagnosis::Unexpected { status: 400 },
+            &endpoint,
+            400,
+            "http://u",
+            "{\"error\":\"bad input\"}",
+        );
+        assert!(
+            bad.ends_with("the answer was: {\"error\":\"bad input\"}"),
+            "{bad}"
+        );
+    }
+}

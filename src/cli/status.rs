@@ -1,0 +1,482 @@
+//! `status`: everything about one access on one screen, as `cmctl status certificate` does.
+
+use std::fmt::Write as _;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::ListParams;
+use serde::Serialize;
+
+use super::access::{Cluster, api_error, secret_name};
+use super::output::{relative, table};
+use super::{Output, Target};
+use crate::api::{InferenceAccess, MeshMode};
+use crate::desired;
+use crate::resources::inference_service::Readiness;
+use crate::resources::{AuthorizationPolicy, InferenceService};
+
+/// How many of the most recent events are shown.
+const EVENTS_SHOWN: usize = 10;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Name of the InferenceAccess.
+    pub name: String,
+    #[arg(short, long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub name: String,
+    pub namespace: String,
+    pub conditions: Vec<ConditionView>,
+    pub inference_service: InferenceServiceView,
+    pub credential: CredentialView,
+    pub policy: PolicyView,
+    pub events: Vec<EventView>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConditionView {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: Timestamp,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceServiceView {
+    pub name: String,
+    pub found: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialView {
+    pub secret_name: String,
+    pub secret_found: bool,
+    /// The Secret's keys; values are never read into the report.
+    pub keys: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyView {
+    pub mode: String,
+    /// The AuthorizationPolicy the operator keeps (AuthorizationPolicy mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization_policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<Timestamp>,
+    pub from: String,
+    pub note: String,
+}
+
+pub async fn run(args: Args) -> Result<(), String> {
+    let cluster = Cluster::connect(&args.target).await?;
+    let access = cluster.access(&args.name).await?;
+    let report = gather(&cluster, &access).await;
+    let text = match args.output.render(&report)? {
+        Some(text) => text,
+        None => human(&report, Timestamp::now()),
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// Reads what the report needs; a part that cannot be read is reported, not fatal.
+async fn gather(cluster: &Cluster, access: &InferenceAccess) -> Report {
+    let ns = &cluster.namespace;
+    let name = access.metadata.name.clone().unwrap_or_default();
+    let status = access.status.clone().unwrap_or_default();
+    let isvc_name = access.spec.inference_service.name.clone();
+
+    let mut inference_service = InferenceServiceView {
+        name: isvc_name.clone(),
+        ..Default::default()
+    };
+    match Api::<InferenceService>::namespaced(cluster.client.clone(), ns)
+        .get_opt(&isvc_name)
+        .await
+    {
+        Ok(Some(isvc)) => {
+            inference_service.found = true;
+            inference_service.url = isvc.url().map(str::to_owned);
+            match isvc.readiness() {
+                Readiness::Ready => inference_service.ready = Some(true),
+                Readiness::NotReady { reason, .. } => {
+                    inference_service.ready = Some(false);
+                    inference_service.reason = Some(reason);
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => inference_service.error = Some(api_error("reading the InferenceService", &e)),
+    }
+
+    let secret = secret_name(access);
+    let mut credential = CredentialView {
+        secret_name: secret.clone(),
+        service_account: status.service_account_name.clone(),
+        expires_at: status.token_expiration_time.as_ref().map(|t| t.0),
+        renewal_time: status.renewal_time.as_ref().map(|t| t.0),
+        ..Default::default()
+    };
+    match Api::<Secret>::namespaced(cluster.client.clone(), ns)
+        .get_opt(&secret)
+        .await
+    {
+        Ok(Some(s)) => {
+            credential.secret_found = true;
+            credential.keys = s.data.iter().flatten().map(|(k, _)| k.clone()).collect();
+        }
+        Ok(None) => {}
+        Err(e) => credential.error = Some(api_error("reading the Secret", &e)),
+    }
+
+    let mode = access.spec.mesh.mode;
+    let mut policy = PolicyView {
+        mode: format!("{mode:?}"),
+        ..Default::default()
+    };
+    if mode == MeshMode::AuthorizationPolicy {
+        let policy_name = desired::policy_name(access);
+        match Api::<AuthorizationPolicy>::namespaced(cluster.client.clone(), ns)
+            .get_opt(&policy_name)
+            .await
+        {
+            Ok(found) => policy.found = Some(found.is_some()),
+            Err(e) => policy.error = Some(api_error("reading the AuthorizationPolicy", &e)),
+        }
+        policy.authorization_policy = Some(policy_name);
+    }
+
+    let events = match recent_events(cluster, access).await {
+        Ok(events) => events,
+        Err(e) => vec![EventView {
+            type_: "Unknown".into(),
+            reason: "EventsUnavailable".into(),
+            time: None,
+            from: "inference-access status".into(),
+            note: e,
+        }],
+    };
+
+    Report {
+        name,
+        namespace: ns.clone(),
+        conditions: status
+            .conditions
+            .iter()
+            .map(|c| ConditionView {
+                type_: c.type_.clone(),
+                status: c.status.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+                last_transition_time: c.last_transition_time.0,
+            })
+            .collect(),
+        inference_service,
+        credential,
+        policy,
+        events,
+    }
+}
+
+/// events.k8s.io/v1 Events regarding this access, newest last.
+async fn recent_events(
+    cluster: &Cluster,
+    access: &InferenceAccess,
+) -> Result<Vec<EventView>, String> {
+    let name = access.metadata.name.clone().unwrap_or_default();
+    let params = ListParams::default().fields(&format!(
+        "regarding.kind=InferenceAccess,regarding.name={name}"
+    ));
+    let list = Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
+        .list(&params)
+        .await
+        .map_err(|e| api_error("listing events", &e))?;
+    let uid = access.metadata.uid.as_deref();
+    let mut events: Vec<EventView> = list
+        .items
+        .into_iter()
+        // A deleted and recreated access of the same name has another uid.
+        .filter(|e| {
+            let regarding = e.regarding.as_ref();
+            uid.is_none()
+                || regarding
+                    .and_then(|r| r.uid.as_deref())
+                    .is_none_or(|u| Some(u) == uid)
+        })
+        .map(|e| EventView {
+            type_: e.type_.unwrap_or_default(),
+            reason: e.reason.unwrap_or_default(),
+            time: e
+                .series
+                .as_ref()
+                .map(|s| s.last_observed_time.0)
+                .or(e.event_time.as_ref().map(|t| t.0))
+                .or(e.deprecated_last_timestamp.as_ref().map(|t| t.0))
+                .or(e.metadata.creation_timestamp.as_ref().map(|t| t.0)),
+            from: e.reporting_controller.unwrap_or_default(),
+            note: e.note.unwrap_or_default(),
+        })
+        .collect();
+    events.sort_by_key(|e| e.time);
+    let skip = events.len().saturating_sub(EVENTS_SHOWN);
+    Ok(events.split_off(skip))
+}
+
+fn when(at: Option<Timestamp>, now: Timestamp) -> String {
+    match at {
+        Some(at) => format!("{at} ({})", relative(at, now)),
+        None => "-".into(),
+    }
+}
+
+/// The report for people.
+pub fn human(report: &Report, now: Timestamp) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Name:       {}", report.name);
+    let _ = writeln!(out, "Namespace:  {}", report.namespace);
+
+    let _ = writeln!(out, "Conditions:");
+    if report.conditions.is_empty() {
+        let _ = writeln!(
+            out,
+            "  none yet: the operator has not reconciled this access (is it running?)"
+        );
+    }
+    for c in &report.conditions {
+        let _ = writeln!(
+            out,
+            "  {}: {}, Reason: {}, Message: {}",
+            c.type_, c.status, c.reason, c.message
+        );
+    }
+
+    let isvc = &report.inference_service;
+    let _ = writeln!(out, "InferenceService: {}", isvc.name);
+    if let Some(error) = &isvc.error {
+        let _ = writeln!(out, "  Error: {error}");
+    } else if !isvc.found {
+        let _ = writeln!(out, "  Not found");
+    } else {
+        let ready = match (isvc.ready, &isvc.reason) {
+            (Some(true), _) => "True".to_owned(),
+            (_, Some(reason)) => format!("False ({reason})"),
+            _ => "False".to_owned(),
+        };
+        let _ = writeln!(out, "  Ready:  {ready}");
+        let _ = writeln!(out, "  URL:    {}", isvc.url.as_deref().unwrap_or("-"));
+    }
+
+    let cred = &report.credential;
+    let _ = writeln!(out, "Credential:");
+    let _ = writeln!(
+        out,
+        "  ServiceAccount:  {}",
+        cred.service_account.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(out, "  Expires:         {}", when(cred.expires_at, now));
+    let _ = writeln!(out, "  Renewal:         {}", when(cred.renewal_time, now));
+    let secret_state = match (&cred.error, cred.secret_found) {
+        (Some(error), _) => format!(" ({error})"),
+        (None, false) => " (not found)".to_owned(),
+        (None, true) => String::new(),
+    };
+    let _ = writeln!(out, "  Secret:          {}{secret_state}", cred.secret_name);
+    if cred.secret_found {
+        let _ = writeln!(out, "  Keys (values hidden): {}", cred.keys.join(", "));
+    }
+
+    let policy = &report.policy;
+    let _ = writeln!(out, "Access policy:");
+    let _ = writeln!(out, "  Mode:  {}", policy.mode);
+    if let Some(name) = &policy.authorization_policy {
+        let state = match (&policy.error, policy.found) {
+            (Some(error), _) => error.clone(),
+            (None, Some(true)) => "exists".to_owned(),
+            _ => "not found".to_owned(),
+        };
+        let _ = writeln!(out, "  AuthorizationPolicy:  {name} ({state})");
+    }
+
+    let _ = writeln!(out, "Events:");
+    if report.events.is_empty() {
+        let _ = writeln!(out, "  <none>");
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .events
+            .iter()
+            .map(|e| {
+                let age = e
+                    .time
+                    .map(|t| relative(t, now).trim_end_matches(" ago").to_owned())
+                    .unwrap_or_else(|| "-".into());
+                vec![
+                    e.type_.clone(),
+                    e.reason.clone(),
+                    age,
+                    e.from.clone(),
+                    e.note.clone(),
+                ]
+            })
+            .collect();
+        for line in table(&["TYPE", "REASON", "AGE", "FROM", "MESSAGE"], &rows).lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn report() -> Report {
+        Report {
+            name: "sklearn-iris-client".into(),
+            namespace: "kubeflow-user-example-com".into(),
+            conditions: vec![ConditionView {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: "Ready".into(),
+                message: "the credential in the Secret reaches the InferenceService".into(),
+                last_transition_time: ts("2026-11-27T19:00:00Z"),
+            }],
+            inference_service: InferenceServiceView {
+                name: "sklearn-iris".into(),
+                found: true,
+                ready: Some(true),
+                url: Some("http://sklearn-iris.kubeflow-user-example-com.example.com".into()),
+                ..Default::default()
+            },
+            credential: CredentialView {
+                secret_name: "sklearn-iris-client-credential".into(),
+                secret_found: true,
+                keys: vec!["authorization".into(), "token".into()],
+                service_account: Some("sklearn-iris-client".into()),
+                expires_at: Some(ts("2026-11-27T21:00:00Z")),
+                renewal_time: Some(ts("2026-11-27T20:40:00Z")),
+                error: None,
+            },
+            policy: PolicyView {
+                mode: "AuthorizationPolicy".into(),
+                authorization_policy: Some("sklearn-iris-client".into()),
+                found: Some(true),
+                error: None,
+            },
+            events: vec![EventView {
+                type_: "Normal".into(),
+                reason: "Issued".into(),
+                time: Some(ts("2026-11-27T19:58:00Z")),
+                from: "inference-access".into(),
+                note: "issued a token".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn human_report() {
+        let text = human(&report(), ts("2026-11-27T20:00:00Z"));
+        assert_eq!(
+            text,
+            "Name:       sklearn-iris-client\n\
+             Namespace:  kubeflow-user-example-com\n\
+             Conditions:\n  Ready: True, Reason: Ready, Message: the credential in the Secret reaches the InferenceService\n\
+             InferenceService: sklearn-iris\n  Ready:  True\n  URL:    http://sklearn-iris.kubeflow-user-example-com.example.com\n\
+             Credential:\n  ServiceAccount:  sklearn-iris-client\n\
+             \x20 Expires:         2026-11-27T21:00:00Z (in 1h)\n\
+             \x20 Renewal:         2026-11-27T20:40:00Z (in 40m)\n\
+             \x20 Secret:          sklearn-iris-client-credential\n\
+             \x20 Keys (values hidden): authorization, token\n\
+             Access policy:\n  Mode:  AuthorizationPolicy\n  AuthorizationPolicy:  sklearn-iris-client (exists)\n\
+             Events:\n  TYPE    REASON  AGE  FROM              MESSAGE\n  Normal  Issued  2m   inference-access  issued a token\n"
+        );
+    }
+
+    #[test]
+    fn human_report_of_a_fresh_access() {
+        let mut r = report();
+        r.conditions.clear();
+        r.inference_service = InferenceServiceView {
+            name: "m".into(),
+            ..Default::default()
+        };
+        r.credential = CredentialView {
+            secret_name: "s".into(),
+            ..Default::default()
+        };
+        r.policy = PolicyView {
+            mode: "Unmanaged".into(),
+            ..Default::default()
+        };
+        r.events.clear();
+        let text = human(&r, ts("2026-11-27T20:00:00Z"));
+        for needle in [
+            "none yet: the operator has not reconciled",
+            "InferenceService: m\n  Not found",
+            "Expires:         -",
+            "Secret:          s (not found)",
+            "Mode:  Unmanaged\nEvents:\n  <none>",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn json_report_shape() {
+        let value = serde_json::to_value(report()).unwrap();
+        assert_eq!(
+            value["credential"]["keys"],
+            serde_json::json!(["authorization", "token"])
+        );
+        assert_eq!(value["credential"]["expiresAt"], "2026-11-27T21:00:00Z");
+        assert_eq!(value["conditions"][0]["type"], "Ready");
+        assert_eq!(value["inferenceService"]["ready"], true);
+        assert_eq!(value["policy"]["found"], true);
+    }
+}
