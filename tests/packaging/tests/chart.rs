@@ -23,6 +23,19 @@ const VALUE_SETS: &[&[&str]] = &[
         "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         "nodeSelector.kubernetes\\.io/os=linux",
         "priorityClassName=system-cluster-critical",
+        "controller.extraArgs={--lease-duration=20s}",
+        "controller.extraEnv[0].name=RUST_BACKTRACE",
+        "controller.extraEnv[0].value=full",
+        "imagePullSecrets[0].name=registry-credentials",
+        "tolerations[0].key=dedicated",
+        "tolerations[0].operator=Exists",
+        "topologySpreadConstraints[0].maxSkew=1",
+        "topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname",
+        "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+        "affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight=100",
+        "affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.topologyKey=kubernetes.io/hostname",
+        "serviceAccount.annotations.example\\.com/purpose=operator",
+        "metrics.service.annotations.example\\.com/scraped-by=prometheus",
     ],
     &[
         "leaderElection.enabled=true",
@@ -337,6 +350,7 @@ fn controller_values_become_flags() {
             "--namespaces=team-a,team-b",
             "--leader-elect",
             "--lease-name=inference-access-leader",
+            "--lease-duration=20s",
         ]
     );
     let deployment = the(&objects, "Deployment", "release-inference-access");
@@ -356,6 +370,28 @@ fn controller_values_become_flags() {
     assert_eq!(
         container["livenessProbe"]["httpGet"],
         json!({"path": "/healthz", "port": "metrics"})
+    );
+    assert_eq!(
+        container["env"][2],
+        json!({"name": "RUST_BACKTRACE", "value": "full"})
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["imagePullSecrets"],
+        json!([{"name": "registry-credentials"}])
+    );
+    assert_eq!(
+        pod["tolerations"],
+        json!([{"key": "dedicated", "operator": "Exists"}])
+    );
+    assert_eq!(pod["topologySpreadConstraints"][0]["maxSkew"], 1);
+    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+    assert_eq!(pod["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
+    let affinity_term =
+        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(
+        affinity_term["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
     );
     let labels = &deployment["spec"]["template"]["metadata"]["labels"];
     assert_eq!(labels["team"], "ml-platform");
@@ -422,6 +458,10 @@ fn the_values_schema_rejects_mistakes() {
         ("replicaCount=-1", "replicaCount"),
         ("controler.logLevel=debug", "controler"),
         ("controller.watchNamespaces={Team_A}", "watchNamespaces"),
+        (
+            "controller.extraEnv[0].name=DEBUG,controller.extraEnv[0].value=1",
+            "extraEnv",
+        ),
     ] {
         let err = helm_template(&[pair]).expect_err(pair);
         assert!(err.contains(complaint), "{pair}: {err}");
