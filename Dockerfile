@@ -24,6 +24,9 @@ RUN if readelf --program-headers /inference-access | grep -q INTERP; then \
 
 # Runtime: no shell, no package manager; CA certificates and a `nonroot` user (65532) only.
 FROM gcr.io/distroless/static-debian12:nonroot
+LABEL org.opencontainers.image.title="inference-access" \
+      org.opencontainers.image.description="Keeps a ready, self-renewing credential for a KServe InferenceService in a Secret" \
+      org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /inference-access /usr/local/bin/inference-access
 USER 65532:65532
 # /metrics, /healthz, /readyz (`--metrics-addr`).

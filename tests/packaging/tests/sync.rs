@@ -1,9 +1,10 @@
 //! The copies made by hack/sync.sh (chart CRDs and RBAC, config/crd, config/samples) agree with
-//! their sources. Fails after `make crds` or an edit of config/rbac/ until `hack/sync.sh` runs.
+//! their sources (fails after `make crds` or an edit of config/rbac/ until `hack/sync.sh` runs),
+//! and the packaging ships the version the crate builds.
 
 use std::process::Command;
 
-use packaging_tests::repo_root;
+use packaging_tests::{read_yaml, repo_root};
 
 #[test]
 fn chart_and_config_copies_match_their_sources() {
@@ -16,5 +17,42 @@ fn chart_and_config_copies_match_their_sources() {
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The operator's version from the root Cargo.toml's `[package]` table.
+fn crate_version() -> String {
+    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml"))
+        .unwrap_or_else(|err| panic!("cannot read Cargo.toml: {err}"));
+    let package = manifest
+        .split("\n[")
+        .find(|table| table.starts_with("package]"))
+        .unwrap_or_else(|| panic!("Cargo.toml has no [package] table"));
+    package
+        .lines()
+        .find_map(|line| line.strip_prefix("version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("[package] has no version"))
+        .to_owned()
+}
+
+#[test]
+fn chart_and_kustomize_ship_the_crate_version() {
+    let version = crate_version();
+    let chart =
+        read_yaml("charts/inference-access/Chart.yaml").unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(
+        chart["appVersion"],
+        version.as_str(),
+        "Chart.yaml appVersion"
+    );
+    let deployment =
+        read_yaml("config/manager/deployment.yaml").unwrap_or_else(|err| panic!("{err}"));
+    let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        image.ends_with(&format!(":{version}")),
+        "config/manager image {image} is not {version}"
     );
 }
