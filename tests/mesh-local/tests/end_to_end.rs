@@ -21,20 +21,26 @@ async fn post(
     token: &str,
     body: &'static [u8],
 ) -> common::Answer {
-    let auth = format!("Bearer {token}");
-    Browser::default()
-        .send(
-            http::Method::POST,
-            &format!("{}{path}", gateway.url()),
-            &[
-                ("host", host),
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            bytes::Bytes::from_static(body),
-            false,
-        )
-        .await
+    common::post_json(&gateway.url(), host, path, token, body).await
+}
+
+/// The sample's v1 request with its iris-input.json.
+async fn predict_iris(gateway: &Gateway, host: &str, token: &str) -> common::Answer {
+    post(
+        gateway,
+        host,
+        "/v1/models/sklearn-iris:predict",
+        token,
+        IRIS_INPUT,
+    )
+    .await
+}
+
+fn assert_rbac_denied(answer: &common::Answer) {
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (StatusCode::FORBIDDEN, "RBAC: access denied")
+    );
 }
 
 #[tokio::test]
@@ -58,32 +64,15 @@ async fn sample_prediction_through_gateway_and_real_model_server() {
 
     // No sidecar: any valid token gets the sample's answer.
     for caller in [&editor, &stranger] {
-        let answer = post(
-            &gateway,
-            &open_host,
-            "/v1/models/sklearn-iris:predict",
-            caller,
-            IRIS_INPUT,
-        )
-        .await;
+        let answer = predict_iris(&gateway, &open_host, caller).await;
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
         assert_eq!(answer.json(), json!({"predictions": [1, 1]}));
         assert_eq!(answer.headers["server"], "istio-envoy");
     }
 
     // Sidecar: deny-all until the access policy exists, then only its user.
-    let denied = post(
-        &gateway,
-        &meshed_host,
-        "/v1/models/sklearn-iris:predict",
-        &editor,
-        IRIS_INPUT,
-    )
-    .await;
-    assert_eq!(
-        (denied.status, denied.body.as_str()),
-        (StatusCode::FORBIDDEN, "RBAC: access denied")
-    );
+    let denied = predict_iris(&gateway, &meshed_host, &editor).await;
+    assert_rbac_denied(&denied);
     cluster
         .add_policy(
             NS,
@@ -91,28 +80,11 @@ async fn sample_prediction_through_gateway_and_real_model_server() {
             access_policy("sklearn-meshed", EDITOR),
         )
         .await;
-    let allowed = post(
-        &gateway,
-        &meshed_host,
-        "/v1/models/sklearn-iris:predict",
-        &editor,
-        IRIS_INPUT,
-    )
-    .await;
+    let allowed = predict_iris(&gateway, &meshed_host, &editor).await;
     assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.body);
     assert_eq!(allowed.json(), json!({"predictions": [1, 1]}));
-    let denied = post(
-        &gateway,
-        &meshed_host,
-        "/v1/models/sklearn-iris:predict",
-        &stranger,
-        IRIS_INPUT,
-    )
-    .await;
-    assert_eq!(
-        (denied.status, denied.body.as_str()),
-        (StatusCode::FORBIDDEN, "RBAC: access denied")
-    );
+    let denied = predict_iris(&gateway, &meshed_host, &stranger).await;
+    assert_rbac_denied(&denied);
 
     // v2 protocol and the readiness endpoint through the same path.
     let v2 = post(
@@ -138,14 +110,7 @@ async fn sample_prediction_through_gateway_and_real_model_server() {
     let api_token = cluster
         .token(NS, "default-editor", kube_local::API_AUDIENCE, 3600)
         .await;
-    let refused = post(
-        &gateway,
-        &open_host,
-        "/v1/models/sklearn-iris:predict",
-        &api_token,
-        IRIS_INPUT,
-    )
-    .await;
+    let refused = predict_iris(&gateway, &open_host, &api_token).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     model.stop().await;
 }

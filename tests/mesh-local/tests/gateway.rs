@@ -40,20 +40,14 @@ async fn setup(
 }
 
 async fn predict(gateway: &Gateway, host: &str, path: &str, token: &str) -> common::Answer {
-    let auth = format!("Bearer {token}");
-    Browser::default()
-        .send(
-            http::Method::POST,
-            &format!("{}{path}", gateway.url()),
-            &[
-                ("host", host),
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            bytes::Bytes::from_static(br#"{"instances": [[6.8, 2.8, 4.8, 1.4]]}"#),
-            false,
-        )
-        .await
+    common::post_json(
+        &gateway.url(),
+        host,
+        path,
+        token,
+        br#"{"instances": [[6.8, 2.8, 4.8, 1.4]]}"#,
+    )
+    .await
 }
 
 #[tokio::test]

@@ -12,6 +12,20 @@ use mesh_local::{Flavour, Gateway, LdapUser, LoginConfig, StaticUser};
 
 const HOST: &str = "sklearn-iris.kubeflow-user-example-com.example.com";
 
+/// Logs Kubeflow's default user in through the local connector.
+async fn default_user_session(gateway: &Gateway) -> (Browser, AuthSession) {
+    let mut browser = Browser::default();
+    let session = get_istio_auth_session(
+        &mut browser,
+        &gateway.url(),
+        "local",
+        "user@example.com",
+        "12341234",
+    )
+    .await;
+    (browser, session)
+}
+
 struct AuthSession {
     redirect_url: String,
     dex_login_url: String,
@@ -132,15 +146,7 @@ async fn oauth2_proxy_flow_with_static_password() {
         "{location}"
     );
 
-    let mut browser = Browser::default();
-    let session = get_istio_auth_session(
-        &mut browser,
-        &gateway.url(),
-        "local",
-        "user@example.com",
-        "12341234",
-    )
-    .await;
+    let (browser, session) = default_user_session(&gateway).await;
     // One connector: Dex skipped its list and went on to the local login form.
     assert!(
         session
@@ -227,15 +233,7 @@ async fn authservice_flow_with_connector_choice_and_ldap() {
     assert_eq!(answer.status, StatusCode::FOUND);
 
     // The same gateway's local connector, picked from the list.
-    let mut browser = Browser::default();
-    let session = get_istio_auth_session(
-        &mut browser,
-        &gateway.url(),
-        "local",
-        "user@example.com",
-        "12341234",
-    )
-    .await;
+    let (browser, session) = default_user_session(&gateway).await;
     assert!(session.dex_login_url.contains("/dex/auth/local/login?"));
     assert!(browser.cookies.contains_key("authservice_session"));
 }

@@ -292,6 +292,30 @@ pub async fn named_echo_upstream(name: &'static str) -> (String, JoinHandle<()>)
     .await
 }
 
+/// POSTs a JSON body through the gateway with the sample's Host and bearer token.
+pub async fn post_json(
+    gateway_url: &str,
+    host: &str,
+    path: &str,
+    token: &str,
+    body: &'static [u8],
+) -> Answer {
+    let auth = format!("Bearer {token}");
+    Browser::default()
+        .send(
+            Method::POST,
+            &format!("{gateway_url}{path}"),
+            &[
+                ("host", host),
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            Bytes::from_static(body),
+            false,
+        )
+        .await
+}
+
 /// One received response, with the URL it answered.
 pub struct Answer {
     pub status: StatusCode,
