@@ -1,9 +1,12 @@
 """Serves the joblib model as `sklearn-iris` with kserve.ModelServer (v1 and v2 REST, no gRPC).
 
 Usage: serve.py MODEL_FILE HTTP_PORT (positional: KServe parses sys.argv for its own --flags).
+With MODEL_SERVER_EXIT_ON_STDIN_EOF=1 it exits when its stdin closes (its starter is gone).
 """
 
+import os
 import sys
+import threading
 
 import joblib
 import kserve
@@ -37,7 +40,15 @@ class SklearnIris(kserve.Model):
         result = self.model.predict(get_predict_input(payload))
         return get_predict_response(payload, result, self.name)
 
+def exit_with_parent() -> None:
+    """The Rust starter holds our stdin open; EOF means it is gone, even if it was SIGKILLed."""
+    sys.stdin.buffer.read()
+    os._exit(0)
+
+
 if __name__ == "__main__":
+    if os.environ.get("MODEL_SERVER_EXIT_ON_STDIN_EOF") == "1":
+        threading.Thread(target=exit_with_parent, daemon=True).start()
     model = SklearnIris("sklearn-iris", sys.argv[1])
     model.load()
     kserve.ModelServer(http_port=int(sys.argv[2]), enable_grpc=False, workers=1).start([model])

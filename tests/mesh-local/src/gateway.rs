@@ -389,7 +389,7 @@ async fn route_request(
         let attributes = RequestAttributes {
             source_principal: Some(GATEWAY_PRINCIPAL.to_owned()),
             request_principal: None,
-            host: routing_host(host).to_owned(),
+            host: routing::strip_port(host).to_owned(),
             port: PREDICTOR_PORT,
             method: parts.method.to_string(),
             path: route
@@ -452,10 +452,6 @@ fn dashboard(user: &str) -> Response {
             crate::http_util::escape_html(user)
         ),
     )
-}
-
-fn routing_host(host: &str) -> &str {
-    host.split(':').next().unwrap_or(host)
 }
 
 /// Istio injects a sidecar unless the pod opts out by annotation or label.

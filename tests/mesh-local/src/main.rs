@@ -21,7 +21,11 @@ enum Command {
     /// The ingress gateway (plus Dex and oauth2-proxy/authservice under /dex/, /oauth2/, /authservice/).
     Gateway(GatewayArgs),
     /// The real KServe model server serving sklearn-iris (creates its venv on first use).
-    ModelServer,
+    ModelServer {
+        /// Port on 127.0.0.1 (0 = any free port; the chosen URL is printed).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
 }
 
 #[derive(clap::Args)]
@@ -70,10 +74,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     match Cli::parse().command {
         Command::Gateway(args) => run_gateway(args).await,
-        Command::ModelServer => {
-            let server = ModelServer::start().await?;
+        Command::ModelServer { port } => {
+            let server = ModelServer::start_on(port).await?;
             println!("{}", server.url());
-            tokio::signal::ctrl_c().await?;
+            shutdown_signal().await?;
             server.stop().await;
             Ok(())
         }
@@ -141,7 +145,16 @@ async fn run_gateway(args: GatewayArgs) -> Result<(), Box<dyn std::error::Error>
     }
     let gateway = builder.start().await?;
     println!("{}", gateway.url());
-    tokio::signal::ctrl_c().await?;
+    shutdown_signal().await?;
     gateway.shutdown().await;
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what `kill` and process supervisors send).
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = terminate.recv() => Ok(()),
+    }
 }

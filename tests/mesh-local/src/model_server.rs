@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdin, Command};
 
 /// The InferenceService name the server answers to (the sample's).
 pub const MODEL_NAME: &str = "sklearn-iris";
@@ -51,6 +51,8 @@ pub fn venv_dir() -> PathBuf {
 /// A running `sklearn-iris` model server; killed when dropped.
 pub struct ModelServer {
     child: Child,
+    /// serve.py exits when this pipe closes, so the server dies with this process however it ends.
+    _lifeline: ChildStdin,
     port: u16,
     log: PathBuf,
 }
@@ -59,34 +61,53 @@ impl ModelServer {
     /// Ensures the venv and model (idempotent setup.sh, safe to call concurrently), starts the
     /// server on a free 127.0.0.1 port and waits until `GET /v1/models/sklearn-iris` is ready.
     pub async fn start() -> Result<ModelServer, ModelServerError> {
+        Self::start_on(0).await
+    }
+
+    /// [`ModelServer::start`] on a given port; 0 picks a free one.
+    pub async fn start_on(port: u16) -> Result<ModelServer, ModelServerError> {
         let venv = ensure_venv().await?;
+        if port != 0 {
+            return Self::start_once(&venv, port).await;
+        }
         // Another process may take the probed port before the server binds it; the server then
         // exits, and another port is tried.
         let mut attempt = 1;
         loop {
-            match Self::start_once(&venv).await {
+            let port = free_port().map_err(ModelServerError::Port)?;
+            match Self::start_once(&venv, port).await {
                 Err(ModelServerError::Exited { .. }) if attempt < 3 => attempt += 1,
                 result => return result,
             }
         }
     }
 
-    async fn start_once(venv: &Path) -> Result<ModelServer, ModelServerError> {
-        let port = free_port().map_err(ModelServerError::Port)?;
+    async fn start_once(venv: &Path, port: u16) -> Result<ModelServer, ModelServerError> {
         let log = std::env::temp_dir().join(format!("mesh-local-model-server-{port}.log"));
         let log_file = std::fs::File::create(&log).map_err(ModelServerError::Spawn)?;
         let log_err = log_file.try_clone().map_err(ModelServerError::Spawn)?;
-        let child = Command::new(venv.join("bin/python"))
+        let mut child = Command::new(venv.join("bin/python"))
             .arg(model_server_dir().join("serve.py"))
             .arg(venv.join("model/model.joblib"))
             .arg(port.to_string())
-            .stdin(Stdio::null())
+            .env("MODEL_SERVER_EXIT_ON_STDIN_EOF", "1")
+            .stdin(Stdio::piped())
             .stdout(log_file)
             .stderr(log_err)
             .kill_on_drop(true)
             .spawn()
             .map_err(ModelServerError::Spawn)?;
-        let mut server = ModelServer { child, port, log };
+        let Some(lifeline) = child.stdin.take() else {
+            return Err(ModelServerError::Spawn(std::io::Error::other(
+                "no stdin pipe",
+            )));
+        };
+        let mut server = ModelServer {
+            child,
+            _lifeline: lifeline,
+            port,
+            log,
+        };
         server.wait_ready().await?;
         Ok(server)
     }

@@ -64,7 +64,8 @@ pub fn route(services: &[ServiceUrl], host_header: &str, path_and_query: &str) -
     })
 }
 
-fn strip_port(host: &str) -> &str {
+/// The host part of a Host header (`name:port`, `[v6]:port`).
+pub fn strip_port(host: &str) -> &str {
     if let Some(bracketed) = host.strip_prefix('[') {
         return bracketed.split(']').next().unwrap_or_default();
     }

@@ -81,3 +81,30 @@ async fn gateway_process_serves_with_a_kubeconfig() {
     child.kill().await.unwrap();
     std::fs::remove_file(&kubeconfig).unwrap();
 }
+
+#[tokio::test]
+async fn model_server_process_prints_its_url_and_serves() {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mesh-local"))
+        .args(["model-server", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Printed once ready; the first run on a machine also creates the venv.
+    let url = tokio::time::timeout(Duration::from_secs(600), lines.next_line())
+        .await
+        .expect("model server prints its URL")
+        .unwrap()
+        .unwrap();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let ready = Browser::default()
+        .get(&format!("{url}/v1/models/sklearn-iris"), &[])
+        .await;
+    assert_eq!(
+        ready.json(),
+        serde_json::json!({"name": "sklearn-iris", "ready": true})
+    );
+    child.kill().await.unwrap();
+}
