@@ -149,7 +149,7 @@ impl GatewayBuilder {
                     .map_err(|_| GatewayError::ApiServerUrl(url.clone()))?;
                 let mut config = kube::Config::new(uri);
                 config.auth_info.token = Some(token.into());
-                kube::Client::try_from(config).map_err(GatewayError::Client)?
+                client_from(config)?
             }
             Some(ApiSource::Kubeconfig(path)) => {
                 let kubeconfig = kube::config::Kubeconfig::read_from(&path)
@@ -157,13 +157,13 @@ impl GatewayBuilder {
                 let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
                     .await
                     .map_err(|e| GatewayError::Kubeconfig(e.to_string()))?;
-                kube::Client::try_from(config).map_err(GatewayError::Client)?
+                client_from(config)?
             }
             None => {
                 let config = kube::Config::infer()
                     .await
                     .map_err(|e| GatewayError::Kubeconfig(e.to_string()))?;
-                kube::Client::try_from(config).map_err(GatewayError::Client)?
+                client_from(config)?
             }
         };
         for url in self.default_upstream.iter().chain(self.upstreams.values()) {
@@ -203,6 +203,12 @@ impl GatewayBuilder {
             task,
         })
     }
+}
+
+/// A hung API server must not hang requests forever: its lookups are bounded.
+fn client_from(mut config: kube::Config) -> Result<kube::Client, GatewayError> {
+    config.read_timeout = Some(Duration::from_secs(30));
+    kube::Client::try_from(config).map_err(GatewayError::Client)
 }
 
 /// A running gateway on 127.0.0.1; stops when dropped.

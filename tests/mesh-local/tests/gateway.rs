@@ -343,3 +343,32 @@ async fn missing_upstream_is_503() {
         (StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
     );
 }
+
+#[tokio::test]
+async fn unreachable_upstream_or_api_server_is_503() {
+    // Port 1 on loopback: nothing listens there, connections are refused at once.
+    let s = setup(|b| b.upstream_for(NS, "sklearn-iris", "http://127.0.0.1:1")).await;
+    let host = host_of(&s.cluster.add_model(NS, "sklearn-iris", false).await);
+    let token = s.cluster.token(NS, "default-editor", AUD, 3600).await;
+    let answer = predict(&s.gateway, &host, PREDICT, &token).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        answer.body.starts_with("upstream connect error"),
+        "{}",
+        answer.body
+    );
+
+    let orphan = Gateway::builder()
+        .api_server("http://127.0.0.1:1", "irrelevant")
+        .start()
+        .await
+        .unwrap();
+    let answer = predict(&orphan, &host, PREDICT, &token).await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mesh-local: control plane unavailable"
+        )
+    );
+}
