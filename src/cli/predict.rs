@@ -13,16 +13,12 @@ use crate::gateway_client::GatewayClient;
 use crate::probe::{self, Diagnosis};
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("body").required(true).args(["file", "data"])))]
 pub struct Args {
     /// Name of the InferenceAccess.
     pub name: String,
     /// JSON request body from a file (`-` for stdin), e.g. the sample's iris-input.json.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        conflicts_with = "data",
-        required_unless_present = "data"
-    )]
+    #[arg(short = 'f', long = "filename")]
     pub file: Option<PathBuf>,
     /// JSON request body inline.
     #[arg(long)]
