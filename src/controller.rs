@@ -154,6 +154,8 @@ async fn controller(
                 Ok((access, _)) => debug!(access = %access.name, namespace = access.namespace.as_deref().unwrap_or_default(), "reconciled"),
                 // Already logged, with its category, by the error policy.
                 Err(ControllerError::ReconcilerFailed(_, _)) => {}
+                // A trigger for an access deleted meanwhile: nothing to do.
+                Err(ControllerError::ObjectNotFound(object)) => debug!(access = %object.name, "gone before its reconcile"),
                 Err(err) => warn!(error = %err, "controller"),
             }
         });

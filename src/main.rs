@@ -70,9 +70,12 @@ enum LogFormat {
 fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
     let filter =
         EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
+    // Colors only for a person at a terminal, never in pod logs or files.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

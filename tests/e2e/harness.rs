@@ -1,0 +1,417 @@
+//! Starts a control plane and the operator binary, and waits on conditions.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use inference_access::api::InferenceAccess;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{Condition, await_condition};
+use kube::{Client, Config, Resource};
+use serde::de::DeserializeOwned;
+use tokio::process::{Child, Command};
+
+pub const NS: &str = "kubeflow-user-example-com";
+pub const ACCESS: &str = "sklearn-iris-client";
+pub const SECRET: &str = "sklearn-iris-client-credential";
+pub const WAIT: Duration = Duration::from_secs(60);
+const OPERATOR_NS: &str = "inference-access-system";
+const OPERATOR_SA: &str = "inference-access";
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// A test's world: a control plane (kube-local unless a cluster is given), an admin client and
+/// the running operator.
+pub struct Env {
+    pub plane: Option<kube_local::ControlPlane>,
+    pub client: Client,
+    pub dir: tempdir::Dir,
+    operator: Option<Child>,
+    operator_kubeconfig: PathBuf,
+}
+
+/// The operator's identity on kube-local, so request accounting can tell it from the test.
+pub fn operator_caller() -> String {
+    format!("system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}")
+}
+
+/// Scenarios that inject faults or count requests need kube-local.
+pub fn real_cluster() -> Option<PathBuf> {
+    std::env::var_os("INFERENCE_ACCESS_E2E_KUBECONFIG").map(PathBuf::from)
+}
+
+pub fn skip_on_real_cluster(name: &str) -> bool {
+    if real_cluster().is_some() {
+        eprintln!("skipped {name}: needs kube-local's fault injection or request accounting");
+        return true;
+    }
+    false
+}
+
+impl Env {
+    pub async fn start() -> Self {
+        Self::start_with(kube_local::ControlPlane::builder()).await
+    }
+
+    pub async fn start_with(builder: kube_local::Builder) -> Self {
+        let dir = tempdir::Dir::new();
+        let admin_kubeconfig = dir.path().join("admin.kubeconfig");
+        let plane = match real_cluster() {
+            Some(path) => {
+                std::fs::copy(path, &admin_kubeconfig).unwrap();
+                None
+            }
+            None => {
+                let plane = builder.start().await.unwrap();
+                plane.write_kubeconfig(&admin_kubeconfig).unwrap();
+                Some(plane)
+            }
+        };
+        let client = client_for(&admin_kubeconfig).await;
+        install_crd(&client).await;
+        let operator_kubeconfig = match &plane {
+            Some(plane) => {
+                let token = operator_token(&client).await;
+                let path = dir.path().join("operator.kubeconfig");
+                std::fs::write(&path, plane.kubeconfig_for_token(&token)).unwrap();
+                path
+            }
+            None => admin_kubeconfig.clone(),
+        };
+        let mut env = Self {
+            plane,
+            client,
+            dir,
+            operator: None,
+            operator_kubeconfig,
+        };
+        env.start_operator();
+        env
+    }
+
+    pub fn plane(&self) -> &kube_local::ControlPlane {
+        self.plane
+            .as_ref()
+            .expect("this scenario runs on kube-local only")
+    }
+
+    pub fn start_operator(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_inference-access"))
+            .args([
+                "controller",
+                "--log-level",
+                "info,inference_access=debug",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .env("KUBECONFIG", &self.operator_kubeconfig)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(self.operator_log())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the operator binary starts");
+        self.operator = Some(child);
+    }
+
+    /// The operator's log, appended across restarts; printed when a test fails.
+    fn operator_log(&self) -> Stdio {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("operator.log"))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::inherit())
+    }
+
+    pub async fn stop_operator(&mut self) {
+        if let Some(mut child) = self.operator.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    /// Applies every document of a YAML file as the test user (server-side apply).
+    pub async fn apply_file(&self, path: &Path) {
+        let text = std::fs::read_to_string(path).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+            if value.is_null() {
+                continue;
+            }
+            self.apply_value(value).await;
+        }
+    }
+
+    pub async fn apply_value(&self, value: serde_json::Value) {
+        let params = PatchParams::apply("e2e-test").force();
+        let name = value["metadata"]["name"].as_str().unwrap().to_owned();
+        match value["kind"].as_str().unwrap() {
+            "Namespace" => {
+                Api::<Namespace>::all(self.client.clone())
+                    .patch(&name, &params, &Patch::Apply(&value))
+                    .await
+                    .unwrap();
+            }
+            "InferenceAccess" => {
+                self.api::<InferenceAccess>()
+                    .patch(&name, &params, &Patch::Apply(&value))
+                    .await
+                    .unwrap();
+            }
+            other => panic!("apply_value: unexpected kind {other}"),
+        }
+    }
+
+    /// The sample, as a user applies it.
+    pub async fn apply_example(&self) {
+        self.apply_file(&repo("examples/sklearn-iris.yaml")).await;
+    }
+
+    pub async fn wait_ready(&self, name: &str) -> InferenceAccess {
+        wait_for(&self.api::<InferenceAccess>(), name, is_ready()).await
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- operator log (last {} lines) ---", tail.len());
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        if let Some(child) = self.operator.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+pub async fn client_for(kubeconfig: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+async fn install_crd(client: &Client) {
+    let crd: CustomResourceDefinition = serde_yaml::from_str(
+        &std::fs::read_to_string(repo("crds/inference-access.io_inferenceaccesses.yaml")).unwrap(),
+    )
+    .unwrap();
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    api.patch(
+        "inferenceaccesses.inference-access.io",
+        &PatchParams::apply("e2e-test").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        &api,
+        "inferenceaccesses.inference-access.io",
+        |crd: Option<&CustomResourceDefinition>| {
+            crd.and_then(|c| c.status.as_ref())
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        },
+    )
+    .await;
+}
+
+/// A ServiceAccount token for the operator, so requests are accounted to it.
+async fn operator_token(client: &Client) -> String {
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NS}});
+    namespaces
+        .patch(
+            OPERATOR_NS,
+            &PatchParams::apply("e2e-test"),
+            &Patch::Apply(&ns),
+        )
+        .await
+        .unwrap();
+    let sas = Api::<ServiceAccount>::namespaced(client.clone(), OPERATOR_NS);
+    let sa = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": OPERATOR_SA}});
+    sas.patch(
+        OPERATOR_SA,
+        &PatchParams::apply("e2e-test"),
+        &Patch::Apply(&sa),
+    )
+    .await
+    .unwrap();
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(3600 * 24),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let response: TokenRequest = sas
+        .create_subresource("token", OPERATOR_SA, &PostParams::default(), &request)
+        .await
+        .unwrap();
+    response.status.unwrap().token
+}
+
+/// Waits (on a watch) until `condition` holds for the object, or fails after `WAIT`. A watch
+/// that breaks (the API server away during a fault test) is started again until the deadline.
+pub async fn wait_for<K, C>(api: &Api<K>, name: &str, condition: C) -> K
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    C: Condition<K> + Clone,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut retry = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, await_condition(api.clone(), name, condition.clone()))
+            .await
+        {
+            Ok(Ok(Some(object))) => return object,
+            Ok(Ok(None)) => panic!("{name} does not exist"),
+            Ok(Err(err)) if !left.is_zero() => {
+                eprintln!("watching {name} broke ({err}); watching again");
+                retry.tick().await;
+            }
+            Ok(Err(err)) => panic!("watching {name}: {err}"),
+            Err(_) => {
+                let current = api.get_opt(name).await.ok().flatten();
+                panic!("timed out after {WAIT:?} waiting on {name}; it is now: {current:#?}")
+            }
+        }
+    }
+}
+
+/// Waits until an object is gone.
+pub async fn wait_deleted<K>(api: &Api<K>, name: &str)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let gone = tokio::time::timeout(
+        WAIT,
+        await_condition(api.clone(), name, |o: Option<&K>| o.is_none()),
+    )
+    .await;
+    assert!(
+        matches!(gone, Ok(Ok(_))),
+        "{name} was not deleted within {WAIT:?}"
+    );
+}
+
+pub fn is_ready() -> impl Condition<InferenceAccess> + Clone {
+    condition_is("Ready", "True")
+}
+
+pub fn condition_is(
+    type_: &'static str,
+    status: &'static str,
+) -> impl Condition<InferenceAccess> + Clone {
+    move |access: Option<&InferenceAccess>| {
+        access.and_then(|a| a.status.as_ref()).is_some_and(|s| {
+            s.observed_generation == access.and_then(|a| a.metadata.generation)
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == type_ && c.status == status)
+        })
+    }
+}
+
+pub fn reason_of(access: &InferenceAccess, type_: &str) -> String {
+    access
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
+
+pub fn secret_text(secret: &Secret, key: &str) -> String {
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .unwrap_or_else(|| panic!("Secret has no {key}"));
+    String::from_utf8(value.0.clone()).unwrap()
+}
+
+/// The claims of a JWT, decoded without verification (the test reads what was minted).
+pub fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT has three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Waits until the request log holds a request matching `pred` after `mark`. The log has no
+/// change notification, so this checks it on a short tick until the deadline.
+pub async fn wait_request(
+    plane: &kube_local::ControlPlane,
+    mark: u64,
+    pred: impl Fn(&kube_local::Request) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    while !plane.requests().since(mark).iter().any(&pred) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no matching request within {WAIT:?}: {:#?}",
+            plane.requests().since(mark)
+        );
+        tick.tick().await;
+    }
+}
+
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    /// A directory removed on drop, without another dependency.
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new() -> Self {
+            let base = std::env::temp_dir().join(format!(
+                "inference-access-e2e-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            ));
+            std::fs::create_dir_all(&base).unwrap();
+            Self(base)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

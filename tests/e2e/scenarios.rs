@@ -1,0 +1,308 @@
+//! The scenarios of the operator's life, each against its own control plane.
+
+use std::time::Duration;
+
+use inference_access::api::InferenceAccess;
+use inference_access::resources::{AuthorizationPolicy, InferenceService};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
+
+use crate::harness::*;
+
+fn token_of(secret: &Secret) -> String {
+    secret_text(secret, "token")
+}
+
+#[tokio::test]
+async fn the_sample_end_to_end() {
+    let env = Env::start().await;
+    env.apply_example().await;
+    let access = env.wait_ready(ACCESS).await;
+    let status = access.status.clone().unwrap();
+    assert_eq!(status.secret_name.as_deref(), Some(SECRET));
+    assert_eq!(status.service_account_name.as_deref(), Some(ACCESS));
+
+    // The templated InferenceService, owned by the access.
+    let isvc = env
+        .api::<InferenceService>()
+        .get("sklearn-iris")
+        .await
+        .unwrap();
+    assert_eq!(isvc.metadata.owner_references.unwrap()[0].name, ACCESS);
+    let url = isvc.status.unwrap().url.unwrap();
+
+    // The Secret: a token for the ingress audience, bound to this very Secret.
+    let secret = env.api::<Secret>().get(SECRET).await.unwrap();
+    let claims = jwt_claims(&token_of(&secret));
+    assert_eq!(
+        claims["aud"],
+        json!(["istio-ingressgateway.istio-system.svc.cluster.local"])
+    );
+    assert_eq!(
+        claims["sub"],
+        json!(format!("system:serviceaccount:{NS}:{ACCESS}"))
+    );
+    assert_eq!(claims["kubernetes.io"]["secret"]["name"], json!(SECRET));
+    assert_eq!(
+        claims["kubernetes.io"]["secret"]["uid"],
+        json!(secret.metadata.uid.clone().unwrap())
+    );
+    assert_eq!(secret_text(&secret, "url"), url);
+    let host = url.trim_start_matches("http://").to_owned();
+    assert_eq!(secret_text(&secret, "host"), host);
+    assert_eq!(
+        secret_text(&secret, "predict-url"),
+        "http://istio-ingressgateway.istio-system.svc.cluster.local/v1/models/sklearn-iris:predict"
+    );
+    assert_eq!(
+        secret_text(&secret, "authorization"),
+        format!("Bearer {}", token_of(&secret))
+    );
+    assert_eq!(
+        secret_text(&secret, "expires-at"),
+        status.token_expiration_time.unwrap().0.to_string()
+    );
+
+    // The policy, accepted by Istio's own schema (kube-local validates against it).
+    let policy = env.api::<AuthorizationPolicy>().get(ACCESS).await.unwrap();
+    assert_eq!(
+        policy.spec.rules[0].when[0].values,
+        [format!("system:serviceaccount:{NS}:{ACCESS}")]
+    );
+    assert_eq!(reason_of(&access, "AccessPolicyReady"), "PolicyApplied");
+
+    // Nothing in the status carries the token.
+    let token = token_of(&secret);
+    assert!(!serde_json::to_string(&access).unwrap().contains(&token));
+}
+
+#[tokio::test]
+async fn renewal_mints_a_new_token_with_a_later_expiry() {
+    let env = Env::start().await;
+    env.apply_example().await;
+    let api = env.api::<InferenceAccess>();
+    env.wait_ready(ACCESS).await;
+    let first = env.api::<Secret>().get(SECRET).await.unwrap();
+    // Renew one second after issue.
+    env.apply_value(json!({
+        "apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess",
+        "metadata": {"name": ACCESS, "namespace": NS},
+        "spec": {"inferenceService": {"name": "sklearn-iris"}, "token": {"duration": "10m", "renewBefore": "9m59s"}}
+    }))
+    .await;
+    let first_token = token_of(&first);
+    let renewed = wait_for(&env.api::<Secret>(), SECRET, move |s: Option<&Secret>| {
+        s.is_some_and(|s| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get("token"))
+                .is_some_and(|t| t.0 != first_token.as_bytes())
+        })
+    })
+    .await;
+    // And once more, by the renewal time alone.
+    let second_token = token_of(&renewed);
+    let again = wait_for(&env.api::<Secret>(), SECRET, move |s: Option<&Secret>| {
+        s.is_some_and(|s| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get("token"))
+                .is_some_and(|t| t.0 != second_token.as_bytes())
+        })
+    })
+    .await;
+    let expiry = |s: &Secret| {
+        secret_text(s, "expires-at")
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+    };
+    assert!(
+        expiry(&renewed) < expiry(&first),
+        "the 10m token replaced the 1h one"
+    );
+    assert!(
+        expiry(&again) > expiry(&renewed),
+        "each renewal expires later than the last"
+    );
+    let access = api.get(ACCESS).await.unwrap();
+    assert_eq!(reason_of(&access, "CredentialIssued"), "Issued");
+}
+
+#[tokio::test]
+async fn a_changed_status_url_reaches_the_secret() {
+    if skip_on_real_cluster("a_changed_status_url_reaches_the_secret") {
+        return;
+    }
+    let env = Env::start().await;
+    env.apply_example().await;
+    env.wait_ready(ACCESS).await;
+    // KServe is reconfigured for path-based routing and republishes status.url.
+    env.plane()
+        .set_kserve_url_style(kube_local::UrlStyle::PathTemplate);
+    let secret = wait_for(&env.api::<Secret>(), SECRET, |s: Option<&Secret>| {
+        s.is_some_and(|s| secret_text(s, "host") == "example.com")
+    })
+    .await;
+    assert_eq!(
+        secret_text(&secret, "predict-url"),
+        format!(
+            "http://istio-ingressgateway.istio-system.svc.cluster.local/serving/{NS}/sklearn-iris/v1/models/sklearn-iris:predict"
+        )
+    );
+}
+
+#[tokio::test]
+async fn deleting_the_access_deletes_everything_it_made() {
+    let env = Env::start().await;
+    env.apply_example().await;
+    env.wait_ready(ACCESS).await;
+    env.api::<InferenceAccess>()
+        .delete(ACCESS, &DeleteParams::foreground())
+        .await
+        .unwrap();
+    wait_deleted(&env.api::<Secret>(), SECRET).await;
+    wait_deleted(&env.api::<ServiceAccount>(), ACCESS).await;
+    wait_deleted(&env.api::<AuthorizationPolicy>(), ACCESS).await;
+    wait_deleted(&env.api::<InferenceService>(), "sklearn-iris").await;
+}
+
+/// After the operator has seen an access through (the policy GET ends every pipeline run).
+async fn wait_for_a_full_reconcile(env: &Env, mark: u64) {
+    let caller = operator_caller();
+    wait_request(env.plane(), mark, |r| {
+        r.caller == caller && r.verb == "get" && r.resource == "authorizationpolicies"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_operator_resumes_without_minting_and_a_resync_writes_nothing() {
+    if skip_on_real_cluster("a_restarted_operator_resumes_without_minting") {
+        return;
+    }
+    let mut env = Env::start().await;
+    env.apply_example().await;
+    env.wait_ready(ACCESS).await;
+    env.stop_operator().await;
+    let mark = env.plane().requests().mark();
+    env.start_operator();
+    wait_for_a_full_reconcile(&env, mark).await;
+    let writes: Vec<_> = env
+        .plane()
+        .requests()
+        .writes_since(mark)
+        .into_iter()
+        .filter(|r| {
+            r.caller == operator_caller() && r.resource != "events" && r.resource != "leases"
+        })
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "a restarted operator must not write: {writes:#?}"
+    );
+}
+
+#[tokio::test]
+async fn each_fault_is_recovered() {
+    if skip_on_real_cluster("each_fault_is_recovered") {
+        return;
+    }
+    let env = Env::start().await;
+    let plane = env.plane();
+    // The first token requests fail (500, then 429 with Retry-After), the policy write fails
+    // once with 503, and the API answers slowly: the access still ends Ready.
+    plane.faults().fail_next(kube_local::FaultRule::new(
+        "create",
+        "serviceaccounts/token",
+        2,
+        500,
+    ));
+    plane.faults().fail_next(
+        kube_local::FaultRule::new("create", "serviceaccounts/token", 1, 429).retry_after(1),
+    );
+    plane.faults().fail_next(kube_local::FaultRule::new(
+        "patch",
+        "authorizationpolicies",
+        1,
+        503,
+    ));
+    env.apply_example().await;
+    env.wait_ready(ACCESS).await;
+    let failures = plane
+        .requests()
+        .snapshot()
+        .into_iter()
+        .filter(|r| {
+            r.resource == "serviceaccounts"
+                && r.subresource.as_deref() == Some("token")
+                && r.code >= 400
+        })
+        .count();
+    assert_eq!(failures, 3, "the injected token failures were really sent");
+
+    // Watches dropped and history compacted: the operator relists and still sees a URL change.
+    plane.faults().drop_watches();
+    plane.faults().compact();
+    plane.set_kserve_domain("example.org");
+    wait_for(&env.api::<Secret>(), SECRET, |s: Option<&Secret>| {
+        s.is_some_and(|s| secret_text(s, "host") == format!("sklearn-iris.{NS}.example.org"))
+    })
+    .await;
+
+    // The API server goes away for a while and comes back with its state.
+    plane
+        .faults()
+        .refuse_connections_for(Duration::from_secs(3));
+    plane.set_kserve_domain("example.net");
+    wait_for(&env.api::<Secret>(), SECRET, |s: Option<&Secret>| {
+        s.is_some_and(|s| secret_text(s, "host") == format!("sklearn-iris.{NS}.example.net"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn kubectl_drives_the_sample() {
+    if skip_on_real_cluster("kubectl_drives_the_sample") {
+        return;
+    }
+    let env = Env::start().await;
+    let kubectl = std::env::var("KUBECTL")
+        .unwrap_or_else(|_| repo(".tools/bin/kubectl").display().to_string());
+    assert!(
+        std::path::Path::new(&kubectl).exists(),
+        "kubectl not found at {kubectl}: run `make tools` (or set KUBECTL)"
+    );
+    let kubeconfig = env.dir.path().join("admin.kubeconfig");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&kubectl)
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "kubectl {args:?} failed:\n{text}");
+        text
+    };
+    let crds = repo("crds").display().to_string();
+    let example = repo("examples/sklearn-iris.yaml").display().to_string();
+    run(&["apply", "-f", &crds, "-f", &example]);
+    run(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("inferenceaccess/{ACCESS}"),
+        "-n",
+        NS,
+        "--timeout=60s",
+    ]);
+    let table = run(&["get", "ia", "-n", NS]);
+    assert!(table.contains(ACCESS) && table.contains("True"), "{table}");
+    assert!(
+        table.contains("URL") && table.contains("EXPIRES"),
+        "{table}"
+    );
+}
