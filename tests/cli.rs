@@ -11,10 +11,13 @@ use std::time::Duration;
 use inference_access::api::{DEFAULT_AUDIENCE, InferenceAccess};
 use inference_access::credential::{IssuedToken, TokenRequestInputs};
 use inference_access::endpoint::Endpoint;
+use inference_access::gateway_client::GatewayClient;
+use inference_access::probe::{self, Credential};
 use inference_access::resources::{AuthorizationPolicy, InferenceService};
 use inference_access::{desired, labels};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use mesh_local::{Flavour, Gateway, LdapUser, LoginConfig, ModelServer, StaticUser};
@@ -293,7 +296,7 @@ async fn login_prints_the_session_cookie_for_both_front_ends() {
             .unwrap_or_else(|| panic!("{cookie}"));
         assert!(!value.is_empty());
         // The cookie is a live session: the gateway lets it through to the dashboard.
-        let client = inference_access::gateway_client::GatewayClient::new().unwrap();
+        let client = GatewayClient::new().unwrap();
         let home = client
             .get(&format!("{url}/"), &[("cookie", &cookie)])
             .await
@@ -728,6 +731,74 @@ async fn predict_through_the_gateway_to_the_real_model() {
     );
     assert!(!curl.stdout.contains(&cookie));
 
+    // The operator's endpoint probe against the same gateway: one diagnosis per FAQ entry.
+    let client = GatewayClient::new().unwrap();
+    let good = Endpoint::resolve(&url, &gw, MODEL).unwrap();
+    let wrong_host = Endpoint::resolve(
+        "http://sklearn-iris.kubeflow-user-example-com.svc.cluster.local",
+        &gw,
+        MODEL,
+    )
+    .unwrap();
+    let cookie_credential = {
+        let (name, value) = cookie.split_once('=').unwrap();
+        Credential::Cookie {
+            name: name.into(),
+            value: value.into(),
+        }
+    };
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let unreachable = Endpoint::resolve(&url, &closed, MODEL).unwrap();
+    let cases = [
+        (
+            &good,
+            Credential::Bearer(token.clone()),
+            "EndpointReachable",
+        ),
+        (&good, cookie_credential, "EndpointReachable"),
+        (
+            &good,
+            Credential::Bearer(stranger_token.clone()),
+            "AccessDenied",
+        ),
+        (
+            &wrong_host,
+            Credential::Bearer(token.clone()),
+            "HostNotFound",
+        ),
+        (
+            &good,
+            Credential::Bearer("not-a-jwt".into()),
+            "Unauthenticated",
+        ),
+        (
+            &good,
+            Credential::Cookie {
+                name: "oauth2_proxy_kubeflow".into(),
+                value: "stale".into(),
+            },
+            "Unauthenticated",
+        ),
+        (
+            &unreachable,
+            Credential::Bearer(token.clone()),
+            "GatewayUnreachable",
+        ),
+    ];
+    for (endpoint, credential, reason) in cases {
+        let diagnosis = probe::verify(&client, endpoint, &credential).await;
+        assert_eq!(
+            diagnosis.reason(),
+            reason,
+            "{credential:?} at {}: {diagnosis:?}",
+            endpoint.host
+        );
+        assert!(!diagnosis.message(endpoint).contains(&token));
+    }
+
     // Errors that say what to do.
     let unknown = world.cli(&["predict", "nope", "-n", NS, "-f", iris]).await;
     assert!(
@@ -790,6 +861,60 @@ async fn renew_sets_the_annotation_and_waits_for_the_new_credential() {
     );
     let requested = tokio::time::timeout(WAIT, operator).await.unwrap().unwrap();
     assert!(requested >= before, "{requested} {before}");
+
+    // status shows recent events regarding the access (events.k8s.io/v1), newest last.
+    let access = api.get("client").await.unwrap();
+    for (name, reason, note, at) in [
+        (
+            "client.2",
+            "Renewed",
+            "renewed the token",
+            "2026-01-01T00:00:02.000000Z",
+        ),
+        (
+            "client.1",
+            "Issued",
+            "issued a token",
+            "2026-01-01T00:00:01.000000Z",
+        ),
+    ] {
+        let event: Event = serde_json::from_value(json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": NS},
+            "eventTime": at, "type": "Normal", "reason": reason, "note": note, "action": reason,
+            "reportingController": "inference-access", "reportingInstance": "inference-access-0",
+            "regarding": {"apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess", "name": "client", "namespace": NS, "uid": access.metadata.uid},
+        }))
+        .unwrap();
+        world
+            .api::<Event>()
+            .create(&PostParams::default(), &event)
+            .await
+            .unwrap();
+    }
+    let status = world.cli(&["status", "client", "-n", NS]).await;
+    let text = status.ok();
+    let events = text
+        .split("Events:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{text}"));
+    let lines: Vec<&str> = events.lines().collect();
+    assert!(
+        lines[0].contains("TYPE") && lines[0].contains("MESSAGE"),
+        "{events}"
+    );
+    assert!(
+        lines[1].contains("Issued") && lines[1].contains("issued a token"),
+        "{events}"
+    );
+    assert!(
+        lines[2].contains("Renewed") && lines[2].contains("inference-access"),
+        "{events}"
+    );
+    assert!(
+        text.contains("Expires:         2031-01-01T00:00:00Z"),
+        "{text}"
+    );
 
     // Nobody renews: --wait gives up with a pointer to status.
     let stuck = world
