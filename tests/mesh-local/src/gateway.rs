@@ -46,6 +46,8 @@ pub enum GatewayError {
     Bind { port: u16, source: std::io::Error },
     #[error("invalid upstream URL {0:?}")]
     Upstream(String),
+    #[error("the operating system's random number generator failed")]
+    Randomness,
 }
 
 enum ApiSource {
@@ -190,7 +192,8 @@ impl GatewayBuilder {
             default_upstream: self.default_upstream,
             upstreams: self.upstreams,
             jwt_rule: self.jwt_rule,
-            login: Login::new(self.login, self.clock.clone()),
+            login: Login::new(self.login, self.clock.clone())
+                .map_err(|_| GatewayError::Randomness)?,
             global_deny_all: self.global_deny_all,
             clock: self.clock.clone(),
         });

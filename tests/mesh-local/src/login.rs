@@ -3,14 +3,13 @@
 //! KServe sample's `get_istio_auth_session` works against it unchanged.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use ring::rand::SecureRandom as _;
 
 use crate::http_util::{
     Response, cookie, empty, encode_query, escape_html, html, param, query_pairs, redirect, text,
@@ -197,15 +196,33 @@ pub(crate) struct Login {
     config: LoginConfig,
     clock: Clock,
     state: Mutex<State>,
+    /// Session ids, codes and states are HMACs of a counter under a key drawn once at start, so
+    /// minting one cannot fail mid-request.
+    token_key: ring::hmac::Key,
+    tokens_minted: AtomicU64,
 }
 
 impl Login {
-    pub(crate) fn new(config: LoginConfig, clock: Clock) -> Login {
-        Login {
+    pub(crate) fn new(
+        config: LoginConfig,
+        clock: Clock,
+    ) -> Result<Login, ring::error::Unspecified> {
+        let token_key =
+            ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())?;
+        Ok(Login {
             config,
             clock,
             state: Mutex::new(State::default()),
-        }
+            token_key,
+            tokens_minted: AtomicU64::new(0),
+        })
+    }
+
+    /// 192 unpredictable bits, URL-safe.
+    fn random_token(&self) -> String {
+        let n = self.tokens_minted.fetch_add(1, Ordering::Relaxed);
+        let tag = ring::hmac::sign(&self.token_key, &n.to_be_bytes());
+        URL_SAFE_NO_PAD.encode(&tag.as_ref()[..24])
     }
 
     /// True for paths the login doubles own; Kubeflow exempts them from authentication.
@@ -248,7 +265,7 @@ impl Login {
                 self.oauth2_start(&target)
             }
             Flavour::AuthService => {
-                let state = random_token();
+                let state = self.random_token();
                 self.lock()
                     .authservice_targets
                     .insert(state.clone(), target);
@@ -323,7 +340,7 @@ impl Login {
 
     /// oauth2-proxy's OAuthStart (skip_provider_button = true): CSRF cookie, then Dex.
     fn oauth2_start(&self, rd: &str) -> Response {
-        let nonce = random_token();
+        let nonce = self.random_token();
         let state = format!("{nonce}:{}", safe_redirect(rd));
         self.to_dex(&nonce, &state)
     }
@@ -398,12 +415,12 @@ impl Login {
         if let Some(error) = self.client_error(query) {
             return text(StatusCode::BAD_REQUEST, error);
         }
-        let id = random_token();
+        let id = self.random_token();
         let request = AuthRequest {
             connector,
             redirect_uri: param(query, "redirect_uri").unwrap_or_default().to_owned(),
             client_state: param(query, "state").unwrap_or_default().to_owned(),
-            hmac: random_token(),
+            hmac: self.random_token(),
             email: None,
         };
         self.lock().auth_requests.insert(id.clone(), request);
@@ -512,7 +529,7 @@ impl Login {
         let Some(request) = state.auth_requests.remove(id) else {
             return text(StatusCode::BAD_REQUEST, "Invalid request.");
         };
-        let code = random_token();
+        let code = self.random_token();
         state
             .codes
             .insert(code.clone(), request.email.unwrap_or_default());
@@ -564,7 +581,7 @@ impl Login {
                 i64::try_from(max_age).unwrap_or(i64::MAX),
             ))
             .unwrap_or(now);
-        let session = random_token();
+        let session = self.random_token();
         self.lock()
             .sessions
             .insert(session.clone(), Session { email, expires });
@@ -612,16 +629,6 @@ fn set_cookie(
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
-}
-
-/// 192 random bits, URL-safe: session ids, codes, states.
-fn random_token() -> String {
-    let mut bytes = [0u8; 24];
-    // SystemRandom only fails when the OS has no randomness at all; nothing sensible remains then.
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
-        panic!("the operating system's random number generator failed");
-    }
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn page(title: &str, body: &str) -> String {
