@@ -7,6 +7,7 @@ use std::time::Duration;
 use inference_access::api::InferenceAccess;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -56,10 +57,19 @@ pub fn skip_on_real_cluster(name: &str) -> bool {
 
 impl Env {
     pub async fn start() -> Self {
-        Self::start_with(kube_local::ControlPlane::builder()).await
+        Self::start_with(kube_local::ControlPlane::builder(), None).await
     }
 
-    pub async fn start_with(builder: kube_local::Builder) -> Self {
+    /// kube-local with RBAC enforced; the operator gets exactly `role` (the shipped
+    /// config/rbac/role.yaml, or a test's edit of it) and the shipped leader-election Role.
+    pub async fn start_with_rbac(role: ClusterRole) -> Self {
+        Self::start_with(kube_local::ControlPlane::builder().rbac(true), Some(role)).await
+    }
+
+    pub async fn start_with(
+        builder: kube_local::Builder,
+        operator_role: Option<ClusterRole>,
+    ) -> Self {
         let dir = tempdir::Dir::new();
         let admin_kubeconfig = dir.path().join("admin.kubeconfig");
         let plane = match real_cluster() {
@@ -78,6 +88,9 @@ impl Env {
         let operator_kubeconfig = match &plane {
             Some(plane) => {
                 let token = operator_token(&client).await;
+                if let Some(role) = operator_role {
+                    bind_operator_rbac(&client, role).await;
+                }
                 let path = dir.path().join("operator.kubeconfig");
                 std::fs::write(&path, plane.kubeconfig_for_token(&token)).unwrap();
                 path
@@ -239,6 +252,31 @@ async fn install_crd(client: &Client) {
     .await;
 }
 
+/// The operator's shipped ClusterRole.
+pub fn shipped_role() -> ClusterRole {
+    serde_yaml::from_str(&std::fs::read_to_string(repo("config/rbac/role.yaml")).unwrap()).unwrap()
+}
+
+/// Grants the operator's ServiceAccount `role`, cluster-wide, as the chart's binding does.
+async fn bind_operator_rbac(client: &Client, role: ClusterRole) {
+    let params = PatchParams::apply("e2e-test").force();
+    let name = role.metadata.name.clone().unwrap();
+    Api::<ClusterRole>::all(client.clone())
+        .patch(&name, &params, &Patch::Apply(&role))
+        .await
+        .unwrap();
+    let binding = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": OPERATOR_NS}],
+    });
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .patch(&name, &params, &Patch::Apply(&binding))
+        .await
+        .unwrap();
+}
+
 /// A ServiceAccount token for the operator, so requests are accounted to it.
 async fn operator_token(client: &Client) -> String {
     let namespaces = Api::<Namespace>::all(client.clone());
@@ -333,6 +371,19 @@ pub fn condition_is(
                 && s.conditions
                     .iter()
                     .any(|c| c.type_ == type_ && c.status == status)
+        })
+    }
+}
+
+pub fn condition_reason(
+    type_: &'static str,
+    reason: &'static str,
+) -> impl Condition<InferenceAccess> + Clone {
+    move |access: Option<&InferenceAccess>| {
+        access.and_then(|a| a.status.as_ref()).is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == type_ && c.reason == reason)
         })
     }
 }

@@ -306,3 +306,63 @@ async fn kubectl_drives_the_sample() {
         "{table}"
     );
 }
+
+#[tokio::test]
+async fn the_operator_works_with_exactly_the_shipped_rbac() {
+    if skip_on_real_cluster("the_operator_works_with_exactly_the_shipped_rbac") {
+        return;
+    }
+    let env = Env::start_with_rbac(shipped_role()).await;
+    env.apply_example().await;
+    let access = env.wait_ready(ACCESS).await;
+    assert_eq!(reason_of(&access, "AccessPolicyReady"), "PolicyApplied");
+    let denied: Vec<_> = env
+        .plane()
+        .requests()
+        .snapshot()
+        .into_iter()
+        .filter(|r| r.caller == operator_caller() && r.code == 403)
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "the shipped rules must cover every call: {denied:#?}"
+    );
+}
+
+#[tokio::test]
+async fn without_the_token_rule_the_access_says_token_request_failed() {
+    if skip_on_real_cluster("without_the_token_rule_the_access_says_token_request_failed") {
+        return;
+    }
+    let mut role = shipped_role();
+    let rules = role.rules.as_mut().unwrap();
+    let before = rules.len();
+    rules.retain(|r| {
+        !r.resources
+            .iter()
+            .flatten()
+            .any(|res| res == "serviceaccounts/token")
+    });
+    assert_eq!(
+        rules.len(),
+        before - 1,
+        "the shipped role grants serviceaccounts/token exactly once"
+    );
+    let env = Env::start_with_rbac(role).await;
+    env.apply_example().await;
+    let access = wait_for(
+        &env.api::<InferenceAccess>(),
+        ACCESS,
+        condition_reason("CredentialIssued", "TokenRequestFailed"),
+    )
+    .await;
+    let message = access
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "CredentialIssued")
+        .unwrap()
+        .message;
+    assert!(message.contains("forbidden"), "{message}");
+}
