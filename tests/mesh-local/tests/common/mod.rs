@@ -393,11 +393,15 @@ impl Browser {
                     .collect();
                 builder = builder.header(header::COOKIE, jar.join("; "));
             }
-            let response = self
-                .client
-                .request(builder.body(Full::new(body.clone())).unwrap())
-                .await
-                .unwrap();
+            // Bounded: a hung gateway fails the test instead of stalling the suite.
+            let response = tokio::time::timeout(
+                Duration::from_secs(60),
+                self.client
+                    .request(builder.body(Full::new(body.clone())).unwrap()),
+            )
+            .await
+            .expect("answer within 60 s")
+            .unwrap();
             let status = response.status();
             let response_headers = response.headers().clone();
             for set_cookie in response_headers.get_all(header::SET_COOKIE) {
