@@ -28,7 +28,12 @@ impl Conn {
         let host = url.trim_start_matches("http://").to_string();
         let stream = TcpStream::connect(&host).await.expect("connect");
         stream.set_nodelay(true).expect("nodelay");
-        Self { stream, host, token: token.to_string(), buf: Vec::with_capacity(64 * 1024) }
+        Self {
+            stream,
+            host,
+            token: token.to_string(),
+            buf: Vec::with_capacity(64 * 1024),
+        }
     }
 
     async fn send(&mut self, method: &str, path: &str, content_type: &str, body: &str) -> u16 {
@@ -50,7 +55,11 @@ impl Conn {
             if framed.is_none() {
                 if let Some(end) = find(&self.buf, b"\r\n\r\n") {
                     let head = String::from_utf8_lossy(&self.buf[..end]).to_lowercase();
-                    let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).map(|v| v.trim().parse().unwrap_or(0)).unwrap_or(0);
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                        .unwrap_or(0);
                     framed = Some((head[9..12].parse().unwrap_or(0), end + 4 + len));
                 }
             }
@@ -96,7 +105,9 @@ where
 }
 
 async fn count_watch_events(url: &str, token: &str, path: &str, want: usize) -> Duration {
-    let mut stream = TcpStream::connect(url.trim_start_matches("http://")).await.expect("connect");
+    let mut stream = TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .expect("connect");
     let start = Instant::now();
     let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
     stream.write_all(req.as_bytes()).await.expect("write");
@@ -121,16 +132,23 @@ fn main() {
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         rt.block_on(async move {
             let cp = ControlPlane::builder().start().await.expect("start");
-            tx.send((cp.url(), cp.admin_token(), cp.store().clone())).expect("send");
+            tx.send((cp.url(), cp.admin_token(), cp.store().clone()))
+                .expect("send");
             let _ = stop_rx.await;
             cp.shutdown().await;
         });
     });
     let (url, token, store) = rx.recv().expect("control plane");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let ns = "/api/v1/namespaces/default";
         let mut setup = Conn::open(&url, &token).await;

@@ -47,7 +47,16 @@ impl ResourceType {
 
     /// The storage key shared by every version: `plural` or `plural.group`.
     pub fn storage_key(&self) -> String {
+        if self.is_new_event() {
+            // events.k8s.io/v1 Events are core Events in another shape, as in the API server.
+            return "events".to_string();
+        }
         crate::error::qualified(&self.group, &self.plural)
+    }
+
+    /// events.k8s.io Events, stored as core/v1 Events and converted on the way in and out.
+    pub fn is_new_event(&self) -> bool {
+        self.group == "events.k8s.io" && self.plural == "events"
     }
 
     pub fn verbs(&self) -> Vec<&'static str> {

@@ -380,8 +380,40 @@ fn object_rv(o: &Value) -> u64 {
 }
 
 /// The object as a given version of its resource presents it (versions share one schema here).
+/// events.k8s.io/v1 field names and their core/v1 Event counterparts.
+const EVENT_FIELDS: [(&str, &str); 7] = [
+    ("regarding", "involvedObject"),
+    ("note", "message"),
+    ("reportingController", "reportingComponent"),
+    ("deprecatedSource", "source"),
+    ("deprecatedFirstTimestamp", "firstTimestamp"),
+    ("deprecatedLastTimestamp", "lastTimestamp"),
+    ("deprecatedCount", "count"),
+];
+
+fn rename_fields(obj: &mut Value, to_core: bool) {
+    let Some(m) = obj.as_object_mut() else { return };
+    for (new, core) in EVENT_FIELDS {
+        let (from, to) = if to_core { (new, core) } else { (core, new) };
+        if let Some(v) = m.remove(from) {
+            m.insert(to.to_string(), v);
+        }
+    }
+}
+
+/// A request body in the shape storage keeps (only events.k8s.io Events differ).
+pub fn to_storage(rt: &ResourceType, mut obj: Value) -> Value {
+    if rt.is_new_event() {
+        rename_fields(&mut obj, true);
+    }
+    obj
+}
+
 pub fn present(rt: &ResourceType, obj: &Value) -> Value {
     let mut out = obj.clone();
+    if rt.is_new_event() {
+        rename_fields(&mut out, false);
+    }
     out["apiVersion"] = json!(rt.api_version());
     out["kind"] = json!(rt.kind);
     out
@@ -591,9 +623,10 @@ impl State {
         &mut self,
         rt: &ResourceType,
         ns: &str,
-        mut obj: Value,
+        obj: Value,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
+        let mut obj = to_storage(rt, obj);
         if !obj.is_object() {
             return Err(ApiError::bad_request(
                 "the body of the request was not a JSON object",
@@ -929,6 +962,7 @@ impl State {
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
         let ns = if rt.namespaced { ns } else { "" };
+        let obj = to_storage(rt, obj);
         let old = self
             .raw(&rt.storage_key(), ns, name)
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
@@ -1116,6 +1150,8 @@ impl State {
             ));
         }
         if ptype == PatchType::Apply {
+            let converted = to_storage(rt, body.clone());
+            let body = &converted;
             let Some(manager) = opts.field_manager.as_deref().filter(|m| !m.is_empty()) else {
                 return Err(ApiError::bad_request(
                     "PATCH, application/apply-patch+yaml requests require a fieldManager",
@@ -1224,7 +1260,7 @@ impl State {
         {
             return Err(ApiError::stale(&rt.group, &rt.plural, name));
         }
-        let new = self.merge_scope(rt, &current, doc, sub);
+        let new = self.merge_scope(rt, &current, to_storage(rt, doc), sub);
         self.finish_write(rt, &current, new, sub, opts, None)
             .map(|v| (v, false))
     }

@@ -163,11 +163,32 @@ async fn kubectl_applies_waits_gets_describes_and_deletes() {
         .ok(&[&["apply", "--server-side", "-f", &sample()][..], &ns].concat())
         .await;
     assert!(ssa.contains("serverside-applied"), "{ssa}");
+    let isvc = cp
+        .store()
+        .get(
+            "serving.kserve.io/v1beta1",
+            "InferenceService",
+            Some("kubeflow-user-example-com"),
+            "sklearn-iris",
+        )
+        .expect("isvc");
+    cp.store()
+        .create(serde_json::json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "ev1", "namespace": "kubeflow-user-example-com"},
+            "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "test", "reportingInstance": "t", "action": "Check",
+            "reason": "CheckedByTest", "type": "Normal", "note": "hello from a test",
+            "regarding": {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "name": "sklearn-iris",
+                "namespace": "kubeflow-user-example-com", "uid": isvc["metadata"]["uid"]}}))
+        .expect("event");
     let described = k
         .ok(&[&["describe", "isvc", "sklearn-iris"][..], &ns].concat())
         .await;
     assert!(
         described.contains("Storage Uri:") && described.contains("Ready"),
+        "{described}"
+    );
+    assert!(
+        described.contains("CheckedByTest") && described.contains("hello from a test"),
         "{described}"
     );
     let pods = k

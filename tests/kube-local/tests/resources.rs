@@ -428,3 +428,40 @@ async fn garbage_collection_follows_propagation_policy() {
     );
     cp.shutdown().await;
 }
+
+#[tokio::test]
+async fn events_k8s_io_and_core_events_share_storage() {
+    let cp = start().await;
+    let c = admin(&cp).await;
+    let new = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "inference-access.io/controller", "reportingInstance": "i",
+        "action": "Issue", "reason": "CredentialIssued", "type": "Normal", "note": "issued",
+        "regarding": {"apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess", "name": "ia", "namespace": "default", "uid": "u1"}});
+    let created = post(&c, "/apis/events.k8s.io/v1/namespaces/default/events", new).await;
+    assert_eq!(created.code, 201, "{}", created.text);
+    assert_eq!(created.body["note"], "issued");
+    let core = get(&c, "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dia,involvedObject.uid%3Du1").await;
+    let items = core.body["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "{}", core.text);
+    assert_eq!(
+        (
+            items[0]["message"].as_str(),
+            items[0]["reportingComponent"].as_str()
+        ),
+        (Some("issued"), Some("inference-access.io/controller"))
+    );
+    assert_eq!(items[0]["apiVersion"], "v1");
+    let patched = patch(
+        &c,
+        "/apis/events.k8s.io/v1/namespaces/default/events/e1",
+        "application/merge-patch+json",
+        json!({"note": "renewed"}),
+    )
+    .await;
+    assert_eq!(patched.body["note"], "renewed");
+    assert_eq!(
+        get(&c, "/api/v1/namespaces/default/events/e1").await.body["message"],
+        "renewed"
+    );
+    cp.shutdown().await;
+}
