@@ -52,21 +52,21 @@ impl Conn {
             let n = self.stream.read(&mut chunk).await.expect("read");
             assert!(n > 0, "connection closed");
             self.buf.extend_from_slice(&chunk[..n]);
-            if framed.is_none() {
-                if let Some(end) = find(&self.buf, b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&self.buf[..end]).to_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map(|v| v.trim().parse().unwrap_or(0))
-                        .unwrap_or(0);
-                    framed = Some((head[9..12].parse().unwrap_or(0), end + 4 + len));
-                }
+            if framed.is_none()
+                && let Some(end) = find(&self.buf, b"\r\n\r\n")
+            {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().unwrap_or(0))
+                    .unwrap_or(0);
+                framed = Some((head[9..12].parse().unwrap_or(0), end + 4 + len));
             }
-            if let Some((code, total)) = framed {
-                if self.buf.len() >= total {
-                    return code;
-                }
+            if let Some((code, total)) = framed
+                && self.buf.len() >= total
+            {
+                return code;
             }
         }
     }
