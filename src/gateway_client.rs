@@ -6,6 +6,7 @@
 //! login walks them step by step), and bounds every exchange with a timeout. Errors never carry
 //! header values, so a credential cannot leak through them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -60,20 +61,37 @@ impl Response {
 pub struct GatewayClient {
     inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
+    /// Whether the system's CA certificates were found.
+    tls_roots: bool,
 }
 
 impl GatewayClient {
-    /// A client for http and https gateways (TLS verified against the system's roots).
+    /// A client for http and https gateways (TLS verified against the system's roots). A host
+    /// without CA certificates (a scratch image) still gets a client: http works, and https
+    /// fails per request with a message that says why.
     pub fn new() -> Result<Self, ClientError> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| ClientError::Tls(e.to_string()))?
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (builder, tls_roots) = match hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(provider.clone())
+        {
+            Ok(builder) => (builder, true),
+            Err(_) => {
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| ClientError::Tls(e.to_string()))?
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth();
+                (
+                    hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config),
+                    false,
+                )
+            }
+        };
+        let connector = builder.https_or_http().enable_http1().build();
         Ok(Self {
             inner: Client::builder(TokioExecutor::new()).build(connector),
             timeout: DEFAULT_TIMEOUT,
+            tls_roots,
         })
     }
 
@@ -120,14 +138,16 @@ impl GatewayClient {
             request.headers_mut().insert(name, value);
         }
         let exchange = async {
-            let response =
-                self.inner
-                    .request(request)
-                    .await
-                    .map_err(|e| ClientError::Unreachable {
-                        url: url.to_owned(),
-                        reason: error_chain(&e),
-                    })?;
+            let response = self.inner.request(request).await.map_err(|e| {
+                let mut reason = error_chain(&e);
+                if !self.tls_roots && url.starts_with("https://") {
+                    reason.push_str(" (no CA certificates were found on this system)");
+                }
+                ClientError::Unreachable {
+                    url: url.to_owned(),
+                    reason,
+                }
+            })?;
             let (parts, body) = response.into_parts();
             let body = body
                 .collect()
@@ -198,6 +218,24 @@ mod tests {
         assert!(matches!(err, ClientError::Unreachable { .. }), "{text}");
         assert!(text.contains("refused"), "{text}");
         assert!(!text.contains("secret-token"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn https_goes_through_tls() {
+        // A plain-HTTP server behind an https URL: the TLS handshake fails, and says so.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}/", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let _ = stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        });
+        let client = GatewayClient::new().unwrap();
+        let err = client.get(&url, &[]).await.unwrap_err();
+        assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
+        server.await.unwrap();
     }
 
     #[tokio::test]

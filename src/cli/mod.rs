@@ -70,8 +70,9 @@ pub struct Target {
     /// Namespace of the InferenceAccess (default: the kubeconfig context's namespace).
     #[arg(short, long)]
     pub namespace: Option<String>,
-    /// Path to the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
-    #[arg(long, env = "KUBECONFIG", hide_env_values = true)]
+    /// Path to the kubeconfig file (default: $KUBECONFIG, which may list several files,
+    /// ~/.kube/config, or the in-cluster configuration).
+    #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use.
     #[arg(long)]
