@@ -231,6 +231,8 @@ async fn route(
         _ => {}
     }
     let user = match bearer(&req) {
+        // The admin token needs no store lookup (the common case, kept off the store lock).
+        Some(token) if token == shared.tokens.admin_token() => User::admin(),
         Some(token) => {
             let st = shared.store.lock();
             shared

@@ -26,18 +26,67 @@ pub fn random_suffix() -> String {
         .collect()
 }
 
-/// Human age like kubectl prints (`45s`, `12m`, `3h`, `2d`).
+/// Age as the API server's Table printing renders it (apimachinery's `duration.HumanDuration`;
+/// a timestamp in the future prints `<invalid>`).
 pub fn human_age(created: &str) -> String {
     let Ok(ts) = created.parse::<jiff::Timestamp>() else {
         return "<unknown>".to_string();
     };
-    let secs = (now().as_second() - ts.as_second()).max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
+    human_duration(now().as_second() - ts.as_second())
+}
+
+pub fn human_duration(seconds: i64) -> String {
+    if seconds < -1 {
+        return "<invalid>".to_string();
     }
+    let seconds = seconds.max(0);
+    if seconds < 120 {
+        return format!("{seconds}s");
+    }
+    let minutes = seconds / 60;
+    if minutes < 10 {
+        let s = seconds % 60;
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
+    }
+    if minutes < 180 {
+        return format!("{minutes}m");
+    }
+    let hours = seconds / 3600;
+    if hours < 8 {
+        let m = minutes % 60;
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    if hours < 24 * 8 {
+        let h = hours % 24;
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    }
+    if hours < 24 * 365 * 8 {
+        let dy = (hours / 24) % 365;
+        return if dy == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{dy}d", hours / 24 / 365)
+        };
+    }
+    format!("{}y", hours / 24 / 365)
 }
 
 /// Evaluates the JSONPath subset CRD printer columns use: `.a.b`, `[N]`, `[*]`,
@@ -116,6 +165,23 @@ mod tests {
         );
         assert_eq!(json_path(&obj, ".status.conditions[*].type").len(), 2);
         assert!(json_path(&obj, ".spec.missing").is_empty());
+    }
+
+    #[test]
+    fn human_durations_match_apimachinery() {
+        for (secs, want) in [
+            (-5, "<invalid>"),
+            (0, "0s"),
+            (119, "119s"),
+            (125, "2m5s"),
+            (600, "10m"),
+            (3 * 3600 + 60, "3h1m"),
+            (30 * 3600, "30h"),
+            (50 * 3600, "2d2h"),
+            (400 * 86400, "400d"),
+        ] {
+            assert_eq!(human_duration(secs), want, "{secs}");
+        }
     }
 
     #[test]
