@@ -614,3 +614,64 @@ async fn kube_rs_apply_and_status_patch_on_custom_resources() {
     assert_eq!(smp.code, 415);
     cp.shutdown().await;
 }
+
+#[tokio::test]
+async fn dry_run_and_delete_collection() {
+    let cp = start().await;
+    let c = admin(&cp).await;
+    let url = "/api/v1/namespaces/default/configmaps";
+    let dry = post(
+        &c,
+        &format!("{url}?dryRun=All"),
+        json!({"metadata": {"name": "dry"}}),
+    )
+    .await;
+    assert_eq!(dry.code, 201);
+    assert_eq!(get(&c, &format!("{url}/dry")).await.code, 404);
+    for (name, app) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        post(
+            &c,
+            url,
+            json!({"metadata": {"name": name, "labels": {"app": app}}}),
+        )
+        .await;
+    }
+    let gone = delete(&c, &format!("{url}?labelSelector=app%3Dx"), None).await;
+    assert_eq!(
+        (gone.code, gone.body["items"].as_array().map(Vec::len)),
+        (200, Some(2))
+    );
+    let left: Vec<String> = get(&c, url).await.body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(left, vec!["c".to_string()]);
+    let lease = post(&c, "/apis/coordination.k8s.io/v1/namespaces/default/leases", json!({"metadata": {"name": "leader"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}})).await;
+    assert_eq!(lease.code, 201);
+    let mut taken = lease.body.clone();
+    taken["spec"]["holderIdentity"] = json!("b");
+    assert_eq!(
+        put(
+            &c,
+            "/apis/coordination.k8s.io/v1/namespaces/default/leases/leader",
+            taken.clone()
+        )
+        .await
+        .code,
+        200
+    );
+    assert_eq!(
+        put(
+            &c,
+            "/apis/coordination.k8s.io/v1/namespaces/default/leases/leader",
+            taken
+        )
+        .await
+        .code,
+        409,
+        "a second holder with the stale version loses"
+    );
+    cp.shutdown().await;
+}

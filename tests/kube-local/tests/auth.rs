@@ -450,3 +450,63 @@ async fn rbac_enforces_roles_bindings_subresources_and_names() {
     assert_eq!(get(&c, &format!("{NS}/secrets")).await.code, 200);
     cp.shutdown().await;
 }
+
+#[tokio::test]
+async fn pod_bound_tokens_carry_the_pod_and_die_with_it() {
+    let cp = start().await;
+    let c = setup(&cp).await;
+    let pod = post(
+        &c,
+        &format!("{NS}/pods"),
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+    )
+    .await
+    .body;
+    let bound =
+        json!({"apiVersion": "v1", "kind": "Pod", "name": "p", "uid": pod["metadata"]["uid"]});
+    let resp = post(
+        &c,
+        &format!("{NS}/serviceaccounts/robot/token"),
+        token_request(&["a"], 600, Some(bound)),
+    )
+    .await;
+    assert_eq!(resp.code, 201, "{}", resp.text);
+    let token = resp.body["status"]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    assert_eq!(
+        claims(&token)["kubernetes.io"]["pod"],
+        json!({"name": "p", "uid": pod["metadata"]["uid"]})
+    );
+    let unsupported = post(
+        &c,
+        &format!("{NS}/serviceaccounts/robot/token"),
+        token_request(
+            &["a"],
+            600,
+            Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "x"})),
+        ),
+    )
+    .await;
+    assert_eq!(unsupported.code, 422);
+    let review = json!({"spec": {"token": token, "audiences": ["a"]}});
+    assert_eq!(
+        post(
+            &c,
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            review.clone()
+        )
+        .await
+        .body["status"]["authenticated"],
+        true
+    );
+    delete(&c, &format!("{NS}/pods/p"), None).await;
+    assert_ne!(
+        post(&c, "/apis/authentication.k8s.io/v1/tokenreviews", review)
+            .await
+            .body["status"]["authenticated"],
+        true
+    );
+    cp.shutdown().await;
+}
