@@ -516,31 +516,55 @@ mod tests {
         );
     }
 
-    #[test]
-    fn errors_never_carry_the_password() {
-        let errors = [
-            LoginError::InvalidCredentials {
-                login_url: "http://gw/dex/auth/local/login".into(),
-            },
-            LoginError::NotSecured {
-                url: "http://gw".into(),
-            },
-            LoginError::Http {
-                status: 500,
-                url: "http://gw/dex/auth".into(),
-            },
-            LoginError::NoSessionCookie,
-        ];
-        for e in errors {
-            let text = e.to_string();
-            assert!(!text.contains("12341234"), "{text}");
-        }
-        assert!(
-            LoginError::InvalidCredentials {
-                login_url: "u".into()
+    /// Answers every connection with `response` (and closes it), until aborted.
+    async fn canned(response: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = [0_u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let _ = stream.write_all(response.as_bytes()).await;
             }
-            .to_string()
-            .contains("check the username and password")
-        );
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn what_is_not_a_dex_login_is_reported_as_such() {
+        let client = GatewayClient::new().unwrap();
+        let cases: [(&'static str, fn(&LoginError) -> bool); 3] = [
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                |e| matches!(e, LoginError::NotSecured { .. }),
+            ),
+            (
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                |e| matches!(e, LoginError::Http { status: 503, .. }),
+            ),
+            (
+                "HTTP/1.1 302 Found\r\nlocation: /again\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                |e| matches!(e, LoginError::TooManyRedirects { .. }),
+            ),
+        ];
+        for (response, expected) in cases {
+            let (url, server) = canned(response).await;
+            let err = login(&client, &url, "u", "pw-4711", Connector::Local, now())
+                .await
+                .unwrap_err();
+            assert!(expected(&err), "{response:?}: {err:?}");
+            assert!(!err.to_string().contains("pw-4711"));
+            server.abort();
+        }
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", listener.local_addr().unwrap())
+        };
+        let err = login(&client, &closed, "u", "p", Connector::Ldap, now())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LoginError::Unreachable { .. }), "{err:?}");
     }
 }

@@ -581,6 +581,14 @@ async fn predict_through_the_gateway_to_the_real_model() {
         ])
         .await;
     assert_eq!(via.ok(), "{\"predictions\":[1,1]}\n");
+    let from_stdin = run_as(
+        &binary(),
+        &["predict", "sklearn-iris-client", "-n", NS, "-f", "-"],
+        Some(&world.kubeconfig),
+        &std::fs::read_to_string(iris).unwrap(),
+    )
+    .await;
+    assert_eq!(from_stdin.ok(), "{\"predictions\":[1,1]}\n");
     let not_json = world
         .cli(&[
             "predict",
@@ -877,13 +885,19 @@ async fn renew_sets_the_annotation_and_waits_for_the_new_credential() {
             "issued a token",
             "2026-01-01T00:00:01.000000Z",
         ),
+        (
+            "other.1",
+            "Issued",
+            "about another access",
+            "2026-01-01T00:00:03.000000Z",
+        ),
     ] {
         let event: Event = serde_json::from_value(json!({
             "apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": {"name": name, "namespace": NS},
             "eventTime": at, "type": "Normal", "reason": reason, "note": note, "action": reason,
             "reportingController": "inference-access", "reportingInstance": "inference-access-0",
-            "regarding": {"apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess", "name": "client", "namespace": NS, "uid": access.metadata.uid},
+            "regarding": {"apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess", "name": name.split('.').next().unwrap(), "namespace": NS, "uid": access.metadata.uid},
         }))
         .unwrap();
         world
@@ -898,6 +912,7 @@ async fn renew_sets_the_annotation_and_waits_for_the_new_credential() {
         .split("Events:\n")
         .nth(1)
         .unwrap_or_else(|| panic!("{text}"));
+    assert!(!events.contains("about another access"), "{events}");
     let lines: Vec<&str> = events.lines().collect();
     assert!(
         lines[0].contains("TYPE") && lines[0].contains("MESSAGE"),

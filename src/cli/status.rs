@@ -226,25 +226,25 @@ async fn recent_events(
     cluster: &Cluster,
     access: &InferenceAccess,
 ) -> Result<Vec<EventView>, String> {
-    let name = access.metadata.name.clone().unwrap_or_default();
-    let params = ListParams::default().fields(&format!(
-        "regarding.kind=InferenceAccess,regarding.name={name}"
-    ));
+    let name = access.metadata.name.as_deref().unwrap_or_default();
+    let uid = access.metadata.uid.as_deref();
+    // Filtered here rather than with a `regarding.*` field selector: not every API server (or
+    // stand-in) converts those field labels for events.k8s.io, and an unconverted selector
+    // silently matches nothing. Events live about an hour, so a namespace's list stays small.
     let list = Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
-        .list(&params)
+        .list(&ListParams::default())
         .await
         .map_err(|e| api_error("listing events", &e))?;
-    let uid = access.metadata.uid.as_deref();
     let mut events: Vec<EventView> = list
         .items
         .into_iter()
-        // A deleted and recreated access of the same name has another uid.
         .filter(|e| {
-            let regarding = e.regarding.as_ref();
-            uid.is_none()
-                || regarding
-                    .and_then(|r| r.uid.as_deref())
-                    .is_none_or(|u| Some(u) == uid)
+            e.regarding.as_ref().is_some_and(|r| {
+                r.kind.as_deref() == Some("InferenceAccess")
+                    && r.name.as_deref() == Some(name)
+                    // A deleted and recreated access of the same name has another uid.
+                    && (uid.is_none() || r.uid.is_none() || r.uid.as_deref() == uid)
+            })
         })
         .map(|e| EventView {
             type_: e.type_.unwrap_or_default(),
