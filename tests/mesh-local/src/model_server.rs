@@ -55,6 +55,8 @@ pub struct ModelServer {
     _lifeline: ChildStdin,
     port: u16,
     log: PathBuf,
+    /// Set when starting failed: the error names the log, so it must stay.
+    keep_log: bool,
 }
 
 impl ModelServer {
@@ -107,8 +109,12 @@ impl ModelServer {
             _lifeline: lifeline,
             port,
             log,
+            keep_log: false,
         };
-        server.wait_ready().await?;
+        if let Err(error) = server.wait_ready().await {
+            server.keep_log = true;
+            return Err(error);
+        }
         Ok(server)
     }
 
@@ -161,6 +167,15 @@ impl ModelServer {
         ModelServerError::NotReady {
             deadline: READY_DEADLINE,
             log: self.log.clone(),
+        }
+    }
+}
+
+impl Drop for ModelServer {
+    /// The log is kept only for servers that failed to start (their error names it).
+    fn drop(&mut self) {
+        if !self.keep_log {
+            let _ = std::fs::remove_file(&self.log);
         }
     }
 }

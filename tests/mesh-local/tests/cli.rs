@@ -78,7 +78,7 @@ async fn gateway_process_serves_with_a_kubeconfig() {
         "{location}"
     );
 
-    child.kill().await.unwrap();
+    terminate(child).await;
     std::fs::remove_file(&kubeconfig).unwrap();
 }
 
@@ -107,4 +107,19 @@ async fn model_server_process_prints_its_url_and_serves() {
         serde_json::json!({"name": "sklearn-iris", "ready": true})
     );
     child.kill().await.unwrap();
+}
+
+/// SIGTERM, as a supervisor stops it; the process must exit cleanly and promptly.
+async fn terminate(mut child: tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
 }
