@@ -7,7 +7,7 @@ use std::time::Duration;
 use inference_access::api::InferenceAccess;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -20,7 +20,7 @@ pub const NS: &str = "kubeflow-user-example-com";
 pub const ACCESS: &str = "sklearn-iris-client";
 pub const SECRET: &str = "sklearn-iris-client-credential";
 pub const WAIT: Duration = Duration::from_secs(60);
-const OPERATOR_NS: &str = "inference-access-system";
+pub const OPERATOR_NS: &str = "inference-access-system";
 const OPERATOR_SA: &str = "inference-access";
 
 pub fn repo(path: &str) -> PathBuf {
@@ -115,7 +115,13 @@ impl Env {
     }
 
     pub fn start_operator(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_inference-access"))
+        self.operator = Some(self.spawn_operator("operator", &[]));
+    }
+
+    /// Another operator process, named `name` (its POD_NAME, so its Lease identity), with
+    /// extra controller flags; the caller owns it and it dies with its handle.
+    pub fn spawn_operator(&self, name: &str, extra: &[&str]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_inference-access"))
             .args([
                 "controller",
                 "--log-level",
@@ -123,15 +129,16 @@ impl Env {
                 "--metrics-addr",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .env("KUBECONFIG", &self.operator_kubeconfig)
+            .env("POD_NAME", name)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(self.operator_log())
             .kill_on_drop(true)
             .spawn()
-            .expect("the operator binary starts");
-        self.operator = Some(child);
+            .expect("the operator binary starts")
     }
 
     /// The operator's log, appended across restarts; printed when a test fails.
@@ -273,6 +280,26 @@ async fn bind_operator_rbac(client: &Client, role: ClusterRole) {
     });
     Api::<ClusterRoleBinding>::all(client.clone())
         .patch(&name, &params, &Patch::Apply(&binding))
+        .await
+        .unwrap();
+    // The shipped leader-election Role, in the operator's namespace.
+    let role: Role = serde_yaml::from_str(
+        &std::fs::read_to_string(repo("config/rbac/leader_election_role.yaml")).unwrap(),
+    )
+    .unwrap();
+    let role_name = role.metadata.name.clone().unwrap();
+    Api::<Role>::namespaced(client.clone(), OPERATOR_NS)
+        .patch(&role_name, &params, &Patch::Apply(&role))
+        .await
+        .unwrap();
+    let binding = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": role_name, "namespace": OPERATOR_NS},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name},
+        "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": OPERATOR_NS}],
+    });
+    Api::<RoleBinding>::namespaced(client.clone(), OPERATOR_NS)
+        .patch(&role_name, &params, &Patch::Apply(&binding))
         .await
         .unwrap();
 }

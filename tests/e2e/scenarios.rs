@@ -4,8 +4,11 @@ use std::time::Duration;
 
 use inference_access::api::InferenceAccess;
 use inference_access::resources::{AuthorizationPolicy, InferenceService};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::wait::Condition;
 use serde_json::json;
 
 use crate::harness::*;
@@ -365,4 +368,69 @@ async fn without_the_token_rule_the_access_says_token_request_failed() {
         .unwrap()
         .message;
     assert!(message.contains("forbidden"), "{message}");
+}
+
+fn lease_holder(lease: &Lease) -> Option<String> {
+    lease.spec.as_ref().and_then(|s| s.holder_identity.clone())
+}
+
+fn held_by(name: &'static str) -> impl Condition<Lease> + Clone {
+    move |lease: Option<&Lease>| lease.and_then(lease_holder).as_deref() == Some(name)
+}
+
+#[tokio::test]
+async fn only_the_leader_reconciles_and_a_standby_takes_over() {
+    if skip_on_real_cluster("only_the_leader_reconciles_and_a_standby_takes_over") {
+        return;
+    }
+    let mut env = Env::start_with_rbac(shipped_role()).await;
+    env.stop_operator().await;
+    let leases = Api::<Lease>::namespaced(env.client.clone(), OPERATOR_NS);
+    let elect = ["--leader-elect", "--lease-duration", "3s"];
+    let mut first = env.spawn_operator("operator-a", &elect);
+    wait_for(&leases, "inference-access-leader", held_by("operator-a")).await;
+    let second = env.spawn_operator("operator-b", &elect);
+    env.apply_example().await;
+    env.wait_ready(ACCESS).await;
+    let lease = leases.get("inference-access-leader").await.unwrap();
+    assert_eq!(lease_holder(&lease).as_deref(), Some("operator-a"));
+
+    // The leader dies without releasing the Lease: the standby takes it once it expires,
+    // then does the work (a spec change needs a new token).
+    first.kill().await.unwrap();
+    wait_for(&leases, "inference-access-leader", held_by("operator-b")).await;
+    let before = env.api::<Secret>().get(SECRET).await.unwrap();
+    let old_token = secret_text(&before, "token");
+    env.apply_value(json!({
+        "apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess",
+        "metadata": {"name": ACCESS, "namespace": NS},
+        "spec": {"inferenceService": {"name": "sklearn-iris"}, "token": {"duration": "20m"}}
+    }))
+    .await;
+    wait_for(&env.api::<Secret>(), SECRET, move |s: Option<&Secret>| {
+        s.is_some_and(|s| secret_text(s, "token") != old_token)
+    })
+    .await;
+
+    // SIGTERM: the standby-turned-leader shuts down cleanly and hands the Lease back.
+    let pid = second.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lease = wait_for(&leases, "inference-access-leader", |l: Option<&Lease>| {
+        l.is_some_and(|l| lease_holder(l).is_none())
+    })
+    .await;
+    assert_eq!(lease.spec.unwrap().lease_transitions, Some(1));
+    let exit = tokio::time::timeout(WAIT, second.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        exit.status.success(),
+        "graceful shutdown exits 0: {:?}",
+        exit.status
+    );
 }
