@@ -20,9 +20,17 @@ pub struct TokenArgs {
 
 pub async fn run_token(args: TokenArgs) -> Result<(), String> {
     let cluster = Cluster::connect(&args.target).await?;
-    let (_, secret) = cluster.access_and_secret(&args.name).await?;
-    let credential = CredentialSecret::read(&secret, &args.name, &cluster.namespace)?;
-    match credential.credential {
+    let (access, secret) = cluster.access_and_secret(&args.name).await?;
+    // Only the credential is needed here, not the URLs.
+    let credential = Credential::from_secret(&secret).ok_or_else(|| {
+        format!(
+            "Secret {} holds no token or cookie yet; see `inference-access status {} -n {}`",
+            secret_name(&access),
+            args.name,
+            cluster.namespace
+        )
+    })?;
+    match credential {
         Credential::Bearer(token) => println!("{token}"),
         Credential::Cookie { name, value } => println!("{name}={value}"),
     }

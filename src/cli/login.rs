@@ -23,6 +23,7 @@ pub struct Args {
     /// The Dex connector that checks the password.
     #[arg(long, value_enum, default_value_t = ConnectorArg::Local)]
     pub connector: ConnectorArg,
+    /// Output format: human text, or json/yaml for scripts.
     #[arg(short, long, value_enum, default_value_t = Output::Human)]
     pub output: Output,
 }

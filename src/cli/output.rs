@@ -7,7 +7,9 @@ pub enum Output {
     /// Text for people.
     #[default]
     Human,
+    /// JSON, for scripts (jq).
     Json,
+    /// YAML, for scripts.
     Yaml,
 }
 

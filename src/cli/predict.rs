@@ -33,6 +33,7 @@ pub struct Args {
     /// How long to wait for the model's answer, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Output format: human text, or json/yaml for scripts.
     #[arg(short, long, value_enum, default_value_t = Output::Human)]
     pub output: Output,
     #[command(flatten)]

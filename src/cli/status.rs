@@ -24,6 +24,7 @@ const EVENTS_SHOWN: usize = 10;
 pub struct Args {
     /// Name of the InferenceAccess.
     pub name: String,
+    /// Output format: human text, or json/yaml for scripts.
     #[arg(short, long, value_enum, default_value_t = Output::Human)]
     pub output: Output,
     #[command(flatten)]
