@@ -50,5 +50,8 @@ verify: lint tools ## fmt, clippy, CRD drift, chart/config sync, helm lint+templ
 		|| { echo "crds/ is stale: run 'make crds'"; exit 1; }
 	hack/verify-packaging.sh
 
+demo: setup ## No cluster needed: the KServe sample end to end on kube-local, ending with a prediction
+	hack/demo.sh
+
 clean: ## Remove build output
 	$(CARGO) clean

@@ -40,7 +40,7 @@ pub const DEFAULT_PROBE_PATHS: [&str; 4] = ["/healthz", "/ready", "/metrics", "/
     printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason", "priority": 1}"#,
     printcolumn = r#"{"name": "URL", "type": "string", "jsonPath": ".status.url"}"#,
     printcolumn = r#"{"name": "Secret", "type": "string", "jsonPath": ".status.secretName", "priority": 1}"#,
-    printcolumn = r#"{"name": "Expires", "type": "date", "jsonPath": ".status.tokenExpirationTime"}"#,
+    printcolumn = r#"{"name": "Expires", "type": "string", "jsonPath": ".status.tokenExpirationTime"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
     cel
 )]
