@@ -807,6 +807,20 @@ async fn predict_through_the_gateway_to_the_real_model() {
         assert!(!diagnosis.message(endpoint).contains(&token));
     }
 
+    // No gateway at the Secret's address: the diagnosis, and the port-forward that fixes it.
+    let offline = world.access("offline", spec(&closed)).await;
+    world.credential(&offline, &closed, &url, "offline").await;
+    let unreachable_run = world
+        .cli(&["predict", "offline", "-n", NS, "-f", iris])
+        .await;
+    let stderr = unreachable_run.failed();
+    assert!(
+        stderr.contains("GatewayUnreachable")
+            && stderr.contains("port-forward")
+            && stderr.contains("--gateway"),
+        "{stderr}"
+    );
+
     // Errors that say what to do.
     let unknown = world.cli(&["predict", "nope", "-n", NS, "-f", iris]).await;
     assert!(

@@ -71,11 +71,16 @@ pub async fn run(args: Args) -> Result<(), String> {
             let diagnosis = Diagnosis::GatewayUnreachable {
                 error: error.to_string(),
             };
-            return Err(format!(
-                "{}: {}",
-                diagnosis.reason(),
-                diagnosis.message(&endpoint)
-            ));
+            let mut message = format!("{}: {}", diagnosis.reason(), diagnosis.message(&endpoint));
+            if args.gateway.is_none() {
+                // The Secret holds the in-cluster address; from a laptop the gateway needs a
+                // port-forward, as in the KServe sample.
+                message.push_str(
+                    "; from outside the cluster, run `kubectl port-forward -n istio-system \
+                     svc/istio-ingressgateway 8080:80` and pass --gateway http://localhost:8080",
+                );
+            }
+            return Err(message);
         }
     };
     let text = response.text();
