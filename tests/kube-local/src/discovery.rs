@@ -273,8 +273,16 @@ pub fn table(
                 }
                 _ => {}
             }
-            cols.push(column("Age", "string", "", 0));
-            cell_fns.push(Box::new(age));
+            if rt.plural == "customresourcedefinitions" {
+                // The API server prints the creation time itself for CRDs.
+                cols.push(column("Created At", "date", "", 0));
+                cell_fns.push(Box::new(|o: &Value| {
+                    o["metadata"]["creationTimestamp"].clone()
+                }));
+            } else {
+                cols.push(column("Age", "string", "", 0));
+                cell_fns.push(Box::new(age));
+            }
         }
     }
     let rows: Vec<Value> = items

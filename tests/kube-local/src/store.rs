@@ -851,19 +851,17 @@ impl State {
         let name = meta_str(obj, "name").to_string();
         let pruned = validation::prune_and_default(schema, obj);
         let mut errs: Vec<FieldError> = Vec::new();
-        if strict {
-            for p in pruned {
-                errs.push(FieldError {
-                    reason: "FieldValueInvalid",
-                    field: String::new(),
-                    value: None,
-                    detail: format!("unknown field \"{p}\""),
-                });
-            }
-            if !errs.is_empty() {
-                let msgs: Vec<String> = errs.iter().map(|e| e.detail.clone()).collect();
-                return Err(ApiError::bad_request(msgs.join(", ").to_string()));
-            }
+        if strict && !pruned.is_empty() {
+            let unknown: Vec<String> = pruned
+                .iter()
+                .map(|p| format!("unknown field \"{p}\""))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                unknown.join(", "),
+                kind = rt.kind,
+                version = rt.version
+            )));
         }
         errs.extend(validation::validate_schema(schema, obj));
         if errs.is_empty() && rt.custom.as_ref().is_some_and(|c| c.has_cel) {
