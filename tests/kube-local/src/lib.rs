@@ -24,6 +24,7 @@ mod resources;
 mod selectors;
 mod server;
 mod store;
+mod tls;
 mod tokens;
 mod util;
 mod validation;
@@ -62,6 +63,8 @@ pub enum StartError {
     ParseCrd { path: PathBuf, message: String },
     #[error("loading CRD {name}: {source}")]
     LoadCrd { name: String, source: ApiError },
+    #[error("making the TLS certificate: {0}")]
+    Tls(String),
 }
 
 const KSERVE_CRD: &str = include_str!("../crds/serving.kserve.io_inferenceservices.json");
@@ -178,6 +181,7 @@ impl Builder {
             port: self.port,
             source,
         })?;
+        let tls = tls::make().map_err(StartError::Tls)?;
         let shared = Arc::new(Shared {
             store: store.clone(),
             tokens: tokens::TokenService::new(self.token_max_expiration),
@@ -186,11 +190,17 @@ impl Builder {
             rbac: self.rbac,
             unauthenticated_admin: self.unauthenticated_admin,
             addr,
+            ca_pem: tls.ca_pem,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (kserve, kserve_rx) = watch::channel(self.kserve.clone());
         let mut tasks = JoinSet::new();
-        tasks.spawn(accept_loop(shared.clone(), listener, shutdown_rx.clone()));
+        tasks.spawn(accept_loop(
+            shared.clone(),
+            tls.acceptor,
+            listener,
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(controllers::run_kserve(store, kserve_rx, shutdown_rx));
         Ok(ControlPlane {
             shared,
@@ -253,6 +263,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 async fn accept_loop(
     shared: Arc<Shared>,
+    tls: tokio_rustls::TlsAcceptor,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -283,15 +294,34 @@ async fn accept_loop(
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
+                let tls = tls.clone();
                 conns.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| server::handle(shared.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    // TLS and plain HTTP share the port: the first byte tells them apart.
+                    let mut first = [0u8; 1];
+                    let is_tls = matches!(stream.peek(&mut first).await, Ok(1) if first[0] == tls::HANDSHAKE);
+                    if is_tls {
+                        if let Ok(stream) = tls.accept(stream).await {
+                            serve_connection(shared, stream).await;
+                        }
+                    } else {
+                        serve_connection(shared, stream).await;
+                    }
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
     conns.abort_all();
+}
+
+async fn serve_connection<IO>(shared: Arc<Shared>, io: IO)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| server::handle(shared.clone(), req));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
 }
 
 /// A running control plane. Dropping it stops it too; `shutdown` waits for the tasks to end.
@@ -332,6 +362,41 @@ impl ControlPlane {
             "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-local\n  cluster:\n    server: {url}\ncontexts:\n- name: kube-local\n  context:\n    cluster: kube-local\n    user: kube-local-user\n    namespace: default\ncurrent-context: kube-local\nusers:\n- name: kube-local-user\n  user:\n    token: {token}\n",
             url = self.url()
         )
+    }
+
+    /// `https://127.0.0.1:PORT` (same port; TLS with the CA from [`Self::ca_pem`]).
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.shared.addr)
+    }
+
+    /// The CA certificate (PEM) that signed the serving certificate, made at start.
+    pub fn ca_pem(&self) -> String {
+        self.shared.ca_pem.clone()
+    }
+
+    /// A kubeconfig over TLS acting as `token`. Use it when kubectl must authenticate as a
+    /// particular token: client-go sends bearer tokens only over TLS.
+    pub fn kubeconfig_tls_for_token(&self, token: &str) -> String {
+        use base64::Engine as _;
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.shared.ca_pem.as_bytes());
+        self.kubeconfig_for_token(token).replace(
+            &format!("    server: {}\n", self.url()),
+            &format!(
+                "    server: {}\n    certificate-authority-data: {ca}\n",
+                self.https_url()
+            ),
+        )
+    }
+
+    /// The admin kubeconfig over TLS.
+    pub fn kubeconfig_tls_yaml(&self) -> String {
+        self.kubeconfig_tls_for_token(self.shared.tokens.admin_token())
+    }
+
+    /// Writes a kubeconfig (mode 0600: it holds a credential), e.g. from
+    /// [`Self::kubeconfig_tls_for_token`].
+    pub fn write_kubeconfig_text(path: &Path, kubeconfig: &str) -> std::io::Result<()> {
+        write_private(path, kubeconfig)
     }
 
     /// Writes the admin kubeconfig (mode 0600: it holds a credential).

@@ -73,7 +73,7 @@ fn local_ref(n: u64) -> Option<(&'static str, Kind, bool)> {
     (n == 1).then_some(("name", Kind::Str, false))
 }
 
-fn namespace(n: u64) -> Option<(&'static str, Kind, bool)> {
+fn metadata_only(n: u64) -> Option<(&'static str, Kind, bool)> {
     (n == 1).then_some(("metadata", Kind::Msg(object_meta), false))
 }
 
@@ -319,18 +319,19 @@ pub fn to_json(body: &[u8]) -> Result<Value, ApiError> {
         .decode(envelope["raw"].as_str().unwrap_or_default())
         .map_err(|_| bad())?;
     let schema: Schema = match kind.as_str() {
-        "Namespace" => namespace,
+        "Namespace" => metadata_only,
         "TokenRequest" => token_request,
         "Secret" => secret,
         "ConfigMap" => config_map,
         "ServiceAccount" => service_account,
         "SelfSubjectAccessReview" => self_subject_access_review,
+        "SelfSubjectReview" => metadata_only,
         other => {
             return Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
                 format!(
-                    "kube-local decodes protobuf only for Namespace, TokenRequest, Secret, ConfigMap, ServiceAccount and SelfSubjectAccessReview (got {other}); send JSON"
+                    "kube-local decodes protobuf only for Namespace, TokenRequest, Secret, ConfigMap, ServiceAccount SelfSubjectAccessReview and SelfSubjectReview (got {other}); send JSON"
                 ),
             ));
         }

@@ -34,6 +34,7 @@ pub struct Shared {
     pub rbac: bool,
     pub unauthenticated_admin: bool,
     pub addr: SocketAddr,
+    pub ca_pem: String,
 }
 
 impl Shared {

@@ -324,3 +324,57 @@ async fn binary_serves_writes_kubeconfig_and_stops_on_sigterm() {
     .await;
     assert!(status.success());
 }
+
+#[tokio::test]
+async fn kubectl_over_tls_authenticates_as_a_service_account_under_rbac() {
+    let cp = ControlPlane::builder()
+        .rbac(true)
+        .start()
+        .await
+        .expect("start");
+    let c = admin(&cp).await;
+    post(
+        &c,
+        "/api/v1/namespaces/default/serviceaccounts",
+        serde_json::json!({"metadata": {"name": "robot"}}),
+    )
+    .await;
+    let token = post(
+        &c,
+        "/api/v1/namespaces/default/serviceaccounts/robot/token",
+        serde_json::json!({"spec": {}}),
+    )
+    .await
+    .body["status"]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let k = Kubectl::new(&cp);
+    ControlPlane::write_kubeconfig_text(&k.kubeconfig, &cp.kubeconfig_tls_for_token(&token))
+        .expect("kubeconfig");
+    assert!(
+        std::fs::read_to_string(&k.kubeconfig)
+            .expect("read")
+            .contains("server: https://127.0.0.1:")
+    );
+    let whoami = k
+        .ok(&[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .await;
+    assert_eq!(whoami, "system:serviceaccount:default:robot");
+    let denied = k.run(&["get", "secrets"]).await;
+    assert!(!denied.status.success());
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(stderr.contains("secrets is forbidden: User \"system:serviceaccount:default:robot\" cannot list resource \"secrets\""), "{stderr}");
+    let cannot = k.run(&["auth", "can-i", "list", "secrets"]).await;
+    assert_eq!(String::from_utf8_lossy(&cannot.stdout).trim(), "no");
+    // The admin over TLS works too.
+    ControlPlane::write_kubeconfig_text(&k.kubeconfig, &cp.kubeconfig_tls_yaml())
+        .expect("kubeconfig");
+    assert!(k.ok(&["get", "secrets"]).await.is_empty());
+    cp.shutdown().await;
+}
