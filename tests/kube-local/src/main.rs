@@ -53,6 +53,9 @@ enum Command {
         /// Extra CRD files to serve.
         #[arg(long = "crd")]
         crds: Vec<PathBuf>,
+        /// Write an https:// kubeconfig (with the CA made at start) instead of http://.
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -68,6 +71,7 @@ async fn main() -> std::process::ExitCode {
         kserve_url_style,
         without_istio,
         crds,
+        tls,
     } = Cli::parse().command;
     let style = match kserve_url_style {
         Style::Knative => UrlStyle::Knative,
@@ -92,7 +96,12 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    if let Err(e) = cp.write_kubeconfig(&kubeconfig) {
+    let written = if tls {
+        ControlPlane::write_kubeconfig_text(&kubeconfig, &cp.kubeconfig_tls_yaml())
+    } else {
+        cp.write_kubeconfig(&kubeconfig)
+    };
+    if let Err(e) = written {
         eprintln!("kube-local: writing {}: {e}", kubeconfig.display());
         return std::process::ExitCode::FAILURE;
     }
