@@ -262,6 +262,32 @@ fn check(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
                     }
                 }
             }
+            if list_type == Some("map") {
+                let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let key_of = |item: &Value| -> Vec<Value> {
+                    keys.iter().map(|k| item[*k].clone()).collect()
+                };
+                for (i, item) in items.iter().enumerate() {
+                    let key = key_of(item);
+                    if items[..i].iter().any(|earlier| key_of(earlier) == key) {
+                        let shown_key: serde_json::Map<String, Value> = keys
+                            .iter()
+                            .map(|k| (k.to_string(), item[*k].clone()))
+                            .collect();
+                        errs.push(FieldError {
+                            reason: "FieldValueDuplicate",
+                            field: format!("{f}[{i}]"),
+                            value: Some(Value::Object(shown_key)),
+                            detail: String::new(),
+                        });
+                    }
+                }
+            }
             if schema["items"].is_object() {
                 for (i, item) in items.iter().enumerate() {
                     check(&schema["items"], item, &format!("{path}[{i}]"), errs);
@@ -625,6 +651,22 @@ mod tests {
             errs.iter()
                 .any(|e| e.contains("Too long: may not be more than 5 bytes")),
             "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn list_map_keys_must_be_unique() {
+        let schema = json!({"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
+            "items": {"type": "object", "properties": {"type": {"type": "string"}, "status": {"type": "string"}}}});
+        assert!(validate_schema(&schema, &json!([{"type": "A"}, {"type": "B"}])).is_empty());
+        let errs = validate_schema(
+            &schema,
+            &json!([{"type": "A", "status": "x"}, {"type": "A", "status": "y"}]),
+        );
+        assert_eq!(errs.len(), 1);
+        assert_eq!(
+            (errs[0].reason, errs[0].field.as_str()),
+            ("FieldValueDuplicate", "<root>[1]")
         );
     }
 
