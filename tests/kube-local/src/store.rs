@@ -757,6 +757,7 @@ impl State {
         obj: &mut Value,
     ) -> Result<(), ApiError> {
         let name = meta_str(obj, "name").to_string();
+        decodes(rt, obj)?;
         let mut errs = validation::validate_metadata(obj, rt.plural == "namespaces");
         match (rt.group.as_str(), rt.plural.as_str()) {
             ("", "secrets") => {
@@ -1253,6 +1254,13 @@ impl State {
             PatchType::Strategic => patch::strategic_merge(&mut doc, body),
             PatchType::Apply => {}
         }
+        if !doc.is_object() {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                "the patch did not produce an object",
+            ));
+        }
         if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
             && rv != meta_str(&current, "resourceVersion")
         {
@@ -1630,6 +1638,42 @@ impl State {
             .map(|b| b.values().cloned().collect())
             .unwrap_or_default()
     }
+}
+
+/// The type checks the API server's JSON decoding makes before anything else (400 when a field
+/// has the wrong JSON type): string maps in metadata, Secret data, object-valued spec/status.
+fn decodes(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    let string_map = |v: &Value| {
+        v.is_null()
+            || v.as_object()
+                .is_some_and(|m| m.values().all(Value::is_string))
+    };
+    let object = |v: &Value| v.is_null() || v.is_object();
+    let bad = |field: &str| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: json: cannot unmarshal {field}",
+            rt.kind, rt.version, rt.kind
+        ))
+    };
+    let meta = &obj["metadata"];
+    for field in ["labels", "annotations"] {
+        if !string_map(&meta[field]) {
+            return Err(bad(&format!("metadata.{field} (must be a map of strings)")));
+        }
+    }
+    if rt.custom.is_none() {
+        if !object(&obj["spec"]) || !object(&obj["status"]) {
+            return Err(bad("spec/status (must be objects)"));
+        }
+        if matches!(rt.plural.as_str(), "secrets" | "configmaps")
+            && !(string_map(&obj["data"])
+                && string_map(&obj["stringData"])
+                && string_map(&obj["binaryData"]))
+        {
+            return Err(bad("data (must be a map of strings)"));
+        }
+    }
+    Ok(())
 }
 
 fn resource_api_version(rt: &ResourceType) -> String {

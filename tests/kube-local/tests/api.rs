@@ -675,3 +675,60 @@ async fn dry_run_and_delete_collection() {
     );
     cp.shutdown().await;
 }
+
+#[tokio::test]
+async fn malformed_bodies_get_errors_not_crashes() {
+    let cp = start().await;
+    let c = admin(&cp).await;
+    let url = "/api/v1/namespaces/default/secrets";
+    assert_eq!(
+        post(
+            &c,
+            url,
+            json!({"metadata": {"name": "s", "labels": "oops"}})
+        )
+        .await
+        .code,
+        400
+    );
+    assert_eq!(
+        post(&c, url, json!({"metadata": {"name": "s"}, "data": "oops"}))
+            .await
+            .code,
+        400
+    );
+    assert_eq!(
+        post(
+            &c,
+            url,
+            json!({"metadata": {"name": "s"}, "data": {"k": "not base64!"}})
+        )
+        .await
+        .code,
+        400
+    );
+    assert_eq!(
+        post(
+            &c,
+            "/api/v1/namespaces",
+            json!({"metadata": {"name": "n", "labels": ["x"]}})
+        )
+        .await
+        .code,
+        400
+    );
+    post(&c, url, json!({"metadata": {"name": "s"}})).await;
+    let root = patch(
+        &c,
+        &format!("{url}/s"),
+        "application/json-patch+json",
+        json!([{"op": "replace", "path": "", "value": "x"}]),
+    )
+    .await;
+    assert_eq!(root.code, 422);
+    let not_json = call(&c, "POST", url, "application/json", None).await;
+    assert_eq!(not_json.code, 400);
+    // Still serving, state intact.
+    assert_eq!(get(&c, &format!("{url}/s")).await.code, 200);
+    cp.shutdown().await;
+}
