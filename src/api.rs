@@ -71,6 +71,29 @@ pub struct InferenceAccessSpec {
     /// Labels and annotations copied onto the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_template: Option<SecretTemplate>,
+    /// Whether the operator checks, after each issue, that the credential reaches the model.
+    #[serde(default)]
+    #[schemars(extend("default" = {}))]
+    pub verification: VerificationSpec,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationSpec {
+    /// After issuing or renewing, `GET <gateway>/v1/models/<name>` with the credential and the
+    /// Host header, and report the answer in the `EndpointVerified` condition.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+impl Default for VerificationSpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+fn enabled() -> bool {
+    true
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -421,7 +444,8 @@ mod tests {
                     "sourcePrincipals": [DEFAULT_GATEWAY_PRINCIPAL],
                     "probePaths": ["/healthz", "/ready", "/metrics", "/wait-for-drain"]
                 },
-                "gateway": {"url": DEFAULT_GATEWAY_URL}
+                "gateway": {"url": DEFAULT_GATEWAY_URL},
+                "verification": {"enabled": true}
             })
         );
     }

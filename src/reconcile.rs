@@ -24,16 +24,20 @@ use crate::credential::{self, IssueReason, IssuedToken, TokenRequestInputs};
 use crate::desired;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, api_status, describe};
+use crate::gateway_client::GatewayClient;
 use crate::labels::{ANNOTATION_RENEW_REQUESTED_AT, FIELD_MANAGER, SIDECAR_FIELD_MANAGER};
 use crate::metrics::Metrics;
+use crate::probe;
 use crate::resources::inference_service::Readiness;
 use crate::resources::{AuthorizationPolicy, InferenceService};
-use crate::status::{Check, Observation, build_status, reason};
+use crate::status::{Check, ENDPOINT_VERIFIED, Observation, build_status, reason};
 
 /// How long to wait before looking again at something outside the operator's watches (a named
 /// ServiceAccount, a foreign Secret in the way).
 const RECHECK_BLOCKED: Duration = Duration::from_secs(60);
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
+/// A fresh policy takes Istio a moment to push to the sidecar: probe again soon, then back off.
+const VERIFY_BACKOFF_BASE: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 pub struct Context {
@@ -41,8 +45,12 @@ pub struct Context {
     pub recorder: Recorder,
     pub clock: fn() -> Timestamp,
     pub metrics: Arc<Metrics>,
-    /// Consecutive failures per access (by uid), for exponential backoff.
+    /// For endpoint verification; `None` if no HTTP client could be built (reported as such).
+    pub gateway: Option<GatewayClient>,
+    /// Consecutive reconcile failures per access (by uid), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive failed endpoint probes per access, likewise.
+    verify_failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
@@ -52,7 +60,9 @@ impl Context {
             recorder,
             clock,
             metrics: Arc::default(),
+            gateway: GatewayClient::new().ok(),
             failures: Mutex::default(),
+            verify_failures: Mutex::default(),
         }
     }
 
@@ -62,19 +72,42 @@ impl Context {
     }
 
     fn record_outcome(&self, access: &InferenceAccess, failed: bool) -> u32 {
-        let uid = access.uid().unwrap_or_default();
-        let mut failures = self
+        count_failure(&self.failures, access, failed)
+    }
+
+    fn count_verify_failure(&self, access: &InferenceAccess, failed: bool) -> u32 {
+        count_failure(&self.verify_failures, access, failed)
+    }
+
+    fn failures_of(&self, access: &InferenceAccess) -> u32 {
+        let failures = self
             .failures
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if failed {
-            let count = failures.entry(uid).or_default();
-            *count = count.saturating_add(1);
-            *count
-        } else {
-            failures.remove(&uid);
-            0
-        }
+        failures
+            .get(&access.uid().unwrap_or_default())
+            .copied()
+            .unwrap_or(1)
+    }
+}
+
+/// Counts consecutive failures of one access; a success resets the count.
+fn count_failure(
+    counts: &Mutex<HashMap<String, u32>>,
+    access: &InferenceAccess,
+    failed: bool,
+) -> u32 {
+    let uid = access.uid().unwrap_or_default();
+    let mut counts = counts
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if failed {
+        let count = counts.entry(uid).or_default();
+        *count = count.saturating_add(1);
+        *count
+    } else {
+        counts.remove(&uid);
+        0
     }
 }
 
@@ -157,20 +190,25 @@ async fn reconcile_once(
 
 /// Failures back off exponentially per access; spec errors never reach here.
 pub fn error_policy(access: Arc<InferenceAccess>, error: &Error, ctx: Arc<Context>) -> Action {
-    let failures = ctx
-        .failures
-        .lock()
-        .map(|f| {
-            f.get(&access.uid().unwrap_or_default())
-                .copied()
-                .unwrap_or(1)
-        })
-        .unwrap_or(1);
-    let delay = BACKOFF_BASE
-        .saturating_mul(2_u32.saturating_pow(failures.saturating_sub(1).min(16)))
-        .min(BACKOFF_MAX);
+    let delay = backoff(BACKOFF_BASE, ctx.failures_of(&access));
     warn!(access = %access.name_any(), namespace = access.namespace().unwrap_or_default(), category = error.category(), error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// A credential in the Secret, and what the rest of the pipeline needs of it.
+struct Issued {
+    /// When to renew (jitter included).
+    renewal: Timestamp,
+    endpoint: Endpoint,
+    credential: probe::Credential,
+    /// Whether this reconcile wrote the Secret's data.
+    written: bool,
+}
+
+/// `base` doubled per consecutive failure, capped.
+fn backoff(base: Duration, failures: u32) -> Duration {
+    base.saturating_mul(2_u32.saturating_pow(failures.saturating_sub(1).min(16)))
+        .min(BACKOFF_MAX)
 }
 
 struct Run<'a> {
@@ -248,17 +286,61 @@ impl<'a> Run<'a> {
             }
         };
         let mesh = self.ensure_mesh(&inference_service, &service_account).await;
-        let renewal = credential?;
+        let issued = credential?;
         mesh?;
-        Ok(match renewal {
-            Some(at) => {
-                let wait = at
-                    .duration_since(self.now)
-                    .max(SignedDuration::from_secs(1));
-                Action::requeue(Duration::try_from(wait).unwrap_or(RECHECK_BLOCKED))
-            }
-            None => Action::requeue(RECHECK_BLOCKED),
-        })
+        let Some(issued) = issued else {
+            return Ok(Action::requeue(RECHECK_BLOCKED));
+        };
+        let wait = issued
+            .renewal
+            .duration_since(self.now)
+            .max(SignedDuration::from_secs(1));
+        let until_renewal = Duration::try_from(wait).unwrap_or(RECHECK_BLOCKED);
+        // After the policy, so a fresh policy is in place before the first probe.
+        Ok(Action::requeue(match self.verify_endpoint(&issued).await {
+            Some(retry) => retry.min(until_renewal),
+            None => until_renewal,
+        }))
+    }
+
+    /// Step 5b: a request with the credential through the gateway, after an issue or a change,
+    /// and again with backoff while it fails. Never blocks the credential. Returns when to try
+    /// again after a failure.
+    async fn verify_endpoint(&mut self, issued: &Issued) -> Option<Duration> {
+        if !self.access.spec.verification.enabled {
+            self.observation.endpoint = Some(Check::unknown(
+                reason::VERIFICATION_DISABLED,
+                "spec.verification.enabled is false: the operator does not probe the gateway",
+            ));
+            return None;
+        }
+        let last_ok = self
+            .access
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == ENDPOINT_VERIFIED))
+            .is_some_and(|c| {
+                c.status == "True" && c.observed_generation == self.access.meta().generation
+            });
+        if last_ok && !issued.written {
+            return None;
+        }
+        let diagnosis = match &self.ctx.gateway {
+            Some(client) => probe::verify(client, &issued.endpoint, &issued.credential).await,
+            None => probe::Diagnosis::GatewayUnreachable {
+                error: "no HTTP client could be built".into(),
+            },
+        };
+        let message = diagnosis.message(&issued.endpoint);
+        let failures = self
+            .ctx
+            .count_verify_failure(self.access, !diagnosis.is_reachable());
+        self.observation.endpoint = Some(if diagnosis.is_reachable() {
+            Check::ok(diagnosis.reason(), message)
+        } else {
+            Check::failed(diagnosis.reason(), message)
+        });
+        (failures > 0).then(|| backoff(VERIFY_BACKOFF_BASE, failures))
     }
 
     /// Step 1: the InferenceService, applied from the template when there is one.
@@ -448,7 +530,7 @@ impl<'a> Run<'a> {
         &mut self,
         url: &str,
         service_account: &str,
-    ) -> Result<Option<Timestamp>, Error> {
+    ) -> Result<Option<Issued>, Error> {
         let spec = &self.access.spec;
         let endpoint = match Endpoint::resolve(url, &spec.gateway.url, &spec.inference_service.name)
         {
@@ -528,7 +610,8 @@ impl<'a> Run<'a> {
             return Ok(None);
         };
         let wanted_secret = desired::credential_secret(self.access, &endpoint, &token);
-        if !contains(&secret, &wanted_secret) {
+        let written = !contains(&secret, &wanted_secret);
+        if written {
             // One apply writes every key at once: clients never read a half-written Secret, and
             // the old token stays until the new one replaces it.
             apply(
@@ -554,9 +637,12 @@ impl<'a> Run<'a> {
             ),
         );
         let window = token.expires_at.duration_since(renewal);
-        Ok(Some(
-            renewal + credential::jitter(&self.access.uid().unwrap_or_default(), window),
-        ))
+        Ok(Some(Issued {
+            renewal: renewal + credential::jitter(&self.access.uid().unwrap_or_default(), window),
+            endpoint,
+            credential: probe::Credential::Bearer(token.token),
+            written,
+        }))
     }
 
     fn record_token(&mut self, token: &IssuedToken) -> Timestamp {

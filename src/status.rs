@@ -13,6 +13,9 @@ pub const READY: &str = "Ready";
 pub const INFERENCE_SERVICE_READY: &str = "InferenceServiceReady";
 pub const CREDENTIAL_ISSUED: &str = "CredentialIssued";
 pub const ACCESS_POLICY_READY: &str = "AccessPolicyReady";
+/// Diagnostic, outside the readiness chain: whether a request with the credential reached the
+/// model through the gateway (the operator may not see the gateway clients use).
+pub const ENDPOINT_VERIFIED: &str = "EndpointVerified";
 
 /// Every condition reason the operator writes: the README documents each.
 pub mod reason {
@@ -40,6 +43,7 @@ pub mod reason {
     pub const POLICY_CONFLICT: &str = "PolicyConflict";
     pub const POLICY_FAILED: &str = "PolicyApplyFailed";
     pub const PENDING: &str = "Pending";
+    pub const VERIFICATION_DISABLED: &str = "VerificationDisabled";
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,32 +67,50 @@ impl State {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Check {
     pub state: State,
-    pub reason: &'static str,
+    pub reason: String,
     pub message: String,
 }
 
 impl Check {
-    pub fn ok(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn ok(reason: &str, message: impl Into<String>) -> Self {
         Self {
             state: State::True,
-            reason,
+            reason: reason.to_owned(),
             message: message.into(),
         }
     }
 
-    pub fn failed(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn failed(reason: &str, message: impl Into<String>) -> Self {
         Self {
             state: State::False,
-            reason,
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn unknown(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            state: State::Unknown,
+            reason: reason.to_owned(),
             message: message.into(),
         }
     }
 
     pub fn pending(message: impl Into<String>) -> Self {
+        Self::unknown(reason::PENDING, message)
+    }
+
+    /// The check a published condition recorded, to carry it forward unchanged.
+    pub fn from_condition(condition: &Condition) -> Self {
+        let state = match condition.status.as_str() {
+            "True" => State::True,
+            "False" => State::False,
+            _ => State::Unknown,
+        };
         Self {
-            state: State::Unknown,
-            reason: reason::PENDING,
-            message: message.into(),
+            state,
+            reason: condition.reason.clone(),
+            message: condition.message.clone(),
         }
     }
 }
@@ -99,6 +121,8 @@ pub struct Observation {
     pub inference_service: Check,
     pub credential: Check,
     pub access_policy: Check,
+    /// `None` when this reconcile did not probe the gateway: the last result stands.
+    pub endpoint: Option<Check>,
     pub url: Option<String>,
     pub host: Option<String>,
     pub secret_name: Option<String>,
@@ -113,6 +137,7 @@ impl Default for Observation {
             inference_service: Check::pending("the InferenceService has not been checked yet"),
             credential: Check::pending("no credential has been issued yet"),
             access_policy: Check::pending("the access policy has not been checked yet"),
+            endpoint: None,
             url: None,
             host: None,
             secret_name: None,
@@ -153,6 +178,13 @@ pub fn build_status(
     let previous_conditions = previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
+    // Not probed this time: the last result stands.
+    let endpoint = observation.endpoint.clone().or_else(|| {
+        previous_conditions
+            .iter()
+            .find(|c| c.type_ == ENDPOINT_VERIFIED)
+            .map(Check::from_condition)
+    });
     let conditions = [
         (READY, observation.ready()),
         (
@@ -163,6 +195,7 @@ pub fn build_status(
         (ACCESS_POLICY_READY, observation.access_policy.clone()),
     ]
     .into_iter()
+    .chain(endpoint.map(|check| (ENDPOINT_VERIFIED, check)))
     .map(|(type_, check)| condition(type_, &check, previous_conditions, generation, now))
     .collect();
     InferenceAccessStatus {
@@ -251,7 +284,7 @@ mod tests {
         for (observation, state, reason) in cases {
             let ready = observation.ready();
             assert_eq!(
-                (ready.state, ready.reason),
+                (ready.state, ready.reason.as_str()),
                 (state, reason),
                 "{observation:?}"
             );
@@ -338,5 +371,62 @@ mod tests {
         let first = build_status(&all_ok(), None, Some(1), ts("2026-01-01T00:00:00Z"));
         let again = build_status(&all_ok(), Some(&first), Some(1), ts("2026-01-01T05:00:00Z"));
         assert_eq!(first, again);
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn endpoint_verified_is_carried_until_probed_again_and_never_gates_ready() {
+        let ok = Observation {
+            inference_service: Check::ok(reason::READY, "ready"),
+            credential: Check::ok(reason::ISSUED, "issued"),
+            access_policy: Check::ok(reason::POLICY_APPLIED, "applied"),
+            endpoint: Some(Check::failed("AccessDenied", "403")),
+            ..Observation::default()
+        };
+        let first = build_status(&ok, None, Some(1), ts("2026-01-01T00:00:00Z"));
+        let find = |s: &InferenceAccessStatus, t: &str| {
+            s.conditions.iter().find(|c| c.type_ == t).cloned().unwrap()
+        };
+        assert_eq!(find(&first, READY).status, "True");
+        assert_eq!(find(&first, ENDPOINT_VERIFIED).reason, "AccessDenied");
+        // Not probed this time: the last result stands, time and all.
+        let unprobed = Observation {
+            endpoint: None,
+            ..ok.clone()
+        };
+        let second = build_status(&unprobed, Some(&first), Some(1), ts("2026-01-01T00:05:00Z"));
+        assert_eq!(second, first);
+        // Probed and fixed: it flips.
+        let fixed = Observation {
+            endpoint: Some(Check::ok("EndpointReachable", "200")),
+            ..ok
+        };
+        let third = build_status(&fixed, Some(&second), Some(1), ts("2026-01-01T00:06:00Z"));
+        let verified = find(&third, ENDPOINT_VERIFIED);
+        assert_eq!(
+            (verified.status.as_str(), verified.last_transition_time.0),
+            ("True", ts("2026-01-01T00:06:00Z"))
+        );
+        // Never probed: no condition at all.
+        let never = build_status(
+            &Observation::default(),
+            None,
+            Some(1),
+            ts("2026-01-01T00:00:00Z"),
+        );
+        assert!(
+            never
+                .conditions
+                .iter()
+                .all(|c| c.type_ != ENDPOINT_VERIFIED)
+        );
     }
 }

@@ -434,3 +434,134 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         exit.status
     );
 }
+
+/// The data path: kube-local, the real KServe model server and the gateway double.
+struct DataPath {
+    env: Env,
+    gateway: mesh_local::Gateway,
+    _model: mesh_local::ModelServer,
+}
+
+impl DataPath {
+    async fn start(builder: kube_local::Builder) -> Self {
+        let env = Env::start_with(builder, None).await;
+        env.apply_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
+            .await;
+        let model = mesh_local::ModelServer::start().await.unwrap();
+        let gateway = mesh_local::Gateway::builder()
+            .kube_client(env.client.clone())
+            .upstream(&model.url())
+            .start()
+            .await
+            .unwrap();
+        Self {
+            env,
+            gateway,
+            _model: model,
+        }
+    }
+
+    /// The sample's access, pointed at the local gateway, in `mode`.
+    async fn apply(&self, mode: &str) {
+        self.env
+            .apply_value(json!({
+                "apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess",
+                "metadata": {"name": ACCESS, "namespace": NS},
+                "spec": {
+                    "inferenceService": {"name": "sklearn-iris", "template": {"spec": {"predictor": {"model": {
+                        "modelFormat": {"name": "sklearn"},
+                        "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model"}}}}},
+                    "gateway": {"url": self.gateway.url()},
+                    "mesh": {"mode": mode}
+                }
+            }))
+            .await;
+    }
+
+    async fn wait_endpoint(&self, reason: &'static str) -> InferenceAccess {
+        wait_for(
+            &self.env.api::<InferenceAccess>(),
+            ACCESS,
+            move |a: Option<&InferenceAccess>| {
+                a.and_then(|a| a.status.as_ref()).is_some_and(|s| {
+                    s.observed_generation == a.and_then(|a| a.metadata.generation)
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "EndpointVerified" && c.reason == reason)
+                })
+            },
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn endpoint_verification_follows_the_mesh_mode() {
+    if skip_on_real_cluster("endpoint_verification_follows_the_mesh_mode") {
+        return;
+    }
+    let data = DataPath::start(kube_local::ControlPlane::builder()).await;
+    // No policy and a sidecar: Kubeflow's deny-all answers 403, as in the sample's FAQ 2.
+    data.apply("Unmanaged").await;
+    let access = data.wait_endpoint("AccessDenied").await;
+    let message = access
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "EndpointVerified")
+        .unwrap()
+        .message;
+    assert!(message.contains("mesh.mode"), "{message}");
+    // The operator's policy lets exactly this identity through.
+    data.apply("AuthorizationPolicy").await;
+    let access = data.wait_endpoint("EndpointReachable").await;
+    assert_eq!(reason_of(&access, "AccessPolicyReady"), "PolicyApplied");
+    // No sidecar at all: reachable, and the condition says nothing is enforced.
+    data.apply("DisableSidecarInjection").await;
+    let access = data.wait_endpoint("EndpointReachable").await;
+    assert_eq!(reason_of(&access, "AccessPolicyReady"), "SidecarDisabled");
+    let isvc = data
+        .env
+        .api::<InferenceService>()
+        .get("sklearn-iris")
+        .await
+        .unwrap();
+    assert_eq!(
+        isvc.metadata.annotations.unwrap()["sidecar.istio.io/inject"],
+        "false"
+    );
+    wait_deleted(&data.env.api::<AuthorizationPolicy>(), ACCESS).await;
+}
+
+#[tokio::test]
+async fn a_cluster_local_url_is_diagnosed_as_host_not_found() {
+    if skip_on_real_cluster("a_cluster_local_url_is_diagnosed_as_host_not_found") {
+        return;
+    }
+    // Knative left at its cluster-local default domain: the ingress gateway has no route.
+    let data =
+        DataPath::start(kube_local::ControlPlane::builder().kserve_domain("svc.cluster.local"))
+            .await;
+    data.apply("AuthorizationPolicy").await;
+    let access = data.wait_endpoint("HostNotFound").await;
+    let conditions = access.status.unwrap().conditions;
+    let verified = conditions
+        .iter()
+        .find(|c| c.type_ == "EndpointVerified")
+        .unwrap();
+    assert!(
+        verified
+            .message
+            .contains("sklearn-iris.kubeflow-user-example-com.svc.cluster.local"),
+        "{}",
+        verified.message
+    );
+    assert!(verified.message.contains("domain"), "{}", verified.message);
+    // Verification never blocks the credential.
+    let credential = conditions
+        .iter()
+        .find(|c| c.type_ == "CredentialIssued")
+        .unwrap();
+    assert_eq!(credential.status, "True");
+}

@@ -39,6 +39,12 @@ pub struct Route {
 /// Picks the InferenceService for a request's Host header and path (with query).
 pub fn route(services: &[ServiceUrl], host_header: &str, path_and_query: &str) -> Option<Route> {
     let host = strip_port(host_header).to_ascii_lowercase();
+    // The ingress gateway serves external domains only: cluster-local hosts (Knative's
+    // svc.cluster.local default, or cluster-local visibility) are routed by
+    // knative-local-gateway, so from outside they are a 404, the sample's FAQ 1.
+    if is_cluster_local(&host) {
+        return None;
+    }
     let path = path_and_query.split('?').next().unwrap_or_default();
     // Path-based routes are more specific than a bare host on the same domain.
     let path_based = services
@@ -62,6 +68,11 @@ pub fn route(services: &[ServiceUrl], host_header: &str, path_and_query: &str) -
                 upstream_path_and_query: path_and_query.to_owned(),
             })
     })
+}
+
+/// Hosts only knative-local-gateway serves.
+pub fn is_cluster_local(host: &str) -> bool {
+    host.ends_with(".svc.cluster.local") || host.ends_with(".svc")
 }
 
 /// The host part of a Host header (`name:port`, `[v6]:port`).
@@ -101,6 +112,25 @@ mod tests {
         .into_iter()
         .map(|(ns, name, url)| ServiceUrl::parse(ns, name, url).unwrap())
         .collect()
+    }
+
+    #[test]
+    fn cluster_local_hosts_are_not_routed_from_outside() {
+        let services: Vec<ServiceUrl> =
+            [("team-a", "local", "http://local.team-a.svc.cluster.local")]
+                .into_iter()
+                .map(|(ns, name, url)| ServiceUrl::parse(ns, name, url).unwrap())
+                .collect();
+        assert_eq!(
+            route(
+                &services,
+                "local.team-a.svc.cluster.local",
+                "/v1/models/local"
+            ),
+            None
+        );
+        assert!(is_cluster_local("x.ns.svc"));
+        assert!(!is_cluster_local("x.ns.example.com"));
     }
 
     #[test]
