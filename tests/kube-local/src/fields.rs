@@ -92,7 +92,7 @@ fn encode(fields: &BTreeSet<Path>) -> Value {
         let mut node = &mut root;
         for seg in path {
             let child = node
-                .entry(format!("f:{seg}"))
+                .entry(encode_segment(seg))
                 .or_insert_with(|| Value::Object(Map::new()));
             match child.as_object_mut() {
                 Some(m) => node = m,
@@ -107,7 +107,11 @@ fn decode(v: &Value) -> BTreeSet<Path> {
     fn walk(v: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
         let children: Vec<(&String, &Value)> = v
             .as_object()
-            .map(|m| m.iter().filter(|(k, _)| k.starts_with("f:")).collect())
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.starts_with("f:") || k.starts_with("k:"))
+                    .collect()
+            })
             .unwrap_or_default();
         if children.is_empty() {
             if !prefix.is_empty() {
@@ -116,7 +120,7 @@ fn decode(v: &Value) -> BTreeSet<Path> {
             return;
         }
         for (k, child) in children {
-            prefix.push(k[2..].to_string());
+            prefix.push(k.strip_prefix("f:").unwrap_or(k).to_string());
             walk(child, prefix, out);
             prefix.pop();
         }
@@ -126,13 +130,74 @@ fn decode(v: &Value) -> BTreeSet<Path> {
     out
 }
 
-fn leaves(v: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
+/// A path segment as fieldsV1 writes it: `f:name` for a field, `k:{...}` for a list-map item.
+fn encode_segment(seg: &str) -> String {
+    if seg.starts_with("k:") {
+        seg.to_string()
+    } else {
+        format!("f:{seg}")
+    }
+}
+
+/// The schema of a field of an object (properties, else additionalProperties).
+fn child_schema<'a>(schema: Option<&'a Value>, key: &str) -> Option<&'a Value> {
+    let s = schema?;
+    s["properties"]
+        .get(key)
+        .or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))
+}
+
+/// The merge keys of a list whose schema says `x-kubernetes-list-type: map`.
+fn list_map_keys(schema: Option<&Value>) -> Option<Vec<&str>> {
+    let s = schema?;
+    if s["x-kubernetes-list-type"].as_str() != Some("map") {
+        return None;
+    }
+    Some(
+        s["x-kubernetes-list-map-keys"]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect(),
+    )
+}
+
+/// `k:{"type":"Ready"}`: the segment naming one item of a list-map (keys sorted, as fieldsV1).
+fn item_segment(item: &Value, keys: &[&str]) -> String {
+    let key: std::collections::BTreeMap<&str, &Value> = keys
+        .iter()
+        .filter_map(|k| item.get(*k).map(|v| (*k, v)))
+        .collect();
+    format!("k:{}", serde_json::to_string(&key).unwrap_or_default())
+}
+
+fn find_item(list: &[Value], seg: &str) -> Option<usize> {
+    let key: Map<String, Value> = serde_json::from_str(seg.strip_prefix("k:")?).ok()?;
+    list.iter()
+        .position(|item| key.iter().all(|(k, v)| item.get(k) == Some(v)))
+}
+
+fn leaves(v: &Value, schema: Option<&Value>, prefix: &mut Path, out: &mut BTreeSet<Path>) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, child) in m {
                 prefix.push(k.clone());
-                leaves(child, prefix, out);
+                leaves(child, child_schema(schema, k), prefix, out);
                 prefix.pop();
+            }
+        }
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object) => {
+            match list_map_keys(schema) {
+                Some(keys) => {
+                    for item in items {
+                        prefix.push(item_segment(item, &keys));
+                        leaves(item, schema.map(|s| &s["items"]), prefix, out);
+                        prefix.pop();
+                    }
+                }
+                None => {
+                    out.insert(prefix.clone());
+                }
             }
         }
         _ => {
@@ -142,7 +207,7 @@ fn leaves(v: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
 }
 
 /// The tracked field paths of an object within a scope.
-pub fn field_set(obj: &Value, scope: Scope) -> BTreeSet<Path> {
+pub fn field_set(obj: &Value, scope: Scope, schema: Option<&Value>) -> BTreeSet<Path> {
     let mut out = BTreeSet::new();
     let Some(map) = obj.as_object() else {
         return out;
@@ -157,7 +222,7 @@ pub fn field_set(obj: &Value, scope: Scope) -> BTreeSet<Path> {
                     if let Some(mv) = v.get(mk) {
                         let mut prefix = vec!["metadata".to_string(), mk.to_string()];
                         match mv {
-                            Value::Object(_) => leaves(mv, &mut prefix, &mut out),
+                            Value::Object(_) => leaves(mv, None, &mut prefix, &mut out),
                             _ => {
                                 out.insert(prefix);
                             }
@@ -169,7 +234,7 @@ pub fn field_set(obj: &Value, scope: Scope) -> BTreeSet<Path> {
             _ => true,
         };
         if tracked {
-            leaves(v, &mut vec![k.clone()], &mut out);
+            leaves(v, child_schema(schema, k), &mut vec![k.clone()], &mut out);
         }
     }
     out
@@ -178,7 +243,10 @@ pub fn field_set(obj: &Value, scope: Scope) -> BTreeSet<Path> {
 pub fn get_path<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     let mut cur = v;
     for seg in path {
-        cur = cur.as_object()?.get(seg)?;
+        cur = match cur {
+            Value::Array(list) => &list[find_item(list, seg)?],
+            _ => cur.as_object()?.get(seg)?,
+        };
     }
     Some(cur)
 }
@@ -187,16 +255,65 @@ fn remove_path(v: &mut Value, path: &[String]) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
-    let mut cur = v;
-    for seg in parents {
-        match cur.as_object_mut().and_then(|m| m.get_mut(seg)) {
-            Some(next) => cur = next,
-            None => return,
+    let item_emptied = {
+        let mut cur = &mut *v;
+        for seg in parents {
+            let next = match cur {
+                Value::Array(list) => find_item(list, seg).and_then(|i| list.get_mut(i)),
+                _ => cur.as_object_mut().and_then(|m| m.get_mut(seg)),
+            };
+            match next {
+                Some(n) => cur = n,
+                None => return,
+            }
+        }
+        match cur {
+            Value::Array(list) => {
+                if let Some(i) = find_item(list, last) {
+                    list.remove(i);
+                }
+            }
+            _ => {
+                if let Some(m) = cur.as_object_mut() {
+                    m.remove(last);
+                }
+            }
+        }
+        parents.last().is_some_and(|p| p.starts_with("k:"))
+            && cur.as_object().is_some_and(Map::is_empty)
+    };
+    // A list-map item whose last owned field went is gone as a whole (its key went with it, so
+    // it is found as the empty item of its list).
+    if item_emptied {
+        let list_path = &parents[..parents.len() - 1];
+        let mut cur = &mut *v;
+        for seg in list_path {
+            let next = match cur {
+                Value::Array(list) => find_item(list, seg).and_then(|i| list.get_mut(i)),
+                _ => cur.as_object_mut().and_then(|m| m.get_mut(seg)),
+            };
+            match next {
+                Some(n) => cur = n,
+                None => return,
+            }
+        }
+        if let Some(list) = cur.as_array_mut() {
+            list.retain(|item| !item.as_object().is_some_and(Map::is_empty));
         }
     }
-    if let Some(m) = cur.as_object_mut() {
-        m.remove(last);
+}
+
+/// Whether the applied path `applied` (a leaf of `config`) claims the owned path `owned`: the same
+/// field, a descendant of a value it sets, or an ancestor of it. An empty map or list in the
+/// config sets no value of its own, so it claims only itself, not what others own inside it.
+fn claims(applied: &[String], owned: &[String], config: &Value) -> bool {
+    if applied.len() < owned.len() && owned.starts_with(applied) {
+        let container = get_path(config, applied).is_some_and(|v| {
+            v.as_object().is_some_and(Map::is_empty) || v.as_array().is_some_and(Vec::is_empty)
+        });
+        return !container;
     }
+    overlaps(applied, owned)
 }
 
 fn overlaps(a: &[String], b: &[String]) -> bool {
@@ -211,14 +328,32 @@ pub struct Conflict {
     pub path: Path,
 }
 
-/// Merges `src` into `dst`: maps recursively, everything else replaced (lists are atomic).
-fn deep_merge(dst: &mut Value, src: &Value) {
+/// Merges `src` into `dst`: maps recursively, list-maps item by item (by their keys), every
+/// other list and scalar replaced.
+fn deep_merge(dst: &mut Value, src: &Value, schema: Option<&Value>) {
+    if let (Some(keys), Value::Array(d), Value::Array(s)) = (list_map_keys(schema), &mut *dst, src)
+    {
+        let item_schema = schema.map(|sc| &sc["items"]);
+        for item in s {
+            match find_item(d, &item_segment(item, &keys)) {
+                Some(i) => deep_merge(&mut d[i], item, item_schema),
+                None => d.push(item.clone()),
+            }
+        }
+        return;
+    }
     match (dst.as_object_mut(), src.as_object()) {
         (Some(d), Some(s)) => {
             for (k, v) in s {
+                let cs = child_schema(schema, k);
                 match d.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => {
-                        deep_merge(existing, v)
+                    Some(existing)
+                        if (existing.is_object() && v.is_object())
+                            || (existing.is_array()
+                                && v.is_array()
+                                && list_map_keys(cs).is_some()) =>
+                    {
+                        deep_merge(existing, v, cs)
                     }
                     _ => {
                         d.insert(k.clone(), v.clone());
@@ -264,17 +399,30 @@ fn scoped_config(applied: &Value, scope: Scope) -> Value {
 
 /// Server-side apply of `applied` by `manager` onto `current` (a full object, possibly a fresh
 /// skeleton). Returns the merged object with its managedFields updated, or the conflicts.
+/// Who writes, at which version and time, against which schema (None: lists are atomic).
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    pub manager: &'a str,
+    pub api_version: &'a str,
+    pub now: &'a str,
+    pub schema: Option<&'a Value>,
+}
+
 pub fn apply(
     current: &Value,
     applied: &Value,
-    manager: &str,
+    w: &Writer,
     force: bool,
     scope: Scope,
-    api_version: &str,
-    now: &str,
 ) -> Result<Value, Vec<Conflict>> {
+    let Writer {
+        manager,
+        api_version,
+        now,
+        schema,
+    } = *w;
     let config = scoped_config(applied, scope);
-    let applied_set = field_set(&config, scope_for_config(scope));
+    let applied_set = field_set(&config, scope_for_config(scope), schema);
     let mut entries = read_entries(current);
     let subresource = matches!(scope, Scope::Status).then(|| "status".to_string());
 
@@ -284,7 +432,7 @@ pub fn apply(
         .filter(|e| e.manager != manager && e.scope_matches(scope))
     {
         for owned in &e.fields {
-            for p in applied_set.iter().filter(|p| overlaps(p, owned)) {
+            for p in applied_set.iter().filter(|p| claims(p, owned, &config)) {
                 if get_path(current, p) != get_path(&config, p) {
                     conflicts.push(Conflict {
                         manager: e.manager.clone(),
@@ -304,7 +452,7 @@ pub fn apply(
             .filter(|e| e.manager != manager && e.scope_matches(scope))
         {
             e.fields
-                .retain(|owned| !conflicts.iter().any(|c| overlaps(&c.path, owned)));
+                .retain(|owned| !conflicts.iter().any(|c| claims(&c.path, owned, &config)));
         }
     }
 
@@ -316,7 +464,7 @@ pub fn apply(
         let previously: Vec<Path> = entries[i]
             .fields
             .iter()
-            .filter(|p| !applied_set.iter().any(|a| overlaps(a, p)))
+            .filter(|p| !applied_set.iter().any(|a| claims(a, p, &config)))
             .cloned()
             .collect();
         for p in previously {
@@ -328,7 +476,7 @@ pub fn apply(
             }
         }
     }
-    deep_merge(&mut merged, &config);
+    deep_merge(&mut merged, &config, schema);
 
     let entry = Entry {
         manager: manager.to_string(),
@@ -358,17 +506,16 @@ fn scope_for_config(scope: Scope) -> Scope {
 }
 
 /// Records a non-apply write (create, update, patch): changed fields move to `manager`.
-pub fn track_update(
-    old: Option<&Value>,
-    new: &mut Value,
-    manager: &str,
-    scope: Scope,
-    api_version: &str,
-    now: &str,
-) {
+pub fn track_update(old: Option<&Value>, new: &mut Value, w: &Writer, scope: Scope) {
+    let Writer {
+        manager,
+        api_version,
+        now,
+        schema,
+    } = *w;
     let mut entries = old.map(read_entries).unwrap_or_default();
-    let new_set = field_set(new, scope);
-    let old_set = old.map(|o| field_set(o, scope)).unwrap_or_default();
+    let new_set = field_set(new, scope, schema);
+    let old_set = old.map(|o| field_set(o, scope, schema)).unwrap_or_default();
     let changed: BTreeSet<Path> = new_set
         .iter()
         .filter(|p| old.and_then(|o| get_path(o, p)) != get_path(new, p))
@@ -408,7 +555,24 @@ pub fn track_update(
 
 /// `.spec.x` rendering of a path, as conflict messages print it.
 pub fn dotted(path: &[String]) -> String {
-    path.iter().map(|s| format!(".{s}")).collect()
+    path.iter()
+        .map(|seg| {
+            match seg
+                .strip_prefix("k:")
+                .and_then(|k| serde_json::from_str::<Map<String, Value>>(k).ok())
+            {
+                // A list-map item prints as `[type="Ready"]`, as structured-merge-diff prints it.
+                Some(key) => format!(
+                    "[{}]",
+                    key.iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                None => format!(".{seg}"),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -419,19 +583,93 @@ mod tests {
         status_separate: true,
     };
 
+    fn w(manager: &str) -> Writer<'_> {
+        Writer {
+            manager,
+            api_version: "v1",
+            now: "t",
+            schema: None,
+        }
+    }
+
+    #[test]
+    fn list_maps_merge_by_key_across_managers() {
+        let schema = json!({"type": "object", "properties": {"status": {"type": "object", "properties": {"conditions": {
+            "type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
+            "items": {"type": "object", "properties": {"type": {"type": "string"}, "status": {"type": "string"}}}}}}}});
+        let writer = |m| Writer {
+            manager: m,
+            api_version: "v1",
+            now: "t",
+            schema: Some(&schema),
+        };
+        let base = json!({"metadata": {"name": "x"}});
+        let scope = Scope::Main {
+            status_separate: false,
+        };
+        let a = apply(
+            &base,
+            &json!({"status": {"conditions": [{"type": "A", "status": "True"}]}}),
+            &writer("one"),
+            false,
+            scope,
+        )
+        .unwrap_or_default();
+        let b = apply(
+            &a,
+            &json!({"status": {"conditions": [{"type": "B", "status": "False"}]}}),
+            &writer("two"),
+            false,
+            scope,
+        )
+        .unwrap_or_default();
+        assert_eq!(
+            b["status"]["conditions"],
+            json!([{"type": "A", "status": "True"}, {"type": "B", "status": "False"}])
+        );
+        let entries = read_entries(&b);
+        assert_eq!(
+            entries[1].to_json()["fieldsV1"],
+            json!({"f:status": {"f:conditions": {"k:{\"type\":\"B\"}": {"f:status": {}, "f:type": {}}}}})
+        );
+        // "one" changing B conflicts; dropping A removes only A.
+        assert!(
+            apply(
+                &b,
+                &json!({"status": {"conditions": [{"type": "B", "status": "True"}]}}),
+                &writer("one"),
+                false,
+                scope
+            )
+            .is_err()
+        );
+        let dropped = apply(
+            &b,
+            &json!({"status": {"conditions": []}}),
+            &writer("one"),
+            false,
+            scope,
+        )
+        .unwrap_or_default();
+        assert_eq!(
+            dropped["status"]["conditions"],
+            json!([{"type": "B", "status": "False"}])
+        );
+    }
+
     #[test]
     fn apply_owns_removes_and_conflicts() {
         let base = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
         let a1 = json!({"metadata": {"labels": {"x": "1"}}, "data": {"a": "1", "b": "2"}});
-        let v1 = apply(&base, &a1, "one", false, MAIN, "v1", "t").unwrap_or_default();
+        let v1 = apply(&base, &a1, &w("one"), false, MAIN).unwrap_or_default();
         assert_eq!(v1["data"], json!({"a": "1", "b": "2"}));
         // Dropping b from the next apply removes it; the label stays owned.
         let a2 = json!({"metadata": {"labels": {"x": "1"}}, "data": {"a": "1"}});
-        let v2 = apply(&v1, &a2, "one", false, MAIN, "v1", "t").unwrap_or_default();
+        let v2 = apply(&v1, &a2, &w("one"), false, MAIN).unwrap_or_default();
         assert_eq!(v2["data"], json!({"a": "1"}));
         // Another manager changing a conflicts unless forced; same value co-owns.
         let other = json!({"data": {"a": "9"}});
-        let err = apply(&v2, &other, "two", false, MAIN, "v1", "t")
+        let err = apply(&v2, &other, &w("two"), false, MAIN)
             .err()
             .unwrap_or_default();
         assert_eq!(
@@ -441,17 +679,9 @@ mod tests {
                 path: vec!["data".into(), "a".into()]
             }]
         );
-        let same = apply(
-            &v2,
-            &json!({"data": {"a": "1"}}),
-            "two",
-            false,
-            MAIN,
-            "v1",
-            "t",
-        );
+        let same = apply(&v2, &json!({"data": {"a": "1"}}), &w("two"), false, MAIN);
         assert!(same.is_ok());
-        let forced = apply(&v2, &other, "two", true, MAIN, "v1", "t").unwrap_or_default();
+        let forced = apply(&v2, &other, &w("two"), true, MAIN).unwrap_or_default();
         assert_eq!(forced["data"]["a"], "9");
         let owners: Vec<String> = read_entries(&forced)
             .iter()
@@ -468,7 +698,7 @@ mod tests {
     #[test]
     fn fields_v1_round_trip() {
         let obj = json!({"metadata": {"labels": {"a": "b"}}, "spec": {"x": 1, "list": [1, 2]}});
-        let set = field_set(&obj, MAIN);
+        let set = field_set(&obj, MAIN, None);
         assert_eq!(decode(&encode(&set)), set);
         assert_eq!(
             encode(&set),
@@ -479,19 +709,11 @@ mod tests {
     #[test]
     fn update_moves_ownership() {
         let base = json!({"metadata": {"name": "c"}});
-        let v1 = apply(
-            &base,
-            &json!({"data": {"a": "1"}}),
-            "one",
-            false,
-            MAIN,
-            "v1",
-            "t",
-        )
-        .unwrap_or_default();
+        let v1 =
+            apply(&base, &json!({"data": {"a": "1"}}), &w("one"), false, MAIN).unwrap_or_default();
         let mut v2 = v1.clone();
         v2["data"]["a"] = json!("2");
-        track_update(Some(&v1), &mut v2, "editor", MAIN, "v1", "t");
+        track_update(Some(&v1), &mut v2, &w("editor"), MAIN);
         let entries = read_entries(&v2);
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].manager, "editor");

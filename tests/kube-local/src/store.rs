@@ -726,15 +726,21 @@ impl State {
         if rt.custom.is_some() {
             obj["metadata"]["generation"] = json!(1);
         }
+        let manager = default_manager(opts);
+        let api_version = rt.api_version();
+        let writer = fields::Writer {
+            manager: &manager,
+            api_version: &api_version,
+            now: &now,
+            schema: schema_of(rt),
+        };
         fields::track_update(
             None,
             &mut obj,
-            &default_manager(opts),
+            &writer,
             Scope::Main {
                 status_separate: rt.status_subresource,
             },
-            &rt.api_version(),
-            &now,
         );
         if opts.dry_run {
             return Ok(present(rt, &obj));
@@ -1083,14 +1089,15 @@ impl State {
                     status_separate: rt.status_subresource,
                 }
             };
-            fields::track_update(
-                Some(old),
-                &mut new,
-                &default_manager(opts),
-                scope,
-                &rt.api_version(),
-                &now,
-            );
+            let manager = default_manager(opts);
+            let api_version = rt.api_version();
+            let writer = fields::Writer {
+                manager: &manager,
+                api_version: &api_version,
+                now: &now,
+                schema: schema_of(rt),
+            };
+            fields::track_update(Some(old), &mut new, &writer, scope);
         }
         if rt.custom.is_some()
             && generation_basis(old, rt.status_subresource)
@@ -1184,16 +1191,15 @@ impl State {
                 if rt.namespaced {
                     skeleton["metadata"]["namespace"] = json!(ns);
                 }
-                let merged = fields::apply(
-                    &skeleton,
-                    body,
+                let api_version = rt.api_version();
+                let writer = fields::Writer {
                     manager,
-                    opts.force,
-                    scope,
-                    &rt.api_version(),
-                    &now,
-                )
-                .map_err(|c| conflict_error(rt, name, &c))?;
+                    api_version: &api_version,
+                    now: &now,
+                    schema: schema_of(rt),
+                };
+                let merged = fields::apply(&skeleton, body, &writer, opts.force, scope)
+                    .map_err(|c| conflict_error(rt, name, &c))?;
                 let entries = fields::read_entries(&merged);
                 let created = self.create(
                     rt,
@@ -1232,16 +1238,15 @@ impl State {
             {
                 return Err(ApiError::stale(&rt.group, &rt.plural, name));
             }
-            let merged = fields::apply(
-                &current,
-                body,
+            let api_version = rt.api_version();
+            let writer = fields::Writer {
                 manager,
-                opts.force,
-                scope,
-                &rt.api_version(),
-                &now,
-            )
-            .map_err(|c| conflict_error(rt, name, &c))?;
+                api_version: &api_version,
+                now: &now,
+                schema: schema_of(rt),
+            };
+            let merged = fields::apply(&current, body, &writer, opts.force, scope)
+                .map_err(|c| conflict_error(rt, name, &c))?;
             return self
                 .finish_write(rt, &current, merged, sub, opts, Some(()))
                 .map(|v| (v, false));
@@ -1674,6 +1679,11 @@ fn decodes(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// The structural schema managedFields follow (list-maps merge by key); built-ins have none here.
+fn schema_of(rt: &ResourceType) -> Option<&Value> {
+    rt.custom.as_ref().and_then(|c| c.schema.as_ref())
 }
 
 fn resource_api_version(rt: &ResourceType) -> String {

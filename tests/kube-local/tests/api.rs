@@ -732,3 +732,72 @@ async fn malformed_bodies_get_errors_not_crashes() {
     assert_eq!(get(&c, &format!("{url}/s")).await.code, 200);
     cp.shutdown().await;
 }
+
+#[tokio::test]
+async fn apply_merges_list_map_items_by_key_between_managers() {
+    let cp = start().await;
+    let c = admin(&cp).await;
+    post(
+        &c,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        widget_crd(),
+    )
+    .await;
+    let url = "/apis/example.io/v1/namespaces/default/widgets/w";
+    let apply = "application/apply-patch+yaml";
+    assert_eq!(
+        patch(
+            &c,
+            &format!("{url}?fieldManager=spec"),
+            apply,
+            widget("default", "w", 1)
+        )
+        .await
+        .code,
+        201
+    );
+    let cond = |t: &str, st: &str| json!({"apiVersion": "example.io/v1", "kind": "Widget", "metadata": {"name": "w"}, "status": {"conditions": [{"type": t, "status": st}]}});
+    assert_eq!(
+        patch(
+            &c,
+            &format!("{url}/status?fieldManager=one"),
+            apply,
+            cond("A", "True")
+        )
+        .await
+        .code,
+        200
+    );
+    let both = patch(
+        &c,
+        &format!("{url}/status?fieldManager=two"),
+        apply,
+        cond("B", "False"),
+    )
+    .await;
+    assert_eq!(
+        both.body["status"]["conditions"],
+        json!([{"type": "A", "status": "True"}, {"type": "B", "status": "False"}])
+    );
+    let clash = patch(
+        &c,
+        &format!("{url}/status?fieldManager=one"),
+        apply,
+        cond("B", "True"),
+    )
+    .await;
+    assert_eq!(clash.code, 409);
+    assert_eq!(
+        clash.body["message"],
+        "Apply failed with 1 conflict: conflict with \"two\": .status.conditions[type=\"B\"].status"
+    );
+    let dup = patch(
+        &c,
+        &format!("{url}/status?fieldManager=three"),
+        "application/merge-patch+json",
+        json!({"status": {"conditions": [{"type": "A"}, {"type": "A"}]}}),
+    )
+    .await;
+    assert_eq!(dup.code, 422, "{}", dup.text);
+    cp.shutdown().await;
+}

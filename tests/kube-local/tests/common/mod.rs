@@ -141,7 +141,7 @@ pub fn widget_crd() -> Value {
                         },
                         "status": {"type": "object", "properties": {
                             "phase": {"type": "string"},
-                            "conditions": {"type": "array", "items": {"type": "object", "properties": {"type": {"type": "string"}, "status": {"type": "string"}}}}
+                            "conditions": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"], "items": {"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}, "status": {"type": "string"}}}}
                         }}
                     }
                 }}
