@@ -251,55 +251,49 @@ pub fn get_path<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     Some(cur)
 }
 
+/// The value at `path`, for writing (list-map items found by their key).
+fn navigate_mut<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
+    let mut cur = v;
+    for seg in path {
+        cur = match cur {
+            Value::Array(list) => {
+                let i = find_item(list, seg)?;
+                list.get_mut(i)?
+            }
+            _ => cur.as_object_mut()?.get_mut(seg)?,
+        };
+    }
+    Some(cur)
+}
+
 fn remove_path(v: &mut Value, path: &[String]) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
-    let item_emptied = {
-        let mut cur = &mut *v;
-        for seg in parents {
-            let next = match cur {
-                Value::Array(list) => find_item(list, seg).and_then(|i| list.get_mut(i)),
-                _ => cur.as_object_mut().and_then(|m| m.get_mut(seg)),
-            };
-            match next {
-                Some(n) => cur = n,
-                None => return,
-            }
-        }
-        match cur {
-            Value::Array(list) => {
-                if let Some(i) = find_item(list, last) {
-                    list.remove(i);
-                }
-            }
-            _ => {
-                if let Some(m) = cur.as_object_mut() {
-                    m.remove(last);
-                }
-            }
-        }
-        parents.last().is_some_and(|p| p.starts_with("k:"))
-            && cur.as_object().is_some_and(Map::is_empty)
+    let Some(parent) = navigate_mut(v, parents) else {
+        return;
     };
+    match parent {
+        Value::Array(list) => {
+            if let Some(i) = find_item(list, last) {
+                list.remove(i);
+            }
+        }
+        _ => {
+            if let Some(m) = parent.as_object_mut() {
+                m.remove(last);
+            }
+        }
+    }
+    let item_emptied = parents.last().is_some_and(|p| p.starts_with("k:"))
+        && parent.as_object().is_some_and(Map::is_empty);
     // A list-map item whose last owned field went is gone as a whole (its key went with it, so
     // it is found as the empty item of its list).
-    if item_emptied {
-        let list_path = &parents[..parents.len() - 1];
-        let mut cur = &mut *v;
-        for seg in list_path {
-            let next = match cur {
-                Value::Array(list) => find_item(list, seg).and_then(|i| list.get_mut(i)),
-                _ => cur.as_object_mut().and_then(|m| m.get_mut(seg)),
-            };
-            match next {
-                Some(n) => cur = n,
-                None => return,
-            }
-        }
-        if let Some(list) = cur.as_array_mut() {
-            list.retain(|item| !item.as_object().is_some_and(Map::is_empty));
-        }
+    if item_emptied
+        && let Some(list) =
+            navigate_mut(v, &parents[..parents.len() - 1]).and_then(Value::as_array_mut)
+    {
+        list.retain(|item| !item.as_object().is_some_and(Map::is_empty));
     }
 }
 

@@ -68,6 +68,15 @@ pub struct DeleteOptions {
     pub dry_run: bool,
 }
 
+/// How a write's managedFields come about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tracking {
+    /// Changed fields move to the writer (create, update, non-apply patch).
+    Update,
+    /// Server-side apply already computed them.
+    DoneByApply,
+}
+
 /// Result of a list call.
 #[derive(Debug, Clone)]
 pub struct ListResult {
@@ -989,7 +998,7 @@ impl State {
             return Err(ApiError::stale(&rt.group, &rt.plural, name));
         }
         let new = self.merge_scope(rt, &old, obj, sub);
-        self.finish_write(rt, &old, new, sub, opts, None)
+        self.finish_write(rt, &old, new, sub, opts, Tracking::Update)
     }
 
     /// Builds the full new object of a write to `sub` (or the main resource): the status
@@ -1030,7 +1039,7 @@ impl State {
         mut new: Value,
         sub: Option<&str>,
         opts: &WriteOptions,
-        applied_managed: Option<()>,
+        tracking: Tracking,
     ) -> Result<Value, ApiError> {
         let (ns, name) = (
             meta_str(old, "namespace").to_string(),
@@ -1081,7 +1090,7 @@ impl State {
             self.admit_custom(rt, Some(old), &mut new, opts.strict)?;
         }
         let now = util::now_rfc3339();
-        if applied_managed.is_none() {
+        if tracking == Tracking::Update {
             let scope = if sub == Some("status") {
                 Scope::Status
             } else {
@@ -1248,7 +1257,7 @@ impl State {
             let merged = fields::apply(&current, body, &writer, opts.force, scope)
                 .map_err(|c| conflict_error(rt, name, &c))?;
             return self
-                .finish_write(rt, &current, merged, sub, opts, Some(()))
+                .finish_write(rt, &current, merged, sub, opts, Tracking::DoneByApply)
                 .map(|v| (v, false));
         }
         let current = current.ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
@@ -1272,7 +1281,7 @@ impl State {
             return Err(ApiError::stale(&rt.group, &rt.plural, name));
         }
         let new = self.merge_scope(rt, &current, to_storage(rt, doc), sub);
-        self.finish_write(rt, &current, new, sub, opts, None)
+        self.finish_write(rt, &current, new, sub, opts, Tracking::Update)
             .map(|v| (v, false))
     }
 

@@ -35,6 +35,21 @@ fn signing_key() -> &'static RsaPrivateKey {
     })
 }
 
+/// `spec.audiences` of a TokenRequest or TokenReview; empty means the API server's own.
+fn audiences_or_api(list: &Value) -> Vec<String> {
+    let audiences: Vec<String> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    if audiences.is_empty() {
+        vec![API_AUDIENCE.to_string()]
+    } else {
+        audiences
+    }
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -147,15 +162,7 @@ impl TokenService {
             .raw("serviceaccounts", ns, sa_name)
             .ok_or_else(|| ApiError::not_found("", "serviceaccounts", sa_name))?;
         let spec = &body["spec"];
-        let mut audiences: Vec<String> = spec["audiences"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a.as_str().map(str::to_string))
-            .collect();
-        if audiences.is_empty() {
-            audiences.push(API_AUDIENCE.to_string());
-        }
+        let audiences = audiences_or_api(&spec["audiences"]);
         let requested = spec["expirationSeconds"].as_i64().unwrap_or(3600);
         let invalid = |e: FieldError| {
             ApiError::invalid("authentication.k8s.io", "TokenRequest", sa_name, &[e])
@@ -339,15 +346,7 @@ impl TokenService {
     /// POST tokenreviews.
     pub fn token_review(&self, st: &State, body: &Value) -> Value {
         let token = body["spec"]["token"].as_str().unwrap_or_default();
-        let mut audiences: Vec<String> = body["spec"]["audiences"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a.as_str().map(str::to_string))
-            .collect();
-        if audiences.is_empty() {
-            audiences.push(API_AUDIENCE.to_string());
-        }
+        let audiences = audiences_or_api(&body["spec"]["audiences"]);
         let status = match self.check(st, token, &audiences) {
             Ok((user, matched, jti)) => json!({
                 "authenticated": true,
