@@ -48,7 +48,12 @@ pub const DEFAULT_PROBE_PATHS: [&str; 4] = ["/healthz", "/ready", "/metrics", "/
 pub struct InferenceAccessSpec {
     /// The InferenceService to reach, in the same namespace.
     pub inference_service: InferenceServiceRef,
-    /// The identity the credential is minted for.
+    /// How the credential authenticates at the gateway: a ServiceAccount token (default) or a
+    /// Dex login session.
+    #[serde(default)]
+    #[schemars(extend("default" = {}))]
+    pub auth: AuthSpec,
+    /// The identity the credential is minted for (ServiceAccountToken).
     #[serde(default)]
     #[schemars(extend("default" = {}))]
     pub service_account: ServiceAccountRef,
@@ -131,6 +136,66 @@ pub struct TemplateMetadata {
 
 /// Labels and annotations for the credential Secret, as cert-manager's `secretTemplate`.
 pub type SecretTemplate = TemplateMetadata;
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthType {
+    /// A ServiceAccount token from the TokenRequest API, for the gateway's audience.
+    #[default]
+    ServiceAccountToken,
+    /// A Dex session cookie, from logging in through the gateway as a person would.
+    DexSession,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.type != 'DexSession' || has(self.dexSession)").message("auth.dexSession is required when auth.type is DexSession"))]
+pub struct AuthSpec {
+    #[serde(default, rename = "type")]
+    pub type_: AuthType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dex_session: Option<DexSessionSpec>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DexSessionSpec {
+    /// A Secret in this namespace with the Dex username and password. Only read, never logged.
+    pub credentials_secret: CredentialsSecretRef,
+    /// The Dex connector: `local` (staticPasswords) or `ldap`.
+    #[serde(default)]
+    pub connector: DexConnector,
+    /// Where the login starts (the Kubeflow URL). Defaults to `spec.gateway.url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("must be an http:// or https:// URL"))]
+    pub login_url: Option<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DexConnector {
+    #[default]
+    Local,
+    Ldap,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$')").message("must be a DNS-1123 subdomain"))]
+    pub name: String,
+    #[serde(default = "default_username_key")]
+    pub username_key: String,
+    #[serde(default = "default_password_key")]
+    pub password_key: String,
+}
+
+fn default_username_key() -> String {
+    "username".into()
+}
+
+fn default_password_key() -> String {
+    "password".into()
+}
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -412,6 +477,18 @@ mod tests {
                 json!({"inferenceService": isvc, "gateway": {"url": "localhost:8080"}}),
                 Some("http:// or https://"),
             ),
+            (
+                json!({"inferenceService": isvc, "auth": {"type": "DexSession"}}),
+                Some("auth.dexSession is required"),
+            ),
+            (
+                json!({"inferenceService": isvc, "auth": {"type": "DexSession", "dexSession": {"credentialsSecret": {"name": "dex-user"}}}}),
+                None,
+            ),
+            (
+                json!({"inferenceService": isvc, "auth": {"type": "DexSession", "dexSession": {"credentialsSecret": {"name": "dex-user"}, "loginUrl": "kubeflow"}}}),
+                Some("http:// or https://"),
+            ),
         ];
         for (spec, expected) in cases {
             let result = access(spec.clone()).validate_cel();
@@ -436,6 +513,7 @@ mod tests {
             serde_json::to_value(&spec).unwrap(),
             json!({
                 "inferenceService": {"name": "sklearn-iris"},
+                "auth": {"type": "ServiceAccountToken"},
                 "serviceAccount": {},
                 "token": {"audiences": [DEFAULT_AUDIENCE], "duration": "3600s"},
                 "mesh": {

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use serde::{Deserialize, Serialize};
 
 use crate::labels;
+use crate::probe::Credential;
 
 /// The API server refuses `expirationSeconds` below this.
 pub const MIN_EXPIRATION_SECONDS: i64 = 600;
@@ -42,27 +43,46 @@ impl TokenRequestInputs {
     }
 }
 
-/// The token currently held in the Secret, with when and for what it was issued.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IssuedToken {
-    pub token: String,
-    pub issued_at: Timestamp,
-    pub expires_at: Timestamp,
-    pub inputs: TokenRequestInputs,
+/// What a Dex session was logged in with. Never the password: a changed password is a new
+/// Secret the user rotates, and `inference-access renew` logs in again.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DexSessionInputs {
+    pub username: String,
+    pub connector: String,
+    pub login_url: String,
 }
 
-impl IssuedToken {
+/// What the credential in the Secret was obtained with, stored on the Secret so that a spec
+/// change obtains a new one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "type")]
+pub enum Inputs {
+    ServiceAccountToken(TokenRequestInputs),
+    DexSession(DexSessionInputs),
+}
+
+/// The credential currently held in the Secret, with when and for what it was obtained.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedCredential {
+    pub value: Credential,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub inputs: Inputs,
+}
+
+impl IssuedCredential {
     /// Reads the record back from a Secret the operator wrote. `None` when any part is missing
-    /// or unreadable: the token is then re-issued rather than trusted.
+    /// or unreadable: the credential is then obtained again rather than trusted.
     pub fn from_secret(secret: &Secret) -> Option<Self> {
         let data = secret.data.as_ref()?;
         let annotations = secret.metadata.annotations.as_ref()?;
-        let text = |key: &str| {
-            data.get(key)
-                .and_then(|v| String::from_utf8(v.0.clone()).ok())
-        };
-        let token = text(labels::KEY_TOKEN).filter(|t| !t.is_empty())?;
-        let expires_at = text(labels::KEY_EXPIRES_AT)?.parse().ok()?;
+        let value = Credential::from_secret(secret)?;
+        let expires_at = data
+            .get(labels::KEY_EXPIRES_AT)
+            .and_then(|v| std::str::from_utf8(&v.0).ok())?
+            .parse()
+            .ok()?;
         let issued_at = annotations
             .get(labels::ANNOTATION_ISSUED_AT)?
             .parse()
@@ -70,7 +90,7 @@ impl IssuedToken {
         let inputs =
             serde_json::from_str(annotations.get(labels::ANNOTATION_TOKEN_REQUEST)?).ok()?;
         Some(Self {
-            token,
+            value,
             issued_at,
             expires_at,
             inputs,
@@ -120,8 +140,8 @@ pub enum IssueReason {
 
 /// Whether the held token is still good at `now`.
 pub fn needs_issue(
-    current: Option<&IssuedToken>,
-    wanted: &TokenRequestInputs,
+    current: Option<&IssuedCredential>,
+    wanted: &Inputs,
     renew_before: Option<SignedDuration>,
     renew_requested_after: Option<Timestamp>,
     now: Timestamp,
@@ -161,7 +181,7 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn inputs() -> TokenRequestInputs {
+    fn token_inputs() -> TokenRequestInputs {
         TokenRequestInputs {
             service_account: "client".into(),
             audiences: vec!["istio-ingressgateway.istio-system.svc.cluster.local".into()],
@@ -169,9 +189,13 @@ mod tests {
         }
     }
 
-    fn issued(issued_at: &str, expires_at: &str) -> IssuedToken {
-        IssuedToken {
-            token: "t".into(),
+    fn inputs() -> Inputs {
+        Inputs::ServiceAccountToken(token_inputs())
+    }
+
+    fn issued(issued_at: &str, expires_at: &str) -> IssuedCredential {
+        IssuedCredential {
+            value: Credential::Bearer("t".into()),
             issued_at: ts(issued_at),
             expires_at: ts(expires_at),
             inputs: inputs(),
@@ -201,8 +225,9 @@ mod tests {
     #[test]
     fn needs_issue_table() {
         let token = issued("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z");
-        let mut other = inputs();
+        let mut other = token_inputs();
         other.audiences = vec!["other".into()];
+        let other = Inputs::ServiceAccountToken(other);
         let cases = [
             (
                 None,
@@ -275,7 +300,7 @@ mod tests {
             ])),
             ..Default::default()
         };
-        assert_eq!(IssuedToken::from_secret(&secret), Some(token));
+        assert_eq!(IssuedCredential::from_secret(&secret), Some(token));
     }
 
     #[test]
@@ -287,13 +312,13 @@ mod tests {
             )])),
             ..Default::default()
         };
-        assert_eq!(IssuedToken::from_secret(&secret), None);
-        assert_eq!(IssuedToken::from_secret(&Secret::default()), None);
+        assert_eq!(IssuedCredential::from_secret(&secret), None);
+        assert_eq!(IssuedCredential::from_secret(&Secret::default()), None);
     }
 
     #[test]
     fn token_request_is_bound_to_the_secret_and_never_audience_less() {
-        let request = inputs().token_request("client-credential", "uid-1");
+        let request = token_inputs().token_request("client-credential", "uid-1");
         assert_eq!(
             serde_json::to_value(&request).unwrap(),
             serde_json::json!({

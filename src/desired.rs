@@ -8,9 +8,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Resource;
 
 use crate::api::InferenceAccess;
-use crate::credential::IssuedToken;
+use crate::credential::IssuedCredential;
 use crate::endpoint::Endpoint;
 use crate::labels;
+use crate::probe::Credential;
 use crate::resources::authorization_policy::{self as ap, AuthorizationPolicy};
 use crate::resources::inference_service::{InferenceService, SIDECAR_INJECT_ANNOTATION};
 
@@ -79,28 +80,41 @@ pub fn empty_secret(access: &InferenceAccess) -> Secret {
 pub fn credential_secret(
     access: &InferenceAccess,
     endpoint: &Endpoint,
-    token: &IssuedToken,
+    issued: &IssuedCredential,
 ) -> Secret {
     let mut secret = empty_secret(access);
     let mut annotations = secret.metadata.annotations.take().unwrap_or_default();
-    annotations.extend(token.annotations());
+    annotations.extend(issued.annotations());
     secret.metadata.annotations = Some(annotations);
-    let data = [
-        (labels::KEY_TOKEN, token.token.clone()),
-        (labels::KEY_AUTHORIZATION, format!("Bearer {}", token.token)),
+    let credential = match &issued.value {
+        Credential::Bearer(token) => [
+            (labels::KEY_TOKEN, token.clone()),
+            (labels::KEY_AUTHORIZATION, format!("Bearer {token}")),
+        ],
+        Credential::Cookie { name, value } => [
+            (labels::KEY_COOKIE, format!("{name}={value}")),
+            (labels::KEY_COOKIE_NAME, name.clone()),
+        ],
+    };
+    let data = credential.into_iter().chain([
         (labels::KEY_URL, endpoint.url.clone()),
         (labels::KEY_HOST, endpoint.host.clone()),
         (labels::KEY_PREDICT_URL, endpoint.predict_url()),
         (labels::KEY_INFER_URL, endpoint.infer_url()),
         (labels::KEY_GATEWAY_URL, endpoint.gateway_url.clone()),
-        (labels::KEY_EXPIRES_AT, token.expires_at.to_string()),
-    ];
+        (labels::KEY_EXPIRES_AT, issued.expires_at.to_string()),
+    ]);
     secret.data = Some(
-        data.into_iter()
-            .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
+        data.map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
             .collect(),
     );
     secret
+}
+
+/// The user id Kubeflow's gateway puts in the user-id header for a ServiceAccount token: the
+/// token's `sub`.
+pub fn service_account_user(namespace: &str, service_account: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{service_account}")
 }
 
 /// The InferenceService from the access's template, owned by the access.
@@ -138,14 +152,11 @@ pub fn policy_name(access: &InferenceAccess) -> String {
 }
 
 /// An ALLOW policy on the InferenceService's pods: requests the gateway forwarded (its mesh
-/// principal) for exactly this ServiceAccount (the header the gateway set from the verified
-/// token's `sub`), plus Knative's probe paths. Both conditions are needed: the header alone could
-/// be forged by any pod in the mesh, the principal alone lets every authenticated user through.
-pub fn authorization_policy(
-    access: &InferenceAccess,
-    service_account: &str,
-) -> AuthorizationPolicy {
-    let namespace = access.meta().namespace.clone().unwrap_or_default();
+/// principal) for exactly this identity (`user_id`, the header the gateway set from the
+/// verified token's `sub` or the Dex session's email), plus Knative's probe paths. Both
+/// conditions are needed: the header alone could be forged by any pod in the mesh, the
+/// principal alone lets every authenticated user through.
+pub fn authorization_policy(access: &InferenceAccess, user_id: &str) -> AuthorizationPolicy {
     let mesh = &access.spec.mesh;
     let mut rules = vec![ap::Rule {
         from: vec![ap::From {
@@ -155,9 +166,7 @@ pub fn authorization_policy(
         }],
         when: vec![ap::Condition {
             key: format!("request.headers[{}]", mesh.user_id_header),
-            values: vec![format!(
-                "system:serviceaccount:{namespace}:{service_account}"
-            )],
+            values: vec![user_id.to_owned()],
         }],
         ..ap::Rule::default()
     }];
@@ -269,7 +278,10 @@ mod tests {
             "mesh": {"userIdHeader": "x-user", "sourcePrincipals": ["cluster.local/ns/gw/sa/gw"], "probePaths": []}
         }));
         assert_eq!(
-            serde_json::to_value(authorization_policy(&a, "robot").spec).unwrap(),
+            serde_json::to_value(
+                authorization_policy(&a, &service_account_user("ns", "robot")).spec
+            )
+            .unwrap(),
             json!({
                 "selector": {"matchLabels": {"serving.kserve.io/inferenceservice": "m"}},
                 "action": "ALLOW",

@@ -15,6 +15,9 @@ pub enum Error {
     TokenRequest(#[source] kube::Error),
     #[error("TokenRequest answered without a token or expiry")]
     EmptyTokenResponse,
+    /// The message never holds the password: dex::LoginError's texts name URLs and statuses.
+    #[error("{0}")]
+    DexLogin(String),
     #[error("access policy: {0}")]
     Policy(#[source] kube::Error),
     #[error("status: {0}")]
@@ -29,6 +32,7 @@ impl Error {
             Error::ServiceAccount(_) => "service_account",
             Error::Secret(_) => "secret",
             Error::TokenRequest(_) | Error::EmptyTokenResponse => "token_request",
+            Error::DexLogin(_) => "dex_login",
             Error::Policy(_) => "policy",
             Error::Status(_) => "status",
         }

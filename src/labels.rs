@@ -31,6 +31,9 @@ pub const KEY_PREDICT_URL: &str = "predict-url";
 pub const KEY_INFER_URL: &str = "infer-url";
 pub const KEY_GATEWAY_URL: &str = "gateway-url";
 pub const KEY_EXPIRES_AT: &str = "expires-at";
+/// DexSession: the session cookie as `name=value`, and its name alone.
+pub const KEY_COOKIE: &str = "cookie";
+pub const KEY_COOKIE_NAME: &str = "cookie-name";
 
 /// Labels on every object the operator creates for the access named `access`.
 pub fn owned_labels(access: &str) -> BTreeMap<String, String> {

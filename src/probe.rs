@@ -11,12 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 
 use crate::endpoint::Endpoint;
 use crate::gateway_client::GatewayClient;
-use crate::labels;
-
-/// Secret key a DexSession access writes: the session cookie as `name=value`.
-pub const KEY_COOKIE: &str = "cookie";
-/// Secret key a DexSession access writes: the session cookie's name.
-pub const KEY_COOKIE_NAME: &str = "cookie-name";
+use crate::labels::{self, KEY_COOKIE, KEY_COOKIE_NAME};
 
 /// How long the probe waits for the gateway: it runs inside a reconcile.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -19,15 +19,20 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::api::AuthType;
 use crate::api::{InferenceAccess, MeshMode};
-use crate::credential::{self, IssueReason, IssuedToken, TokenRequestInputs};
+use crate::credential::{
+    self, DexSessionInputs, Inputs, IssueReason, IssuedCredential, TokenRequestInputs,
+};
 use crate::desired;
+use crate::dex;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, api_status, describe};
 use crate::gateway_client::GatewayClient;
 use crate::labels::{ANNOTATION_RENEW_REQUESTED_AT, FIELD_MANAGER, SIDECAR_FIELD_MANAGER};
 use crate::metrics::Metrics;
 use crate::probe;
+use crate::probe::Credential;
 use crate::resources::inference_service::Readiness;
 use crate::resources::{AuthorizationPolicy, InferenceService};
 use crate::status::{Check, ENDPOINT_VERIFIED, Observation, build_status, reason};
@@ -145,6 +150,9 @@ pub fn validate(access: &InferenceAccess) -> Result<(), String> {
     {
         return Err("spec.inferenceService.template.spec must be an object".into());
     }
+    if spec.auth.type_ == AuthType::DexSession && spec.auth.dex_session.is_none() {
+        return Err("spec.auth.dexSession is required when spec.auth.type is DexSession".into());
+    }
     if spec.mesh.mode == MeshMode::AuthorizationPolicy && spec.mesh.source_principals.is_empty() {
         return Err(
             "spec.mesh.sourcePrincipals must not be empty: the policy would admit nobody".into(),
@@ -193,6 +201,59 @@ pub fn error_policy(access: Arc<InferenceAccess>, error: &Error, ctx: Arc<Contex
     let delay = backoff(BACKOFF_BASE, ctx.failures_of(&access));
     warn!(access = %access.name_any(), namespace = access.namespace().unwrap_or_default(), category = error.category(), error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// When a Dex session cookie says nothing about its lifetime (oauth2-proxy's default is 168h;
+/// Kubeflow sets 24h).
+const DEFAULT_SESSION_LIFETIME: SignedDuration = SignedDuration::from_hours(24);
+
+/// Who the credential is for. No `Debug`: it holds a password.
+enum Identity {
+    ServiceAccount(String),
+    DexUser {
+        username: String,
+        password: String,
+        connector: dex::Connector,
+        login_url: String,
+    },
+}
+
+impl Identity {
+    /// The value the gateway puts in the user-id header for this identity.
+    fn user_id(&self, namespace: &str) -> String {
+        match self {
+            Identity::ServiceAccount(name) => desired::service_account_user(namespace, name),
+            Identity::DexUser { username, .. } => username.clone(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Identity::ServiceAccount(name) => format!("ServiceAccount {name}"),
+            Identity::DexUser { username, .. } => format!("Dex user {username}"),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Identity::ServiceAccount(_) => "token",
+            Identity::DexUser { .. } => "session",
+        }
+    }
+
+    fn obtaining(&self) -> &'static str {
+        match self {
+            Identity::ServiceAccount(_) => "TokenRequest",
+            Identity::DexUser { .. } => "Dex login",
+        }
+    }
+
+    fn failure_reason(&self) -> &'static str {
+        match self {
+            Identity::ServiceAccount(_) => reason::TOKEN_REQUEST_FAILED,
+            Identity::DexUser { .. } => reason::DEX_LOGIN_FAILED,
+        }
+    }
 }
 
 /// A credential in the Secret, and what the rest of the pipeline needs of it.
@@ -267,13 +328,20 @@ impl<'a> Run<'a> {
         let Some(inference_service) = self.resolve_inference_service().await? else {
             return Ok(Action::requeue(RECHECK_BLOCKED));
         };
-        let Some(service_account) = self.resolve_service_account().await? else {
+        let identity = match self.access.spec.auth.type_ {
+            AuthType::ServiceAccountToken => self
+                .resolve_service_account()
+                .await?
+                .map(Identity::ServiceAccount),
+            AuthType::DexSession => self.resolve_dex_user().await?,
+        };
+        let Some(identity) = identity else {
             return Ok(Action::requeue(RECHECK_BLOCKED));
         };
         // The credential needs the URL; the mesh does not, and must not wait for it: Knative
         // may need the policy's probe paths before it publishes the URL at all.
         let credential = match inference_service.url() {
-            Some(url) => self.ensure_credential(url, &service_account).await,
+            Some(url) => self.ensure_credential(url, &identity).await,
             None => {
                 self.observation.credential = Check::failed(
                     reason::WAITING_FOR_URL,
@@ -285,7 +353,8 @@ impl<'a> Run<'a> {
                 Ok(None)
             }
         };
-        let mesh = self.ensure_mesh(&inference_service, &service_account).await;
+        let user_id = identity.user_id(&self.access.namespace().unwrap_or_default());
+        let mesh = self.ensure_mesh(&inference_service, &user_id).await;
         let issued = credential?;
         mesh?;
         let Some(issued) = issued else {
@@ -519,17 +588,71 @@ impl<'a> Run<'a> {
         Ok(Some(name))
     }
 
+    /// Step 1b for DexSession: the Dex user's name and password, from the user's own Secret
+    /// (read only; the password goes to the login form and nowhere else).
+    async fn resolve_dex_user(&mut self) -> Result<Option<Identity>, Error> {
+        let Some(dex_spec) = &self.access.spec.auth.dex_session else {
+            return Err(Error::InvalidSpec(
+                "auth.dexSession is required when auth.type is DexSession".into(),
+            ));
+        };
+        let reference = &dex_spec.credentials_secret;
+        let secret = self
+            .api::<Secret>()
+            .get_opt(&reference.name)
+            .await
+            .map_err(|e| {
+                self.observation.credential =
+                    Check::failed(reason::SECRET_WRITE_FAILED, describe(&e));
+                Error::Secret(e)
+            })?;
+        let text = |key: &str| {
+            secret
+                .as_ref()
+                .and_then(|s| s.data.as_ref())
+                .and_then(|d| d.get(key))
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                .filter(|v| !v.is_empty())
+        };
+        let (Some(username), Some(password)) =
+            (text(&reference.username_key), text(&reference.password_key))
+        else {
+            self.observation.credential = Check::failed(
+                reason::CREDENTIALS_SECRET_INVALID,
+                format!(
+                    "Secret {} must exist in this namespace with non-empty keys {} and {} (the Dex username and password)",
+                    reference.name, reference.username_key, reference.password_key
+                ),
+            );
+            return Ok(None);
+        };
+        let connector = match dex_spec.connector {
+            crate::api::DexConnector::Local => dex::Connector::Local,
+            crate::api::DexConnector::Ldap => dex::Connector::Ldap,
+        };
+        let login_url = dex_spec
+            .login_url
+            .clone()
+            .unwrap_or_else(|| self.access.spec.gateway.url.clone());
+        Ok(Some(Identity::DexUser {
+            username,
+            password,
+            connector,
+            login_url,
+        }))
+    }
+
     fn sa_failed(&mut self, err: kube::Error) -> Error {
         self.observation.credential = Check::failed(reason::SERVICE_ACCOUNT_FAILED, describe(&err));
         Error::ServiceAccount(err)
     }
 
-    /// Steps 2 to 4: the Secret, the token bound to it, and the data clients read. Returns when
-    /// to renew.
+    /// Steps 2 to 4: the Secret, the credential (bound to it where the API allows), and the data
+    /// clients read.
     async fn ensure_credential(
         &mut self,
         url: &str,
-        service_account: &str,
+        identity: &Identity,
     ) -> Result<Option<Issued>, Error> {
         let spec = &self.access.spec;
         let endpoint = match Endpoint::resolve(url, &spec.gateway.url, &spec.inference_service.name)
@@ -546,22 +669,18 @@ impl<'a> Run<'a> {
         let Some(secret) = self.ensure_secret().await? else {
             return Ok(None);
         };
-        let current = IssuedToken::from_secret(&secret);
+        let current = IssuedCredential::from_secret(&secret);
         if let Some(current) = &current {
-            self.record_token(current);
+            self.record_expiry(current);
         }
-        let wanted = TokenRequestInputs {
-            service_account: service_account.to_owned(),
-            audiences: spec.token.audiences.clone(),
-            expiration_seconds: signed(spec.token.duration).as_secs(),
-        };
-        let renew_before = spec.token.renew_before.map(signed);
+        let wanted = self.wanted_inputs(identity);
         let requested = self
             .access
             .annotations()
             .get(ANNOTATION_RENEW_REQUESTED_AT)
             .and_then(|t| t.parse::<Timestamp>().ok());
-        let token = match credential::needs_issue(
+        let renew_before = spec.token.renew_before.map(signed);
+        let issued = match credential::needs_issue(
             current.as_ref(),
             &wanted,
             renew_before,
@@ -569,51 +688,61 @@ impl<'a> Run<'a> {
             self.now,
         ) {
             None => current,
-            Some(why) => {
-                match self.request_token(&secret, wanted).await {
-                    Ok(token) => {
-                        let (reason, verb) = match why {
-                            IssueReason::Missing => ("CredentialIssued", "issued"),
-                            IssueReason::Renewal
-                            | IssueReason::Requested
-                            | IssueReason::SpecChanged => ("CredentialRenewed", "renewed"),
-                        };
-                        info!(access = %self.access.name_any(), namespace = self.access.namespace().unwrap_or_default(), why = ?why, expires_at = %token.expires_at, "credential {verb}");
-                        self.event(EventType::Normal, reason, "IssueToken", format!("{verb} a token for ServiceAccount {service_account}, expires at {}", token.expires_at));
-                        Some(token)
-                    }
-                    Err(err) => {
-                        let kept = current
-                            .as_ref()
-                            .filter(|t| t.expires_at > self.now)
-                            .map(|t| {
-                                format!("; the current token stays valid until {}", t.expires_at)
-                            })
-                            .unwrap_or_default();
-                        let message = format!(
-                            "TokenRequest for ServiceAccount {service_account} failed: {err}{kept}"
-                        );
-                        self.observation.credential =
-                            Check::failed(reason::TOKEN_REQUEST_FAILED, message.clone());
-                        self.event(
-                            EventType::Warning,
-                            reason::TOKEN_REQUEST_FAILED,
-                            "IssueToken",
-                            message,
-                        );
-                        return Err(err);
-                    }
+            Some(why) => match self.obtain(&secret, identity, wanted).await {
+                Ok(issued) => {
+                    let renewed = why != IssueReason::Missing;
+                    let (reason, verb) = if renewed {
+                        ("CredentialRenewed", "renewed")
+                    } else {
+                        ("CredentialIssued", "issued")
+                    };
+                    self.ctx.metrics.credential_minted(renewed);
+                    info!(access = %self.access.name_any(), namespace = self.access.namespace().unwrap_or_default(), why = ?why, expires_at = %issued.expires_at, "credential {verb}");
+                    self.event(
+                        EventType::Normal,
+                        reason,
+                        "IssueCredential",
+                        format!(
+                            "{verb} a {} for {}, expires at {}",
+                            identity.kind(),
+                            identity.describe(),
+                            issued.expires_at
+                        ),
+                    );
+                    Some(issued)
                 }
-            }
+                Err(err) => {
+                    let kept = current
+                        .as_ref()
+                        .filter(|c| c.expires_at > self.now)
+                        .map(|c| {
+                            format!(
+                                "; the current {} stays valid until {}",
+                                identity.kind(),
+                                c.expires_at
+                            )
+                        })
+                        .unwrap_or_default();
+                    let failure = identity.failure_reason();
+                    let message = format!(
+                        "{} for {} failed: {err}{kept}",
+                        identity.obtaining(),
+                        identity.describe()
+                    );
+                    self.observation.credential = Check::failed(failure, message.clone());
+                    self.event(EventType::Warning, failure, "IssueCredential", message);
+                    return Err(err);
+                }
+            },
         };
-        let Some(token) = token else {
+        let Some(issued) = issued else {
             return Ok(None);
         };
-        let wanted_secret = desired::credential_secret(self.access, &endpoint, &token);
+        let wanted_secret = desired::credential_secret(self.access, &endpoint, &issued);
         let written = !contains(&secret, &wanted_secret);
         if written {
             // One apply writes every key at once: clients never read a half-written Secret, and
-            // the old token stays until the new one replaces it.
+            // the old credential stays until the new one replaces it.
             apply(
                 &self.api::<Secret>(),
                 &self.access.secret_name(),
@@ -626,28 +755,50 @@ impl<'a> Run<'a> {
                 Error::Secret(e)
             })?;
         }
-        let renewal = self.record_token(&token);
+        let renewal = self.record_expiry(&issued);
         self.observation.credential = Check::ok(
             reason::ISSUED,
             format!(
-                "Secret {} holds a token for system:serviceaccount:{}:{service_account}, valid until {}, renewed after {renewal}",
+                "Secret {} holds a {} for {}, valid until {}, renewed after {renewal}",
                 self.access.secret_name(),
-                self.access.namespace().unwrap_or_default(),
-                token.expires_at
+                identity.kind(),
+                identity.describe(),
+                issued.expires_at
             ),
         );
-        let window = token.expires_at.duration_since(renewal);
+        let window = issued.expires_at.duration_since(renewal);
         Ok(Some(Issued {
             renewal: renewal + credential::jitter(&self.access.uid().unwrap_or_default(), window),
             endpoint,
-            credential: probe::Credential::Bearer(token.token),
+            credential: issued.value,
             written,
         }))
     }
 
-    fn record_token(&mut self, token: &IssuedToken) -> Timestamp {
-        let renewal = token.renewal_time(self.access.spec.token.renew_before.map(signed));
-        self.observation.token_expiration_time = Some(token.expires_at);
+    fn wanted_inputs(&self, identity: &Identity) -> Inputs {
+        let spec = &self.access.spec;
+        match identity {
+            Identity::ServiceAccount(name) => Inputs::ServiceAccountToken(TokenRequestInputs {
+                service_account: name.clone(),
+                audiences: spec.token.audiences.clone(),
+                expiration_seconds: signed(spec.token.duration).as_secs(),
+            }),
+            Identity::DexUser {
+                username,
+                connector,
+                login_url,
+                ..
+            } => Inputs::DexSession(DexSessionInputs {
+                username: username.clone(),
+                connector: connector.id().to_owned(),
+                login_url: login_url.clone(),
+            }),
+        }
+    }
+
+    fn record_expiry(&mut self, issued: &IssuedCredential) -> Timestamp {
+        let renewal = issued.renewal_time(self.access.spec.token.renew_before.map(signed));
+        self.observation.token_expiration_time = Some(issued.expires_at);
         self.observation.renewal_time = Some(renewal);
         renewal
     }
@@ -695,32 +846,75 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Step 3: a token for the ServiceAccount, bound to the Secret. The server's expiry is the
-    /// truth: it may have capped the requested duration.
-    async fn request_token(
+    /// Step 3: a new credential. A token comes from the TokenRequest API, bound to the Secret;
+    /// the server's expiry is the truth (it may have capped the duration). A Dex session comes
+    /// from logging in through the gateway, as a person would.
+    async fn obtain(
         &self,
         secret: &Secret,
-        inputs: TokenRequestInputs,
-    ) -> Result<IssuedToken, Error> {
-        let request = inputs.token_request(&secret.name_any(), &secret.uid().unwrap_or_default());
-        let api = self.api::<ServiceAccount>();
-        let response: TokenRequest = api
-            .create_subresource(
-                "token",
-                &inputs.service_account,
-                &PostParams::default(),
-                &request,
-            )
-            .await
-            .map_err(Error::TokenRequest)?;
-        let status = response.status.ok_or(Error::EmptyTokenResponse)?;
-        if status.token.is_empty() {
-            return Err(Error::EmptyTokenResponse);
-        }
-        Ok(IssuedToken {
-            token: status.token,
+        identity: &Identity,
+        inputs: Inputs,
+    ) -> Result<IssuedCredential, Error> {
+        let (value, expires_at) = match (identity, &inputs) {
+            (
+                Identity::DexUser {
+                    username,
+                    password,
+                    connector,
+                    login_url,
+                },
+                _,
+            ) => {
+                let client = self
+                    .ctx
+                    .gateway
+                    .as_ref()
+                    .ok_or_else(|| Error::DexLogin("no HTTP client could be built".into()))?;
+                let session =
+                    dex::login(client, login_url, username, password, *connector, self.now)
+                        .await
+                        .map_err(|e| Error::DexLogin(e.to_string()))?;
+                let expires_at = session
+                    .expires_at
+                    .unwrap_or(self.now + DEFAULT_SESSION_LIFETIME);
+                (
+                    Credential::Cookie {
+                        name: session.cookie_name,
+                        value: session.cookie_value,
+                    },
+                    expires_at,
+                )
+            }
+            (Identity::ServiceAccount(_), Inputs::ServiceAccountToken(request)) => {
+                let body =
+                    request.token_request(&secret.name_any(), &secret.uid().unwrap_or_default());
+                let response: TokenRequest = self
+                    .api::<ServiceAccount>()
+                    .create_subresource(
+                        "token",
+                        &request.service_account,
+                        &PostParams::default(),
+                        &body,
+                    )
+                    .await
+                    .map_err(Error::TokenRequest)?;
+                let status = response.status.ok_or(Error::EmptyTokenResponse)?;
+                if status.token.is_empty() {
+                    return Err(Error::EmptyTokenResponse);
+                }
+                (
+                    Credential::Bearer(status.token),
+                    status.expiration_timestamp.0,
+                )
+            }
+            (Identity::ServiceAccount(_), Inputs::DexSession(_)) => {
+                return Err(Error::EmptyTokenResponse);
+            }
+        };
+        Ok(IssuedCredential {
+            value,
             issued_at: self.now,
-            expires_at: status.expiration_timestamp.0,
+            expires_at,
             inputs,
         })
     }
@@ -729,7 +923,7 @@ impl<'a> Run<'a> {
     async fn ensure_mesh(
         &mut self,
         inference_service: &InferenceService,
-        service_account: &str,
+        user_id: &str,
     ) -> Result<(), Error> {
         if self.observation.access_policy.reason == reason::SIDECAR_ANNOTATION_CONFLICT {
             return Ok(());
@@ -772,7 +966,7 @@ impl<'a> Run<'a> {
             };
             return Ok(());
         }
-        let wanted = desired::authorization_policy(self.access, service_account);
+        let wanted = desired::authorization_policy(self.access, user_id);
         match current {
             Some(current) if !desired::is_controlled_by(&current.metadata, self.access) => {
                 self.observation.access_policy = Check::failed(
@@ -789,9 +983,7 @@ impl<'a> Run<'a> {
                     EventType::Normal,
                     "PolicyApplied",
                     "Apply",
-                    format!(
-                        "applied AuthorizationPolicy {name} for ServiceAccount {service_account}"
-                    ),
+                    format!("applied AuthorizationPolicy {name} for {user_id}"),
                 ),
                 Err(err) if api_status(&err) == Some(404) => {
                     self.observation.access_policy = Check::failed(
@@ -813,10 +1005,7 @@ impl<'a> Run<'a> {
         } else {
             Check::ok(
                 reason::POLICY_APPLIED,
-                format!(
-                    "AuthorizationPolicy {name} allows system:serviceaccount:{}:{service_account} through the gateway",
-                    self.access.namespace().unwrap_or_default()
-                ),
+                format!("AuthorizationPolicy {name} allows {user_id} through the gateway"),
             )
         };
         Ok(())

@@ -34,6 +34,8 @@ pub mod reason {
     pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
     pub const ISSUED: &str = "Issued";
     pub const TOKEN_REQUEST_FAILED: &str = "TokenRequestFailed";
+    pub const DEX_LOGIN_FAILED: &str = "DexLoginFailed";
+    pub const CREDENTIALS_SECRET_INVALID: &str = "CredentialsSecretInvalid";
     pub const POLICY_APPLIED: &str = "PolicyApplied";
     pub const NO_SIDECAR: &str = "NoSidecar";
     pub const SIDECAR_DISABLED: &str = "SidecarDisabled";

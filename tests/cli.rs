@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use inference_access::api::{DEFAULT_AUDIENCE, InferenceAccess};
-use inference_access::credential::{IssuedToken, TokenRequestInputs};
+use inference_access::credential::{Inputs, IssuedCredential, TokenRequestInputs};
 use inference_access::endpoint::Endpoint;
 use inference_access::gateway_client::GatewayClient;
 use inference_access::probe::{self, Credential};
@@ -475,15 +475,15 @@ impl World {
     ) -> String {
         let (token, expires_at) = self.token_for(service_account).await;
         let endpoint = Endpoint::resolve(status_url, gateway, MODEL).unwrap();
-        let issued = IssuedToken {
-            token: token.clone(),
+        let issued = IssuedCredential {
+            value: Credential::Bearer(token.clone()),
             issued_at: jiff::Timestamp::now(),
             expires_at,
-            inputs: TokenRequestInputs {
+            inputs: Inputs::ServiceAccountToken(TokenRequestInputs {
                 service_account: service_account.into(),
                 audiences: vec![DEFAULT_AUDIENCE.into()],
                 expiration_seconds: 3600,
-            },
+            }),
         };
         let secret = desired::credential_secret(access, &endpoint, &issued);
         self.api::<Secret>()
@@ -494,7 +494,10 @@ impl World {
     }
 
     async fn policy(&self, access: &InferenceAccess, service_account: &str) {
-        let policy = desired::authorization_policy(access, service_account);
+        let policy = desired::authorization_policy(
+            access,
+            &desired::service_account_user(NS, service_account),
+        );
         self.api::<AuthorizationPolicy>()
             .create(&PostParams::default(), &policy)
             .await

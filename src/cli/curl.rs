@@ -4,7 +4,8 @@
 use super::Target;
 use super::access::{self, Cluster, CredentialSecret};
 use crate::labels;
-use crate::probe::{Credential, KEY_COOKIE};
+use crate::labels::KEY_COOKIE;
+use crate::probe::Credential;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -9,11 +9,12 @@ use serde_json::{Value, json};
 
 use super::Output;
 use crate::api::{InferenceAccess, MeshMode};
-use crate::credential::{IssuedToken, TokenRequestInputs};
+use crate::credential::{Inputs, IssuedCredential, TokenRequestInputs};
 use crate::desired;
 use crate::endpoint::Endpoint;
 use crate::labels;
-use crate::probe::KEY_COOKIE;
+use crate::labels::KEY_COOKIE;
+use crate::probe::Credential;
 
 /// Stands in for the uid the API server assigns, so owner references can be shown.
 const EXAMPLE_UID: &str = "00000000-0000-0000-0000-000000000000";
@@ -108,22 +109,22 @@ pub fn render(access: &InferenceAccess, now: Timestamp) -> Result<Vec<Value>, St
     .map_err(|e| e.to_string())?;
     let seconds = std::time::Duration::from(access.spec.token.duration).as_secs();
     let lifetime = SignedDuration::from_secs(i64::try_from(seconds).unwrap_or(i64::MAX));
-    let token = IssuedToken {
-        token: REDACTED.to_owned(),
+    let token = IssuedCredential {
+        value: Credential::Bearer(REDACTED.to_owned()),
         issued_at: now,
         expires_at: now.checked_add(lifetime).map_err(|e| e.to_string())?,
-        inputs: TokenRequestInputs {
+        inputs: Inputs::ServiceAccountToken(TokenRequestInputs {
             service_account: service_account.clone(),
             audiences: access.spec.token.audiences.clone(),
             expiration_seconds: lifetime.as_secs(),
-        },
+        }),
     };
     let secret = desired::credential_secret(access, &endpoint, &token);
     objects.push(redact(to_value(&secret)?));
     if access.spec.mesh.mode == MeshMode::AuthorizationPolicy {
         objects.push(to_value(&desired::authorization_policy(
             access,
-            &service_account,
+            &desired::service_account_user(&namespace, &service_account),
         ))?);
     }
     Ok(objects)

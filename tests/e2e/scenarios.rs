@@ -444,6 +444,13 @@ struct DataPath {
 
 impl DataPath {
     async fn start(builder: kube_local::Builder) -> Self {
+        Self::start_with_login(builder, mesh_local::LoginConfig::default()).await
+    }
+
+    async fn start_with_login(
+        builder: kube_local::Builder,
+        login: mesh_local::LoginConfig,
+    ) -> Self {
         let env = Env::start_with(builder, None).await;
         env.apply_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
             .await;
@@ -451,6 +458,7 @@ impl DataPath {
         let gateway = mesh_local::Gateway::builder()
             .kube_client(env.client.clone())
             .upstream(&model.url())
+            .login(login)
             .start()
             .await
             .unwrap();
@@ -564,4 +572,127 @@ async fn a_cluster_local_url_is_diagnosed_as_host_not_found() {
         .find(|c| c.type_ == "CredentialIssued")
         .unwrap();
     assert_eq!(credential.status, "True");
+}
+
+/// A person's Dex account in a Secret, as the DexSession mode reads it.
+async fn dex_account(env: &Env, password: &str) {
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "dex-user", "namespace": NS},
+        "stringData": {"username": "user@example.com", "password": password},
+    });
+    env.api::<Secret>()
+        .patch(
+            "dex-user",
+            &PatchParams::apply("e2e-test").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .unwrap();
+}
+
+impl DataPath {
+    async fn apply_dex(&self, renew_before: &str) {
+        self.env
+            .apply_value(json!({
+                "apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess",
+                "metadata": {"name": ACCESS, "namespace": NS},
+                "spec": {
+                    "inferenceService": {"name": "sklearn-iris", "template": {"spec": {"predictor": {"model": {
+                        "modelFormat": {"name": "sklearn"},
+                        "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model"}}}}},
+                    "gateway": {"url": self.gateway.url()},
+                    "auth": {"type": "DexSession", "dexSession": {"credentialsSecret": {"name": "dex-user"}}},
+                    "token": {"renewBefore": renew_before}
+                }
+            }))
+            .await;
+    }
+}
+
+async fn dex_session_end_to_end(flavour: mesh_local::Flavour) {
+    let login = mesh_local::LoginConfig {
+        flavour,
+        // Short sessions, renewed a second after login: renewal is seen within seconds.
+        session_max_age: Duration::from_secs(120),
+        ..mesh_local::LoginConfig::default()
+    };
+    let data = DataPath::start_with_login(kube_local::ControlPlane::builder(), login).await;
+    dex_account(&data.env, "12341234").await;
+    data.apply_dex("119s").await;
+    let access = data.wait_endpoint("EndpointReachable").await;
+    assert_eq!(reason_of(&access, "CredentialIssued"), "Issued");
+    let secret = data.env.api::<Secret>().get(SECRET).await.unwrap();
+    let cookie_name = flavour.session_cookie();
+    assert_eq!(secret_text(&secret, "cookie-name"), cookie_name);
+    let cookie = secret_text(&secret, "cookie");
+    assert!(
+        cookie.starts_with(&format!("{cookie_name}=")),
+        "{cookie_name}"
+    );
+    assert!(secret.data.as_ref().unwrap().get("token").is_none());
+    // The policy admits the person, by the user id the gateway sets from the session.
+    let policy = data
+        .env
+        .api::<AuthorizationPolicy>()
+        .get(ACCESS)
+        .await
+        .unwrap();
+    assert_eq!(policy.spec.rules[0].when[0].values, ["user@example.com"]);
+    // Renewal: a new session before the old one expires.
+    let renewed = wait_for(
+        &data.env.api::<Secret>(),
+        SECRET,
+        move |s: Option<&Secret>| s.is_some_and(|s| secret_text(s, "cookie") != cookie),
+    )
+    .await;
+    assert!(secret_text(&renewed, "cookie").starts_with(cookie_name));
+    // Nothing the operator published carries the password or the cookie.
+    let access = data.env.api::<InferenceAccess>().get(ACCESS).await.unwrap();
+    let published = serde_json::to_string(&access).unwrap();
+    assert!(
+        !published.contains("12341234") && !published.contains(&secret_text(&renewed, "cookie"))
+    );
+}
+
+#[tokio::test]
+async fn dex_session_behind_oauth2_proxy() {
+    if skip_on_real_cluster("dex_session_behind_oauth2_proxy") {
+        return;
+    }
+    dex_session_end_to_end(mesh_local::Flavour::OAuth2Proxy).await;
+}
+
+#[tokio::test]
+async fn dex_session_behind_the_legacy_authservice() {
+    if skip_on_real_cluster("dex_session_behind_the_legacy_authservice") {
+        return;
+    }
+    dex_session_end_to_end(mesh_local::Flavour::AuthService).await;
+}
+
+#[tokio::test]
+async fn a_wrong_dex_password_is_dex_login_failed() {
+    if skip_on_real_cluster("a_wrong_dex_password_is_dex_login_failed") {
+        return;
+    }
+    let data = DataPath::start(kube_local::ControlPlane::builder()).await;
+    dex_account(&data.env, "not-the-password").await;
+    data.apply_dex("20m").await;
+    let access = wait_for(
+        &data.env.api::<InferenceAccess>(),
+        ACCESS,
+        condition_reason("CredentialIssued", "DexLoginFailed"),
+    )
+    .await;
+    let published = serde_json::to_string(&access).unwrap();
+    assert!(
+        !published.contains("not-the-password"),
+        "the password leaked: {published}"
+    );
+    let log = std::fs::read_to_string(data.env.dir.path().join("operator.log")).unwrap();
+    assert!(
+        !log.contains("not-the-password"),
+        "the password reached the log"
+    );
 }
