@@ -277,32 +277,40 @@ async fn kubectl_drives_the_sample() {
         "kubectl not found at {kubectl}: run `make tools` (or set KUBECTL)"
     );
     let kubeconfig = env.dir.path().join("admin.kubeconfig");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(&kubectl)
-            .args(args)
-            .env("KUBECONFIG", &kubeconfig)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "kubectl {args:?} failed:\n{text}");
-        text
+    // Async: kube-local serves from this test's own runtime, so a blocking wait would starve it.
+    let run = |args: Vec<String>| {
+        let (kubectl, kubeconfig) = (kubectl.clone(), kubeconfig.clone());
+        async move {
+            let out = tokio::process::Command::new(&kubectl)
+                .args(&args)
+                .env("KUBECONFIG", &kubeconfig)
+                .output()
+                .await
+                .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "kubectl {args:?} failed:\n{text}");
+            text
+        }
     };
+    let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     let crds = repo("crds").display().to_string();
     let example = repo("examples/sklearn-iris.yaml").display().to_string();
-    run(&["apply", "-f", &crds, "-f", &example]);
-    run(&[
+    run(args(&["apply", "-f", &crds, "-f", &example])).await;
+    let target = format!("inferenceaccess/{ACCESS}");
+    run(args(&[
         "wait",
         "--for=condition=Ready",
-        &format!("inferenceaccess/{ACCESS}"),
+        &target,
         "-n",
         NS,
         "--timeout=60s",
-    ]);
-    let table = run(&["get", "ia", "-n", NS]);
+    ]))
+    .await;
+    let table = run(args(&["get", "ia", "-n", NS])).await;
     assert!(table.contains(ACCESS) && table.contains("True"), "{table}");
     assert!(
         table.contains("URL") && table.contains("EXPIRES"),
