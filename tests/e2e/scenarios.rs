@@ -704,3 +704,24 @@ async fn a_wrong_dex_password_is_dex_login_failed() {
         "the password reached the log"
     );
 }
+
+#[tokio::test]
+async fn path_based_urls_reach_the_model() {
+    if skip_on_real_cluster("path_based_urls_reach_the_model") {
+        return;
+    }
+    let builder =
+        kube_local::ControlPlane::builder().kserve_url_style(kube_local::UrlStyle::PathTemplate);
+    let data = DataPath::start(builder).await;
+    data.apply("AuthorizationPolicy").await;
+    data.wait_endpoint("EndpointReachable").await;
+    let secret = data.env.api::<Secret>().get(SECRET).await.unwrap();
+    assert_eq!(secret_text(&secret, "host"), "example.com");
+    assert_eq!(
+        secret_text(&secret, "predict-url"),
+        format!(
+            "{}/serving/{NS}/sklearn-iris/v1/models/sklearn-iris:predict",
+            data.gateway.url()
+        )
+    );
+}
