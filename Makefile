@@ -53,5 +53,8 @@ verify: lint tools ## fmt, clippy, CRD drift, chart/config sync, helm lint+templ
 demo: setup ## No cluster needed: the KServe sample end to end on kube-local, ending with a prediction
 	hack/demo.sh
 
+bench: ## Control-plane throughput and watch figures (release build; see tests/kube-local/README.md)
+	$(CARGO) run --release -p kube-local --example bench
+
 clean: ## Remove build output
 	$(CARGO) clean
