@@ -90,10 +90,6 @@ impl LabelSelector {
         Ok(Self(reqs))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     pub fn matches(&self, obj: &Value) -> bool {
         let labels = &obj["metadata"]["labels"];
         let get = |k: &str| labels.get(k).and_then(Value::as_str);
@@ -131,10 +127,6 @@ impl FieldSelector {
             reqs.push((k.trim().to_string(), eq, v.trim().to_string()));
         }
         Ok(Self(reqs))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// The name a `metadata.name=X` requirement pins (RBAC authorizes such lists by resourceName).

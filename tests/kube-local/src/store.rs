@@ -161,14 +161,14 @@ impl Store {
         }
     }
 
-    pub fn lock(&self) -> Txn<'_> {
+    pub(crate) fn lock(&self) -> Txn<'_> {
         Txn {
             guard: self.inner.state.lock().unwrap_or_else(|p| p.into_inner()),
             events: &self.inner.events,
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.inner.events.subscribe()
     }
 
@@ -331,7 +331,7 @@ impl Store {
     }
 
     /// Events after `from` for one storage key, plus a receiver for what follows; 410 if compacted.
-    pub fn watch_from(&self, key: &str, from: u64) -> Result<WatchStart, ApiError> {
+    pub(crate) fn watch_from(&self, key: &str, from: u64) -> Result<WatchStart, ApiError> {
         let st = self.lock();
         if from < st.compacted_rv {
             return Err(too_old(from, st.compacted_rv));
@@ -348,7 +348,10 @@ impl Store {
 
     /// Synthetic ADDED events for every current object of a storage key (a watch's initial
     /// state), the version they are at, and a receiver for what follows.
-    pub fn watch_now(&self, key: &str) -> (Vec<Arc<Event>>, u64, broadcast::Receiver<Arc<Event>>) {
+    pub(crate) fn watch_now(
+        &self,
+        key: &str,
+    ) -> (Vec<Arc<Event>>, u64, broadcast::Receiver<Arc<Event>>) {
         let st = self.lock();
         let rx = self.inner.events.subscribe();
         let initial = st
@@ -506,10 +509,6 @@ impl State {
         self.bucket(key)?
             .get(&(ns.to_string(), name.to_string()))
             .cloned()
-    }
-
-    pub fn exists_uid(&self, uid: &str) -> bool {
-        self.uids.contains_key(uid)
     }
 
     pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
