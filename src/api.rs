@@ -392,20 +392,28 @@ impl InferenceAccess {
     }
 }
 
+/// The access unit tests build on: `client` in namespace `ns`, uid `access-uid`.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::InferenceAccess;
+
+    pub fn access(spec: serde_json::Value) -> InferenceAccess {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "inference-access.io/v1alpha1",
+            "kind": "InferenceAccess",
+            "metadata": {"name": "client", "namespace": "ns", "uid": "access-uid"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    fn access(spec: serde_json::Value) -> InferenceAccess {
-        serde_json::from_value(json!({
-            "apiVersion": "inference-access.io/v1alpha1",
-            "kind": "InferenceAccess",
-            "metadata": {"name": "client", "namespace": "ns"},
-            "spec": spec,
-        }))
-        .unwrap()
-    }
+    use crate::api::fixtures::access;
 
     /// Every CEL rule of the CRD, valid and invalid, evaluated as the API server would.
     #[test]

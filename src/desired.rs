@@ -201,15 +201,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn access(spec: serde_json::Value) -> InferenceAccess {
-        serde_json::from_value(json!({
-            "apiVersion": "inference-access.io/v1alpha1",
-            "kind": "InferenceAccess",
-            "metadata": {"name": "client", "namespace": "ns", "uid": "access-uid"},
-            "spec": spec,
-        }))
-        .unwrap()
-    }
+    use crate::api::fixtures::access;
 
     const OWNER: &str = r#"[{"apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess", "name": "client", "uid": "access-uid", "controller": true}]"#;
 
