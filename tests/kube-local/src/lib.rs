@@ -95,6 +95,7 @@ pub struct Builder {
     kserve: KserveSettings,
     istio: bool,
     crd_files: Vec<PathBuf>,
+    bookmark_every: Duration,
 }
 
 impl Default for Builder {
@@ -107,6 +108,7 @@ impl Default for Builder {
             kserve: KserveSettings::default(),
             istio: true,
             crd_files: Vec::new(),
+            bookmark_every: Duration::from_secs(10),
         }
     }
 }
@@ -162,6 +164,13 @@ impl Builder {
         self
     }
 
+    /// How often an idle watch that allows bookmarks gets one (default 10 s; the API server
+    /// sends them about once a minute).
+    pub fn watch_bookmark_interval(mut self, every: Duration) -> Self {
+        self.bookmark_every = every;
+        self
+    }
+
     /// Extra CRD files (YAML, multi-document, or JSON) created at start.
     pub fn load_crds(mut self, paths: &[PathBuf]) -> Self {
         self.crd_files.extend(paths.iter().cloned());
@@ -191,6 +200,7 @@ impl Builder {
             unauthenticated_admin: self.unauthenticated_admin,
             addr,
             ca_pem: tls.ca_pem,
+            bookmark_every: self.bookmark_every,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (kserve, kserve_rx) = watch::channel(self.kserve.clone());

@@ -105,7 +105,7 @@ async fn main() -> std::process::ExitCode {
         eprintln!("kube-local: writing {}: {e}", kubeconfig.display());
         return std::process::ExitCode::FAILURE;
     }
-    println!("{}", cp.url());
+    println!("{}", if tls { cp.https_url() } else { cp.url() });
     eprintln!(
         "kube-local: serving {} (kubeconfig {}); Ctrl-C or SIGTERM stops it",
         cp.url(),

@@ -35,6 +35,8 @@ pub struct Shared {
     pub unauthenticated_admin: bool,
     pub addr: SocketAddr,
     pub ca_pem: String,
+    /// How often an idle watch that asked for bookmarks gets one.
+    pub bookmark_every: Duration,
 }
 
 impl Shared {
@@ -612,6 +614,9 @@ struct WatchState {
     last_rv: u64,
     /// Send the initial-events-end bookmark once the backlog is drained.
     initial_end_bookmark: bool,
+    /// When the next periodic bookmark is due (kept across events of other kinds).
+    next_bookmark: tokio::time::Instant,
+    bookmark_every: Duration,
     done: bool,
 }
 
@@ -631,8 +636,6 @@ fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
         &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta}),
     )
 }
-
-const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
 
 fn start_watch(
     shared: &Arc<Shared>,
@@ -655,7 +658,7 @@ fn start_watch(
             .parse()
             .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv_param}")))?;
         match shared.store.watch_from(&key, from) {
-            Ok((backlog, rx)) => (backlog, rx, from),
+            Ok((backlog, caught_up, rx)) => (backlog, rx, caught_up),
             Err(e) => {
                 // The API server answers a too-old watch with 200 and one ERROR event (410).
                 let body = full(event_line("ERROR", &e.status()));
@@ -679,6 +682,8 @@ fn start_watch(
         bookmarks: q.flag("allowWatchBookmarks"),
         last_rv,
         initial_end_bookmark: send_initial && q.flag("allowWatchBookmarks"),
+        next_bookmark: tokio::time::Instant::now() + shared.bookmark_every,
+        bookmark_every: shared.bookmark_every,
         done: false,
     };
     let stream = futures::stream::unfold(state, |mut s| async move {
@@ -701,16 +706,20 @@ fn start_watch(
                 s.initial_end_bookmark = false;
                 return Some((Ok(Frame::data(bookmark(&s.rt, s.last_rv, true))), s));
             }
-            let tick = tokio::time::sleep(BOOKMARK_EVERY);
             tokio::select! {
                 _ = tokio::time::sleep_until(s.deadline) => return None,
                 _ = s.drop_rx.changed() => return None,
-                _ = tick, if s.bookmarks => {
+                _ = tokio::time::sleep_until(s.next_bookmark), if s.bookmarks => {
+                    s.next_bookmark = tokio::time::Instant::now() + s.bookmark_every;
                     return Some((Ok(Frame::data(bookmark(&s.rt, s.last_rv, false))), s));
                 }
                 r = s.rx.recv() => match r {
                     Ok(ev) => {
-                        if ev.key == s.key && ev.rv > s.last_rv {
+                        if ev.key != s.key {
+                            // Bookmarks carry the newest version, as the API server's do, so a
+                            // quiet kind's watch can resume past later compactions of others.
+                            s.last_rv = s.last_rv.max(ev.rv);
+                        } else if ev.rv > s.last_rv {
                             s.backlog.push_back(ev);
                         }
                     }

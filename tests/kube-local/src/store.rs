@@ -343,7 +343,7 @@ impl Store {
             .filter(|e| e.rv > from && e.key == key)
             .cloned()
             .collect();
-        Ok((backlog, rx))
+        Ok((backlog, st.rv.max(from), rx))
     }
 
     /// Synthetic ADDED events for every current object of a storage key (a watch's initial
@@ -375,8 +375,8 @@ impl Store {
     }
 }
 
-/// Events to replay plus the live feed that follows them.
-pub type WatchStart = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
+/// Events to replay, the version they bring the watch to, and the live feed that follows.
+pub type WatchStart = (Vec<Arc<Event>>, u64, broadcast::Receiver<Arc<Event>>);
 
 type Entries<'a> = Box<dyn Iterator<Item = (&'a (String, String), &'a Arc<Value>)> + 'a>;
 

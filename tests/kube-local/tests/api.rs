@@ -801,3 +801,39 @@ async fn apply_merges_list_map_items_by_key_between_managers() {
     assert_eq!(dup.code, 422, "{}", dup.text);
     cp.shutdown().await;
 }
+
+#[tokio::test]
+async fn periodic_bookmarks_carry_the_newest_version() {
+    let cp = kube_local::ControlPlane::builder()
+        .watch_bookmark_interval(Duration::from_millis(300))
+        .start()
+        .await
+        .expect("start");
+    let c = admin(&cp).await;
+    let rv = cp.store().resource_version();
+    let writer = cp.store().clone();
+    // A change of another kind moves the version the quiet configmap watch bookmarks.
+    let secret = writer.create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "default"}})).expect("secret");
+    let secret_rv: u64 = secret["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or(0);
+    let watch = get(&c, &format!("/api/v1/namespaces/default/configmaps?watch=true&allowWatchBookmarks=true&resourceVersion={rv}&timeoutSeconds=1")).await;
+    let bookmarks: Vec<Value> = watch
+        .text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["type"] == "BOOKMARK")
+        .collect();
+    assert!(!bookmarks.is_empty(), "{}", watch.text);
+    let last: u64 = bookmarks
+        .last()
+        .and_then(|b| b["object"]["metadata"]["resourceVersion"].as_str())
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or(0);
+    assert!(last >= secret_rv, "bookmark {last} < {secret_rv}");
+    assert_eq!(bookmarks[0]["object"]["kind"], "ConfigMap");
+    cp.shutdown().await;
+}
