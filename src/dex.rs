@@ -532,10 +532,13 @@ mod tests {
         (url, task)
     }
 
+    /// A canned HTTP answer and the error it must produce.
+    type Case = (&'static str, fn(&LoginError) -> bool);
+
     #[tokio::test]
     async fn what_is_not_a_dex_login_is_reported_as_such() {
         let client = GatewayClient::new().unwrap();
-        let cases: [(&'static str, fn(&LoginError) -> bool); 3] = [
+        let cases: [Case; 3] = [
             (
                 "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
                 |e| matches!(e, LoginError::NotSecured { .. }),

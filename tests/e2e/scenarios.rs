@@ -214,7 +214,8 @@ async fn each_fault_is_recovered() {
     let env = Env::start().await;
     let plane = env.plane();
     // The first token requests fail (500, then 429 with Retry-After), the policy write fails
-    // once with 503, and the API answers slowly: the access still ends Ready.
+    // once with 503, the Secret write once with 409, and the API answers slowly: the access
+    // still ends Ready.
     plane.faults().fail_next(kube_local::FaultRule::new(
         "create",
         "serviceaccounts/token",
@@ -230,6 +231,11 @@ async fn each_fault_is_recovered() {
         1,
         503,
     ));
+    // A conflict on the first Secret write, and every answer 100 ms late.
+    plane
+        .faults()
+        .fail_next(kube_local::FaultRule::new("patch", "secrets", 1, 409));
+    plane.faults().latency(Duration::from_millis(100));
     env.apply_example().await;
     env.wait_ready(ACCESS).await;
     let failures = plane
@@ -243,6 +249,7 @@ async fn each_fault_is_recovered() {
         })
         .count();
     assert_eq!(failures, 3, "the injected token failures were really sent");
+    plane.faults().latency(Duration::ZERO);
 
     // Watches dropped and history compacted: the operator relists and still sees a URL change.
     plane.faults().drop_watches();
