@@ -209,28 +209,39 @@ const DEFAULT_SESSION_LIFETIME: SignedDuration = SignedDuration::from_hours(24);
 
 /// Who the credential is for. No `Debug`: it holds a password.
 enum Identity {
-    ServiceAccount(String),
+    ServiceAccount(TokenRequestInputs),
     DexUser {
-        username: String,
+        login: DexSessionInputs,
         password: String,
         connector: dex::Connector,
-        login_url: String,
     },
 }
 
 impl Identity {
+    /// What the credential is obtained with, as recorded on the Secret.
+    fn inputs(&self) -> Inputs {
+        match self {
+            Identity::ServiceAccount(request) => Inputs::ServiceAccountToken(request.clone()),
+            Identity::DexUser { login, .. } => Inputs::DexSession(login.clone()),
+        }
+    }
+
     /// The value the gateway puts in the user-id header for this identity.
     fn user_id(&self, namespace: &str) -> String {
         match self {
-            Identity::ServiceAccount(name) => desired::service_account_user(namespace, name),
-            Identity::DexUser { username, .. } => username.clone(),
+            Identity::ServiceAccount(request) => {
+                desired::service_account_user(namespace, &request.service_account)
+            }
+            Identity::DexUser { login, .. } => login.username.clone(),
         }
     }
 
     fn describe(&self) -> String {
         match self {
-            Identity::ServiceAccount(name) => format!("ServiceAccount {name}"),
-            Identity::DexUser { username, .. } => format!("Dex user {username}"),
+            Identity::ServiceAccount(request) => {
+                format!("ServiceAccount {}", request.service_account)
+            }
+            Identity::DexUser { login, .. } => format!("Dex user {}", login.username),
         }
     }
 
@@ -329,10 +340,18 @@ impl<'a> Run<'a> {
             return Ok(Action::requeue(RECHECK_BLOCKED));
         };
         let identity = match self.access.spec.auth.type_ {
-            AuthType::ServiceAccountToken => self
-                .resolve_service_account()
-                .await?
-                .map(Identity::ServiceAccount),
+            AuthType::ServiceAccountToken => {
+                let spec = &self.access.spec;
+                self.resolve_service_account()
+                    .await?
+                    .map(|service_account| {
+                        Identity::ServiceAccount(TokenRequestInputs {
+                            service_account,
+                            audiences: spec.token.audiences.clone(),
+                            expiration_seconds: signed(spec.token.duration).as_secs(),
+                        })
+                    })
+            }
             AuthType::DexSession => self.resolve_dex_user().await?,
         };
         let Some(identity) = identity else {
@@ -634,11 +653,15 @@ impl<'a> Run<'a> {
             .login_url
             .clone()
             .unwrap_or_else(|| self.access.spec.gateway.url.clone());
-        Ok(Some(Identity::DexUser {
+        let login = DexSessionInputs {
             username,
+            connector: connector.id().to_owned(),
+            login_url,
+        };
+        Ok(Some(Identity::DexUser {
+            login,
             password,
             connector,
-            login_url,
         }))
     }
 
@@ -673,7 +696,7 @@ impl<'a> Run<'a> {
         if let Some(current) = &current {
             self.record_expiry(current);
         }
-        let wanted = self.wanted_inputs(identity);
+        let wanted = identity.inputs();
         let requested = self
             .access
             .annotations()
@@ -688,7 +711,7 @@ impl<'a> Run<'a> {
             self.now,
         ) {
             None => current,
-            Some(why) => match self.obtain(&secret, identity, wanted).await {
+            Some(why) => match self.obtain(&secret, identity).await {
                 Ok(issued) => {
                     let renewed = why != IssueReason::Missing;
                     let (reason, verb) = if renewed {
@@ -775,27 +798,6 @@ impl<'a> Run<'a> {
         }))
     }
 
-    fn wanted_inputs(&self, identity: &Identity) -> Inputs {
-        let spec = &self.access.spec;
-        match identity {
-            Identity::ServiceAccount(name) => Inputs::ServiceAccountToken(TokenRequestInputs {
-                service_account: name.clone(),
-                audiences: spec.token.audiences.clone(),
-                expiration_seconds: signed(spec.token.duration).as_secs(),
-            }),
-            Identity::DexUser {
-                username,
-                connector,
-                login_url,
-                ..
-            } => Inputs::DexSession(DexSessionInputs {
-                username: username.clone(),
-                connector: connector.id().to_owned(),
-                login_url: login_url.clone(),
-            }),
-        }
-    }
-
     fn record_expiry(&mut self, issued: &IssuedCredential) -> Timestamp {
         let renewal = issued.renewal_time(self.access.spec.token.renew_before.map(signed));
         self.observation.token_expiration_time = Some(issued.expires_at);
@@ -853,39 +855,38 @@ impl<'a> Run<'a> {
         &self,
         secret: &Secret,
         identity: &Identity,
-        inputs: Inputs,
     ) -> Result<IssuedCredential, Error> {
-        let (value, expires_at) = match (identity, &inputs) {
-            (
-                Identity::DexUser {
-                    username,
-                    password,
-                    connector,
-                    login_url,
-                },
-                _,
-            ) => {
+        let (value, expires_at) = match identity {
+            Identity::DexUser {
+                login,
+                password,
+                connector,
+            } => {
                 let client = self
                     .ctx
                     .gateway
                     .as_ref()
                     .ok_or_else(|| Error::DexLogin("no HTTP client could be built".into()))?;
-                let session =
-                    dex::login(client, login_url, username, password, *connector, self.now)
-                        .await
-                        .map_err(|e| Error::DexLogin(e.to_string()))?;
+                let session = dex::login(
+                    client,
+                    &login.login_url,
+                    &login.username,
+                    password,
+                    *connector,
+                    self.now,
+                )
+                .await
+                .map_err(|e| Error::DexLogin(e.to_string()))?;
                 let expires_at = session
                     .expires_at
                     .unwrap_or(self.now + DEFAULT_SESSION_LIFETIME);
-                (
-                    Credential::Cookie {
-                        name: session.cookie_name,
-                        value: session.cookie_value,
-                    },
-                    expires_at,
-                )
+                let cookie = Credential::Cookie {
+                    name: session.cookie_name,
+                    value: session.cookie_value,
+                };
+                (cookie, expires_at)
             }
-            (Identity::ServiceAccount(_), Inputs::ServiceAccountToken(request)) => {
+            Identity::ServiceAccount(request) => {
                 let body =
                     request.token_request(&secret.name_any(), &secret.uid().unwrap_or_default());
                 let response: TokenRequest = self
@@ -907,15 +908,12 @@ impl<'a> Run<'a> {
                     status.expiration_timestamp.0,
                 )
             }
-            (Identity::ServiceAccount(_), Inputs::DexSession(_)) => {
-                return Err(Error::EmptyTokenResponse);
-            }
         };
         Ok(IssuedCredential {
             value,
             issued_at: self.now,
             expires_at,
-            inputs,
+            inputs: identity.inputs(),
         })
     }
 
