@@ -9,9 +9,12 @@ use super::namespaced_resource;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct AuthorizationPolicy {
-    #[serde(rename = "apiVersion", default = "api_version")]
+    #[serde(
+        rename = "apiVersion",
+        default = "super::api_version::<AuthorizationPolicy>"
+    )]
     pub api_version: String,
-    #[serde(default = "kind")]
+    #[serde(default = "super::kind::<AuthorizationPolicy>")]
     pub kind: String,
     #[serde(default)]
     pub metadata: ObjectMeta,
@@ -22,20 +25,12 @@ pub struct AuthorizationPolicy {
 impl Default for AuthorizationPolicy {
     fn default() -> Self {
         Self {
-            api_version: api_version(),
-            kind: kind(),
+            api_version: super::api_version::<Self>(),
+            kind: super::kind::<Self>(),
             metadata: ObjectMeta::default(),
             spec: AuthorizationPolicySpec::default(),
         }
     }
-}
-
-fn api_version() -> String {
-    "security.istio.io/v1".into()
-}
-
-fn kind() -> String {
-    "AuthorizationPolicy".into()
 }
 
 namespaced_resource!(

@@ -11,9 +11,12 @@ pub const SIDECAR_INJECT_ANNOTATION: &str = "sidecar.istio.io/inject";
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct InferenceService {
-    #[serde(rename = "apiVersion", default = "api_version")]
+    #[serde(
+        rename = "apiVersion",
+        default = "super::api_version::<InferenceService>"
+    )]
     pub api_version: String,
-    #[serde(default = "kind")]
+    #[serde(default = "super::kind::<InferenceService>")]
     pub kind: String,
     #[serde(default)]
     pub metadata: ObjectMeta,
@@ -26,21 +29,13 @@ pub struct InferenceService {
 impl Default for InferenceService {
     fn default() -> Self {
         Self {
-            api_version: api_version(),
-            kind: kind(),
+            api_version: super::api_version::<Self>(),
+            kind: super::kind::<Self>(),
             metadata: ObjectMeta::default(),
             spec: serde_json::Value::Object(Default::default()),
             status: None,
         }
     }
-}
-
-fn api_version() -> String {
-    "serving.kserve.io/v1beta1".into()
-}
-
-fn kind() -> String {
-    "InferenceService".into()
 }
 
 namespaced_resource!(

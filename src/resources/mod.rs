@@ -9,6 +9,16 @@ pub mod inference_service;
 pub use authorization_policy::AuthorizationPolicy;
 pub use inference_service::InferenceService;
 
+/// `apiVersion` of a typed resource, for serde defaults and `Default` impls.
+pub(crate) fn api_version<T: k8s_openapi::Resource>() -> String {
+    T::API_VERSION.to_owned()
+}
+
+/// `kind` of a typed resource, likewise.
+pub(crate) fn kind<T: k8s_openapi::Resource>() -> String {
+    T::KIND.to_owned()
+}
+
 /// Implements `k8s_openapi::Resource` and `Metadata` for a namespaced custom resource type, so it
 /// works with `kube::Api` like a built-in kind.
 macro_rules! namespaced_resource {
