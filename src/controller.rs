@@ -148,15 +148,21 @@ async fn controller(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| {
+            let forget = ctx.clone();
+            async move {
             match result {
                 Ok((access, _)) => debug!(access = %access.name, namespace = access.namespace.as_deref().unwrap_or_default(), "reconciled"),
                 // Already logged, with its category, by the error policy.
                 Err(ControllerError::ReconcilerFailed(_, _)) => {}
-                // A trigger for an access deleted meanwhile: nothing to do.
-                Err(ControllerError::ObjectNotFound(object)) => debug!(access = %object.name, "gone before its reconcile"),
+                // A trigger for an access deleted meanwhile: nothing to do but forget it.
+                Err(ControllerError::ObjectNotFound(object)) => {
+                    debug!(access = %object.name, "gone before its reconcile");
+                    forget.forget(object.namespace.as_deref(), &object.name);
+                }
                 Err(err) => warn!(error = %err, "controller"),
+            }
             }
         });
     futures::join!(run, synced);

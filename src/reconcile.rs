@@ -52,7 +52,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// For endpoint verification; `None` if no HTTP client could be built (reported as such).
     pub gateway: Option<GatewayClient>,
-    /// Consecutive reconcile failures per access (by uid), for exponential backoff.
+    /// Consecutive reconcile failures per access (by namespace/name), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Consecutive failed endpoint probes per access, likewise.
     verify_failures: Mutex<HashMap<String, u32>>,
@@ -84,16 +84,35 @@ impl Context {
         count_failure(&self.verify_failures, access, failed)
     }
 
+    /// Drops the counts of an access that is gone, so failing accesses deleted over time do
+    /// not accumulate.
+    pub fn forget(&self, namespace: Option<&str>, name: &str) {
+        let key = failure_key(namespace, name);
+        for counts in [&self.failures, &self.verify_failures] {
+            counts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&key);
+        }
+    }
+
     fn failures_of(&self, access: &InferenceAccess) -> u32 {
         let failures = self
             .failures
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         failures
-            .get(&access.uid().unwrap_or_default())
+            .get(&failure_key(
+                access.namespace().as_deref(),
+                &access.name_any(),
+            ))
             .copied()
             .unwrap_or(1)
     }
+}
+
+fn failure_key(namespace: Option<&str>, name: &str) -> String {
+    format!("{}/{name}", namespace.unwrap_or_default())
 }
 
 /// Counts consecutive failures of one access; a success resets the count.
@@ -102,16 +121,16 @@ fn count_failure(
     access: &InferenceAccess,
     failed: bool,
 ) -> u32 {
-    let uid = access.uid().unwrap_or_default();
+    let key = failure_key(access.namespace().as_deref(), &access.name_any());
     let mut counts = counts
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if failed {
-        let count = counts.entry(uid).or_default();
+        let count = counts.entry(key).or_default();
         *count = count.saturating_add(1);
         *count
     } else {
-        counts.remove(&uid);
+        counts.remove(&key);
         0
     }
 }
@@ -1097,6 +1116,22 @@ fn is_subset(wanted: &serde_json::Value, actual: &serde_json::Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn failures_count_up_reset_on_success_and_back_off_to_a_cap() {
+        let counts = Mutex::default();
+        let access = crate::api::fixtures::access(json!({"inferenceService": {"name": "m"}}));
+        assert_eq!(count_failure(&counts, &access, true), 1);
+        assert_eq!(count_failure(&counts, &access, true), 2);
+        assert_eq!(counts.lock().unwrap().get("ns/client"), Some(&2));
+        assert_eq!(count_failure(&counts, &access, false), 0);
+        assert!(counts.lock().unwrap().is_empty());
+        let delays: Vec<_> = [1, 2, 3, 9, 40]
+            .into_iter()
+            .map(|n| backoff(BACKOFF_BASE, n).as_secs())
+            .collect();
+        assert_eq!(delays, [2, 4, 8, 300, 300]);
+    }
 
     #[test]
     fn subset_table() {
