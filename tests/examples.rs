@@ -34,3 +34,37 @@ fn sklearn_iris_example_is_a_valid_access_for_the_sample() {
     );
     assert!(template.metadata.annotations.is_empty());
 }
+
+#[test]
+fn dex_session_example_is_valid_and_references_its_credentials_secret() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/dex-session.yaml"
+    ))
+    .unwrap();
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(serde_yaml::Value::deserialize)
+        .map(Result::unwrap)
+        .collect();
+    let access: InferenceAccess = serde_yaml::from_value(
+        docs.iter()
+            .find(|d| d["kind"] == "InferenceAccess")
+            .unwrap()
+            .clone(),
+    )
+    .unwrap();
+    access.validate_cel().unwrap();
+    inference_access::reconcile::validate(&access).unwrap();
+    let secret = docs.iter().find(|d| d["kind"] == "Secret").unwrap();
+    let dex = access.spec.auth.dex_session.as_ref().unwrap();
+    assert_eq!(
+        secret["metadata"]["name"].as_str(),
+        Some(dex.credentials_secret.name.as_str())
+    );
+    assert!(secret["stringData"][dex.credentials_secret.username_key.as_str()].is_string());
+    assert!(secret["stringData"][dex.credentials_secret.password_key.as_str()].is_string());
+    assert!(
+        access.spec.inference_service.template.is_none(),
+        "the sample's access owns the InferenceService"
+    );
+}
