@@ -732,3 +732,44 @@ async fn path_based_urls_reach_the_model() {
         )
     );
 }
+
+#[tokio::test]
+async fn the_operator_serves_metrics_health_and_readiness() {
+    if skip_on_real_cluster("the_operator_serves_metrics_health_and_readiness") {
+        return;
+    }
+    let env = Env::start().await;
+    env.apply_example().await;
+    env.wait_ready(ACCESS).await;
+    // The operator printed where it serves before it did anything else.
+    let log = std::fs::read_to_string(env.dir.path().join("operator.log")).unwrap();
+    let addr = log
+        .lines()
+        .find_map(|l| {
+            l.contains("serving /metrics")
+                .then(|| l.rsplit("addr=").next())
+                .flatten()
+        })
+        .expect("the operator logs its ops address")
+        .trim()
+        .to_owned();
+    let client = inference_access::gateway_client::GatewayClient::new().unwrap();
+    let get = |path: &str| {
+        let url = format!("http://{addr}{path}");
+        let client = client.clone();
+        async move { client.get(&url, &[]).await.unwrap() }
+    };
+    assert_eq!(get("/healthz").await.status, 200);
+    assert_eq!(get("/readyz").await.status, 200);
+    let metrics = get("/metrics").await.text();
+    for line in [
+        "inference_access_credentials_total{reason=\"issued\"} 1",
+        "inference_access_credential_expiration_timestamp_seconds{namespace=\"kubeflow-user-example-com\",name=\"sklearn-iris-client\",secret_name=\"sklearn-iris-client-credential\"}",
+        "inference_access_reconcile_duration_seconds_count",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");
+    }
+    // Tokens never reach the metrics.
+    let token = secret_text(&env.api::<Secret>().get(SECRET).await.unwrap(), "token");
+    assert!(!metrics.contains(&token));
+}
