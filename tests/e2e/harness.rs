@@ -368,6 +368,16 @@ where
     }
 }
 
+/// Waits until the credential Secret's `key` holds something other than `old`.
+pub async fn wait_secret_key_changed(api: &Api<Secret>, key: &'static str, old: String) -> Secret {
+    let changed = move |s: Option<&Secret>| {
+        s.and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get(key))
+            .is_some_and(|v| v.0 != old.as_bytes())
+    };
+    wait_for(api, SECRET, changed).await
+}
+
 /// Waits until an object is gone.
 pub async fn wait_deleted<K>(api: &Api<K>, name: &str)
 where

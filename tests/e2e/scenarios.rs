@@ -95,26 +95,9 @@ async fn renewal_mints_a_new_token_with_a_later_expiry() {
     }))
     .await;
     let first_token = token_of(&first);
-    let renewed = wait_for(&env.api::<Secret>(), SECRET, move |s: Option<&Secret>| {
-        s.is_some_and(|s| {
-            s.data
-                .as_ref()
-                .and_then(|d| d.get("token"))
-                .is_some_and(|t| t.0 != first_token.as_bytes())
-        })
-    })
-    .await;
+    let renewed = wait_secret_key_changed(&env.api::<Secret>(), "token", first_token).await;
     // And once more, by the renewal time alone.
-    let second_token = token_of(&renewed);
-    let again = wait_for(&env.api::<Secret>(), SECRET, move |s: Option<&Secret>| {
-        s.is_some_and(|s| {
-            s.data
-                .as_ref()
-                .and_then(|d| d.get("token"))
-                .is_some_and(|t| t.0 != second_token.as_bytes())
-        })
-    })
-    .await;
+    let again = wait_secret_key_changed(&env.api::<Secret>(), "token", token_of(&renewed)).await;
     let expiry = |s: &Secret| {
         secret_text(s, "expires-at")
             .parse::<jiff::Timestamp>()
@@ -422,10 +405,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         "spec": {"inferenceService": {"name": "sklearn-iris"}, "token": {"duration": "20m"}}
     }))
     .await;
-    wait_for(&env.api::<Secret>(), SECRET, move |s: Option<&Secret>| {
-        s.is_some_and(|s| secret_text(s, "token") != old_token)
-    })
-    .await;
+    wait_secret_key_changed(&env.api::<Secret>(), "token", old_token).await;
 
     // SIGTERM: the standby-turned-leader shuts down cleanly and hands the Lease back.
     let pid = second.id().unwrap().to_string();
@@ -655,12 +635,7 @@ async fn dex_session_end_to_end(flavour: mesh_local::Flavour) {
         .unwrap();
     assert_eq!(policy.spec.rules[0].when[0].values, ["user@example.com"]);
     // Renewal: a new session before the old one expires.
-    let renewed = wait_for(
-        &data.env.api::<Secret>(),
-        SECRET,
-        move |s: Option<&Secret>| s.is_some_and(|s| secret_text(s, "cookie") != cookie),
-    )
-    .await;
+    let renewed = wait_secret_key_changed(&data.env.api::<Secret>(), "cookie", cookie).await;
     assert!(secret_text(&renewed, "cookie").starts_with(cookie_name));
     // Nothing the operator published carries the password or the cookie.
     let access = data.env.api::<InferenceAccess>().get(ACCESS).await.unwrap();
