@@ -165,9 +165,14 @@ pub struct DexSessionSpec {
     #[serde(default)]
     pub connector: DexConnector,
     /// Where the login starts (the Kubeflow URL). Defaults to `spec.gateway.url`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "loginURL", skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("must be an http:// or https:// URL"))]
     pub login_url: Option<String>,
+    /// The user id the gateway sets in the user-id header for this session, which the policy
+    /// admits. Defaults to the username: right for Dex staticPasswords (the email), but an LDAP
+    /// login name may differ from the email Dex puts in the token.
+    #[serde(default, rename = "userID", skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -494,7 +499,7 @@ mod tests {
                 None,
             ),
             (
-                json!({"inferenceService": isvc, "auth": {"type": "DexSession", "dexSession": {"credentialsSecret": {"name": "dex-user"}, "loginUrl": "kubeflow"}}}),
+                json!({"inferenceService": isvc, "auth": {"type": "DexSession", "dexSession": {"credentialsSecret": {"name": "dex-user"}, "loginURL": "kubeflow"}}}),
                 Some("http:// or https://"),
             ),
         ];

@@ -233,6 +233,8 @@ enum Identity {
         login: DexSessionInputs,
         password: String,
         connector: dex::Connector,
+        /// What the gateway puts in the user-id header for this session.
+        user_id: String,
     },
 }
 
@@ -251,7 +253,7 @@ impl Identity {
             Identity::ServiceAccount(request) => {
                 desired::service_account_user(namespace, &request.service_account)
             }
-            Identity::DexUser { login, .. } => login.username.clone(),
+            Identity::DexUser { user_id, .. } => user_id.clone(),
         }
     }
 
@@ -640,8 +642,10 @@ impl<'a> Run<'a> {
             .get_opt(&reference.name)
             .await
             .map_err(|e| {
-                self.observation.credential =
-                    Check::failed(reason::SECRET_WRITE_FAILED, describe(&e));
+                self.observation.credential = Check::failed(
+                    reason::CREDENTIALS_SECRET_INVALID,
+                    format!("cannot read Secret {}: {}", reference.name, describe(&e)),
+                );
                 Error::Secret(e)
             })?;
         let text = |key: &str| {
@@ -672,6 +676,7 @@ impl<'a> Run<'a> {
             .login_url
             .clone()
             .unwrap_or_else(|| self.access.spec.gateway.url.clone());
+        let user_id = dex_spec.user_id.clone().unwrap_or_else(|| username.clone());
         let login = DexSessionInputs {
             username,
             connector: connector.id().to_owned(),
@@ -681,6 +686,7 @@ impl<'a> Run<'a> {
             login,
             password,
             connector,
+            user_id,
         }))
     }
 
@@ -880,6 +886,7 @@ impl<'a> Run<'a> {
                 login,
                 password,
                 connector,
+                ..
             } => {
                 let client = self
                     .ctx
