@@ -207,6 +207,24 @@ fn base(kind: &str) -> String {
     }
 }
 
+/// The status write ending a reconcile that changed something.
+fn status_write() -> Exchange {
+    expect(
+        "PATCH",
+        format!("{}/client/status", base("ia")),
+        stored_status,
+    )
+}
+
+/// The one apply of the credential Secret's data.
+fn secret_write() -> Exchange {
+    expect(
+        "PATCH",
+        format!("{}/client-credential", base("secret")),
+        echo("secret-uid"),
+    )
+}
+
 /// The API server answers a status write with the whole object.
 fn stored_status(body: Value) -> (u16, Value) {
     let mut stored = serde_json::to_value(default_access()).unwrap();
@@ -241,18 +259,10 @@ fn first_issuance_script() -> Vec<Exchange> {
             format!("{}/client/token", base("sa")),
             token_response(),
         ),
-        expect(
-            "PATCH",
-            format!("{}/client-credential", base("secret")),
-            echo("secret-uid"),
-        ),
+        secret_write(),
         expect("GET", format!("{}/client", base("ap")), |_| not_found()),
         expect("PATCH", format!("{}/client", base("ap")), echo("ap-uid")),
-        expect(
-            "PATCH",
-            format!("{}/client/status", base("ia")),
-            stored_status,
-        ),
+        status_write(),
     ]
 }
 
@@ -471,17 +481,9 @@ async fn renewal_mints_a_new_token_and_rewrites_the_secret() {
         body["status"] = json!({"token": "renewed.token.value", "expirationTimestamp": "2026-01-01T01:41:00Z"});
         (201, body)
     }));
-    script.push(expect(
-        "PATCH",
-        format!("{}/client-credential", base("secret")),
-        echo("secret-uid"),
-    ));
+    script.push(secret_write());
     script.push(policy);
-    script.push(expect(
-        "PATCH",
-        format!("{}/client/status", base("ia")),
-        stored_status,
-    ));
+    script.push(status_write());
     let (result, sent) = run(&state.access, after_renewal, script).await;
     assert!(result.is_ok(), "{result:?}");
     let secret = sent.body("PATCH", &format!("{}/client-credential", base("secret")));
@@ -509,17 +511,9 @@ async fn a_changed_status_url_reaches_the_secret_without_a_new_token() {
     let moved = "http://example.com/serving/kubeflow-user-example-com/sklearn-iris";
     let mut script = steady_script(&state, isvc(Some(moved)));
     let policy = script.pop().unwrap();
-    script.push(expect(
-        "PATCH",
-        format!("{}/client-credential", base("secret")),
-        echo("secret-uid"),
-    ));
+    script.push(secret_write());
     script.push(policy);
-    script.push(expect(
-        "PATCH",
-        format!("{}/client/status", base("ia")),
-        stored_status,
-    ));
+    script.push(status_write());
     let (result, sent) = run(&state.access, before_renewal, script).await;
     assert!(result.is_ok(), "{result:?}");
     let secret = sent.body("PATCH", &format!("{}/client-credential", base("secret")));
@@ -569,11 +563,7 @@ async fn missing_inference_service_is_a_condition() {
             expect("GET", format!("{}/sklearn-iris", base("isvc")), |_| {
                 not_found()
             }),
-            expect(
-                "PATCH",
-                format!("{}/client/status", base("ia")),
-                stored_status,
-            ),
+            status_write(),
         ],
     )
     .await;
@@ -594,11 +584,7 @@ async fn an_inference_service_without_url_gets_its_policy_but_no_credential_yet(
             expect("PATCH", format!("{}/client", base("sa")), echo("sa-uid")),
             expect("GET", format!("{}/client", base("ap")), |_| not_found()),
             expect("PATCH", format!("{}/client", base("ap")), echo("ap-uid")),
-            expect(
-                "PATCH",
-                format!("{}/client/status", base("ia")),
-                stored_status,
-            ),
+            status_write(),
         ],
     )
     .await;
@@ -628,11 +614,7 @@ async fn missing_named_service_account_is_a_condition() {
             expect("GET", format!("{}/default-editor", base("sa")), |_| {
                 not_found()
             }),
-            expect(
-                "PATCH",
-                format!("{}/client/status", base("ia")),
-                stored_status,
-            ),
+            status_write(),
         ],
     )
     .await;
@@ -656,11 +638,7 @@ async fn a_failed_token_request_is_a_condition_and_an_error_to_back_off() {
         format!("{}/client", base("ap")),
         echo("ap-uid"),
     ));
-    script.push(expect(
-        "PATCH",
-        format!("{}/client/status", base("ia")),
-        stored_status,
-    ));
+    script.push(status_write());
     let (result, status, _) = failing(default_access(), script).await;
     assert!(result.unwrap_err().contains("TokenRequest"));
     assert_eq!(ready_reason(&status), ("False", "TokenRequestFailed"));
@@ -690,11 +668,7 @@ async fn a_secret_we_did_not_create_is_never_touched() {
         format!("{}/client", base("ap")),
         echo("ap-uid"),
     ));
-    script.push(expect(
-        "PATCH",
-        format!("{}/client/status", base("ia")),
-        stored_status,
-    ));
+    script.push(status_write());
     let (result, status, sent) = failing(default_access(), script).await;
     assert!(result.is_ok());
     assert_eq!(ready_reason(&status), ("False", "SecretConflict"));
@@ -715,11 +689,7 @@ async fn without_istio_the_credential_still_works_and_the_policy_condition_says_
     script.push(expect("PATCH", format!("{}/client", base("ap")), |_| {
         not_found()
     }));
-    script.push(expect(
-        "PATCH",
-        format!("{}/client/status", base("ia")),
-        stored_status,
-    ));
+    script.push(status_write());
     let (result, status, sent) = failing(default_access(), script).await;
     assert!(result.is_ok());
     assert_eq!(
@@ -742,15 +712,7 @@ async fn an_invalid_spec_waits_for_a_change() {
     // Below the API server's minimum: the CRD's CEL rule refuses it, the controller too.
     let access =
         access(json!({"inferenceService": {"name": "sklearn-iris"}, "token": {"duration": "5m"}}));
-    let (result, status, sent) = failing(
-        access,
-        vec![expect(
-            "PATCH",
-            format!("{}/client/status", base("ia")),
-            stored_status,
-        )],
-    )
-    .await;
+    let (result, status, sent) = failing(access, vec![status_write()]).await;
     assert_eq!(
         format!("{:?}", result.unwrap()),
         format!("{:?}", Action::await_change())
@@ -777,11 +739,7 @@ async fn a_second_template_for_one_inference_service_is_refused() {
             expect("GET", format!("{}/sklearn-iris", base("isvc")), move |_| {
                 (200, owned_by_other)
             }),
-            expect(
-                "PATCH",
-                format!("{}/client/status", base("ia")),
-                stored_status,
-            ),
+            status_write(),
         ],
     )
     .await;
