@@ -3,20 +3,7 @@
 
 pub mod api;
 pub mod cli;
-pub mod controller;
-pub mod crd;
-pub mod credential;
-pub mod desired;
-pub mod dex;
-pub mod endpoint;
-pub mod error;
-pub mod gateway_client;
-pub mod labels;
-pub mod leader;
-pub mod metrics;
-pub mod ops;
-pub mod probe;
+pub mod core;
+pub mod gateway;
 pub mod reconcile;
-pub mod resources;
-pub mod service;
-pub mod status;
+pub mod runtime;

@@ -87,7 +87,7 @@ fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Crd => inference_access::crd::crd_yaml()
+        Command::Crd => inference_access::api::crd::crd_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(|e| format!("cannot render the CRD: {e}")),
         Command::Controller(args) => run_controller(args),
@@ -116,15 +116,15 @@ fn run_controller(args: ControllerArgs) -> Result<(), String> {
         }
         let leader = args
             .leader_elect
-            .then(|| inference_access::leader::Settings {
+            .then(|| inference_access::runtime::leader::Settings {
                 namespace: args.leader_election_namespace,
                 lease_name: args.lease_name,
                 identity: identity(),
                 lease_duration,
                 retry_period: lease_duration / 3,
             });
-        let options = inference_access::service::Options {
-            controller: inference_access::controller::Settings {
+        let options = inference_access::runtime::run::Options {
+            controller: inference_access::runtime::controller::Settings {
                 namespaces: args
                     .namespaces
                     .into_iter()
@@ -135,7 +135,7 @@ fn run_controller(args: ControllerArgs) -> Result<(), String> {
             metrics_addr: args.metrics_addr,
             leader,
         };
-        inference_access::service::run(client, options).await
+        inference_access::runtime::run::run(client, options).await
     })
 }
 

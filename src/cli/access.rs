@@ -6,9 +6,9 @@ use kube::{Api, Client, Config};
 
 use super::Target;
 use crate::api::InferenceAccess;
-use crate::endpoint::Endpoint;
-use crate::labels;
-use crate::probe::Credential;
+use crate::api::keys;
+use crate::core::endpoint::Endpoint;
+use crate::gateway::probe::Credential;
 
 #[derive(clap::Args)]
 pub struct TokenArgs {
@@ -174,11 +174,11 @@ impl CredentialSecret {
             )
         })?;
         Ok(Self {
-            url: text(labels::KEY_URL)?,
-            host: text(labels::KEY_HOST)?,
-            gateway_url: text(labels::KEY_GATEWAY_URL)?,
-            predict_url: text(labels::KEY_PREDICT_URL)?,
-            infer_url: text(labels::KEY_INFER_URL)?,
+            url: text(keys::KEY_URL)?,
+            host: text(keys::KEY_HOST)?,
+            gateway_url: text(keys::KEY_GATEWAY_URL)?,
+            predict_url: text(keys::KEY_PREDICT_URL)?,
+            infer_url: text(keys::KEY_INFER_URL)?,
             credential,
         })
     }

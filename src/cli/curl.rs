@@ -3,9 +3,9 @@
 
 use super::Target;
 use super::access::{self, Cluster, CredentialSecret};
-use crate::labels;
-use crate::labels::KEY_COOKIE;
-use crate::probe::Credential;
+use crate::api::keys;
+use crate::api::keys::KEY_COOKIE;
+use crate::gateway::probe::Credential;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,7 +35,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         endpoint.predict_url()
     };
     let key = match stored.credential {
-        Credential::Bearer(_) => labels::KEY_TOKEN,
+        Credential::Bearer(_) => keys::KEY_TOKEN,
         Credential::Cookie { .. } => KEY_COOKIE,
     };
     println!(

@@ -5,8 +5,8 @@ use std::io::BufRead as _;
 use serde::Serialize;
 
 use super::Output;
-use crate::dex::{self, Connector, Session};
-use crate::gateway_client::GatewayClient;
+use crate::gateway::client::GatewayClient;
+use crate::gateway::dex::{self, Connector, Session};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -3,7 +3,7 @@
 //! PATH, then `kubectl inference-access predict ...`; clap takes the usage name from argv[0]).
 //!
 //! Every command is a thin shell: read what it needs (kube-rs with the kubeconfig, the gateway
-//! through [`crate::gateway_client`]), then a pure function builds what is printed, so the
+//! through [`crate::gateway::client`]), then a pure function builds what is printed, so the
 //! output formats are unit-tested without a cluster.
 
 mod access;

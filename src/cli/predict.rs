@@ -9,8 +9,8 @@ use http::Method;
 
 use super::access::{Cluster, CredentialSecret};
 use super::{Output, Target};
-use crate::gateway_client::GatewayClient;
-use crate::probe::{self, Diagnosis};
+use crate::gateway::client::GatewayClient;
+use crate::gateway::probe::{self, Diagnosis};
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("body").required(true).args(["file", "data"])))]
@@ -130,7 +130,7 @@ pub fn format_answer(body: &str, output: Output) -> Result<String, String> {
 /// The same diagnosis `EndpointVerified` gives, plus what the model said when it was the model.
 pub fn failure(
     diagnosis: &Diagnosis,
-    endpoint: &crate::endpoint::Endpoint,
+    endpoint: &crate::core::endpoint::Endpoint,
     status: u16,
     url: &str,
     body: &str,
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn failures_carry_the_diagnosis_and_model_errors() {
-        let endpoint = crate::endpoint::Endpoint::resolve(
+        let endpoint = crate::core::endpoint::Endpoint::resolve(
             "http://sklearn-iris.ns.example.com",
             "http://127.0.0.1:1",
             "sklearn-iris",

@@ -1,5 +1,5 @@
 //! `render`: offline, the objects the operator would create for an InferenceAccess, from the
-//! same pure builders the reconciler uses (src/desired.rs). Nothing is sent anywhere.
+//! same pure builders the reconciler uses (src/reconcile/build.rs). Nothing is sent anywhere.
 
 use std::path::PathBuf;
 
@@ -8,13 +8,13 @@ use kube::Resource as _;
 use serde_json::{Value, json};
 
 use super::Output;
+use crate::api::keys;
+use crate::api::keys::KEY_COOKIE;
 use crate::api::{InferenceAccess, MeshMode};
-use crate::credential::{Inputs, IssuedCredential, TokenRequestInputs};
-use crate::desired;
-use crate::endpoint::Endpoint;
-use crate::labels;
-use crate::labels::KEY_COOKIE;
-use crate::probe::Credential;
+use crate::core::credential::{Inputs, IssuedCredential, TokenRequestInputs};
+use crate::core::endpoint::Endpoint;
+use crate::gateway::probe::Credential;
+use crate::reconcile::build;
 
 /// Stands in for the uid the API server assigns, so owner references can be shown.
 const EXAMPLE_UID: &str = "00000000-0000-0000-0000-000000000000";
@@ -87,19 +87,16 @@ pub fn render(access: &InferenceAccess, now: Timestamp) -> Result<Vec<Value>, St
     let mut objects: Vec<Value> = Vec::new();
     let namespace = access.meta().namespace.clone().unwrap_or_default();
     let isvc = &access.spec.inference_service.name;
-    if let Some(templated) = desired::templated_inference_service(access) {
+    if let Some(templated) = build::templated_inference_service(access) {
         objects.push(to_value(&templated)?);
     } else if access.spec.mesh.mode == MeshMode::DisableSidecarInjection {
-        let mut patch = desired::sidecar_annotation_patch(isvc);
+        let mut patch = build::sidecar_annotation_patch(isvc);
         patch["metadata"]["namespace"] = json!(namespace);
         objects.push(patch);
     }
     let (service_account, dedicated) = access.service_account();
     if dedicated {
-        objects.push(to_value(&desired::service_account(
-            access,
-            &service_account,
-        ))?);
+        objects.push(to_value(&build::service_account(access, &service_account))?);
     }
     let endpoint = Endpoint::resolve(
         &format!("http://{isvc}.{namespace}.{EXAMPLE_DOMAIN}"),
@@ -119,12 +116,12 @@ pub fn render(access: &InferenceAccess, now: Timestamp) -> Result<Vec<Value>, St
             expiration_seconds: lifetime.as_secs(),
         }),
     };
-    let secret = desired::credential_secret(access, &endpoint, &token);
+    let secret = build::credential_secret(access, &endpoint, &token);
     objects.push(redact(to_value(&secret)?));
     if access.spec.mesh.mode == MeshMode::AuthorizationPolicy {
-        objects.push(to_value(&desired::authorization_policy(
+        objects.push(to_value(&build::authorization_policy(
             access,
-            &desired::service_account_user(&namespace, &service_account),
+            &build::service_account_user(&namespace, &service_account),
         ))?);
     }
     Ok(objects)
@@ -138,7 +135,7 @@ fn redact(mut secret: Value) -> Value {
     let mut string_data = serde_json::Map::new();
     for (key, value) in data.as_object().into_iter().flatten() {
         let shown =
-            if [labels::KEY_TOKEN, labels::KEY_AUTHORIZATION, KEY_COOKIE].contains(&key.as_str()) {
+            if [keys::KEY_TOKEN, keys::KEY_AUTHORIZATION, KEY_COOKIE].contains(&key.as_str()) {
                 REDACTED.to_owned()
             } else {
                 decode(value.as_str().unwrap_or_default())

@@ -8,7 +8,7 @@ use kube::runtime::wait::await_condition;
 use super::Target;
 use super::access::{Cluster, api_error};
 use crate::api::InferenceAccess;
-use crate::labels;
+use crate::api::keys;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,7 +33,7 @@ fn expiry(access: Option<&InferenceAccess>) -> Option<String> {
 /// The merge patch that asks for a renewal: a time later than the token's issue time.
 pub fn renew_patch(now: jiff::Timestamp) -> serde_json::Value {
     serde_json::json!({
-        "metadata": {"annotations": {labels::ANNOTATION_RENEW_REQUESTED_AT: now.to_string()}}
+        "metadata": {"annotations": {keys::ANNOTATION_RENEW_REQUESTED_AT: now.to_string()}}
     })
 }
 
@@ -88,7 +88,7 @@ mod tests {
     fn patch_sets_the_annotation_the_operator_honors() {
         let now: jiff::Timestamp = "2026-11-27T20:00:00.5Z".parse().unwrap();
         let patch = renew_patch(now);
-        let value = patch["metadata"]["annotations"][labels::ANNOTATION_RENEW_REQUESTED_AT]
+        let value = patch["metadata"]["annotations"][keys::ANNOTATION_RENEW_REQUESTED_AT]
             .as_str()
             .unwrap();
         assert_eq!(value.parse::<jiff::Timestamp>().unwrap(), now);

@@ -12,10 +12,10 @@ use serde::Serialize;
 use super::access::{Cluster, api_error, secret_name};
 use super::output::{relative, table};
 use super::{Output, Target};
+use crate::api::inference_service::Readiness;
+use crate::api::{AuthorizationPolicy, InferenceService};
 use crate::api::{InferenceAccess, MeshMode};
-use crate::desired;
-use crate::resources::inference_service::Readiness;
-use crate::resources::{AuthorizationPolicy, InferenceService};
+use crate::reconcile::build;
 
 /// How many of the most recent events are shown.
 const EVENTS_SHOWN: usize = 10;
@@ -179,7 +179,7 @@ async fn gather(cluster: &Cluster, access: &InferenceAccess) -> Report {
         ..Default::default()
     };
     if mode == MeshMode::AuthorizationPolicy {
-        let policy_name = desired::policy_name(access);
+        let policy_name = build::policy_name(access);
         match Api::<AuthorizationPolicy>::namespaced(cluster.client.clone(), ns)
             .get_opt(&policy_name)
             .await

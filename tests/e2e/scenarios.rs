@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use inference_access::api::InferenceAccess;
-use inference_access::resources::{AuthorizationPolicy, InferenceService};
+use inference_access::api::{AuthorizationPolicy, InferenceService};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Api;
@@ -728,7 +728,7 @@ async fn the_operator_serves_metrics_health_and_readiness() {
         .expect("the operator logs its ops address")
         .trim()
         .to_owned();
-    let client = inference_access::gateway_client::GatewayClient::new().unwrap();
+    let client = inference_access::gateway::client::GatewayClient::new().unwrap();
     let get = |path: &str| {
         let url = format!("http://{addr}{path}");
         let client = client.clone();

@@ -5,6 +5,10 @@
 //! stale Secret would mean minting a token twice); every write is skipped when the object
 //! already holds what the access wants, so a reconcile with nothing to do writes nothing.
 
+pub mod build;
+pub mod error;
+pub mod status;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,22 +24,21 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::api::AuthType;
+use crate::api::inference_service::Readiness;
+use crate::api::keys::{ANNOTATION_RENEW_REQUESTED_AT, FIELD_MANAGER, SIDECAR_FIELD_MANAGER};
+use crate::api::{AuthorizationPolicy, InferenceService};
 use crate::api::{InferenceAccess, MeshMode};
-use crate::credential::{
+use crate::core::credential::{
     self, DexSessionInputs, Inputs, IssueReason, IssuedCredential, TokenRequestInputs,
 };
-use crate::desired;
-use crate::dex;
-use crate::endpoint::Endpoint;
-use crate::error::{Error, api_status, describe};
-use crate::gateway_client::GatewayClient;
-use crate::labels::{ANNOTATION_RENEW_REQUESTED_AT, FIELD_MANAGER, SIDECAR_FIELD_MANAGER};
-use crate::metrics::Metrics;
-use crate::probe;
-use crate::probe::Credential;
-use crate::resources::inference_service::Readiness;
-use crate::resources::{AuthorizationPolicy, InferenceService};
-use crate::status::{Check, ENDPOINT_VERIFIED, Observation, build_status, reason};
+use crate::core::endpoint::Endpoint;
+use crate::gateway::client::GatewayClient;
+use crate::gateway::dex;
+use crate::gateway::probe;
+use crate::gateway::probe::Credential;
+use crate::reconcile::error::{Error, api_status, describe};
+use crate::reconcile::status::{Check, ENDPOINT_VERIFIED, Observation, build_status, reason};
+use crate::runtime::metrics::Metrics;
 
 /// How long to wait before looking again at something outside the operator's watches (a named
 /// ServiceAccount, a foreign Secret in the way).
@@ -251,7 +254,7 @@ impl Identity {
     fn user_id(&self, namespace: &str) -> String {
         match self {
             Identity::ServiceAccount(request) => {
-                desired::service_account_user(namespace, &request.service_account)
+                build::service_account_user(namespace, &request.service_account)
             }
             Identity::DexUser { user_id, .. } => user_id.clone(),
         }
@@ -457,7 +460,7 @@ impl<'a> Run<'a> {
         let name = &self.access.spec.inference_service.name;
         let api = self.api::<InferenceService>();
         let current = api.get_opt(name).await.map_err(|e| self.isvc_failed(e))?;
-        let resolved = match (desired::templated_inference_service(self.access), current) {
+        let resolved = match (build::templated_inference_service(self.access), current) {
             (None, None) => {
                 self.observation.inference_service = Check::failed(
                     reason::INFERENCE_SERVICE_NOT_FOUND,
@@ -476,9 +479,9 @@ impl<'a> Run<'a> {
                 current
             }
             (Some(_), Some(current))
-                if !desired::is_controlled_by(&current.metadata, self.access) =>
+                if !build::is_controlled_by(&current.metadata, self.access) =>
             {
-                let owner = desired::controller_of(&current.metadata)
+                let owner = build::controller_of(&current.metadata)
                     .map(|o| format!("it is managed by {o}"))
                     .unwrap_or_else(|| "it was not created by this access".into());
                 self.observation.inference_service = Check::failed(
@@ -548,7 +551,7 @@ impl<'a> Run<'a> {
         api: &Api<InferenceService>,
         name: &str,
     ) -> Result<(), Error> {
-        let patch = desired::sidecar_annotation_patch(name);
+        let patch = build::sidecar_annotation_patch(name);
         match api
             .patch(
                 name,
@@ -600,7 +603,7 @@ impl<'a> Run<'a> {
                 return Ok(None);
             }
             (false, Some(_)) => {}
-            (true, Some(current)) if !desired::is_controlled_by(&current.metadata, self.access) => {
+            (true, Some(current)) if !build::is_controlled_by(&current.metadata, self.access) => {
                 self.observation.credential = Check::failed(
                     reason::SERVICE_ACCOUNT_CONFLICT,
                     format!(
@@ -610,7 +613,7 @@ impl<'a> Run<'a> {
                 return Ok(None);
             }
             (true, current) => {
-                let wanted = desired::service_account(self.access, &name);
+                let wanted = build::service_account(self.access, &name);
                 if !current.is_some_and(|c| contains(&c, &wanted)) {
                     apply(&api, &name, &wanted)
                         .await
@@ -786,7 +789,7 @@ impl<'a> Run<'a> {
         let Some(issued) = issued else {
             return Ok(None);
         };
-        let wanted_secret = desired::credential_secret(self.access, &endpoint, &issued);
+        let wanted_secret = build::credential_secret(self.access, &endpoint, &issued);
         let written = !contains(&secret, &wanted_secret);
         if written {
             // One apply writes every key at once: clients never read a half-written Secret, and
@@ -845,7 +848,7 @@ impl<'a> Run<'a> {
         };
         self.observation.secret_name = Some(name.clone());
         match current {
-            Some(secret) if desired::is_controlled_by(&secret.metadata, self.access) => {
+            Some(secret) if build::is_controlled_by(&secret.metadata, self.access) => {
                 Ok(Some(secret))
             }
             Some(_) => {
@@ -862,10 +865,7 @@ impl<'a> Run<'a> {
                     dry_run: false,
                     field_manager: Some(FIELD_MANAGER.into()),
                 };
-                match api
-                    .create(&params, &desired::empty_secret(self.access))
-                    .await
-                {
+                match api.create(&params, &build::empty_secret(self.access)).await {
                     Ok(created) => Ok(Some(created)),
                     Err(e) => Err(secret_failed(self, e)),
                 }
@@ -952,7 +952,7 @@ impl<'a> Run<'a> {
         if self.observation.access_policy.reason == reason::SIDECAR_ANNOTATION_CONFLICT {
             return Ok(());
         }
-        let name = desired::policy_name(self.access);
+        let name = build::policy_name(self.access);
         let api = self.api::<AuthorizationPolicy>();
         let current = match api.get_opt(&name).await {
             Ok(current) => current,
@@ -964,7 +964,7 @@ impl<'a> Run<'a> {
         let mode = self.access.spec.mesh.mode;
         if mode != MeshMode::AuthorizationPolicy {
             if let Some(stale) =
-                current.filter(|c| desired::is_controlled_by(&c.metadata, self.access))
+                current.filter(|c| build::is_controlled_by(&c.metadata, self.access))
             {
                 api.delete(&stale.name_any(), &DeleteParams::default())
                     .await
@@ -990,9 +990,9 @@ impl<'a> Run<'a> {
             };
             return Ok(());
         }
-        let wanted = desired::authorization_policy(self.access, user_id);
+        let wanted = build::authorization_policy(self.access, user_id);
         match current {
-            Some(current) if !desired::is_controlled_by(&current.metadata, self.access) => {
+            Some(current) if !build::is_controlled_by(&current.metadata, self.access) => {
                 self.observation.access_policy = Check::failed(
                     reason::POLICY_CONFLICT,
                     format!(

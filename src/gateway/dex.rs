@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::Method;
 use jiff::{SignedDuration, Timestamp};
 
-use crate::gateway_client::{GatewayClient, Response};
+use crate::gateway::client::{GatewayClient, Response};
 
 /// Session cookies Kubeflow's front ends set, newest first.
 pub const SESSION_COOKIES: [&str; 2] = ["oauth2_proxy_kubeflow", "authservice_session"];

@@ -3,12 +3,6 @@
 //! Only the fields the operator uses are typed; the rest of each object passes through as JSON
 //! so nothing a user or another controller set is lost on a round trip.
 
-pub mod authorization_policy;
-pub mod inference_service;
-
-pub use authorization_policy::AuthorizationPolicy;
-pub use inference_service::InferenceService;
-
 /// `apiVersion` of a typed resource, for serde defaults and `Default` impls.
 pub(crate) fn api_version<T: k8s_openapi::Resource>() -> String {
     T::API_VERSION.to_owned()

@@ -8,12 +8,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Resource;
 
 use crate::api::InferenceAccess;
-use crate::credential::IssuedCredential;
-use crate::endpoint::Endpoint;
-use crate::labels;
-use crate::probe::Credential;
-use crate::resources::authorization_policy::{self as ap, AuthorizationPolicy};
-use crate::resources::inference_service::{InferenceService, SIDECAR_INJECT_ANNOTATION};
+use crate::api::authorization_policy::{self as ap, AuthorizationPolicy};
+use crate::api::inference_service::{InferenceService, SIDECAR_INJECT_ANNOTATION};
+use crate::api::keys;
+use crate::core::credential::IssuedCredential;
+use crate::core::endpoint::Endpoint;
+use crate::gateway::probe::Credential;
 
 /// Whether `meta` names this access as its controlling owner.
 pub fn is_controlled_by(meta: &ObjectMeta, access: &InferenceAccess) -> bool {
@@ -41,7 +41,7 @@ fn owned_meta(access: &InferenceAccess, name: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_owned()),
         namespace: access.meta().namespace.clone(),
-        labels: Some(labels::owned_labels(
+        labels: Some(keys::owned_labels(
             access.meta().name.as_deref().unwrap_or_default(),
         )),
         owner_references: Some(owner_reference(access)),
@@ -88,21 +88,21 @@ pub fn credential_secret(
     secret.metadata.annotations = Some(annotations);
     let credential = match &issued.value {
         Credential::Bearer(token) => [
-            (labels::KEY_TOKEN, token.clone()),
-            (labels::KEY_AUTHORIZATION, format!("Bearer {token}")),
+            (keys::KEY_TOKEN, token.clone()),
+            (keys::KEY_AUTHORIZATION, format!("Bearer {token}")),
         ],
         Credential::Cookie { name, value } => [
-            (labels::KEY_COOKIE, format!("{name}={value}")),
-            (labels::KEY_COOKIE_NAME, name.clone()),
+            (keys::KEY_COOKIE, format!("{name}={value}")),
+            (keys::KEY_COOKIE_NAME, name.clone()),
         ],
     };
     let data = credential.into_iter().chain([
-        (labels::KEY_URL, endpoint.url.clone()),
-        (labels::KEY_HOST, endpoint.host.clone()),
-        (labels::KEY_PREDICT_URL, endpoint.predict_url()),
-        (labels::KEY_INFER_URL, endpoint.infer_url()),
-        (labels::KEY_GATEWAY_URL, endpoint.gateway_url.clone()),
-        (labels::KEY_EXPIRES_AT, issued.expires_at.to_string()),
+        (keys::KEY_URL, endpoint.url.clone()),
+        (keys::KEY_HOST, endpoint.host.clone()),
+        (keys::KEY_PREDICT_URL, endpoint.predict_url()),
+        (keys::KEY_INFER_URL, endpoint.infer_url()),
+        (keys::KEY_GATEWAY_URL, endpoint.gateway_url.clone()),
+        (keys::KEY_EXPIRES_AT, issued.expires_at.to_string()),
     ]);
     secret.data = Some(
         data.map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))

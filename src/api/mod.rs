@@ -4,12 +4,22 @@
 //! `crds/` holds the checked-in copy. Cross-field rules live in the schema as CEL so the API
 //! server refuses bad input before the controller ever sees it.
 
+pub mod authorization_policy;
+pub mod crd;
+pub mod inference_service;
+pub mod keys;
+mod third_party;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema, core::Duration};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub use authorization_policy::AuthorizationPolicy;
+pub use inference_service::InferenceService;
+pub(crate) use third_party::{api_version, kind, namespaced_resource};
 
 /// The audience Kubeflow's ingress gateway accepts for ServiceAccount tokens.
 pub const DEFAULT_AUDIENCE: &str = "istio-ingressgateway.istio-system.svc.cluster.local";

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info};
 
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 
 /// Readiness, as the process learns it.
 #[derive(Debug, Default)]

@@ -11,10 +11,10 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::api::InferenceAccess;
-use crate::controller;
-use crate::leader::{self, Elector};
-use crate::metrics::Metrics;
-use crate::ops::{self, Health};
+use crate::runtime::controller;
+use crate::runtime::leader::{self, Elector};
+use crate::runtime::metrics::Metrics;
+use crate::runtime::ops::{self, Health};
 
 pub struct Options {
     pub controller: controller::Settings,

@@ -14,11 +14,11 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::api::InferenceAccess;
-use crate::labels::{FIELD_MANAGER, OWNED_SELECTOR};
-use crate::metrics::Metrics;
-use crate::ops::Health;
+use crate::api::keys::{FIELD_MANAGER, OWNED_SELECTOR};
+use crate::api::{AuthorizationPolicy, InferenceService};
 use crate::reconcile::{Context, error_policy, reconcile};
-use crate::resources::{AuthorizationPolicy, InferenceService};
+use crate::runtime::metrics::Metrics;
+use crate::runtime::ops::Health;
 
 pub struct Settings {
     /// Namespaces to watch; empty watches the whole cluster.
@@ -175,7 +175,7 @@ async fn crd_served(client: &Client, name: &str) -> bool {
     {
         Ok(crd) => crd.is_some(),
         Err(err) => {
-            warn!(crd = name, error = %crate::error::describe(&err), "cannot check whether the CRD is installed; assuming it is");
+            warn!(crd = name, error = %crate::reconcile::error::describe(&err), "cannot check whether the CRD is installed; assuming it is");
             true
         }
     }

@@ -8,8 +8,8 @@ use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, T
 use k8s_openapi::api::core::v1::Secret;
 use serde::{Deserialize, Serialize};
 
-use crate::labels;
-use crate::probe::Credential;
+use crate::api::keys;
+use crate::gateway::probe::Credential;
 
 /// The API server refuses `expirationSeconds` below this.
 pub const MIN_EXPIRATION_SECONDS: i64 = 600;
@@ -79,16 +79,12 @@ impl IssuedCredential {
         let annotations = secret.metadata.annotations.as_ref()?;
         let value = Credential::from_secret(secret)?;
         let expires_at = data
-            .get(labels::KEY_EXPIRES_AT)
+            .get(keys::KEY_EXPIRES_AT)
             .and_then(|v| std::str::from_utf8(&v.0).ok())?
             .parse()
             .ok()?;
-        let issued_at = annotations
-            .get(labels::ANNOTATION_ISSUED_AT)?
-            .parse()
-            .ok()?;
-        let inputs =
-            serde_json::from_str(annotations.get(labels::ANNOTATION_TOKEN_REQUEST)?).ok()?;
+        let issued_at = annotations.get(keys::ANNOTATION_ISSUED_AT)?.parse().ok()?;
+        let inputs = serde_json::from_str(annotations.get(keys::ANNOTATION_TOKEN_REQUEST)?).ok()?;
         Some(Self {
             value,
             issued_at,
@@ -101,11 +97,11 @@ impl IssuedCredential {
     pub fn annotations(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             (
-                labels::ANNOTATION_ISSUED_AT.to_owned(),
+                keys::ANNOTATION_ISSUED_AT.to_owned(),
                 self.issued_at.to_string(),
             ),
             (
-                labels::ANNOTATION_TOKEN_REQUEST.to_owned(),
+                keys::ANNOTATION_TOKEN_REQUEST.to_owned(),
                 serde_json::to_string(&self.inputs).unwrap_or_default(),
             ),
         ])
@@ -292,9 +288,9 @@ mod tests {
                 ..Default::default()
             },
             data: Some(BTreeMap::from([
-                (labels::KEY_TOKEN.to_owned(), ByteString(b"t".to_vec())),
+                (keys::KEY_TOKEN.to_owned(), ByteString(b"t".to_vec())),
                 (
-                    labels::KEY_EXPIRES_AT.to_owned(),
+                    keys::KEY_EXPIRES_AT.to_owned(),
                     ByteString(b"2026-01-01T01:00:00Z".to_vec()),
                 ),
             ])),
@@ -307,7 +303,7 @@ mod tests {
     fn an_unreadable_record_is_not_trusted() {
         let secret = Secret {
             data: Some(BTreeMap::from([(
-                labels::KEY_TOKEN.to_owned(),
+                keys::KEY_TOKEN.to_owned(),
                 ByteString(b"t".to_vec()),
             )])),
             ..Default::default()

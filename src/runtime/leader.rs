@@ -12,7 +12,7 @@ use kube::api::PostParams;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::error::describe;
+use crate::reconcile::error::describe;
 
 #[derive(Clone, Debug)]
 pub struct Settings {

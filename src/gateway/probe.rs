@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::endpoint::Endpoint;
-use crate::gateway_client::GatewayClient;
-use crate::labels::{self, KEY_COOKIE, KEY_COOKIE_NAME};
+use crate::api::keys::{self, KEY_COOKIE, KEY_COOKIE_NAME};
+use crate::core::endpoint::Endpoint;
+use crate::gateway::client::GatewayClient;
 
 /// How long the probe waits for the gateway: it runs inside a reconcile.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,10 +62,10 @@ impl Credential {
             };
             return Some(Credential::Cookie { name, value });
         }
-        if let Some(token) = text(labels::KEY_TOKEN) {
+        if let Some(token) = text(keys::KEY_TOKEN) {
             return Some(Credential::Bearer(token));
         }
-        text(labels::KEY_AUTHORIZATION)
+        text(keys::KEY_AUTHORIZATION)
             .and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned))
             .map(Credential::Bearer)
     }
