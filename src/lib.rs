@@ -4,6 +4,8 @@
 pub mod api;
 pub mod cli;
 pub mod core;
+#[cfg(any(test, feature = "testing"))]
+pub mod fixtures;
 pub mod gateway;
 pub mod reconcile;
 pub mod runtime;

@@ -11,11 +11,14 @@ use std::time::Duration;
 use inference_access::api::keys as labels;
 use inference_access::api::{AuthorizationPolicy, InferenceService};
 use inference_access::api::{DEFAULT_AUDIENCE, InferenceAccess};
+use inference_access::core::credential::Credential;
 use inference_access::core::credential::{Inputs, IssuedCredential, TokenRequestInputs};
 use inference_access::core::endpoint::Endpoint;
+use inference_access::core::secret_codec::encode;
 use inference_access::gateway::client::GatewayClient;
-use inference_access::gateway::probe::{self, Credential};
+use inference_access::gateway::probe;
 use inference_access::reconcile::build as desired;
+use inference_access::reconcile::plan::{self, IdentityPlan, MeshPlan, Plan, service_account_user};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
@@ -430,8 +433,11 @@ impl World {
         let api = self.api::<InferenceAccess>();
         let created = api.create(&PostParams::default(), &access).await.unwrap();
         let status = json!({"status": {
-            "secretName": created.secret_name(),
-            "serviceAccountName": created.service_account().0,
+            "secretName": plan::secret_name(&created),
+            "serviceAccountName": match plan_of(&created).identity {
+                IdentityPlan::ServiceAccount { name, .. } => name,
+                IdentityPlan::DexUser { .. } => String::new(),
+            },
             "tokenExpirationTime": "2030-01-01T00:00:00Z",
         }});
         api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
@@ -486,7 +492,7 @@ impl World {
                 expiration_seconds: 3600,
             }),
         };
-        let secret = desired::credential_secret(access, &endpoint, &issued);
+        let secret = desired::credential_secret(&plan_of(access), &encode(&issued, &endpoint));
         self.api::<Secret>()
             .create(&PostParams::default(), &secret)
             .await
@@ -495,10 +501,12 @@ impl World {
     }
 
     async fn policy(&self, access: &InferenceAccess, service_account: &str) {
-        let policy = desired::authorization_policy(
-            access,
-            &desired::service_account_user(NS, service_account),
-        );
+        let plan = plan_of(access);
+        let MeshPlan::AuthorizationPolicy(mesh) = &plan.mesh else {
+            panic!("{:?}", plan.mesh)
+        };
+        let policy =
+            desired::authorization_policy(&plan, mesh, &service_account_user(NS, service_account));
         self.api::<AuthorizationPolicy>()
             .create(&PostParams::default(), &policy)
             .await
@@ -508,6 +516,10 @@ impl World {
     async fn cli(&self, args: &[&str]) -> Run {
         run(args, Some(&self.kubeconfig)).await
     }
+}
+
+fn plan_of(access: &InferenceAccess) -> Plan {
+    plan::validate(access).unwrap()
 }
 
 fn spec(gateway: &str) -> Value {
@@ -703,17 +715,21 @@ async fn predict_through_the_gateway_to_the_real_model() {
     let cookie = login.ok().trim().to_owned();
     let owner = world.access("by-cookie", spec(&gw)).await;
     let endpoint = Endpoint::resolve(&url, &gw, MODEL).unwrap();
-    let data = [
-        ("cookie", cookie.clone()),
-        ("cookie-name", "oauth2_proxy_kubeflow".to_owned()),
-        (labels::KEY_URL, endpoint.url.clone()),
-        (labels::KEY_HOST, endpoint.host.clone()),
-        (labels::KEY_PREDICT_URL, endpoint.predict_url()),
-        (labels::KEY_INFER_URL, endpoint.infer_url()),
-        (labels::KEY_GATEWAY_URL, endpoint.gateway_url.clone()),
-    ];
-    let mut secret = desired::empty_secret(&owner);
-    secret.string_data = Some(data.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+    let (name, value) = cookie.split_once('=').unwrap();
+    let session = IssuedCredential {
+        value: Credential::Cookie {
+            name: name.into(),
+            value: value.into(),
+        },
+        issued_at: jiff::Timestamp::now(),
+        expires_at: jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1),
+        inputs: Inputs::ServiceAccountToken(TokenRequestInputs {
+            service_account: "unused".into(),
+            audiences: vec![DEFAULT_AUDIENCE.into()],
+            expiration_seconds: 3600,
+        }),
+    };
+    let secret = desired::credential_secret(&plan_of(&owner), &encode(&session, &endpoint));
     world
         .api::<Secret>()
         .create(&PostParams::default(), &secret)

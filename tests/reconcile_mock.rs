@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use inference_access::api::InferenceAccess;
+use inference_access::fixtures::{self, ts};
 use inference_access::reconcile::{Context, reconcile};
 use jiff::Timestamp;
 use kube::Client;
@@ -22,13 +23,13 @@ const ISSUED: &str = "2026-01-01T00:00:00Z";
 const EXPIRES: &str = "2026-01-01T01:00:00Z";
 
 fn at_issue() -> Timestamp {
-    ISSUED.parse().unwrap()
+    ts(ISSUED)
 }
 fn before_renewal() -> Timestamp {
-    "2026-01-01T00:30:00Z".parse().unwrap()
+    ts("2026-01-01T00:30:00Z")
 }
 fn after_renewal() -> Timestamp {
-    "2026-01-01T00:41:00Z".parse().unwrap()
+    ts("2026-01-01T00:41:00Z")
 }
 
 /// One expected request and how the fake server answers it.
@@ -168,13 +169,7 @@ fn access(mut spec: Value) -> InferenceAccess {
     if spec.get("verification").is_none() {
         spec["verification"] = json!({"enabled": false});
     }
-    serde_json::from_value(json!({
-        "apiVersion": "inference-access.io/v1alpha1",
-        "kind": "InferenceAccess",
-        "metadata": {"name": "client", "namespace": NS, "uid": "access-uid", "generation": 1},
-        "spec": spec,
-    }))
-    .unwrap()
+    fixtures::access(spec).namespace(NS).build()
 }
 
 fn default_access() -> InferenceAccess {
@@ -182,16 +177,7 @@ fn default_access() -> InferenceAccess {
 }
 
 fn isvc(url: Option<&str>) -> Value {
-    let mut isvc = json!({
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": {"name": "sklearn-iris", "namespace": NS, "uid": "isvc-uid"},
-        "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model"}}},
-    });
-    if let Some(url) = url {
-        isvc["status"] = json!({"url": url, "conditions": [{"type": "Ready", "status": "True"}, {"type": "IngressReady", "status": "True"}]});
-    }
-    isvc
+    serde_json::to_value(fixtures::inference_service("sklearn-iris", url)).unwrap()
 }
 
 const URL: &str = "http://sklearn-iris.kubeflow-user-example-com.example.com";

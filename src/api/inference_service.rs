@@ -20,7 +20,8 @@ pub struct InferenceService {
     pub kind: String,
     #[serde(default)]
     pub metadata: ObjectMeta,
-    #[serde(default)]
+    /// `null` only in a patch that sets metadata alone (it is then left out).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub spec: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<InferenceServiceStatus>,

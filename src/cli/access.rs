@@ -6,9 +6,10 @@ use kube::{Api, Client, Config};
 
 use super::Target;
 use crate::api::InferenceAccess;
-use crate::api::keys;
+use crate::core::credential::Credential;
 use crate::core::endpoint::Endpoint;
-use crate::gateway::probe::Credential;
+use crate::core::secret_codec::{ClientSecret, Incomplete, decode_credential};
+use crate::reconcile::plan;
 
 #[derive(clap::Args)]
 pub struct TokenArgs {
@@ -22,7 +23,7 @@ pub async fn run_token(args: TokenArgs) -> Result<(), String> {
     let cluster = Cluster::connect(&args.target).await?;
     let (access, secret) = cluster.access_and_secret(&args.name).await?;
     // Only the credential is needed here, not the URLs.
-    let credential = Credential::from_secret(&secret).ok_or_else(|| {
+    let credential = decode_credential(&secret).ok_or_else(|| {
         format!(
             "Secret {} holds no token or cookie yet; see `inference-access status {} -n {}`",
             secret_name(&access),
@@ -118,7 +119,7 @@ pub fn secret_name(access: &InferenceAccess) -> String {
         .status
         .as_ref()
         .and_then(|s| s.secret_name.clone())
-        .unwrap_or_else(|| access.secret_name())
+        .unwrap_or_else(|| plan::secret_name(access))
 }
 
 /// Errors from the API server in words that say what to do; 403 names the missing permission.
@@ -138,55 +139,33 @@ pub fn api_error(action: &str, error: &kube::Error) -> String {
     }
 }
 
-/// What the operator wrote into the credential Secret, read back for a client.
-#[derive(Debug)]
-pub struct CredentialSecret {
-    pub url: String,
-    pub host: String,
-    pub gateway_url: String,
-    pub predict_url: String,
-    pub infer_url: String,
-    pub credential: Credential,
+/// What the operator wrote into the credential Secret, read back for a client; a Secret not
+/// complete yet says which key is missing and where to look.
+pub fn client_secret(
+    secret: &Secret,
+    access: &str,
+    namespace: &str,
+) -> Result<ClientSecret, String> {
+    let name = secret.metadata.name.as_deref().unwrap_or_default();
+    ClientSecret::decode(secret).map_err(|incomplete| match incomplete {
+        Incomplete::NoCredential => format!(
+            "Secret {namespace}/{name} holds no token or cookie yet; see `inference-access \
+             status {access} -n {namespace}`"
+        ),
+        Incomplete::MissingKey(key) => format!(
+            "Secret {namespace}/{name} has no {key:?} key yet: the operator has not finished \
+             issuing the credential; see `inference-access status {access} -n {namespace}`"
+        ),
+    })
 }
 
-impl CredentialSecret {
-    pub fn read(secret: &Secret, access: &str, namespace: &str) -> Result<Self, String> {
-        let name = secret.metadata.name.as_deref().unwrap_or_default();
-        let text = |key: &str| {
-            secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .and_then(|v| String::from_utf8(v.0.clone()).ok())
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| {
-                    format!(
-                        "Secret {namespace}/{name} has no {key:?} key yet: the operator has not \
-                         finished issuing the credential; see `inference-access status {access} \
-                         -n {namespace}`"
-                    )
-                })
-        };
-        let credential = Credential::from_secret(secret).ok_or_else(|| {
-            format!(
-                "Secret {namespace}/{name} holds no token or cookie yet; see `inference-access \
-                 status {access} -n {namespace}`"
-            )
-        })?;
-        Ok(Self {
-            url: text(keys::KEY_URL)?,
-            host: text(keys::KEY_HOST)?,
-            gateway_url: text(keys::KEY_GATEWAY_URL)?,
-            predict_url: text(keys::KEY_PREDICT_URL)?,
-            infer_url: text(keys::KEY_INFER_URL)?,
-            credential,
-        })
-    }
-
-    /// Where requests go: the Secret's URLs, or the same paths on another gateway address (a
-    /// port-forward, as the sample's `localhost:8080`).
-    pub fn endpoint(&self, model: &str, gateway: Option<&str>) -> Result<Endpoint, String> {
-        Endpoint::resolve(&self.url, gateway.unwrap_or(&self.gateway_url), model)
-            .map_err(|e| e.to_string())
-    }
+/// Where requests go: the Secret's URLs, or the same paths on another gateway address (a
+/// port-forward, as the sample's `localhost:8080`).
+pub fn endpoint(
+    stored: &ClientSecret,
+    model: &str,
+    gateway: Option<&str>,
+) -> Result<Endpoint, String> {
+    Endpoint::resolve(&stored.url, gateway.unwrap_or(&stored.gateway_url), model)
+        .map_err(|e| e.to_string())
 }

@@ -2,10 +2,8 @@
 //! the Secret when the command runs (so it never sits in shell history or a terminal scrollback).
 
 use super::Target;
-use super::access::{self, Cluster, CredentialSecret};
-use crate::api::keys;
-use crate::api::keys::KEY_COOKIE;
-use crate::gateway::probe::Credential;
+use super::access::{self, Cluster, client_secret, endpoint};
+use crate::core::secret_codec::{CredentialKind, KEY_COOKIE};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,17 +25,18 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<(), String> {
     let cluster = Cluster::connect(&args.target).await?;
     let (access, secret) = cluster.access_and_secret(&args.name).await?;
-    let stored = CredentialSecret::read(&secret, &args.name, &cluster.namespace)?;
-    let endpoint = stored.endpoint(&access.spec.inference_service.name, args.gateway.as_deref())?;
+    let stored = client_secret(&secret, &args.name, &cluster.namespace)?;
+    let endpoint = endpoint(
+        &stored,
+        &access.spec.inference_service.name,
+        args.gateway.as_deref(),
+    )?;
     let url = if args.v2 {
         endpoint.infer_url()
     } else {
         endpoint.predict_url()
     };
-    let key = match stored.credential {
-        Credential::Bearer(_) => keys::KEY_TOKEN,
-        Credential::Cookie { .. } => KEY_COOKIE,
-    };
+    let key = CredentialKind::of(&stored.credential).credential_key();
     println!(
         "{}",
         command(&CurlCommand {

@@ -94,13 +94,14 @@ pub fn format_session(session: &Session, output: Output) -> Result<String, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::ts;
 
     #[test]
     fn the_cookie_for_people_and_scripts() {
         let session = Session {
             cookie_name: "oauth2_proxy_kubeflow".into(),
             cookie_value: "abc".into(),
-            expires_at: Some("2026-11-28T20:00:00Z".parse().unwrap()),
+            expires_at: Some(ts("2026-11-28T20:00:00Z")),
         };
         assert_eq!(
             format_session(&session, Output::Human).unwrap(),

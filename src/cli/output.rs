@@ -86,10 +86,11 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::ts;
 
     #[test]
     fn relative_times() {
-        let now: jiff::Timestamp = "2026-11-27T20:00:00Z".parse().unwrap();
+        let now = ts("2026-11-27T20:00:00Z");
         let cases = [
             ("2026-11-27T20:00:30Z", "in 30s"),
             ("2026-11-27T20:45:00Z", "in 45m"),
@@ -99,7 +100,7 @@ mod tests {
             ("2026-11-30T20:00:00Z", "in 3d"),
         ];
         for (at, expected) in cases {
-            assert_eq!(relative(at.parse().unwrap(), now), expected, "{at}");
+            assert_eq!(relative(ts(at), now), expected, "{at}");
         }
     }
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 
-use super::access::{Cluster, CredentialSecret};
+use super::access::{Cluster, client_secret, endpoint};
 use super::{Output, Target};
+use crate::core::diagnosis::{self, Diagnosis};
 use crate::gateway::client::GatewayClient;
-use crate::gateway::probe::{self, Diagnosis};
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("body").required(true).args(["file", "data"])))]
@@ -44,9 +44,9 @@ pub async fn run(args: Args) -> Result<(), String> {
     let body = request_body(&args)?;
     let cluster = Cluster::connect(&args.target).await?;
     let (access, secret) = cluster.access_and_secret(&args.name).await?;
-    let stored = CredentialSecret::read(&secret, &args.name, &cluster.namespace)?;
+    let stored = client_secret(&secret, &args.name, &cluster.namespace)?;
     let model = &access.spec.inference_service.name;
-    let endpoint = stored.endpoint(model, args.gateway.as_deref())?;
+    let endpoint = endpoint(&stored, model, args.gateway.as_deref())?;
     let url = match (args.v2, args.gateway.is_some()) {
         (false, false) => stored.predict_url.clone(),
         (true, false) => stored.infer_url.clone(),
@@ -84,7 +84,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         }
     };
     let text = response.text();
-    let diagnosis = probe::diagnose(response.status, &text, &stored.host);
+    let diagnosis = diagnosis::diagnose(response.status, &text, &stored.host);
     if !diagnosis.is_reachable() {
         return Err(failure(&diagnosis, &endpoint, response.status, &url, &text));
     }

@@ -1,20 +1,23 @@
-//! `render`: offline, the objects the operator would create for an InferenceAccess, from the
-//! same pure builders the reconciler uses (src/reconcile/build.rs). Nothing is sent anywhere.
+//! `render`: offline, the objects the operator would create for an InferenceAccess: its
+//! [`Plan`] and the same pure builders the reconciler applies (src/reconcile/build.rs). Nothing
+//! is sent anywhere.
 
 use std::path::PathBuf;
 
 use jiff::{SignedDuration, Timestamp};
-use kube::Resource as _;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Value, json};
 
 use super::Output;
-use crate::api::keys;
-use crate::api::keys::KEY_COOKIE;
-use crate::api::{InferenceAccess, MeshMode};
-use crate::core::credential::{Inputs, IssuedCredential, TokenRequestInputs};
+use crate::api::InferenceAccess;
+use crate::core::credential::{Credential, DexSessionInputs, Inputs, IssuedCredential};
 use crate::core::endpoint::Endpoint;
-use crate::gateway::probe::Credential;
+use crate::core::secret_codec::{SecretFields, encode, is_credential_key};
+use crate::gateway::dex::SESSION_COOKIES;
 use crate::reconcile::build;
+use crate::reconcile::obtain::DEFAULT_SESSION_LIFETIME;
+use crate::reconcile::plan::{self, IdentityPlan, MeshPlan, Plan};
 
 /// Stands in for the uid the API server assigns, so owner references can be shown.
 const EXAMPLE_UID: &str = "00000000-0000-0000-0000-000000000000";
@@ -24,7 +27,8 @@ const EXAMPLE_DOMAIN: &str = "example.com";
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A YAML or JSON file with one or more InferenceAccess documents.
+    /// A YAML or JSON file with one or more InferenceAccess documents (and, for DexSession, the
+    /// credentials Secret, whose username the policy admits).
     #[arg(short = 'f', long = "filename")]
     pub file: PathBuf,
     /// Namespace for documents that name none.
@@ -38,93 +42,186 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<(), String> {
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
-    let accesses =
+    let file =
         parse(&text, &args.namespace).map_err(|e| format!("{}: {e}", args.file.display()))?;
     let now = Timestamp::now();
     let mut objects = Vec::new();
-    for access in &accesses {
-        objects.extend(render(access, now)?);
+    for access in &file.accesses {
+        objects.extend(render(access, &file.secrets, now)?);
     }
     print!("{}", format_objects(&objects, args.output)?);
     Ok(())
 }
 
-/// The InferenceAccess documents of a file, checked as the API server would (schema defaults,
-/// CEL rules) and as the reconciler does.
-pub fn parse(text: &str, namespace: &str) -> Result<Vec<InferenceAccess>, String> {
-    let mut accesses = Vec::new();
+/// What a file holds: the accesses, and the Secrets that may carry a Dex login.
+pub struct File {
+    pub accesses: Vec<InferenceAccess>,
+    pub secrets: Vec<Secret>,
+}
+
+/// The documents of a file, accesses checked as the API server would (schema defaults, CEL
+/// rules) and as the reconciler does (its plan).
+pub fn parse(text: &str, namespace: &str) -> Result<File, String> {
+    let mut file = File {
+        accesses: Vec::new(),
+        secrets: Vec::new(),
+    };
     for document in serde_yaml::Deserializer::from_str(text) {
         let value: Value =
             serde::Deserialize::deserialize(document).map_err(|e| format!("not YAML: {e}"))?;
-        if value.is_null() || value["kind"] != "InferenceAccess" {
-            continue;
-        }
         let name = value["metadata"]["name"]
             .as_str()
             .unwrap_or("<unnamed>")
             .to_owned();
-        let mut access: InferenceAccess =
-            serde_json::from_value(value).map_err(|e| format!("InferenceAccess {name}: {e}"))?;
-        if access.metadata.namespace.is_none() {
-            access.metadata.namespace = Some(namespace.to_owned());
+        match value["kind"].as_str() {
+            Some("InferenceAccess") => {
+                let mut access: InferenceAccess = serde_json::from_value(value)
+                    .map_err(|e| format!("InferenceAccess {name}: {e}"))?;
+                access
+                    .metadata
+                    .namespace
+                    .get_or_insert_with(|| namespace.to_owned());
+                access.metadata.uid = Some(EXAMPLE_UID.to_owned());
+                access
+                    .validate_cel()
+                    .map_err(|e| format!("InferenceAccess {name} is invalid: {e:?}"))?;
+                plan::validate(&access)
+                    .map_err(|e| format!("InferenceAccess {name} is invalid: {e}"))?;
+                file.accesses.push(access);
+            }
+            Some("Secret") => {
+                let mut secret: Secret =
+                    serde_json::from_value(value).map_err(|e| format!("Secret {name}: {e}"))?;
+                secret
+                    .metadata
+                    .namespace
+                    .get_or_insert_with(|| namespace.to_owned());
+                // As the API server stores it: stringData folded into data.
+                let strings = secret.string_data.take().unwrap_or_default();
+                let data = secret.data.get_or_insert_with(Default::default);
+                for (key, value) in strings {
+                    data.insert(key, ByteString(value.into_bytes()));
+                }
+                file.secrets.push(secret);
+            }
+            _ => {}
         }
-        access.metadata.uid = Some(EXAMPLE_UID.to_owned());
-        access
-            .validate_cel()
-            .map_err(|e| format!("InferenceAccess {name} is invalid: {e:?}"))?;
-        crate::reconcile::validate(&access)
-            .map_err(|e| format!("InferenceAccess {name} is invalid: {e}"))?;
-        accesses.push(access);
     }
-    if accesses.is_empty() {
+    if file.accesses.is_empty() {
         return Err("no InferenceAccess document found (kind: InferenceAccess)".into());
     }
-    Ok(accesses)
+    Ok(file)
 }
 
-/// The objects, in the order the operator applies them.
-pub fn render(access: &InferenceAccess, now: Timestamp) -> Result<Vec<Value>, String> {
+/// The objects, in the order the operator applies them. `secrets` may hold a DexSession's
+/// credentials Secret: its username is what the policy admits (otherwise a placeholder says
+/// where it will come from).
+pub fn render(
+    access: &InferenceAccess,
+    secrets: &[Secret],
+    now: Timestamp,
+) -> Result<Vec<Value>, String> {
+    let plan = plan::validate(access).map_err(|e| e.to_string())?;
     let mut objects: Vec<Value> = Vec::new();
-    let namespace = access.meta().namespace.clone().unwrap_or_default();
-    let isvc = &access.spec.inference_service.name;
-    if let Some(templated) = build::templated_inference_service(access) {
+    if let Some(templated) = build::templated_inference_service(&plan) {
         objects.push(to_value(&templated)?);
-    } else if access.spec.mesh.mode == MeshMode::DisableSidecarInjection {
-        let mut patch = build::sidecar_annotation_patch(isvc);
-        patch["metadata"]["namespace"] = json!(namespace);
-        objects.push(patch);
+    } else if matches!(plan.mesh, MeshPlan::DisableSidecarInjection) {
+        objects.push(to_value(&build::sidecar_annotation_patch(&plan))?);
     }
-    let (service_account, dedicated) = access.service_account();
-    if dedicated {
-        objects.push(to_value(&build::service_account(access, &service_account))?);
+    if let IdentityPlan::ServiceAccount {
+        name,
+        dedicated: true,
+        ..
+    } = &plan.identity
+    {
+        objects.push(to_value(&build::service_account(&plan, name))?);
     }
+    let namespace = &plan.access.namespace;
+    let model = &plan.target.name;
     let endpoint = Endpoint::resolve(
-        &format!("http://{isvc}.{namespace}.{EXAMPLE_DOMAIN}"),
-        &access.spec.gateway.url,
-        isvc,
+        &format!("http://{model}.{namespace}.{EXAMPLE_DOMAIN}"),
+        &plan.gateway_url,
+        model,
     )
     .map_err(|e| e.to_string())?;
-    let seconds = std::time::Duration::from(access.spec.token.duration).as_secs();
-    let lifetime = SignedDuration::from_secs(i64::try_from(seconds).unwrap_or(i64::MAX));
-    let token = IssuedCredential {
-        value: Credential::Bearer(REDACTED.to_owned()),
-        issued_at: now,
-        expires_at: now.checked_add(lifetime).map_err(|e| e.to_string())?,
-        inputs: Inputs::ServiceAccountToken(TokenRequestInputs {
-            service_account: service_account.clone(),
-            audiences: access.spec.token.audiences.clone(),
-            expiration_seconds: lifetime.as_secs(),
-        }),
-    };
-    let secret = build::credential_secret(access, &endpoint, &token);
+    let username = dex_username(&plan, secrets);
+    let issued = example_credential(&plan, username.as_deref(), now)?;
+    let secret = build::credential_secret(&plan, &encode(&issued, &endpoint));
     objects.push(redact(to_value(&secret)?));
-    if access.spec.mesh.mode == MeshMode::AuthorizationPolicy {
+    if let MeshPlan::AuthorizationPolicy(policy) = &plan.mesh {
+        let user_id = match (&plan.identity, &username) {
+            (IdentityPlan::DexUser { user_id, .. }, Some(username)) => {
+                plan::dex_user_id(user_id.as_deref(), username)
+            }
+            (identity, _) => identity
+                .user_id(namespace)
+                .unwrap_or_else(|| format!("<the username in Secret {}>", dex_secret_name(&plan))),
+        };
         objects.push(to_value(&build::authorization_policy(
-            access,
-            &build::service_account_user(&namespace, &service_account),
+            &plan, policy, &user_id,
         ))?);
     }
     Ok(objects)
+}
+
+fn dex_secret_name(plan: &Plan) -> String {
+    match &plan.identity {
+        IdentityPlan::DexUser { credentials, .. } => credentials.name.clone(),
+        IdentityPlan::ServiceAccount { .. } => String::new(),
+    }
+}
+
+/// The Dex username from the credentials Secret, when the file carries it.
+fn dex_username(plan: &Plan, secrets: &[Secret]) -> Option<String> {
+    let IdentityPlan::DexUser { credentials, .. } = &plan.identity else {
+        return None;
+    };
+    secrets
+        .iter()
+        .find(|s| {
+            s.metadata.name.as_deref() == Some(credentials.name.as_str())
+                && s.metadata.namespace.as_deref() == Some(plan.access.namespace.as_str())
+        })
+        .and_then(|s| s.text(&credentials.username_key))
+        .map(str::to_owned)
+}
+
+/// A stand-in credential of the plan's kind, redacted, with the lifetime the operator would ask
+/// for (the server's answer decides the real one).
+fn example_credential(
+    plan: &Plan,
+    username: Option<&str>,
+    now: Timestamp,
+) -> Result<IssuedCredential, String> {
+    let (value, inputs, lifetime) = match &plan.identity {
+        IdentityPlan::ServiceAccount { request, .. } => (
+            Credential::Bearer(REDACTED.to_owned()),
+            Inputs::ServiceAccountToken(request.clone()),
+            SignedDuration::from_secs(request.expiration_seconds),
+        ),
+        IdentityPlan::DexUser {
+            connector,
+            login_url,
+            ..
+        } => (
+            Credential::Cookie {
+                name: SESSION_COOKIES[0].to_owned(),
+                value: REDACTED.to_owned(),
+            },
+            Inputs::DexSession(DexSessionInputs {
+                username: username.unwrap_or(REDACTED).to_owned(),
+                connector: connector.id().to_owned(),
+                login_url: login_url.clone(),
+            }),
+            DEFAULT_SESSION_LIFETIME,
+        ),
+    };
+    Ok(IssuedCredential {
+        value,
+        issued_at: now,
+        expires_at: now.checked_add(lifetime).map_err(|e| e.to_string())?,
+        inputs,
+    })
 }
 
 /// Secret data as readable `stringData`, credential values replaced.
@@ -134,12 +231,11 @@ fn redact(mut secret: Value) -> Value {
     };
     let mut string_data = serde_json::Map::new();
     for (key, value) in data.as_object().into_iter().flatten() {
-        let shown =
-            if [keys::KEY_TOKEN, keys::KEY_AUTHORIZATION, KEY_COOKIE].contains(&key.as_str()) {
-                REDACTED.to_owned()
-            } else {
-                decode(value.as_str().unwrap_or_default())
-            };
+        let shown = if is_credential_key(key) {
+            REDACTED.to_owned()
+        } else {
+            decode(value.as_str().unwrap_or_default())
+        };
         string_data.insert(key.clone(), json!(shown));
     }
     secret["stringData"] = Value::Object(string_data);
@@ -181,6 +277,8 @@ fn to_value<T: serde::Serialize>(object: &T) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::secret_codec::CredentialKind;
+    use crate::fixtures::ts;
 
     const SAMPLE: &str = "
 apiVersion: inference-access.io/v1alpha1
@@ -208,9 +306,9 @@ spec:
 
     #[test]
     fn renders_what_the_operator_creates_with_values_redacted() {
-        let now: Timestamp = "2026-11-27T20:00:00Z".parse().unwrap();
-        let access = parse(SAMPLE, "default").unwrap().remove(0);
-        let objects = render(&access, now).unwrap();
+        let now = ts("2026-11-27T20:00:00Z");
+        let access = parse(SAMPLE, "default").unwrap().accesses.remove(0);
+        let objects = render(&access, &[], now).unwrap();
         assert_eq!(
             kinds(&objects),
             [
@@ -241,12 +339,12 @@ spec:
 
     #[test]
     fn templated_and_sidecar_modes() {
-        let now: Timestamp = "2026-11-27T20:00:00Z".parse().unwrap();
+        let now = ts("2026-11-27T20:00:00Z");
         let text = format!(
             "{SAMPLE}    template:\n      spec: {{predictor: {{model: {{modelFormat: {{name: sklearn}}}}}}}}\n  serviceAccount:\n    name: default-editor\n  mesh:\n    mode: DisableSidecarInjection\n"
         );
-        let access = parse(&text, "default").unwrap().remove(0);
-        let objects = render(&access, now).unwrap();
+        let access = parse(&text, "default").unwrap().accesses.remove(0);
+        let objects = render(&access, &[], now).unwrap();
         assert_eq!(
             kinds(&objects),
             [
@@ -264,8 +362,9 @@ spec:
             "default",
         )
         .unwrap()
+        .accesses
         .remove(0);
-        let objects = render(&referenced, now).unwrap();
+        let objects = render(&referenced, &[], now).unwrap();
         assert_eq!(
             objects[0]["metadata"],
             json!({"name": "sklearn-iris", "namespace": "kubeflow-user-example-com", "annotations": {"sidecar.istio.io/inject": "false"}})
@@ -274,17 +373,60 @@ spec:
 
     #[test]
     fn refuses_invalid_or_empty_input() {
-        let err = parse(&format!("{SAMPLE}  token:\n    duration: 5m\n"), "default").unwrap_err();
+        // No Debug on File: it may hold a Dex password.
+        let Err(err) = parse(&format!("{SAMPLE}  token:\n    duration: 5m\n"), "default") else {
+            panic!("a 5m token was accepted")
+        };
         assert!(err.contains("at least 10m"), "{err}");
-        let err = parse("kind: ConfigMap\n", "default").unwrap_err();
+        let Err(err) = parse("kind: ConfigMap\n", "default") else {
+            panic!("a file without accesses was accepted")
+        };
         assert!(err.contains("no InferenceAccess"), "{err}");
         let no_ns = SAMPLE.replace("  namespace: kubeflow-user-example-com\n", "");
         assert_eq!(
-            parse(&no_ns, "team-a").unwrap()[0]
+            parse(&no_ns, "team-a").unwrap().accesses[0]
                 .metadata
                 .namespace
                 .as_deref(),
             Some("team-a")
+        );
+    }
+
+    #[test]
+    fn a_dex_session_renders_a_session_secret_and_admits_the_user() {
+        let now = ts("2026-11-27T20:00:00Z");
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/dex-session.yaml"
+        ))
+        .unwrap();
+        let file = parse(&text, "default").unwrap();
+        let objects = render(&file.accesses[0], &file.secrets, now).unwrap();
+        assert_eq!(
+            kinds(&objects),
+            [
+                "Secret/sklearn-iris-as-user-credential",
+                "AuthorizationPolicy/sklearn-iris-as-user"
+            ],
+            "no ServiceAccount: a session is a person's"
+        );
+        let keys: Vec<&str> = objects[0]["stringData"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, CredentialKind::Session.keys());
+        assert_eq!(objects[0]["stringData"]["cookie"], "<redacted>");
+        assert_eq!(
+            objects[1]["spec"]["rules"][0]["when"][0]["values"],
+            json!(["user@example.com"])
+        );
+        // Without the Secret in the file the policy says where the user id will come from.
+        let alone = render(&file.accesses[0], &[], now).unwrap();
+        assert_eq!(
+            alone[1]["spec"]["rules"][0]["when"][0]["values"],
+            json!(["<the username in Secret dex-user>"])
         );
     }
 

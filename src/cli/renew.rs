@@ -83,10 +83,11 @@ pub async fn run(args: Args) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::ts;
 
     #[test]
     fn patch_sets_the_annotation_the_operator_honors() {
-        let now: jiff::Timestamp = "2026-11-27T20:00:00.5Z".parse().unwrap();
+        let now = ts("2026-11-27T20:00:00.5Z");
         let patch = renew_patch(now);
         let value = patch["metadata"]["annotations"][keys::ANNOTATION_RENEW_REQUESTED_AT]
             .as_str()

@@ -15,7 +15,7 @@ use super::{Output, Target};
 use crate::api::inference_service::Readiness;
 use crate::api::{AuthorizationPolicy, InferenceService};
 use crate::api::{InferenceAccess, MeshMode};
-use crate::reconcile::build;
+use crate::reconcile::plan;
 
 /// How many of the most recent events are shown.
 const EVENTS_SHOWN: usize = 10;
@@ -173,21 +173,24 @@ async fn gather(cluster: &Cluster, access: &InferenceAccess) -> Report {
         Err(e) => credential.error = Some(api_error("reading the Secret", &e)),
     }
 
-    let mode = access.spec.mesh.mode;
     let mut policy = PolicyView {
-        mode: format!("{mode:?}"),
+        mode: format!("{:?}", access.spec.mesh.mode),
         ..Default::default()
     };
-    if mode == MeshMode::AuthorizationPolicy {
-        let policy_name = build::policy_name(access);
-        match Api::<AuthorizationPolicy>::namespaced(cluster.client.clone(), ns)
-            .get_opt(&policy_name)
-            .await
-        {
-            Ok(found) => policy.found = Some(found.is_some()),
-            Err(e) => policy.error = Some(api_error("reading the AuthorizationPolicy", &e)),
+    match plan::validate(access) {
+        Err(invalid) => policy.error = Some(format!("the spec is invalid: {invalid}")),
+        Ok(plan) if plan.mesh.mode() == MeshMode::AuthorizationPolicy => {
+            let policy_name = plan::policy_name(&plan).to_owned();
+            match Api::<AuthorizationPolicy>::namespaced(cluster.client.clone(), ns)
+                .get_opt(&policy_name)
+                .await
+            {
+                Ok(found) => policy.found = Some(found.is_some()),
+                Err(e) => policy.error = Some(api_error("reading the AuthorizationPolicy", &e)),
+            }
+            policy.authorization_policy = Some(policy_name);
         }
-        policy.authorization_policy = Some(policy_name);
+        Ok(_) => {}
     }
 
     let events = match recent_events(cluster, access).await {
@@ -372,10 +375,7 @@ pub fn human(report: &Report, now: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ts(s: &str) -> Timestamp {
-        s.parse().unwrap()
-    }
+    use crate::fixtures::ts;
 
     fn report() -> Report {
         Report {

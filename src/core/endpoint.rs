@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use super::url::HttpUrl;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     /// The InferenceService's `status.url`, as published.
@@ -32,41 +34,22 @@ impl fmt::Display for EndpointError {
 
 impl std::error::Error for EndpointError {}
 
-/// Splits `scheme://authority/path?query` into its authority and path, without a URL crate.
-fn split_url(url: &str) -> Option<(&str, &str)> {
-    let (scheme, rest) = url.split_once("://")?;
-    if !matches!(scheme, "http" | "https") {
-        return None;
-    }
-    let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    (!authority.is_empty()).then_some((authority, path))
-}
-
 impl Endpoint {
     pub fn resolve(
         status_url: &str,
         gateway_url: &str,
         model_name: &str,
     ) -> Result<Self, EndpointError> {
-        let (authority, path) = split_url(status_url).ok_or_else(|| {
-            EndpointError(format!(
-                "InferenceService status.url {status_url:?} is not an http(s) URL"
-            ))
+        let url = HttpUrl::parse(status_url).map_err(|e| {
+            EndpointError(format!("InferenceService status.url {status_url:?} {e}"))
         })?;
-        if split_url(gateway_url).is_none() {
-            return Err(EndpointError(format!(
-                "gateway URL {gateway_url:?} is not an http(s) URL"
-            )));
-        }
+        let gateway = HttpUrl::parse(gateway_url)
+            .map_err(|e| EndpointError(format!("gateway URL {gateway_url:?} {e}")))?;
         Ok(Self {
             url: status_url.to_owned(),
-            host: authority.to_owned(),
-            gateway_url: gateway_url.trim_end_matches('/').to_owned(),
-            path_prefix: path.trim_end_matches('/').to_owned(),
+            host: url.authority().to_owned(),
+            gateway_url: gateway.without_query().trim_end_matches('/').to_owned(),
+            path_prefix: url.path().trim_end_matches('/').to_owned(),
             model_name: model_name.to_owned(),
         })
     }
@@ -153,7 +136,8 @@ mod tests {
         ] {
             let err = Endpoint::resolve(url, gateway, "m").unwrap_err();
             assert!(
-                err.to_string().contains("not an http(s) URL"),
+                err.to_string().contains("not an http:// or https:// URL")
+                    || err.to_string().contains("has no host"),
                 "{url} {gateway}: {err}"
             );
         }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::Method;
 use jiff::{SignedDuration, Timestamp};
 
+use crate::core::url::HttpUrl;
 use crate::gateway::client::{GatewayClient, Response};
 
 /// Session cookies Kubeflow's front ends set, newest first.
@@ -86,6 +87,8 @@ pub enum LoginError {
     Http { status: u16, url: String },
     #[error("cannot reach {url}: {error}")]
     Unreachable { url: String, error: String },
+    #[error("{error}")]
+    InvalidUrl { error: String },
     #[error("more than {MAX_REDIRECTS} redirects from {url}: a redirect loop")]
     TooManyRedirects { url: String },
     #[error(
@@ -105,26 +108,29 @@ pub async fn login(
     connector: Connector,
     now: Timestamp,
 ) -> Result<Session, LoginError> {
+    let start = HttpUrl::parse(url).map_err(|e| LoginError::InvalidUrl {
+        error: format!("the login URL {e}"),
+    })?;
     let mut browser = Browser::new(client, now);
 
     // Is the endpoint secured? Only a redirect says so.
-    let landing = browser.walk(Method::GET, url, None).await?;
+    let landing = browser.walk(Method::GET, start.clone(), None).await?;
     expect_ok(&landing)?;
     if landing.redirects == 0 {
         return Err(LoginError::NotSecured {
-            url: without_query(url),
+            url: start.without_query(),
         });
     }
 
     // From Dex's connector list, pick the connector.
     let mut next = landing.url.clone();
-    if path_of(&next).ends_with("/auth") {
-        next = with_path(&next, &format!("{}/{}", path_of(&next), connector.id()));
+    if next.path().ends_with("/auth") {
+        next = next.with_path(&format!("{}/{}", next.path(), connector.id()));
     }
-    let login_url = if is_login_form(&path_of(&next)) {
+    let login_url = if is_login_form(next.path_or_root()) {
         next
     } else {
-        let form = browser.walk(Method::GET, &next, None).await?;
+        let form = browser.walk(Method::GET, next, None).await?;
         expect_ok(&form)?;
         form.url
     };
@@ -134,11 +140,11 @@ pub async fn login(
         .append_pair("password", password)
         .finish();
     let posted = browser
-        .walk(Method::POST, &login_url, Some(Bytes::from(body)))
+        .walk(Method::POST, login_url.clone(), Some(Bytes::from(body)))
         .await?;
     if posted.redirects == 0 {
         return Err(LoginError::InvalidCredentials {
-            login_url: without_query(&login_url),
+            login_url: login_url.without_query(),
         });
     }
     browser.session().ok_or(LoginError::NoSessionCookie)
@@ -150,7 +156,7 @@ fn expect_ok(page: &Page) -> Result<(), LoginError> {
     } else {
         Err(LoginError::Http {
             status: page.response.status,
-            url: without_query(&page.url),
+            url: page.url.without_query(),
         })
     }
 }
@@ -164,7 +170,7 @@ fn is_login_form(path: &str) -> bool {
 /// The last answer of a redirect chain, where it was, and how many redirects led there.
 struct Page {
     response: Response,
-    url: String,
+    url: HttpUrl,
     redirects: usize,
 }
 
@@ -195,12 +201,11 @@ impl<'a> Browser<'a> {
     async fn walk(
         &mut self,
         mut method: Method,
-        url: &str,
+        mut url: HttpUrl,
         mut body: Option<Bytes>,
     ) -> Result<Page, LoginError> {
-        let mut url = url.to_owned();
         for redirects in 0..=MAX_REDIRECTS {
-            let host = host_of(&url);
+            let host = url.host().to_owned();
             let cookie = self.cookie_header(&host);
             let mut headers = vec![("accept", "text/html")];
             if let Some(cookie) = &cookie {
@@ -211,10 +216,10 @@ impl<'a> Browser<'a> {
             }
             let response = self
                 .client
-                .send(method.clone(), &url, &headers, body.clone())
+                .send(method.clone(), &url.to_string(), &headers, body.clone())
                 .await
                 .map_err(|e| LoginError::Unreachable {
-                    url: without_query(&url),
+                    url: url.without_query(),
                     error: e.to_string(),
                 })?;
             for set_cookie in response.headers.get_all("set-cookie") {
@@ -230,7 +235,9 @@ impl<'a> Browser<'a> {
                         method = Method::GET;
                         body = None;
                     }
-                    url = resolve(&url, &location);
+                    url = url.join(&location).map_err(|e| LoginError::InvalidUrl {
+                        error: format!("the redirect from {} {e}", url.without_query()),
+                    })?;
                 }
                 _ => {
                     return Ok(Page {
@@ -242,7 +249,7 @@ impl<'a> Browser<'a> {
             }
         }
         Err(LoginError::TooManyRedirects {
-            url: without_query(&url),
+            url: url.without_query(),
         })
     }
 
@@ -318,118 +325,13 @@ fn parse_http_date(text: &str) -> Option<Timestamp> {
         .ok()
 }
 
-// URL handling for redirects, without a URL crate: the gateway's redirects are plain.
-
-fn split_url(url: &str) -> (&str, &str) {
-    // (scheme://authority, rest starting at '/', '?' or empty)
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let end = url[after_scheme..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| after_scheme + i);
-    url.split_at(end)
-}
-
-fn host_of(url: &str) -> String {
-    let (origin, _) = split_url(url);
-    let authority = origin.split("://").nth(1).unwrap_or(origin);
-    let authority = authority.rsplit('@').next().unwrap_or(authority);
-    let host = match authority.rsplit_once(':') {
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
-        _ => authority,
-    };
-    host.to_ascii_lowercase()
-}
-
-fn path_of(url: &str) -> String {
-    let (_, rest) = split_url(url);
-    let path = rest.split(['?', '#']).next().unwrap_or_default();
-    if path.is_empty() {
-        "/".to_owned()
-    } else {
-        path.to_owned()
-    }
-}
-
-fn without_query(url: &str) -> String {
-    url.split(['?', '#']).next().unwrap_or(url).to_owned()
-}
-
-/// `url` with its path replaced, query kept.
-fn with_path(url: &str, path: &str) -> String {
-    let (origin, rest) = split_url(url);
-    let query = rest.find('?').map_or("", |i| &rest[i..]);
-    format!("{origin}{path}{query}")
-}
-
-/// A `Location` header against the URL that sent it.
-fn resolve(base: &str, location: &str) -> String {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        return location.to_owned();
-    }
-    let (origin, _) = split_url(base);
-    if let Some(rest) = location.strip_prefix("//") {
-        let scheme = origin.split("://").next().unwrap_or("http");
-        return format!("{scheme}://{rest}");
-    }
-    if location.starts_with('/') {
-        return format!("{origin}{location}");
-    }
-    let path = path_of(base);
-    if location.starts_with('?') {
-        return format!("{origin}{path}{location}");
-    }
-    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
-    format!("{origin}{dir}{location}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::ts;
 
     fn now() -> Timestamp {
-        "2026-11-27T20:00:00Z".parse().unwrap()
-    }
-
-    #[test]
-    fn redirect_locations_resolve_like_a_browser() {
-        let base = "http://127.0.0.1:8080/dex/auth/local?client_id=x&state=s";
-        let cases = [
-            (
-                "/dex/auth/local/login?back=&state=abc",
-                "http://127.0.0.1:8080/dex/auth/local/login?back=&state=abc",
-            ),
-            (
-                "login?back=&state=abc",
-                "http://127.0.0.1:8080/dex/auth/login?back=&state=abc",
-            ),
-            ("?req=1", "http://127.0.0.1:8080/dex/auth/local?req=1"),
-            (
-                "https://dex.example.com/auth",
-                "https://dex.example.com/auth",
-            ),
-            ("//other:9/x", "http://other:9/x"),
-        ];
-        for (location, expected) in cases {
-            assert_eq!(resolve(base, location), expected, "{location}");
-        }
-        assert_eq!(resolve("http://gw", "/dex/auth"), "http://gw/dex/auth");
-    }
-
-    #[test]
-    fn url_parts() {
-        assert_eq!(host_of("http://User@LocalHost:8080/x?y"), "localhost");
-        assert_eq!(host_of("http://127.0.0.1"), "127.0.0.1");
-        assert_eq!(path_of("http://gw:1/dex/auth?x=/y"), "/dex/auth");
-        assert_eq!(path_of("http://gw:1"), "/");
-        assert_eq!(path_of("http://gw:1?x"), "/");
-        assert_eq!(
-            with_path("http://gw:1/dex/auth?client_id=a&state=b", "/dex/auth/ldap"),
-            "http://gw:1/dex/auth/ldap?client_id=a&state=b"
-        );
-        assert_eq!(
-            without_query("http://gw/dex/auth/local/login?back=&state=s"),
-            "http://gw/dex/auth/local/login"
-        );
+        ts("2026-11-27T20:00:00Z")
     }
 
     #[test]
@@ -461,7 +363,7 @@ mod tests {
         );
         assert_eq!(
             c.expires_at,
-            Some("2026-11-28T20:00:00Z".parse().unwrap()),
+            Some(ts("2026-11-28T20:00:00Z")),
             "Max-Age wins"
         );
         let c = parse_set_cookie(
@@ -470,10 +372,10 @@ mod tests {
             now(),
         )
         .unwrap();
-        assert_eq!(c.expires_at, Some("2026-11-28T21:00:00Z".parse().unwrap()));
+        assert_eq!(c.expires_at, Some(ts("2026-11-28T21:00:00Z")));
         let c =
             parse_set_cookie("gw", "a=b; Expires=Sat, 28-Nov-2026 21:00:00 GMT", now()).unwrap();
-        assert_eq!(c.expires_at, Some("2026-11-28T21:00:00Z".parse().unwrap()));
+        assert_eq!(c.expires_at, Some(ts("2026-11-28T21:00:00Z")));
         let c = parse_set_cookie("gw", "a=b; Path=/", now()).unwrap();
         assert_eq!(c.expires_at, None);
         assert!(parse_set_cookie("gw", "garbage", now()).is_none());
@@ -499,10 +401,7 @@ mod tests {
         assert_eq!(browser.cookie_header("nowhere"), None);
         let session = browser.session().unwrap();
         assert_eq!(session.cookie(), "authservice_session=v");
-        assert_eq!(
-            session.expires_at,
-            Some("2026-11-27T20:01:00Z".parse().unwrap())
-        );
+        assert_eq!(session.expires_at, Some(ts("2026-11-27T20:01:00Z")));
         let shown = format!("{session:?}");
         assert!(
             shown.contains("authservice_session") && !shown.contains("\"v\""),

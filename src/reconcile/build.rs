@@ -1,27 +1,26 @@
-//! The objects an access wants to exist, built from plain values: no client, no clock.
+//! The objects an access wants to exist, built from its [`Plan`]: no client, no clock. The
+//! reconciler applies them and `render` prints them, so both always agree.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::Resource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::api::InferenceAccess;
+use super::plan::{Plan, PolicyPlan, policy_name};
 use crate::api::authorization_policy::{self as ap, AuthorizationPolicy};
 use crate::api::inference_service::{InferenceService, SIDECAR_INJECT_ANNOTATION};
 use crate::api::keys;
-use crate::core::credential::IssuedCredential;
-use crate::core::endpoint::Endpoint;
-use crate::gateway::probe::Credential;
+use crate::core::credential::TokenRequestInputs;
+use crate::core::secret_codec::{Encoded, SecretFields};
 
-/// Whether `meta` names this access as its controlling owner.
-pub fn is_controlled_by(meta: &ObjectMeta, access: &InferenceAccess) -> bool {
-    let uid = access.meta().uid.as_deref();
+/// Whether `meta` names the access with this uid as its controlling owner.
+pub fn is_controlled_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
     meta.owner_references
         .iter()
         .flatten()
-        .any(|r| r.controller == Some(true) && Some(r.uid.as_str()) == uid)
+        .any(|r| r.controller == Some(true) && r.uid == owner_uid)
 }
 
 /// The controlling owner, if any, as `Kind/name`, to name it in a condition.
@@ -33,27 +32,23 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<String> {
         .map(|r| format!("{}/{}", r.kind, r.name))
 }
 
-fn owner_reference(access: &InferenceAccess) -> Vec<OwnerReference> {
-    access.controller_owner_ref(&()).into_iter().collect()
-}
-
-fn owned_meta(access: &InferenceAccess, name: &str) -> ObjectMeta {
+/// Metadata of an object the access owns: labelled for the operator's watches, owned for
+/// garbage collection.
+pub fn owned_meta(plan: &Plan, name: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_owned()),
-        namespace: access.meta().namespace.clone(),
-        labels: Some(keys::owned_labels(
-            access.meta().name.as_deref().unwrap_or_default(),
-        )),
-        owner_references: Some(owner_reference(access)),
+        namespace: Some(plan.access.namespace.clone()),
+        labels: Some(keys::owned_labels(&plan.access.name)),
+        owner_references: Some(vec![plan.access.owner.clone()]),
         ..ObjectMeta::default()
     }
 }
 
 /// The dedicated ServiceAccount: an identity for the mesh with no RBAC bindings, no token
 /// Secret and no automount, since its tokens are only ever minted for the gateway's audience.
-pub fn service_account(access: &InferenceAccess, name: &str) -> ServiceAccount {
+pub fn service_account(plan: &Plan, name: &str) -> ServiceAccount {
     ServiceAccount {
-        metadata: owned_meta(access, name),
+        metadata: owned_meta(plan, name),
         automount_service_account_token: Some(false),
         ..ServiceAccount::default()
     }
@@ -61,14 +56,13 @@ pub fn service_account(access: &InferenceAccess, name: &str) -> ServiceAccount {
 
 /// The Secret before any credential is in it: it must exist first so the token can be bound
 /// to its uid.
-pub fn empty_secret(access: &InferenceAccess) -> Secret {
-    let mut metadata = owned_meta(access, &access.secret_name());
-    if let Some(template) = &access.spec.secret_template {
-        let mut labels = template.labels.clone();
-        labels.extend(metadata.labels.take().unwrap_or_default());
-        metadata.labels = Some(labels);
-        metadata.annotations = Some(template.annotations.clone()).filter(|a| !a.is_empty());
-    }
+pub fn empty_secret(plan: &Plan) -> Secret {
+    let mut metadata = owned_meta(plan, &plan.secret.name);
+    let template = &plan.secret.template;
+    let mut labels = template.labels.clone();
+    labels.extend(metadata.labels.take().unwrap_or_default());
+    metadata.labels = Some(labels);
+    metadata.annotations = Some(template.annotations.clone()).filter(|a| !a.is_empty());
     Secret {
         metadata,
         type_: Some("Opaque".into()),
@@ -77,55 +71,66 @@ pub fn empty_secret(access: &InferenceAccess) -> Secret {
 }
 
 /// The Secret with a ready credential: every key a client needs, written together.
-pub fn credential_secret(
-    access: &InferenceAccess,
-    endpoint: &Endpoint,
-    issued: &IssuedCredential,
-) -> Secret {
-    let mut secret = empty_secret(access);
+pub fn credential_secret(plan: &Plan, encoded: &Encoded) -> Secret {
+    let mut secret = empty_secret(plan);
     let mut annotations = secret.metadata.annotations.take().unwrap_or_default();
-    annotations.extend(issued.annotations());
+    annotations.extend(encoded.annotations.clone());
     secret.metadata.annotations = Some(annotations);
-    let credential = match &issued.value {
-        Credential::Bearer(token) => [
-            (keys::KEY_TOKEN, token.clone()),
-            (keys::KEY_AUTHORIZATION, format!("Bearer {token}")),
-        ],
-        Credential::Cookie { name, value } => [
-            (keys::KEY_COOKIE, format!("{name}={value}")),
-            (keys::KEY_COOKIE_NAME, name.clone()),
-        ],
-    };
-    let data = credential.into_iter().chain([
-        (keys::KEY_URL, endpoint.url.clone()),
-        (keys::KEY_HOST, endpoint.host.clone()),
-        (keys::KEY_PREDICT_URL, endpoint.predict_url()),
-        (keys::KEY_INFER_URL, endpoint.infer_url()),
-        (keys::KEY_GATEWAY_URL, endpoint.gateway_url.clone()),
-        (keys::KEY_EXPIRES_AT, issued.expires_at.to_string()),
-    ]);
     secret.data = Some(
-        data.map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
+        encoded
+            .data
+            .iter()
+            .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
             .collect(),
     );
     secret
 }
 
-/// The user id Kubeflow's gateway puts in the user-id header for a ServiceAccount token: the
-/// token's `sub`.
-pub fn service_account_user(namespace: &str, service_account: &str) -> String {
-    format!("system:serviceaccount:{namespace}:{service_account}")
+impl SecretFields for Secret {
+    fn data(&self, key: &str) -> Option<&[u8]> {
+        self.data.as_ref()?.get(key).map(|v| v.0.as_slice())
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .annotations
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
+    }
+}
+
+/// The TokenRequest body, bound to the credential Secret so the token dies with it for
+/// TokenReview consumers.
+pub fn token_request(
+    inputs: &TokenRequestInputs,
+    secret_name: &str,
+    secret_uid: &str,
+) -> TokenRequest {
+    TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: inputs.audiences.clone(),
+            expiration_seconds: Some(inputs.expiration_seconds),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Secret".into()),
+                name: Some(secret_name.into()),
+                uid: Some(secret_uid.into()),
+            }),
+        },
+        ..TokenRequest::default()
+    }
 }
 
 /// The InferenceService from the access's template, owned by the access.
-pub fn templated_inference_service(access: &InferenceAccess) -> Option<InferenceService> {
-    let template = access.spec.inference_service.template.as_ref()?;
-    let mut metadata = owned_meta(access, &access.spec.inference_service.name);
+pub fn templated_inference_service(plan: &Plan) -> Option<InferenceService> {
+    let template = plan.target.template.as_ref()?;
+    let mut metadata = owned_meta(plan, &plan.target.name);
     let mut labels = template.metadata.labels.clone();
     labels.extend(metadata.labels.take().unwrap_or_default());
     metadata.labels = Some(labels);
     let mut annotations = template.metadata.annotations.clone();
-    if access.spec.mesh.mode == crate::api::MeshMode::DisableSidecarInjection {
+    if plan.mesh.mode() == crate::api::MeshMode::DisableSidecarInjection {
         annotations.insert(SIDECAR_INJECT_ANNOTATION.into(), "false".into());
     }
     metadata.annotations = Some(annotations).filter(|a| !a.is_empty());
@@ -137,18 +142,20 @@ pub fn templated_inference_service(access: &InferenceAccess) -> Option<Inference
 }
 
 /// The one annotation applied to an InferenceService the access only references.
-pub fn sidecar_annotation_patch(name: &str) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": {"name": name, "annotations": {SIDECAR_INJECT_ANNOTATION: "false"}},
-    })
-}
-
-/// The name of the policy an access owns: its own name, so `kubectl get authorizationpolicy`
-/// lines up with `kubectl get ia`.
-pub fn policy_name(access: &InferenceAccess) -> String {
-    access.meta().name.clone().unwrap_or_default()
+pub fn sidecar_annotation_patch(plan: &Plan) -> InferenceService {
+    InferenceService {
+        metadata: ObjectMeta {
+            name: Some(plan.target.name.clone()),
+            namespace: Some(plan.access.namespace.clone()),
+            annotations: Some(BTreeMap::from([(
+                SIDECAR_INJECT_ANNOTATION.to_owned(),
+                "false".to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec: serde_json::Value::Null,
+        ..InferenceService::default()
+    }
 }
 
 /// An ALLOW policy on the InferenceService's pods: requests the gateway forwarded (its mesh
@@ -156,37 +163,40 @@ pub fn policy_name(access: &InferenceAccess) -> String {
 /// verified token's `sub` or the Dex session's email), plus Knative's probe paths. Both
 /// conditions are needed: the header alone could be forged by any pod in the mesh, the
 /// principal alone lets every authenticated user through.
-pub fn authorization_policy(access: &InferenceAccess, user_id: &str) -> AuthorizationPolicy {
-    let mesh = &access.spec.mesh;
+pub fn authorization_policy(
+    plan: &Plan,
+    policy: &PolicyPlan,
+    user_id: &str,
+) -> AuthorizationPolicy {
     let mut rules = vec![ap::Rule {
         from: vec![ap::From {
             source: ap::Source {
-                principals: mesh.source_principals.clone(),
+                principals: policy.source_principals.clone(),
             },
         }],
         when: vec![ap::Condition {
-            key: format!("request.headers[{}]", mesh.user_id_header),
+            key: format!("request.headers[{}]", policy.user_id_header),
             values: vec![user_id.to_owned()],
         }],
         ..ap::Rule::default()
     }];
-    if !mesh.probe_paths.is_empty() {
+    if !policy.probe_paths.is_empty() {
         rules.push(ap::Rule {
             to: vec![ap::To {
                 operation: ap::Operation {
-                    paths: mesh.probe_paths.clone(),
+                    paths: policy.probe_paths.clone(),
                 },
             }],
             ..ap::Rule::default()
         });
     }
     AuthorizationPolicy {
-        metadata: owned_meta(access, &policy_name(access)),
+        metadata: owned_meta(plan, policy_name(plan)),
         spec: ap::AuthorizationPolicySpec {
             selector: Some(ap::WorkloadSelector {
                 match_labels: BTreeMap::from([(
                     "serving.kserve.io/inferenceservice".to_owned(),
-                    access.spec.inference_service.name.clone(),
+                    plan.target.name.clone(),
                 )]),
             }),
             action: Some("ALLOW".into()),
@@ -199,9 +209,9 @@ pub fn authorization_policy(access: &InferenceAccess, user_id: &str) -> Authoriz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::access;
+    use crate::reconcile::plan::{MeshPlan, service_account_user, validate};
     use serde_json::json;
-
-    use crate::api::fixtures::access;
 
     const OWNER: &str = r#"[{"apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess", "name": "client", "uid": "access-uid", "controller": true}]"#;
 
@@ -209,9 +219,13 @@ mod tests {
         serde_json::from_str(OWNER).unwrap()
     }
 
+    fn plan(spec: serde_json::Value) -> Plan {
+        validate(&access(spec).build()).unwrap()
+    }
+
     #[test]
     fn templated_inference_service_carries_template_and_mesh_mode() {
-        let a = access(json!({
+        let p = plan(json!({
             "inferenceService": {"name": "sklearn-iris", "template": {
                 "metadata": {"labels": {"team": "a"}, "annotations": {"note": "x"}},
                 "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}}}}
@@ -219,7 +233,7 @@ mod tests {
             "mesh": {"mode": "DisableSidecarInjection"}
         }));
         assert_eq!(
-            serde_json::to_value(templated_inference_service(&a).unwrap()).unwrap(),
+            serde_json::to_value(templated_inference_service(&p).unwrap()).unwrap(),
             json!({
                 "apiVersion": "serving.kserve.io/v1beta1",
                 "kind": "InferenceService",
@@ -234,20 +248,35 @@ mod tests {
             })
         );
         assert!(
-            templated_inference_service(&access(json!({"inferenceService": {"name": "m"}})))
+            templated_inference_service(&plan(json!({"inferenceService": {"name": "m"}})))
                 .is_none()
         );
     }
 
     #[test]
+    fn the_sidecar_patch_is_the_annotation_alone() {
+        let p = plan(
+            json!({"inferenceService": {"name": "m"}, "mesh": {"mode": "DisableSidecarInjection"}}),
+        );
+        assert_eq!(
+            serde_json::to_value(sidecar_annotation_patch(&p)).unwrap(),
+            json!({
+                "apiVersion": "serving.kserve.io/v1beta1",
+                "kind": "InferenceService",
+                "metadata": {"name": "m", "namespace": "ns", "annotations": {"sidecar.istio.io/inject": "false"}}
+            })
+        );
+    }
+
+    #[test]
     fn secret_template_adds_labels_but_never_replaces_ours() {
-        let a = access(json!({
+        let p = plan(json!({
             "inferenceService": {"name": "m"},
             "secretName": "creds",
             "secretTemplate": {"labels": {"app.kubernetes.io/managed-by": "someone-else", "team": "a"}, "annotations": {"reflector": "yes"}}
         }));
         assert_eq!(
-            serde_json::to_value(empty_secret(&a)).unwrap(),
+            serde_json::to_value(empty_secret(&p)).unwrap(),
             json!({
                 "apiVersion": "v1",
                 "kind": "Secret",
@@ -265,13 +294,16 @@ mod tests {
 
     #[test]
     fn policy_uses_the_configured_header_principals_and_probe_paths() {
-        let a = access(json!({
+        let p = plan(json!({
             "inferenceService": {"name": "m"},
             "mesh": {"userIdHeader": "x-user", "sourcePrincipals": ["cluster.local/ns/gw/sa/gw"], "probePaths": []}
         }));
+        let MeshPlan::AuthorizationPolicy(policy) = &p.mesh else {
+            panic!("{:?}", p.mesh)
+        };
         assert_eq!(
             serde_json::to_value(
-                authorization_policy(&a, &service_account_user("ns", "robot")).spec
+                authorization_policy(&p, policy, &service_account_user("ns", "robot")).spec
             )
             .unwrap(),
             json!({
@@ -286,19 +318,40 @@ mod tests {
     }
 
     #[test]
+    fn token_request_is_bound_to_the_secret_and_never_audience_less() {
+        let p = plan(json!({"inferenceService": {"name": "m"}}));
+        let crate::reconcile::plan::IdentityPlan::ServiceAccount { request, .. } = &p.identity
+        else {
+            panic!()
+        };
+        assert_eq!(
+            serde_json::to_value(token_request(request, "client-credential", "uid-1")).unwrap(),
+            json!({
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "metadata": {},
+                "spec": {
+                    "audiences": ["istio-ingressgateway.istio-system.svc.cluster.local"],
+                    "expirationSeconds": 3600,
+                    "boundObjectRef": {"apiVersion": "v1", "kind": "Secret", "name": "client-credential", "uid": "uid-1"}
+                }
+            })
+        );
+    }
+
+    #[test]
     fn ownership_is_by_controller_uid() {
-        let a = access(json!({"inferenceService": {"name": "m"}}));
         let mut meta = ObjectMeta {
             owner_references: serde_json::from_str(OWNER).unwrap(),
             ..Default::default()
         };
-        assert!(is_controlled_by(&meta, &a));
+        assert!(is_controlled_by(&meta, "access-uid"));
         assert_eq!(
             controller_of(&meta).as_deref(),
             Some("InferenceAccess/client")
         );
         meta.owner_references.as_mut().unwrap()[0].uid = "other".into();
-        assert!(!is_controlled_by(&meta, &a));
-        assert!(!is_controlled_by(&ObjectMeta::default(), &a));
+        assert!(!is_controlled_by(&meta, "access-uid"));
+        assert!(!is_controlled_by(&ObjectMeta::default(), "access-uid"));
     }
 }

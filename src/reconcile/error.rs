@@ -1,46 +1,76 @@
-//! One error type for the reconcile pipeline, a variant per step.
+//! One error type for the reconcile pipeline. `category()` is a fixed, bounded label for
+//! events and metrics; messages never carry a credential or a password.
 
-/// A reconcile step that failed. `category()` is a fixed, bounded label for events and metrics.
+use std::fmt;
+
+/// The kind of object (or API call) a failed request was about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    InferenceService,
+    ServiceAccount,
+    /// The user's Secret with a Dex login (DexSession).
+    CredentialsSecret,
+    Secret,
+    TokenRequest,
+    AuthorizationPolicy,
+    Status,
+}
+
+impl Kind {
+    fn category(self) -> &'static str {
+        match self {
+            Kind::InferenceService => "inference_service",
+            Kind::ServiceAccount => "service_account",
+            Kind::CredentialsSecret | Kind::Secret => "secret",
+            Kind::TokenRequest => "token_request",
+            Kind::AuthorizationPolicy => "policy",
+            Kind::Status => "status",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::InferenceService => "InferenceService",
+            Kind::ServiceAccount => "ServiceAccount",
+            Kind::CredentialsSecret => "credentials Secret",
+            Kind::Secret => "Secret",
+            Kind::TokenRequest => "TokenRequest",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::Status => "status",
+        })
+    }
+}
+
+/// A reconcile step that failed for a reason outside the spec: retried with backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid spec: {0}")]
-    InvalidSpec(String),
-    #[error("InferenceService: {0}")]
-    InferenceService(#[source] kube::Error),
-    #[error("ServiceAccount: {0}")]
-    ServiceAccount(#[source] kube::Error),
-    #[error("Secret: {0}")]
-    Secret(#[source] kube::Error),
-    #[error("TokenRequest: {0}")]
-    TokenRequest(#[source] kube::Error),
+    /// A request to the API server failed.
+    #[error("{kind}: {}", describe(.source))]
+    Api {
+        kind: Kind,
+        #[source]
+        source: kube::Error,
+    },
     #[error("TokenRequest answered without a token or expiry")]
     EmptyTokenResponse,
     /// The message never holds the password: dex::LoginError's texts name URLs and statuses.
     #[error("{0}")]
     DexLogin(String),
-    #[error("access policy: {0}")]
-    Policy(#[source] kube::Error),
-    #[error("status: {0}")]
-    Status(#[source] kube::Error),
 }
 
 impl Error {
-    pub fn category(&self) -> &'static str {
-        match self {
-            Error::InvalidSpec(_) => "invalid_spec",
-            Error::InferenceService(_) => "inference_service",
-            Error::ServiceAccount(_) => "service_account",
-            Error::Secret(_) => "secret",
-            Error::TokenRequest(_) | Error::EmptyTokenResponse => "token_request",
-            Error::DexLogin(_) => "dex_login",
-            Error::Policy(_) => "policy",
-            Error::Status(_) => "status",
-        }
+    pub fn api(kind: Kind) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Error::Api { kind, source }
     }
 
-    /// Spec errors wait for the user to change the object; everything else is retried.
-    pub fn is_spec_error(&self) -> bool {
-        matches!(self, Error::InvalidSpec(_))
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Api { kind, .. } => kind.category(),
+            Error::EmptyTokenResponse => "token_request",
+            Error::DexLogin(_) => "dex_login",
+        }
     }
 }
 

@@ -1,434 +1,329 @@
-//! From what a reconcile observed to the status it publishes: pure, table-tested.
-//!
-//! Readiness is a chain of three checks (InferenceService, credential, access policy), each
-//! mapping onto one condition with a reason a person can act on; `Ready` is the first check
-//! that is not satisfied, or all of them.
+//! From the steps' outcomes to the checks the status publishes: one pure function, table-tested
+//! for every reason the README documents.
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::InferenceAccessStatus;
+use super::conditions::{Check, Checks, reason};
+use super::error::Error;
+use super::identity::IdentityOutcome;
+use super::issue::{IssueOutcome, IssueResult};
+use super::mesh::MeshOutcome;
+use super::plan::{IdentityPlan, Plan, policy_name};
+use super::target::TargetOutcome;
+use super::verify::VerifyOutcome;
+use crate::api::inference_service::Readiness;
 
-pub const READY: &str = "Ready";
-pub const INFERENCE_SERVICE_READY: &str = "InferenceServiceReady";
-pub const CREDENTIAL_ISSUED: &str = "CredentialIssued";
-pub const ACCESS_POLICY_READY: &str = "AccessPolicyReady";
-/// Diagnostic, outside the readiness chain: whether a request with the credential reached the
-/// model through the gateway (the operator may not see the gateway clients use).
-pub const ENDPOINT_VERIFIED: &str = "EndpointVerified";
-
-/// Every condition reason the operator writes: the README documents each.
-pub mod reason {
-    pub const READY: &str = "Ready";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const INFERENCE_SERVICE_NOT_FOUND: &str = "InferenceServiceNotFound";
-    pub const INFERENCE_SERVICE_NOT_READY: &str = "InferenceServiceNotReady";
-    pub const INFERENCE_SERVICE_FAILED: &str = "InferenceServiceApplyFailed";
-    pub const TEMPLATE_CONFLICT: &str = "TemplateConflict";
-    pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
-    pub const WAITING_FOR_URL: &str = "WaitingForURL";
-    pub const SERVICE_ACCOUNT_NOT_FOUND: &str = "ServiceAccountNotFound";
-    pub const SERVICE_ACCOUNT_CONFLICT: &str = "ServiceAccountConflict";
-    pub const SERVICE_ACCOUNT_FAILED: &str = "ServiceAccountFailed";
-    pub const SECRET_CONFLICT: &str = "SecretConflict";
-    pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
-    pub const ISSUED: &str = "Issued";
-    pub const TOKEN_REQUEST_FAILED: &str = "TokenRequestFailed";
-    pub const DEX_LOGIN_FAILED: &str = "DexLoginFailed";
-    pub const CREDENTIALS_SECRET_INVALID: &str = "CredentialsSecretInvalid";
-    pub const POLICY_APPLIED: &str = "PolicyApplied";
-    pub const NO_SIDECAR: &str = "NoSidecar";
-    pub const SIDECAR_DISABLED: &str = "SidecarDisabled";
-    pub const SIDECAR_ANNOTATION_CONFLICT: &str = "SidecarAnnotationConflict";
-    pub const UNMANAGED: &str = "Unmanaged";
-    pub const ISTIO_NOT_INSTALLED: &str = "IstioNotInstalled";
-    pub const POLICY_CONFLICT: &str = "PolicyConflict";
-    pub const POLICY_FAILED: &str = "PolicyApplyFailed";
-    pub const PENDING: &str = "Pending";
-    pub const VERIFICATION_DISABLED: &str = "VerificationDisabled";
+/// What each step of one reconcile came to. A step that did not run (an earlier one blocked
+/// it) is `None`.
+#[derive(Debug)]
+pub struct Outcomes {
+    pub target: TargetOutcome,
+    pub identity: Option<IdentityOutcome>,
+    pub issue: Option<IssueOutcome>,
+    pub mesh: Option<MeshOutcome>,
+    pub verify: Option<VerifyOutcome>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    True,
-    False,
-    Unknown,
-}
-
-impl State {
-    fn as_str(self) -> &'static str {
-        match self {
-            State::True => "True",
-            State::False => "False",
-            State::Unknown => "Unknown",
-        }
-    }
-}
-
-/// One link of the readiness chain.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Check {
-    pub state: State,
-    pub reason: String,
-    pub message: String,
-}
-
-impl Check {
-    pub fn ok(reason: &str, message: impl Into<String>) -> Self {
+impl Outcomes {
+    pub fn new(target: TargetOutcome) -> Self {
         Self {
-            state: State::True,
-            reason: reason.to_owned(),
-            message: message.into(),
+            target,
+            identity: None,
+            issue: None,
+            mesh: None,
+            verify: None,
         }
     }
 
-    pub fn failed(reason: &str, message: impl Into<String>) -> Self {
-        Self {
-            state: State::False,
-            reason: reason.to_owned(),
-            message: message.into(),
-        }
-    }
-
-    pub fn unknown(reason: &str, message: impl Into<String>) -> Self {
-        Self {
-            state: State::Unknown,
-            reason: reason.to_owned(),
-            message: message.into(),
-        }
-    }
-
-    pub fn pending(message: impl Into<String>) -> Self {
-        Self::unknown(reason::PENDING, message)
-    }
-
-    /// The check a published condition recorded, to carry it forward unchanged.
-    pub fn from_condition(condition: &Condition) -> Self {
-        let state = match condition.status.as_str() {
-            "True" => State::True,
-            "False" => State::False,
-            _ => State::Unknown,
+    /// The first step failure, in pipeline order: what the reconcile backs off on.
+    pub fn into_error(self) -> Option<Error> {
+        let target = match self.target {
+            TargetOutcome::Failed(err) => Some(err),
+            _ => None,
         };
-        Self {
-            state,
-            reason: condition.reason.clone(),
-            message: condition.message.clone(),
-        }
-    }
-}
-
-/// Everything one reconcile learned, in the order it learned it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Observation {
-    pub inference_service: Check,
-    pub credential: Check,
-    pub access_policy: Check,
-    /// `None` when this reconcile did not probe the gateway: the last result stands.
-    pub endpoint: Option<Check>,
-    pub url: Option<String>,
-    pub host: Option<String>,
-    pub secret_name: Option<String>,
-    pub service_account_name: Option<String>,
-    pub token_expiration_time: Option<Timestamp>,
-    pub renewal_time: Option<Timestamp>,
-}
-
-impl Default for Observation {
-    fn default() -> Self {
-        Self {
-            inference_service: Check::pending("the InferenceService has not been checked yet"),
-            credential: Check::pending("no credential has been issued yet"),
-            access_policy: Check::pending("the access policy has not been checked yet"),
-            endpoint: None,
-            url: None,
-            host: None,
-            secret_name: None,
-            service_account_name: None,
-            token_expiration_time: None,
-            renewal_time: None,
-        }
-    }
-}
-
-impl Observation {
-    /// The first unsatisfied check decides `Ready`.
-    pub fn ready(&self) -> Check {
-        [
-            &self.inference_service,
-            &self.credential,
-            &self.access_policy,
-        ]
-        .into_iter()
-        .find(|check| check.state != State::True)
-        .cloned()
-        .unwrap_or_else(|| {
-            Check::ok(
-                reason::READY,
-                "the credential in the Secret reaches the InferenceService",
-            )
-        })
-    }
-}
-
-/// The status to publish: conditions keep their `lastTransitionTime` unless their status flipped.
-pub fn build_status(
-    observation: &Observation,
-    previous: Option<&InferenceAccessStatus>,
-    generation: Option<i64>,
-    now: Timestamp,
-) -> InferenceAccessStatus {
-    let previous_conditions = previous
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    // Not probed this time: the last result stands.
-    let endpoint = observation.endpoint.clone().or_else(|| {
-        previous_conditions
-            .iter()
-            .find(|c| c.type_ == ENDPOINT_VERIFIED)
-            .map(Check::from_condition)
-    });
-    let conditions = [
-        (READY, observation.ready()),
-        (
-            INFERENCE_SERVICE_READY,
-            observation.inference_service.clone(),
-        ),
-        (CREDENTIAL_ISSUED, observation.credential.clone()),
-        (ACCESS_POLICY_READY, observation.access_policy.clone()),
-    ]
-    .into_iter()
-    .chain(endpoint.map(|check| (ENDPOINT_VERIFIED, check)))
-    .map(|(type_, check)| condition(type_, &check, previous_conditions, generation, now))
-    .collect();
-    InferenceAccessStatus {
-        observed_generation: generation,
-        url: observation.url.clone(),
-        host: observation.host.clone(),
-        secret_name: observation.secret_name.clone(),
-        service_account_name: observation.service_account_name.clone(),
-        token_expiration_time: observation.token_expiration_time.map(Time),
-        renewal_time: observation.renewal_time.map(Time),
-        conditions,
-    }
-}
-
-fn condition(
-    type_: &str,
-    check: &Check,
-    previous: &[Condition],
-    generation: Option<i64>,
-    now: Timestamp,
-) -> Condition {
-    let status = check.state.as_str();
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
-    Condition {
-        type_: type_.to_owned(),
-        status: status.to_owned(),
-        reason: check.reason.to_owned(),
-        message: check.message.clone(),
-        observed_generation: generation,
-        last_transition_time,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ts(s: &str) -> Timestamp {
-        s.parse().unwrap()
-    }
-
-    fn all_ok() -> Observation {
-        Observation {
-            inference_service: Check::ok(reason::READY, "ready"),
-            credential: Check::ok(reason::ISSUED, "issued"),
-            access_policy: Check::ok(reason::POLICY_APPLIED, "applied"),
-            ..Observation::default()
-        }
-    }
-
-    #[test]
-    fn ready_is_the_first_unsatisfied_check() {
-        let cases = [
-            (all_ok(), State::True, reason::READY),
-            (
-                Observation {
-                    inference_service: Check::failed(reason::INFERENCE_SERVICE_NOT_FOUND, "x"),
-                    ..all_ok()
-                },
-                State::False,
-                reason::INFERENCE_SERVICE_NOT_FOUND,
-            ),
-            (
-                Observation {
-                    credential: Check::failed(reason::TOKEN_REQUEST_FAILED, "x"),
-                    access_policy: Check::failed(reason::ISTIO_NOT_INSTALLED, "y"),
-                    ..all_ok()
-                },
-                State::False,
-                reason::TOKEN_REQUEST_FAILED,
-            ),
-            (
-                Observation {
-                    access_policy: Check::failed(reason::NO_SIDECAR, "x"),
-                    ..all_ok()
-                },
-                State::False,
-                reason::NO_SIDECAR,
-            ),
-            (Observation::default(), State::Unknown, reason::PENDING),
-        ];
-        for (observation, state, reason) in cases {
-            let ready = observation.ready();
-            assert_eq!(
-                (ready.state, ready.reason.as_str()),
-                (state, reason),
-                "{observation:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_whole_status_is_built_from_the_observation() {
-        let observation = Observation {
-            url: Some("http://m.ns.example.com".into()),
-            host: Some("m.ns.example.com".into()),
-            secret_name: Some("client-credential".into()),
-            service_account_name: Some("client".into()),
-            token_expiration_time: Some(ts("2026-01-01T01:00:00Z")),
-            renewal_time: Some(ts("2026-01-01T00:40:00Z")),
-            ..all_ok()
+        let identity = match self.identity {
+            Some(IdentityOutcome::Failed(err)) => Some(err),
+            _ => None,
         };
-        let status = build_status(&observation, None, Some(3), ts("2026-01-01T00:00:00Z"));
-        let condition = |t: &str, s: &str, r: &str, m: &str| {
-            serde_json::json!({"type": t, "status": s, "reason": r, "message": m,
-                "observedGeneration": 3, "lastTransitionTime": "2026-01-01T00:00:00Z"})
+        let issue = match self.issue.map(|i| i.result) {
+            Some(IssueResult::Failed(err) | IssueResult::ObtainFailed(err)) => Some(err),
+            _ => None,
         };
-        assert_eq!(
-            serde_json::to_value(&status).unwrap(),
-            serde_json::json!({
-                "observedGeneration": 3,
-                "url": "http://m.ns.example.com",
-                "host": "m.ns.example.com",
-                "secretName": "client-credential",
-                "serviceAccountName": "client",
-                "tokenExpirationTime": "2026-01-01T01:00:00Z",
-                "renewalTime": "2026-01-01T00:40:00Z",
-                "conditions": [
-                    condition("Ready", "True", "Ready", "the credential in the Secret reaches the InferenceService"),
-                    condition("InferenceServiceReady", "True", "Ready", "ready"),
-                    condition("CredentialIssued", "True", "Issued", "issued"),
-                    condition("AccessPolicyReady", "True", "PolicyApplied", "applied"),
-                ]
+        let mesh = match self.mesh {
+            Some(MeshOutcome::Failed(err)) => Some(err),
+            _ => None,
+        };
+        target.or(identity).or(issue).or(mesh)
+    }
+}
+
+/// The checks for an access whose spec cannot be planned.
+pub fn invalid(message: &str) -> Checks {
+    let check = Check::failed(reason::INVALID_SPEC, message);
+    Checks {
+        inference_service: check.clone(),
+        credential: check.clone(),
+        access_policy: check,
+        ..Checks::default()
+    }
+}
+
+pub fn checks(plan: &Plan, outcomes: &Outcomes, now: Timestamp) -> Checks {
+    let mut checks = Checks {
+        inference_service: target_check(plan, &outcomes.target),
+        ..Checks::default()
+    };
+    if let Some(identity) = &outcomes.identity {
+        if let (IdentityOutcome::Ready { .. }, IdentityPlan::ServiceAccount { name, .. }) =
+            (identity, &plan.identity)
+        {
+            checks.service_account_name = Some(name.clone());
+        }
+        if let Some(check) = identity_check(plan, identity) {
+            checks.credential = check;
+        }
+    }
+    if let Some(issue) = &outcomes.issue {
+        if let Some(endpoint) = &issue.endpoint {
+            checks.url = Some(endpoint.url.clone());
+            checks.host = Some(endpoint.host.clone());
+        }
+        if issue.secret_seen {
+            checks.secret_name = Some(plan.secret.name.clone());
+        }
+        if let Some(held) = &issue.held {
+            checks.token_expiration_time = Some(held.expires_at);
+            checks.renewal_time = Some(held.renewal_time(plan.renew_before));
+        }
+        let identity = outcomes.identity.as_ref().and_then(IdentityOutcome::ready);
+        checks.credential = issue_check(plan, issue, identity, now);
+    }
+    if let Some(mesh) = &outcomes.mesh {
+        checks.access_policy = mesh_check(plan, mesh);
+    }
+    checks.endpoint = match &outcomes.verify {
+        Some(VerifyOutcome::Disabled) => Some(Check::unknown(
+            reason::VERIFICATION_DISABLED,
+            "spec.verification.enabled is false: the operator does not probe the gateway",
+        )),
+        Some(VerifyOutcome::Probed {
+            diagnosis,
+            endpoint,
+            ..
+        }) => {
+            let message = diagnosis.message(endpoint);
+            Some(if diagnosis.is_reachable() {
+                Check::ok(diagnosis.reason(), message)
+            } else {
+                Check::failed(diagnosis.reason(), message)
             })
-        );
-    }
+        }
+        // Not probed this time: the last result stands.
+        Some(VerifyOutcome::NotDue) | None => None,
+    };
+    checks
+}
 
-    #[test]
-    fn last_transition_time_moves_only_when_a_condition_flips() {
-        let first = build_status(&all_ok(), None, Some(1), ts("2026-01-01T00:00:00Z"));
-        // Same states an hour later, new messages: times stay.
-        let mut later = all_ok();
-        later.credential = Check::ok(reason::ISSUED, "renewed");
-        let second = build_status(&later, Some(&first), Some(1), ts("2026-01-01T01:00:00Z"));
-        assert!(
-            second
-                .conditions
-                .iter()
-                .all(|c| c.last_transition_time.0 == ts("2026-01-01T00:00:00Z"))
-        );
-        // The policy breaks: it and Ready flip, the others keep their time.
-        let mut broken = all_ok();
-        broken.access_policy = Check::failed(reason::POLICY_FAILED, "x");
-        let third = build_status(&broken, Some(&second), Some(2), ts("2026-01-01T02:00:00Z"));
-        let times: Vec<_> = third
-            .conditions
-            .iter()
-            .map(|c| (c.type_.as_str(), c.last_transition_time.0.to_string()))
-            .collect();
-        assert_eq!(
-            times,
-            [
-                ("Ready", "2026-01-01T02:00:00Z".to_owned()),
-                ("InferenceServiceReady", "2026-01-01T00:00:00Z".to_owned()),
-                ("CredentialIssued", "2026-01-01T00:00:00Z".to_owned()),
-                ("AccessPolicyReady", "2026-01-01T02:00:00Z".to_owned()),
-            ]
-        );
-        assert!(
-            third
-                .conditions
-                .iter()
-                .all(|c| c.observed_generation == Some(2))
-        );
+/// An API error's own words, without the step prefix the condition's reason already gives.
+fn detail(err: &Error) -> String {
+    match err {
+        Error::Api { source, .. } => super::error::describe(source),
+        other => other.to_string(),
     }
+}
 
-    #[test]
-    fn an_unchanged_observation_builds_an_equal_status() {
-        let first = build_status(&all_ok(), None, Some(1), ts("2026-01-01T00:00:00Z"));
-        let again = build_status(&all_ok(), Some(&first), Some(1), ts("2026-01-01T05:00:00Z"));
-        assert_eq!(first, again);
+fn target_check(plan: &Plan, outcome: &TargetOutcome) -> Check {
+    let name = &plan.target.name;
+    match outcome {
+        TargetOutcome::Found { isvc, .. } => match isvc.readiness() {
+            Readiness::Ready => {
+                Check::ok(reason::READY, format!("InferenceService {name} is ready"))
+            }
+            Readiness::NotReady {
+                reason: why,
+                message,
+            } => Check::failed(
+                reason::INFERENCE_SERVICE_NOT_READY,
+                format!("InferenceService {name} is not ready ({why}): {message}")
+                    .trim_end_matches(": ")
+                    .to_owned(),
+            ),
+        },
+        TargetOutcome::NotFound => Check::failed(
+            reason::INFERENCE_SERVICE_NOT_FOUND,
+            format!(
+                "InferenceService {name} does not exist in this namespace: create it, or set spec.inferenceService.template"
+            ),
+        ),
+        TargetOutcome::NotServed => Check::failed(
+            reason::INFERENCE_SERVICE_NOT_FOUND,
+            "the InferenceService resource (serving.kserve.io/v1beta1) is not served: KServe is not installed",
+        ),
+        TargetOutcome::TemplateConflict { owner } => {
+            let owner = owner
+                .as_ref()
+                .map(|o| format!("it is managed by {o}"))
+                .unwrap_or_else(|| "it was not created by this access".into());
+            Check::failed(
+                reason::TEMPLATE_CONFLICT,
+                format!(
+                    "InferenceService {name} exists and {owner}: only one access may template an InferenceService; remove spec.inferenceService.template to reference it instead"
+                ),
+            )
+        }
+        TargetOutcome::InvalidTemplate { message } => {
+            Check::failed(reason::INVALID_TEMPLATE, message.clone())
+        }
+        TargetOutcome::Failed(err) => Check::failed(reason::INFERENCE_SERVICE_FAILED, detail(err)),
+    }
+}
+
+/// `None` when the identity is ready: the credential check is then the issue step's.
+fn identity_check(plan: &Plan, outcome: &IdentityOutcome) -> Option<Check> {
+    let check = match (&plan.identity, outcome) {
+        (_, IdentityOutcome::Ready { .. }) => return None,
+        (IdentityPlan::ServiceAccount { name, .. }, IdentityOutcome::ServiceAccountNotFound) => {
+            Check::failed(
+                reason::SERVICE_ACCOUNT_NOT_FOUND,
+                format!(
+                    "ServiceAccount {name} does not exist in this namespace: create it, or leave spec.serviceAccount.name empty for a dedicated one"
+                ),
+            )
+        }
+        (IdentityPlan::ServiceAccount { name, .. }, IdentityOutcome::ServiceAccountConflict) => {
+            Check::failed(
+                reason::SERVICE_ACCOUNT_CONFLICT,
+                format!(
+                    "ServiceAccount {name} exists and was not created by this access: set spec.serviceAccount.name to use it, or rename the access"
+                ),
+            )
+        }
+        (IdentityPlan::DexUser { credentials, .. }, IdentityOutcome::CredentialsSecretInvalid) => {
+            Check::failed(
+                reason::CREDENTIALS_SECRET_INVALID,
+                format!(
+                    "Secret {} must exist in this namespace with non-empty keys {} and {} (the Dex username and password)",
+                    credentials.name, credentials.username_key, credentials.password_key
+                ),
+            )
+        }
+        (IdentityPlan::DexUser { credentials, .. }, IdentityOutcome::Failed(err)) => Check::failed(
+            reason::CREDENTIALS_SECRET_INVALID,
+            format!("cannot read Secret {}: {}", credentials.name, detail(err)),
+        ),
+        (_, IdentityOutcome::Failed(err)) => {
+            Check::failed(reason::SERVICE_ACCOUNT_FAILED, detail(err))
+        }
+        // The plan and the outcome disagree only if a step is wrong; say so rather than panic.
+        (_, other) => Check::failed(
+            reason::SERVICE_ACCOUNT_FAILED,
+            format!("unexpected identity outcome {other:?}"),
+        ),
+    };
+    Some(check)
+}
+
+fn issue_check(
+    plan: &Plan,
+    issue: &IssueOutcome,
+    identity: Option<&super::identity::Identity>,
+    now: Timestamp,
+) -> Check {
+    let secret = &plan.secret.name;
+    let who = identity.map(|i| i.describe()).unwrap_or_default();
+    let noun = match plan.identity {
+        IdentityPlan::ServiceAccount { .. } => "token",
+        IdentityPlan::DexUser { .. } => "session",
+    };
+    match &issue.result {
+        IssueResult::WaitingForUrl { message } => {
+            Check::failed(reason::WAITING_FOR_URL, message.clone())
+        }
+        IssueResult::SecretConflict => Check::failed(
+            reason::SECRET_CONFLICT,
+            format!(
+                "Secret {secret} exists and was not created by this access; it is left untouched: delete it or set spec.secretName"
+            ),
+        ),
+        IssueResult::Ready { .. } => match &issue.held {
+            Some(held) => Check::ok(
+                reason::ISSUED,
+                format!(
+                    "Secret {secret} holds a {noun} for {who}, valid until {}, renewed after {}",
+                    held.expires_at,
+                    held.renewal_time(plan.renew_before)
+                ),
+            ),
+            None => Check::pending("no credential has been issued yet"),
+        },
+        IssueResult::ObtainFailed(err) => {
+            let (failure, obtaining) = match plan.identity {
+                IdentityPlan::ServiceAccount { .. } => {
+                    (reason::TOKEN_REQUEST_FAILED, "TokenRequest")
+                }
+                IdentityPlan::DexUser { .. } => (reason::DEX_LOGIN_FAILED, "Dex login"),
+            };
+            let kept = issue
+                .held
+                .as_ref()
+                .filter(|held| held.expires_at > now)
+                .map(|held| format!("; the current {noun} stays valid until {}", held.expires_at))
+                .unwrap_or_default();
+            Check::failed(
+                failure,
+                format!("{obtaining} for {who} failed: {err}{kept}"),
+            )
+        }
+        IssueResult::Failed(err) => Check::failed(reason::SECRET_WRITE_FAILED, detail(err)),
+    }
+}
+
+fn mesh_check(plan: &Plan, outcome: &MeshOutcome) -> Check {
+    let isvc = &plan.target.name;
+    let policy = policy_name(plan);
+    match outcome {
+        MeshOutcome::PolicyReady {
+            no_sidecar: true, ..
+        } => Check::failed(
+            reason::NO_SIDECAR,
+            format!(
+                "InferenceService {isvc} has sidecar.istio.io/inject=false: AuthorizationPolicy {policy} is never enforced and any authenticated caller reaches the model; remove the annotation, or choose mesh.mode DisableSidecarInjection to accept that"
+            ),
+        ),
+        MeshOutcome::PolicyReady { user_id, .. } => Check::ok(
+            reason::POLICY_APPLIED,
+            format!("AuthorizationPolicy {policy} allows {user_id} through the gateway"),
+        ),
+        MeshOutcome::PolicyConflict => Check::failed(
+            reason::POLICY_CONFLICT,
+            format!(
+                "AuthorizationPolicy {policy} exists and was not created by this access; it is left untouched: delete or rename it"
+            ),
+        ),
+        MeshOutcome::IstioNotInstalled => Check::failed(
+            reason::ISTIO_NOT_INSTALLED,
+            "the AuthorizationPolicy resource (security.istio.io/v1) is not served: Istio is not installed; the credential still works, set mesh.mode Unmanaged if no mesh is intended",
+        ),
+        MeshOutcome::SidecarDisabled { .. } => Check::ok(
+            reason::SIDECAR_DISABLED,
+            format!(
+                "InferenceService {isvc} runs without an Istio sidecar: any caller the gateway authenticates can reach it"
+            ),
+        ),
+        MeshOutcome::SidecarAnnotationConflict { detail } => Check::failed(
+            reason::SIDECAR_ANNOTATION_CONFLICT,
+            format!(
+                "another manager set sidecar.istio.io/inject on InferenceService {isvc}: {detail}; remove it there or choose mesh.mode AuthorizationPolicy"
+            ),
+        ),
+        MeshOutcome::Unmanaged { .. } => Check::ok(
+            reason::UNMANAGED,
+            "mesh.mode is Unmanaged: the operator leaves Istio alone",
+        ),
+        MeshOutcome::Failed(err) => Check::failed(reason::POLICY_FAILED, detail(err)),
     }
 }
 
 #[cfg(test)]
-mod endpoint_tests {
-    use super::*;
-
-    fn ts(s: &str) -> Timestamp {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn endpoint_verified_is_carried_until_probed_again_and_never_gates_ready() {
-        let ok = Observation {
-            inference_service: Check::ok(reason::READY, "ready"),
-            credential: Check::ok(reason::ISSUED, "issued"),
-            access_policy: Check::ok(reason::POLICY_APPLIED, "applied"),
-            endpoint: Some(Check::failed("AccessDenied", "403")),
-            ..Observation::default()
-        };
-        let first = build_status(&ok, None, Some(1), ts("2026-01-01T00:00:00Z"));
-        let find = |s: &InferenceAccessStatus, t: &str| {
-            s.conditions.iter().find(|c| c.type_ == t).cloned().unwrap()
-        };
-        assert_eq!(find(&first, READY).status, "True");
-        assert_eq!(find(&first, ENDPOINT_VERIFIED).reason, "AccessDenied");
-        // Not probed this time: the last result stands, time and all.
-        let unprobed = Observation {
-            endpoint: None,
-            ..ok.clone()
-        };
-        let second = build_status(&unprobed, Some(&first), Some(1), ts("2026-01-01T00:05:00Z"));
-        assert_eq!(second, first);
-        // Probed and fixed: it flips.
-        let fixed = Observation {
-            endpoint: Some(Check::ok("EndpointReachable", "200")),
-            ..ok
-        };
-        let third = build_status(&fixed, Some(&second), Some(1), ts("2026-01-01T00:06:00Z"));
-        let verified = find(&third, ENDPOINT_VERIFIED);
-        assert_eq!(
-            (verified.status.as_str(), verified.last_transition_time.0),
-            ("True", ts("2026-01-01T00:06:00Z"))
-        );
-        // Never probed: no condition at all.
-        let never = build_status(
-            &Observation::default(),
-            None,
-            Some(1),
-            ts("2026-01-01T00:00:00Z"),
-        );
-        assert!(
-            never
-                .conditions
-                .iter()
-                .all(|c| c.type_ != ENDPOINT_VERIFIED)
-        );
-    }
-}
+#[path = "status_tests.rs"]
+mod tests;

@@ -217,10 +217,7 @@ impl Elector {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ts(s: &str) -> Timestamp {
-        s.parse().unwrap()
-    }
+    use crate::fixtures::ts;
 
     fn lease(holder: Option<&str>, renewed: Option<&str>, transitions: i32) -> LeaseSpec {
         LeaseSpec {

@@ -147,7 +147,7 @@ impl Collector for ExpiryCollector {
                 let labels = AccessLabels {
                     namespace: access.namespace().unwrap_or_default(),
                     name: access.name_any(),
-                    secret_name: access.secret_name(),
+                    secret_name: crate::reconcile::plan::secret_name(&access),
                 };
                 Some((labels, expires))
             })

@@ -14,6 +14,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Config, Resource};
 use serde::de::DeserializeOwned;
+use serde_json::json;
 use tokio::process::{Child, Command};
 
 pub const NS: &str = "kubeflow-user-example-com";
@@ -201,6 +202,31 @@ impl Env {
         self.apply_file(&repo("examples/sklearn-iris.yaml")).await;
     }
 
+    /// Runs the real kubectl as the admin; its output, or a failed test with it.
+    pub async fn kubectl(&self, args: Vec<String>) -> String {
+        let kubectl = std::env::var("KUBECTL")
+            .unwrap_or_else(|_| repo(".tools/bin/kubectl").display().to_string());
+        assert!(
+            Path::new(&kubectl).exists(),
+            "kubectl not found at {kubectl}: run `make tools` (or set KUBECTL)"
+        );
+        // Async: kube-local serves from this test's own runtime, so a blocking wait would
+        // starve it.
+        let out = Command::new(&kubectl)
+            .args(&args)
+            .env("KUBECONFIG", self.dir.path().join("admin.kubeconfig"))
+            .output()
+            .await
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "kubectl {args:?} failed:\n{text}");
+        text
+    }
+
     pub async fn wait_ready(&self, name: &str) -> InferenceAccess {
         wait_for(&self.api::<InferenceAccess>(), name, is_ready()).await
     }
@@ -220,6 +246,82 @@ impl Drop for Env {
         if let Some(child) = self.operator.as_mut() {
             let _ = child.start_kill();
         }
+    }
+}
+
+/// The data path: kube-local, the real KServe model server and the gateway double.
+pub struct DataPath {
+    pub env: Env,
+    pub gateway: mesh_local::Gateway,
+    _model: mesh_local::ModelServer,
+}
+
+impl DataPath {
+    pub async fn start(builder: kube_local::Builder) -> Self {
+        Self::start_with_login(builder, mesh_local::LoginConfig::default()).await
+    }
+
+    pub async fn start_with_login(
+        builder: kube_local::Builder,
+        login: mesh_local::LoginConfig,
+    ) -> Self {
+        let env = Env::start_with(builder, None).await;
+        env.apply_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
+            .await;
+        let model = mesh_local::ModelServer::start().await.unwrap();
+        let gateway = mesh_local::Gateway::builder()
+            .kube_client(env.client.clone())
+            .upstream(&model.url())
+            .login(login)
+            .start()
+            .await
+            .unwrap();
+        Self {
+            env,
+            gateway,
+            _model: model,
+        }
+    }
+
+    /// The sample's access, pointed at the local gateway, in `mode`.
+    pub async fn apply(&self, mode: &str) {
+        self.apply_sample(json!({"mesh": {"mode": mode}})).await;
+    }
+
+    /// The sample's access, pointed at the local gateway, with `extra` spec fields.
+    pub async fn apply_sample(&self, extra: serde_json::Value) {
+        let mut spec = json!({
+            "inferenceService": {"name": "sklearn-iris", "template": {"spec": {"predictor": {"model": {
+                "modelFormat": {"name": "sklearn"},
+                "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model"}}}}},
+            "gateway": {"url": self.gateway.url()},
+        });
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            spec[key] = value.clone();
+        }
+        self.env
+            .apply_value(json!({
+                "apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess",
+                "metadata": {"name": ACCESS, "namespace": NS},
+                "spec": spec,
+            }))
+            .await;
+    }
+
+    pub async fn wait_endpoint(&self, reason: &'static str) -> InferenceAccess {
+        wait_for(
+            &self.env.api::<InferenceAccess>(),
+            ACCESS,
+            move |a: Option<&InferenceAccess>| {
+                a.and_then(|a| a.status.as_ref()).is_some_and(|s| {
+                    s.observed_generation == a.and_then(|a| a.metadata.generation)
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "EndpointVerified" && c.reason == reason)
+                })
+            },
+        )
+        .await
     }
 }
 

@@ -10,4 +10,5 @@
 
 mod harness;
 
+mod examples;
 mod scenarios;

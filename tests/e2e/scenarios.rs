@@ -260,32 +260,7 @@ async fn kubectl_drives_the_sample() {
         return;
     }
     let env = Env::start().await;
-    let kubectl = std::env::var("KUBECTL")
-        .unwrap_or_else(|_| repo(".tools/bin/kubectl").display().to_string());
-    assert!(
-        std::path::Path::new(&kubectl).exists(),
-        "kubectl not found at {kubectl}: run `make tools` (or set KUBECTL)"
-    );
-    let kubeconfig = env.dir.path().join("admin.kubeconfig");
-    // Async: kube-local serves from this test's own runtime, so a blocking wait would starve it.
-    let run = |args: Vec<String>| {
-        let (kubectl, kubeconfig) = (kubectl.clone(), kubeconfig.clone());
-        async move {
-            let out = tokio::process::Command::new(&kubectl)
-                .args(&args)
-                .env("KUBECONFIG", &kubeconfig)
-                .output()
-                .await
-                .unwrap();
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert!(out.status.success(), "kubectl {args:?} failed:\n{text}");
-            text
-        }
-    };
+    let run = |args: Vec<String>| env.kubectl(args);
     let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     let crds = repo("crds").display().to_string();
     let example = repo("examples/sklearn-iris.yaml").display().to_string();
@@ -430,74 +405,6 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     );
 }
 
-/// The data path: kube-local, the real KServe model server and the gateway double.
-struct DataPath {
-    env: Env,
-    gateway: mesh_local::Gateway,
-    _model: mesh_local::ModelServer,
-}
-
-impl DataPath {
-    async fn start(builder: kube_local::Builder) -> Self {
-        Self::start_with_login(builder, mesh_local::LoginConfig::default()).await
-    }
-
-    async fn start_with_login(
-        builder: kube_local::Builder,
-        login: mesh_local::LoginConfig,
-    ) -> Self {
-        let env = Env::start_with(builder, None).await;
-        env.apply_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
-            .await;
-        let model = mesh_local::ModelServer::start().await.unwrap();
-        let gateway = mesh_local::Gateway::builder()
-            .kube_client(env.client.clone())
-            .upstream(&model.url())
-            .login(login)
-            .start()
-            .await
-            .unwrap();
-        Self {
-            env,
-            gateway,
-            _model: model,
-        }
-    }
-
-    /// The sample's access, pointed at the local gateway, in `mode`.
-    async fn apply(&self, mode: &str) {
-        self.env
-            .apply_value(json!({
-                "apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess",
-                "metadata": {"name": ACCESS, "namespace": NS},
-                "spec": {
-                    "inferenceService": {"name": "sklearn-iris", "template": {"spec": {"predictor": {"model": {
-                        "modelFormat": {"name": "sklearn"},
-                        "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model"}}}}},
-                    "gateway": {"url": self.gateway.url()},
-                    "mesh": {"mode": mode}
-                }
-            }))
-            .await;
-    }
-
-    async fn wait_endpoint(&self, reason: &'static str) -> InferenceAccess {
-        wait_for(
-            &self.env.api::<InferenceAccess>(),
-            ACCESS,
-            move |a: Option<&InferenceAccess>| {
-                a.and_then(|a| a.status.as_ref()).is_some_and(|s| {
-                    s.observed_generation == a.and_then(|a| a.metadata.generation)
-                        && s.conditions
-                            .iter()
-                            .any(|c| c.type_ == "EndpointVerified" && c.reason == reason)
-                })
-            },
-        )
-        .await
-    }
-}
-
 #[tokio::test]
 async fn endpoint_verification_follows_the_mesh_mode() {
     if skip_on_real_cluster("endpoint_verification_follows_the_mesh_mode") {
@@ -586,23 +493,12 @@ async fn dex_account(env: &Env, password: &str) {
         .unwrap();
 }
 
-impl DataPath {
-    async fn apply_dex(&self, renew_before: &str) {
-        self.env
-            .apply_value(json!({
-                "apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess",
-                "metadata": {"name": ACCESS, "namespace": NS},
-                "spec": {
-                    "inferenceService": {"name": "sklearn-iris", "template": {"spec": {"predictor": {"model": {
-                        "modelFormat": {"name": "sklearn"},
-                        "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model"}}}}},
-                    "gateway": {"url": self.gateway.url()},
-                    "auth": {"type": "DexSession", "dexSession": {"credentialsSecret": {"name": "dex-user"}}},
-                    "token": {"renewBefore": renew_before}
-                }
-            }))
-            .await;
-    }
+async fn apply_dex(data: &DataPath, renew_before: &str) {
+    data.apply_sample(json!({
+        "auth": {"type": "DexSession", "dexSession": {"credentialsSecret": {"name": "dex-user"}}},
+        "token": {"renewBefore": renew_before}
+    }))
+    .await;
 }
 
 async fn dex_session_end_to_end(flavour: mesh_local::Flavour) {
@@ -614,7 +510,7 @@ async fn dex_session_end_to_end(flavour: mesh_local::Flavour) {
     };
     let data = DataPath::start_with_login(kube_local::ControlPlane::builder(), login).await;
     dex_account(&data.env, "12341234").await;
-    data.apply_dex("119s").await;
+    apply_dex(&data, "119s").await;
     let access = data.wait_endpoint("EndpointReachable").await;
     assert_eq!(reason_of(&access, "CredentialIssued"), "Issued");
     let secret = data.env.api::<Secret>().get(SECRET).await.unwrap();
@@ -668,7 +564,7 @@ async fn a_wrong_dex_password_is_dex_login_failed() {
     }
     let data = DataPath::start(kube_local::ControlPlane::builder()).await;
     dex_account(&data.env, "not-the-password").await;
-    data.apply_dex("20m").await;
+    apply_dex(&data, "20m").await;
     let access = wait_for(
         &data.env.api::<InferenceAccess>(),
         ACCESS,

@@ -1,0 +1,52 @@
+//! What every reconcile shares: the API client, the event recorder, the clock, metrics, the
+//! gateway client and the per-access failure counts.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use kube::Client;
+use kube::runtime::events::Recorder;
+
+use super::backoff::Counter;
+use crate::gateway::client::GatewayClient;
+use crate::runtime::metrics::Metrics;
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub clock: fn() -> Timestamp,
+    pub metrics: Arc<Metrics>,
+    /// For endpoint verification and Dex logins; `None` if no HTTP client could be built
+    /// (reported as such).
+    pub gateway: Option<GatewayClient>,
+    /// Consecutive reconcile failures per access, for exponential backoff.
+    pub failures: Counter,
+    /// Consecutive failed endpoint probes per access, likewise.
+    pub verify_failures: Counter,
+}
+
+impl Context {
+    pub fn new(client: Client, recorder: Recorder, clock: fn() -> Timestamp) -> Self {
+        Self {
+            client,
+            recorder,
+            clock,
+            metrics: Arc::default(),
+            gateway: GatewayClient::new().ok(),
+            failures: Counter::default(),
+            verify_failures: Counter::default(),
+        }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Drops the counts of an access that is gone.
+    pub fn forget(&self, namespace: Option<&str>, name: &str) {
+        let key = super::backoff::key(namespace, name);
+        self.failures.forget(&key);
+        self.verify_failures.forget(&key);
+    }
+}
