@@ -68,11 +68,34 @@ pub enum JwtError {
     VerificationFails,
 }
 
-/// The claims the gateway uses from a verified token.
+/// A verified token's claims.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedClaims {
     pub issuer: String,
     pub subject: String,
+    /// The whole payload (for `request.auth.claims[...]` and `outputClaimToHeaders`).
+    pub claims: serde_json::Value,
+}
+
+impl VerifiedClaims {
+    /// Istio's request principal: `<iss>/<sub>`.
+    pub fn principal(&self) -> String {
+        format!("{}/{}", self.issuer, self.subject)
+    }
+}
+
+/// The `iss` of a token, read before any check (Envoy picks the provider by it); a token that is
+/// not a JWS fails as Envoy's format check does.
+pub fn issuer_of(token: &str) -> Result<String, JwtError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(claims), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::BadFormat);
+    };
+    let _: Header = decode_json(header)?;
+    let claims: Claims = decode_json(claims)?;
+    Ok(claims.iss.unwrap_or_default())
 }
 
 #[derive(Deserialize)]
@@ -130,6 +153,7 @@ pub fn verify(
     };
     let header: Header = decode_json(header_b64)?;
     let claims: Claims = decode_json(claims_b64)?;
+    let payload: serde_json::Value = decode_json(claims_b64)?;
 
     let issuer = claims.iss.unwrap_or_default();
     if issuer != rule.issuer {
@@ -176,6 +200,7 @@ pub fn verify(
     Ok(VerifiedClaims {
         issuer,
         subject: claims.sub.unwrap_or_default(),
+        claims: payload,
     })
 }
 

@@ -18,7 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The ingress gateway (plus Dex and oauth2-proxy/authservice under /dex/, /oauth2/, /authservice/).
+    /// Kubeflow's ingress gateway and any Gateway API gateways (plus Dex and
+    /// oauth2-proxy/authservice under /dex/, /oauth2/, /authservice/).
     Gateway(GatewayArgs),
     /// The real KServe model server serving sklearn-iris (creates its venv on first use).
     ModelServer {
@@ -40,6 +41,13 @@ struct GatewayArgs {
     /// Model server URL; `NS/NAME=URL` for one InferenceService. Repeatable.
     #[arg(long = "upstream", value_name = "[NS/NAME=]URL")]
     upstreams: Vec<String>,
+    /// Model server behind one Service (an HTTPRoute backend): `NS/SERVICE=URL`. Repeatable.
+    #[arg(long = "upstream-service", value_name = "NS/SERVICE=URL")]
+    service_upstreams: Vec<String>,
+    /// Also play this Gateway API Gateway on a port of its own (`NS/NAME`, or `NS/NAME=PORT`);
+    /// its URL is printed as `NS/NAME URL` after the first line. Repeatable.
+    #[arg(long = "gateway-api", value_name = "NS/NAME[=PORT]")]
+    gateway_api: Vec<String>,
     /// Audience bearer tokens must carry (default: any, as Kubeflow's m2m-token-issuer).
     #[arg(long)]
     audience: Option<String>,
@@ -58,7 +66,7 @@ struct GatewayArgs {
     /// Session cookie lifetime in seconds.
     #[arg(long, default_value_t = 86_400)]
     dex_session_max_age: u64,
-    /// Do not apply Kubeflow's mesh-wide deny-all to sidecar-injected predictors.
+    /// Do not apply Kubeflow's mesh-wide deny-all at sidecars and ztunnel.
     #[arg(long)]
     no_global_deny_all: bool,
 }
@@ -143,8 +151,38 @@ async fn run_gateway(args: GatewayArgs) -> Result<(), Box<dyn std::error::Error>
             None => builder.upstream(spec),
         };
     }
+    for spec in &args.service_upstreams {
+        let (target, url) = spec
+            .split_once('=')
+            .ok_or("--upstream-service wants NS/SERVICE=URL")?;
+        let (namespace, service) = target
+            .split_once('/')
+            .ok_or("--upstream-service wants NS/SERVICE=URL")?;
+        builder = builder.upstream_for_service(namespace, service, url);
+    }
+    let mut gateways = Vec::new();
+    for spec in &args.gateway_api {
+        let (target, port) = match spec.split_once('=') {
+            Some((target, port)) => (
+                target,
+                port.parse()
+                    .map_err(|_| "--gateway-api wants NS/NAME[=PORT]")?,
+            ),
+            None => (spec.as_str(), 0),
+        };
+        let (namespace, name) = target
+            .split_once('/')
+            .ok_or("--gateway-api wants NS/NAME[=PORT]")?;
+        builder = builder.gateway_api_on(namespace, name, port);
+        gateways.push((namespace.to_owned(), name.to_owned()));
+    }
     let gateway = builder.start().await?;
     println!("{}", gateway.url());
+    for (namespace, name) in &gateways {
+        if let Some(url) = gateway.gateway_api_url(namespace, name) {
+            println!("{namespace}/{name} {url}");
+        }
+    }
     shutdown_signal().await?;
     gateway.shutdown().await;
     Ok(())
