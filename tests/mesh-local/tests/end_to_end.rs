@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{AUD, Browser, Cluster, NS, access_policy, host_of};
-use http::StatusCode;
-use mesh_local::{Gateway, ModelServer};
+use common::{AUD, Browser, Cluster, GATEWAY_SA, NS, access_policy, host_of, sample_login};
+use http::{Method, StatusCode};
+use mesh_local::{DENIED_BY_HEADER, Flavour, Gateway, LoginConfig, ModelServer};
 use serde_json::json;
 
 const EDITOR: &str = "system:serviceaccount:kubeflow-user-example-com:default-editor";
@@ -112,5 +112,78 @@ async fn sample_prediction_through_gateway_and_real_model_server() {
         .await;
     let refused = predict_iris(&gateway, &open_host, &api_token).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    model.stop().await;
+}
+
+/// Kubeflow's profile controller's `ns-owner-access-istio` for the profile's owner, as
+/// kubeflow/dashboard's profile controller builds it (no selector: every workload of the
+/// namespace).
+fn ns_owner_access_istio(owner: &str) -> serde_json::Value {
+    json!({
+        "action": "ALLOW",
+        "rules": [
+            {"from": [{"source": {"principals": [GATEWAY_SA, "cluster.local/ns/kubeflow/sa/ml-pipeline-ui"]}}],
+             "when": [{"key": "request.headers[kubeflow-userid]", "values": [owner]}]},
+            {"when": [{"key": "source.namespace", "values": [NS]}]},
+            {"to": [{"operation": {"paths": ["/healthz", "/metrics", "/wait-for-drain"]}}]},
+            {"from": [{"source": {"principals": ["cluster.local/ns/kubeflow/sa/notebook-controller-service-account"]}}],
+             "to": [{"operation": {"methods": ["GET"], "paths": ["*/api/kernels"]}}]}
+        ]
+    })
+}
+
+#[tokio::test]
+async fn namespace_owner_session_gets_the_prediction_through_kubeflow_policy() {
+    let cluster = Cluster::start().await;
+    let model = ModelServer::start().await.unwrap();
+    // A sidecar-injected predictor in the owner's profile namespace, behind Kubeflow's deny-all.
+    let host = host_of(&cluster.add_model(NS, "sklearn-iris", true).await);
+    let gateway = Gateway::builder()
+        .api_server(&cluster.url(), &cluster.admin_token())
+        .upstream(&model.url())
+        .login(LoginConfig {
+            flavour: Flavour::AuthService,
+            ..LoginConfig::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    // The sample's own login function, as the namespace owner.
+    let session = sample_login(&gateway.url(), "user@example.com", "12341234").await;
+    let cookie = session["session_cookie"]
+        .as_str()
+        .expect("session cookie")
+        .to_owned();
+    let predict = async || {
+        Browser::default()
+            .send(
+                Method::POST,
+                &format!("{}/v1/models/sklearn-iris:predict", gateway.url()),
+                &[
+                    ("host", &host),
+                    ("cookie", &cookie),
+                    ("content-type", "application/json"),
+                ],
+                bytes::Bytes::from_static(IRIS_INPUT),
+                false,
+            )
+            .await
+    };
+
+    let denied = predict().await;
+    assert_rbac_denied(&denied);
+    assert_eq!(denied.headers[DENIED_BY_HEADER], "sidecar");
+
+    // What Kubeflow's profile controller creates for the profile's owner.
+    cluster
+        .add_policy(
+            NS,
+            "ns-owner-access-istio",
+            ns_owner_access_istio("user@example.com"),
+        )
+        .await;
+    let answer = predict().await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.json(), json!({"predictions": [1, 1]}));
     model.stop().await;
 }

@@ -3,33 +3,9 @@
 
 mod common;
 
-use common::Cluster;
+use common::{Cluster, sample_login as run_sample};
 use mesh_local::{Flavour, Gateway, LoginConfig};
 use serde_json::Value;
-
-async fn run_sample(url: &str, username: &str, password: &str) -> Value {
-    let venv = mesh_local::model_server::ensure_venv().await.unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../model-server/sample_login.py"
-    );
-    let output = tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        tokio::process::Command::new(venv.join("bin/python"))
-            .args([script, url, username, password])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
 
 async fn gateway(api: &Cluster, flavour: Flavour) -> Gateway {
     Gateway::builder()

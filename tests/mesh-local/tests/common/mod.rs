@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use http::{Method, StatusCode, header};
@@ -80,9 +81,51 @@ fn inference_services() -> ApiResource {
     )
 }
 
+/// The Gateway API CRDs (fixtures/crds, copied from upstream) for kube-local to serve.
+pub fn gateway_api_crds() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crds");
+    [
+        "gatewayclasses",
+        "gateways",
+        "httproutes",
+        "referencegrants",
+    ]
+    .iter()
+    .map(|plural| dir.join(format!("gateway.networking.k8s.io_{plural}.yaml")))
+    .collect()
+}
+
+/// The resource of an object's apiVersion and kind (regular English plurals).
+fn resource_of(api_version: &str, kind: &str) -> ApiResource {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let lower = kind.to_ascii_lowercase();
+    let consonant_y = lower.ends_with('y') && !lower.ends_with("ay") && !lower.ends_with("ey");
+    let plural = if consonant_y {
+        format!("{}ies", &lower[..lower.len() - 1])
+    } else if lower.ends_with('s') {
+        format!("{lower}es")
+    } else {
+        format!("{lower}s")
+    };
+    resource(group, version, kind, &plural)
+}
+
+fn is_cluster_scoped(kind: &str) -> bool {
+    matches!(kind, "Namespace" | "GatewayClass")
+}
+
 impl Cluster {
     pub async fn start() -> Cluster {
-        let control_plane = kube_local::ControlPlane::builder().start().await.unwrap();
+        Self::start_with(kube_local::ControlPlane::builder()).await
+    }
+
+    /// kube-local that also serves the Gateway API (Gateway, HTTPRoute, ReferenceGrant).
+    pub async fn start_with_gateway_api() -> Cluster {
+        Self::start_with(kube_local::ControlPlane::builder().load_crds(&gateway_api_crds())).await
+    }
+
+    pub async fn start_with(builder: kube_local::Builder) -> Cluster {
+        let control_plane = builder.start().await.unwrap();
         let client = client_for(&control_plane.url(), &control_plane.admin_token());
         Cluster {
             control_plane,
@@ -115,6 +158,73 @@ impl Cluster {
             Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(error) => panic!("create: {error}"),
         }
+    }
+
+    fn api_for(&self, object: &Value) -> Api<DynamicObject> {
+        let kind = object["kind"].as_str().unwrap();
+        let ar = resource_of(object["apiVersion"].as_str().unwrap(), kind);
+        match object["metadata"]["namespace"].as_str() {
+            Some(ns) if !is_cluster_scoped(kind) => {
+                Api::namespaced_with(self.client.clone(), ns, &ar)
+            }
+            _ => Api::all_with(self.client.clone(), &ar),
+        }
+    }
+
+    /// Creates any object (apiVersion, kind, metadata.namespace) through the API; fails the test
+    /// when the API server refuses it.
+    pub async fn create(&self, object: Value) {
+        let api = self.api_for(&object);
+        if let Err(error) = api
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(object.clone()).unwrap(),
+            )
+            .await
+        {
+            panic!("create {}: {error}", object["metadata"]["name"]);
+        }
+    }
+
+    /// Deletes an object named like `object` (apiVersion, kind, metadata.namespace/name).
+    pub async fn delete(&self, object: Value) {
+        let api = self.api_for(&object);
+        api.delete(
+            object["metadata"]["name"].as_str().unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Merge-patches the labels of an object (a null value removes a label).
+    pub async fn label(&self, object: Value, labels: Value) {
+        let api = self.api_for(&object);
+        api.patch(
+            object["metadata"]["name"].as_str().unwrap(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": labels}})),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// A namespace with labels (e.g. `istio.io/dataplane-mode: ambient`).
+    pub async fn labelled_namespace(&self, namespace: &str, labels: Value) {
+        self.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}}))
+            .await;
+    }
+
+    /// The Service KServe's Standard mode puts before a predictor: `<name>-predictor`, port 80,
+    /// selecting the InferenceService's pods.
+    pub async fn predictor_service(&self, namespace: &str, name: &str, labels: Value) {
+        self.create(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": format!("{name}-predictor"), "namespace": namespace, "labels": labels},
+            "spec": {"selector": {"serving.kserve.io/inferenceservice": name},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+        }))
+        .await;
     }
 
     pub async fn ensure_namespace(&self, namespace: &str) {
@@ -290,6 +400,81 @@ pub async fn named_echo_upstream(name: &'static str) -> (String, JoinHandle<()>)
         },
     )
     .await
+}
+
+/// An upstream that answers with its name, the method, the path and every request header.
+pub async fn header_echo_upstream(name: &'static str) -> (String, JoinHandle<()>) {
+    serve_http(
+        move |request: http::Request<hyper::body::Incoming>| async move {
+            let headers: BTreeMap<String, String> = request
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        v.to_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "upstream": name,
+                    "method": request.method().as_str(),
+                    "path": request.uri().path_and_query().map(|pq| pq.as_str()),
+                    "headers": headers,
+                }),
+            )
+        },
+    )
+    .await
+}
+
+/// Logs Kubeflow's default user in through the oauth2-proxy flavour, starting at `start` (a URL
+/// that sends browsers to Dex) and following redirects as a browser does; the session cookie
+/// stays in `browser`. Returns the answer of the page the login returned to.
+pub async fn log_in(browser: &mut Browser, start: &str) -> Answer {
+    let form = browser.get(start, &[]).await;
+    assert_eq!(form.status, StatusCode::OK, "login form: {}", form.body);
+    assert!(form.url.contains("/dex/auth/local/login"), "{}", form.url);
+    let done = browser
+        .post_form(
+            &form.url,
+            &[("login", "user@example.com"), ("password", "12341234")],
+        )
+        .await;
+    assert!(
+        browser.cookies.contains_key("oauth2_proxy_kubeflow"),
+        "{:?}",
+        done.history
+    );
+    done
+}
+
+/// Runs the KServe sample's own `get_istio_auth_session` (Python, taken from the sample README)
+/// against `url`; returns the session it prints as JSON.
+pub async fn sample_login(url: &str, username: &str, password: &str) -> Value {
+    let venv = mesh_local::model_server::ensure_venv().await.unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../model-server/sample_login.py"
+    );
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(venv.join("bin/python"))
+            .args([script, url, username, password])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 /// POSTs a JSON body through the gateway with the sample's Host and bearer token.
