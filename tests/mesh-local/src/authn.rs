@@ -342,7 +342,8 @@ mod tests {
             name: "authorization".into(),
             prefix: "Bearer ".into(),
         };
-        let cases: Vec<(&str, HeaderMap, Vec<(String, String)>, Extraction)> = vec![
+        type Case<'a> = (&'a str, HeaderMap, Vec<(String, String)>, Extraction<'a>);
+        let cases: Vec<Case> = vec![
             ("nothing", headers(&[]), vec![], Extraction::NoToken),
             (
                 "Basic credentials are not a bearer token",

@@ -20,7 +20,7 @@ struct Cli {
 enum Command {
     /// Kubeflow's ingress gateway and any Gateway API gateways (plus Dex and
     /// oauth2-proxy/authservice under /dex/, /oauth2/, /authservice/).
-    Gateway(GatewayArgs),
+    Gateway(Box<GatewayArgs>),
     /// The real KServe model server serving sklearn-iris (creates its venv on first use).
     ModelServer {
         /// Port on 127.0.0.1 (0 = any free port; the chosen URL is printed).
@@ -81,7 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Gateway(args) => run_gateway(args).await,
+        Command::Gateway(args) => run_gateway(*args).await,
         Command::ModelServer { port } => {
             let server = ModelServer::start_on(port).await?;
             println!("{}", server.url());

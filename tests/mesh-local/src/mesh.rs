@@ -144,7 +144,9 @@ mod tests {
         let none = labels(&[]);
         let ambient_ns = labels(&[(DATAPLANE_MODE, "ambient")]);
         let opt_out = labels(&[(SIDECAR_INJECT, "false")]);
-        let cases: Vec<(&str, Labels, Labels, Vec<&str>, Labels, Dataplane)> = vec![
+        /// (name, pod labels, pod annotations, containers, namespace labels, expected)
+        type Case<'a> = (&'a str, Labels, Labels, Vec<&'a str>, Labels, Dataplane);
+        let cases: Vec<Case> = vec![
             (
                 "default: Kubeflow injects",
                 none.clone(),

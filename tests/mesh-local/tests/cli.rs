@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{AUD, Browser, Cluster, NS, host_of, named_echo_upstream};
 use http::StatusCode;
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 #[tokio::test]
@@ -77,6 +78,83 @@ async fn gateway_process_serves_with_a_kubeconfig() {
         location.contains("redirect_uri=%2Fauthservice%2Foidc%2Fcallback"),
         "{location}"
     );
+
+    terminate(child).await;
+    std::fs::remove_file(&kubeconfig).unwrap();
+}
+
+#[tokio::test]
+async fn gateway_process_plays_a_gateway_api_gateway() {
+    let cluster = Cluster::start_with_gateway_api().await;
+    cluster.add_model(NS, "sklearn-iris", false).await;
+    cluster
+        .predictor_service(NS, "sklearn-iris", json!({}))
+        .await;
+    cluster.ensure_namespace("kserve").await;
+    cluster
+        .create(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "kserve-ingress-gateway", "namespace": "kserve"},
+            "spec": {"gatewayClassName": "istio", "listeners": [
+                {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}]}
+        }))
+        .await;
+    cluster
+        .create(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "sklearn-iris", "namespace": NS},
+            "spec": {"parentRefs": [{"namespace": "kserve", "name": "kserve-ingress-gateway"}],
+                     "hostnames": ["sklearn-iris-kubeflow-user-example-com.example.com"],
+                     "rules": [{"backendRefs": [{"name": "sklearn-iris-predictor", "port": 80}]}]}
+        }))
+        .await;
+    let (upstream, _task) = named_echo_upstream("by service").await;
+    let kubeconfig = std::env::temp_dir().join(format!(
+        "mesh-local-cli-gwapi-{}.kubeconfig",
+        std::process::id()
+    ));
+    cluster.control_plane.write_kubeconfig(&kubeconfig).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mesh-local"))
+        .args(["gateway", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args([
+            "--gateway-api",
+            "kserve/kserve-ingress-gateway",
+            "--upstream-service",
+        ])
+        .arg(format!("{NS}/sklearn-iris-predictor={upstream}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("gateway prints its URLs")
+            .unwrap()
+            .unwrap()
+    };
+    let kubeflow_url = next_line().await;
+    assert!(
+        kubeflow_url.starts_with("http://127.0.0.1:"),
+        "{kubeflow_url}"
+    );
+    let second = next_line().await;
+    let url = second
+        .strip_prefix("kserve/kserve-ingress-gateway ")
+        .expect("second line names the Gateway")
+        .to_owned();
+    assert_ne!(url, kubeflow_url);
+    let answer = Browser::default()
+        .get(
+            &format!("{url}/v1/models/sklearn-iris"),
+            &[("host", "sklearn-iris-kubeflow-user-example-com.example.com")],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.json()["upstream"], "by service");
 
     terminate(child).await;
     std::fs::remove_file(&kubeconfig).unwrap();
