@@ -12,12 +12,12 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use serde::de::DeserializeOwned;
 
-use crate::authn::{JwksSource, RequestAuthenticationSpec, StoredRequestAuthentication};
+use crate::authn::{JwksSource, StoredRequestAuthentication};
 use crate::httproute::{
     GatewaySpec, GrantSpec, HttpRouteSpec, StoredGateway, StoredGrant, StoredRoute,
 };
 use crate::jwt::Jwks;
-use crate::policy::{PolicySpec, ROOT_NAMESPACE, StoredPolicy};
+use crate::policy::{ROOT_NAMESPACE, StoredPolicy};
 use crate::routing::ServiceUrl;
 
 /// Why a lookup failed (API server trouble): the gateway answers 503.
@@ -168,6 +168,23 @@ fn with_root(namespaces: &[&str]) -> Vec<String> {
     all
 }
 
+/// The objects of one kind stored in `namespaces` and the root namespace, with their specs.
+async fn in_namespaces<T: DeserializeOwned>(
+    client: &kube::Client,
+    ar: &ApiResource,
+    namespaces: &[&str],
+) -> Result<Vec<(String, String, T)>> {
+    let mut all = Vec::new();
+    for ns in with_root(namespaces) {
+        for object in list_dynamic(client, ar, Some(&ns)).await? {
+            if let Some(spec) = spec_of::<T>(&object) {
+                all.push((ns.clone(), name_of(&object), spec));
+            }
+        }
+    }
+    Ok(all)
+}
+
 /// AuthorizationPolicies stored in `namespaces` and the root namespace.
 pub async fn authorization_policies(
     client: &kube::Client,
@@ -179,19 +196,15 @@ pub async fn authorization_policies(
         "AuthorizationPolicy",
         "authorizationpolicies",
     );
-    let mut policies = Vec::new();
-    for ns in with_root(namespaces) {
-        for object in list_dynamic(client, &ar, Some(&ns)).await? {
-            if let Some(spec) = spec_of::<PolicySpec>(&object) {
-                policies.push(StoredPolicy {
-                    namespace: ns.clone(),
-                    name: name_of(&object),
-                    spec,
-                });
-            }
-        }
-    }
-    Ok(policies)
+    Ok(in_namespaces(client, &ar, namespaces)
+        .await?
+        .into_iter()
+        .map(|(namespace, name, spec)| StoredPolicy {
+            namespace,
+            name,
+            spec,
+        })
+        .collect())
 }
 
 /// RequestAuthentications stored in `namespaces` and the root namespace.
@@ -205,19 +218,15 @@ pub async fn request_authentications(
         "RequestAuthentication",
         "requestauthentications",
     );
-    let mut all = Vec::new();
-    for ns in with_root(namespaces) {
-        for object in list_dynamic(client, &ar, Some(&ns)).await? {
-            if let Some(spec) = spec_of::<RequestAuthenticationSpec>(&object) {
-                all.push(StoredRequestAuthentication {
-                    namespace: ns.clone(),
-                    name: name_of(&object),
-                    spec,
-                });
-            }
-        }
-    }
-    Ok(all)
+    Ok(in_namespaces(client, &ar, namespaces)
+        .await?
+        .into_iter()
+        .map(|(namespace, name, spec)| StoredRequestAuthentication {
+            namespace,
+            name,
+            spec,
+        })
+        .collect())
 }
 
 fn gateway_api(kind: &str, plural: &str, version: &str) -> ApiResource {

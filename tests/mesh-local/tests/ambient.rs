@@ -7,7 +7,8 @@ mod common;
 
 use bytes::Bytes;
 use common::{
-    AUD, Answer, Browser, Cluster, GATEWAY_SA, NS, access_policy, header_echo_upstream, host_of,
+    AUD, Answer, Browser, Cluster, GATEWAY_SA, NS, access_policy, assert_denied,
+    assert_rbac_denied_by, assert_ztunnel_reset, header_echo_upstream, host_of, kserve_gateway,
 };
 use http::{Method, StatusCode};
 use mesh_local::{DENIED_BY_HEADER, Gateway};
@@ -18,7 +19,6 @@ const SERVICE: &str = "sklearn-iris-predictor";
 const EDITOR: &str = "system:serviceaccount:kubeflow-user-example-com:default-editor";
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 const PREDICT: &str = "/v1/models/sklearn-iris:predict";
-const RESET: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
 
 fn policy(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
@@ -75,11 +75,6 @@ async fn predict(url: &str, host: &str, token: &str) -> Answer {
         .await
 }
 
-fn assert_hop(answer: &Answer, status: StatusCode, body: &str, hop: &str) {
-    assert_eq!((answer.status, answer.body.as_str()), (status, body));
-    assert_eq!(answer.headers[DENIED_BY_HEADER], hop);
-}
-
 #[tokio::test]
 async fn without_a_waypoint_ztunnel_enforces_l4_only() {
     let cluster = Cluster::start_with_gateway_api().await;
@@ -98,24 +93,14 @@ async fn without_a_waypoint_ztunnel_enforces_l4_only() {
         .await;
 
     // ztunnel refuses the connection: the gateway answers 503, as Envoy does for a reset.
-    assert_hop(
-        &predict(&gateway.url(), &host, &editor).await,
-        StatusCode::SERVICE_UNAVAILABLE,
-        RESET,
-        "ztunnel",
-    );
+    assert_ztunnel_reset(&predict(&gateway.url(), &host, &editor).await);
 
     // The sidecar-style grant (selector + header condition) is L7: ztunnel drops its rule and
     // the ALLOW policy admits nobody, its own user included.
     cluster
         .create(policy("sklearn-iris-access", access_policy(MODEL, EDITOR)))
         .await;
-    assert_hop(
-        &predict(&gateway.url(), &host, &editor).await,
-        StatusCode::SERVICE_UNAVAILABLE,
-        RESET,
-        "ztunnel",
-    );
+    assert_ztunnel_reset(&predict(&gateway.url(), &host, &editor).await);
 
     // An L4 rule works, and cannot tell callers of the same gateway apart.
     cluster
@@ -166,23 +151,13 @@ async fn a_waypoint_enforces_service_policies_for_ingress_that_opts_in() {
         .await;
     let owner = predict(&gateway.url(), &host, &editor).await;
     assert_eq!(owner.status, StatusCode::OK, "{}", owner.body);
-    assert_hop(
-        &predict(&gateway.url(), &host, &stranger).await,
-        StatusCode::FORBIDDEN,
-        "RBAC: access denied",
-        "waypoint",
-    );
+    assert_rbac_denied_by(&predict(&gateway.url(), &host, &stranger).await, "waypoint");
 
     // Behind the waypoint, ztunnel sees the waypoint's identity, not the gateway's.
     cluster
         .create(policy("from-ingress", l4_allow(GATEWAY_SA)))
         .await;
-    assert_hop(
-        &predict(&gateway.url(), &host, &editor).await,
-        StatusCode::SERVICE_UNAVAILABLE,
-        RESET,
-        "ztunnel",
-    );
+    assert_ztunnel_reset(&predict(&gateway.url(), &host, &editor).await);
     cluster
         .create(policy(
             "from-waypoint",
@@ -205,14 +180,7 @@ async fn gateway_api_to_a_waypoint_that_checks_request_principals() {
     .await;
     cluster.create(waypoint()).await;
     cluster.ensure_namespace("kserve").await;
-    cluster
-        .create(json!({
-            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-            "metadata": {"name": "kserve-ingress-gateway", "namespace": "kserve"},
-            "spec": {"gatewayClassName": "istio", "listeners": [
-                {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}]}
-        }))
-        .await;
+    cluster.create(kserve_gateway()).await;
     let route_host = "sklearn-iris-kubeflow-user-example-com.example.com";
     cluster
         .create(json!({
@@ -269,13 +237,8 @@ async fn gateway_api_to_a_waypoint_that_checks_request_principals() {
 
     let owner = predict(&url, route_host, &editor).await;
     assert_eq!(owner.status, StatusCode::OK, "{}", owner.body);
-    assert_hop(
-        &predict(&url, route_host, &stranger).await,
-        StatusCode::FORBIDDEN,
-        "RBAC: access denied",
-        "waypoint",
-    );
-    assert_hop(
+    assert_rbac_denied_by(&predict(&url, route_host, &stranger).await, "waypoint");
+    assert_denied(
         &predict(&url, route_host, &wrong_audience).await,
         StatusCode::UNAUTHORIZED,
         "Audiences in Jwt are not allowed",

@@ -91,14 +91,7 @@ async fn gateway_process_plays_a_gateway_api_gateway() {
         .predictor_service(NS, "sklearn-iris", json!({}))
         .await;
     cluster.ensure_namespace("kserve").await;
-    cluster
-        .create(json!({
-            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-            "metadata": {"name": "kserve-ingress-gateway", "namespace": "kserve"},
-            "spec": {"gatewayClassName": "istio", "listeners": [
-                {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}]}
-        }))
-        .await;
+    cluster.create(common::kserve_gateway()).await;
     cluster
         .create(json!({
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",

@@ -4,9 +4,12 @@
 
 mod common;
 
-use common::{AUD, Browser, Cluster, GATEWAY_SA, NS, access_policy, host_of, sample_login};
+use common::{
+    AUD, Browser, Cluster, GATEWAY_SA, NS, access_policy, assert_rbac_denied_by, host_of,
+    sample_login,
+};
 use http::{Method, StatusCode};
-use mesh_local::{DENIED_BY_HEADER, Flavour, Gateway, LoginConfig, ModelServer};
+use mesh_local::{Flavour, Gateway, LoginConfig, ModelServer};
 use serde_json::json;
 
 const EDITOR: &str = "system:serviceaccount:kubeflow-user-example-com:default-editor";
@@ -170,9 +173,7 @@ async fn namespace_owner_session_gets_the_prediction_through_kubeflow_policy() {
             .await
     };
 
-    let denied = predict().await;
-    assert_rbac_denied(&denied);
-    assert_eq!(denied.headers[DENIED_BY_HEADER], "sidecar");
+    assert_rbac_denied_by(&predict().await, "sidecar");
 
     // What Kubeflow's profile controller creates for the profile's owner.
     cluster

@@ -7,9 +7,12 @@
 mod common;
 
 use bytes::Bytes;
-use common::{AUD, Answer, Browser, Cluster, header_echo_upstream, log_in};
+use common::{
+    AUD, Answer, Browser, Cluster, assert_denied, assert_rbac_denied_by, header_echo_upstream,
+    log_in,
+};
 use http::{Method, StatusCode};
-use mesh_local::{DENIED_BY_HEADER, Gateway};
+use mesh_local::Gateway;
 use serde_json::{Value, json};
 
 const GW_NS: &str = "kserve";
@@ -24,13 +27,7 @@ fn host(ns: &str, name: &str) -> String {
 }
 
 fn gateway_object() -> Value {
-    json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-        "metadata": {"name": GW, "namespace": GW_NS},
-        "spec": {"gatewayClassName": "istio", "listeners": [
-            {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}
-        ]}
-    })
+    common::kserve_gateway()
 }
 
 /// The HTTPRoute KServe creates for an InferenceService in Standard mode with Gateway API.
@@ -123,12 +120,6 @@ impl Setup {
             None => self.send(host, PREDICT, &[]).await,
         }
     }
-}
-
-fn assert_denied(answer: &Answer, status: StatusCode, body: &str, hop: &str) {
-    assert_eq!((answer.status, answer.body.as_str()), (status, body));
-    assert_eq!(answer.headers[DENIED_BY_HEADER], hop);
-    assert_eq!(answer.headers["server"], "istio-envoy");
 }
 
 #[tokio::test]
@@ -296,25 +287,10 @@ async fn allow_policy_at_a_shared_gateway_denies_every_other_route() {
             .unwrap()
             .starts_with("Bearer ")
     );
-    assert_denied(
-        &s.predict(&iris, Some(&stranger)).await,
-        StatusCode::FORBIDDEN,
-        "RBAC: access denied",
-        "gateway",
-    );
-    assert_denied(
-        &s.predict(&iris, None).await,
-        StatusCode::FORBIDDEN,
-        "RBAC: access denied",
-        "gateway",
-    );
+    assert_rbac_denied_by(&s.predict(&iris, Some(&stranger)).await, "gateway");
+    assert_rbac_denied_by(&s.predict(&iris, None).await, "gateway");
     // ...locks everyone out of team-b's model on the same Gateway (Istio's ALLOW semantics).
-    assert_denied(
-        &s.predict(&wine, Some(&stranger)).await,
-        StatusCode::FORBIDDEN,
-        "RBAC: access denied",
-        "gateway",
-    );
+    assert_rbac_denied_by(&s.predict(&wine, Some(&stranger)).await, "gateway");
 
     // The same grant as a DENY of everyone else on that host leaves other routes alone.
     s.cluster.delete(grant).await;
@@ -329,12 +305,7 @@ async fn allow_policy_at_a_shared_gateway_denies_every_other_route() {
         ))
         .await;
     assert_eq!(s.predict(&iris, Some(&editor)).await.status, StatusCode::OK);
-    assert_denied(
-        &s.predict(&iris, Some(&stranger)).await,
-        StatusCode::FORBIDDEN,
-        "RBAC: access denied",
-        "gateway",
-    );
+    assert_rbac_denied_by(&s.predict(&iris, Some(&stranger)).await, "gateway");
     assert_eq!(
         s.predict(&wine, Some(&stranger)).await.status,
         StatusCode::OK
@@ -356,12 +327,7 @@ async fn allow_policy_at_a_shared_gateway_denies_every_other_route() {
         s.predict(&wine, Some(&stranger)).await.status,
         StatusCode::OK
     );
-    assert_denied(
-        &s.predict(&wine, Some(&editor)).await,
-        StatusCode::FORBIDDEN,
-        "RBAC: access denied",
-        "gateway",
-    );
+    assert_rbac_denied_by(&s.predict(&wine, Some(&editor)).await, "gateway");
 }
 
 #[tokio::test]

@@ -402,6 +402,38 @@ pub async fn named_echo_upstream(name: &'static str) -> (String, JoinHandle<()>)
     .await
 }
 
+/// KServe's Gateway `kserve/kserve-ingress-gateway`: class `istio`, one HTTP listener on port 80
+/// admitting HTTPRoutes from every namespace.
+pub fn kserve_gateway() -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "kserve-ingress-gateway", "namespace": "kserve"},
+        "spec": {"gatewayClassName": "istio", "listeners": [
+            {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}
+        ]}
+    })
+}
+
+/// Envoy's body when ztunnel closes the connection it refused.
+pub const RESET: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+
+/// A refusal: status, Envoy's body, and the hop the double names.
+pub fn assert_denied(answer: &Answer, status: StatusCode, body: &str, hop: &str) {
+    assert_eq!((answer.status, answer.body.as_str()), (status, body));
+    assert_eq!(answer.headers[mesh_local::DENIED_BY_HEADER], hop);
+    assert_eq!(answer.headers["server"], "istio-envoy");
+}
+
+/// 403 `RBAC: access denied` from `hop`.
+pub fn assert_rbac_denied_by(answer: &Answer, hop: &str) {
+    assert_denied(answer, StatusCode::FORBIDDEN, "RBAC: access denied", hop);
+}
+
+/// ztunnel refused the connection: 503 from the proxy before it.
+pub fn assert_ztunnel_reset(answer: &Answer) {
+    assert_denied(answer, StatusCode::SERVICE_UNAVAILABLE, RESET, "ztunnel");
+}
+
 /// An upstream that answers with its name, the method, the path and every request header.
 pub async fn header_echo_upstream(name: &'static str) -> (String, JoinHandle<()>) {
     serve_http(
