@@ -114,6 +114,7 @@ pub fn issued_token(
             audiences: vec![GATEWAY_AUDIENCE.into()],
             expiration_seconds: expires_at.duration_since(issued_at).as_secs(),
         }),
+        renew_request: None,
     }
 }
 

@@ -61,6 +61,9 @@ struct ControllerArgs {
     /// How long the Lease stays valid without renewal (Go duration); renewals come every third.
     #[arg(long, env = "INFERENCE_ACCESS_LEASE_DURATION", default_value = "15s")]
     lease_duration: kube::core::Duration,
+    /// What an InferenceAccess may ask for.
+    #[command(flatten)]
+    limits: inference_access::cli::limits::LimitsArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -104,6 +107,10 @@ fn main() -> ExitCode {
 
 fn run_controller(args: ControllerArgs) -> Result<(), String> {
     init_logging(&args.log_level, args.log_format)?;
+    let limits = args
+        .limits
+        .limits()
+        .map_err(|e| format!("invalid limits: {e}"))?;
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
@@ -131,6 +138,7 @@ fn run_controller(args: ControllerArgs) -> Result<(), String> {
                     .filter(|n| !n.is_empty())
                     .collect(),
                 concurrency: args.concurrency.max(1),
+                limits,
             },
             metrics_addr: args.metrics_addr,
             leader,

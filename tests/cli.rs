@@ -15,9 +15,11 @@ use inference_access::core::credential::Credential;
 use inference_access::core::credential::{Inputs, IssuedCredential, TokenRequestInputs};
 use inference_access::core::endpoint::Endpoint;
 use inference_access::core::secret_codec::encode;
+use inference_access::core::url::HttpUrl;
 use inference_access::gateway::client::GatewayClient;
 use inference_access::gateway::probe;
 use inference_access::reconcile::build as desired;
+use inference_access::reconcile::limits::Limits;
 use inference_access::reconcile::plan::{self, IdentityPlan, MeshPlan, Plan, service_account_user};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
@@ -491,6 +493,7 @@ impl World {
                 audiences: vec![DEFAULT_AUDIENCE.into()],
                 expiration_seconds: 3600,
             }),
+            renew_request: None,
         };
         let secret = desired::credential_secret(&plan_of(access), &encode(&issued, &endpoint));
         self.api::<Secret>()
@@ -518,8 +521,14 @@ impl World {
     }
 }
 
+/// The plan the operator would make, with the cluster admin allowing the test's gateway.
 fn plan_of(access: &InferenceAccess) -> Plan {
-    plan::validate(access).unwrap()
+    let gateway = HttpUrl::parse(&access.spec.gateway.url).unwrap();
+    let limits = Limits {
+        allowed_gateways: vec![gateway.origin()],
+        ..Limits::default()
+    };
+    plan::validate(access, &limits).unwrap()
 }
 
 fn spec(gateway: &str) -> Value {
@@ -728,6 +737,7 @@ async fn predict_through_the_gateway_to_the_real_model() {
             audiences: vec![DEFAULT_AUDIENCE.into()],
             expiration_seconds: 3600,
         }),
+        renew_request: None,
     };
     let secret = desired::credential_secret(&plan_of(&owner), &encode(&session, &endpoint));
     world

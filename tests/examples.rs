@@ -20,7 +20,7 @@ fn sklearn_iris_example_is_a_valid_access_for_the_sample() {
     assert_eq!(accesses.len(), 1);
     let access = &accesses[0];
     access.validate_cel().unwrap();
-    inference_access::reconcile::plan::validate(access).unwrap();
+    inference_access::reconcile::plan::validate(access, &Default::default()).unwrap();
     assert_eq!(
         access.metadata.namespace.as_deref(),
         Some("kubeflow-user-example-com")
@@ -54,7 +54,7 @@ fn dex_session_example_is_valid_and_references_its_credentials_secret() {
     )
     .unwrap();
     access.validate_cel().unwrap();
-    inference_access::reconcile::plan::validate(&access).unwrap();
+    inference_access::reconcile::plan::validate(&access, &Default::default()).unwrap();
     let secret = docs.iter().find(|d| d["kind"] == "Secret").unwrap();
     let dex = access.spec.auth.dex_session.as_ref().unwrap();
     assert_eq!(

@@ -6,9 +6,6 @@ use std::collections::BTreeMap;
 
 /// The one field manager for every server-side apply and status write.
 pub const FIELD_MANAGER: &str = "inference-access";
-/// A second manager for the single sidecar annotation on an InferenceService the operator does
-/// not own: applying it under `FIELD_MANAGER` would drop that manager's other fields.
-pub const SIDECAR_FIELD_MANAGER: &str = "inference-access-sidecar";
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "inference-access";
@@ -19,6 +16,14 @@ pub const OWNED_SELECTOR: &str = "app.kubernetes.io/managed-by=inference-access"
 
 /// Set on an InferenceAccess (RFC 3339 time) to ask for a renewal now.
 pub const ANNOTATION_RENEW_REQUESTED_AT: &str = "inference-access.io/renew-requested-at";
+
+/// On a ServiceAccount: the accesses (names in its namespace, comma-separated, or `*`) allowed
+/// to mint tokens for it. Whoever may edit the ServiceAccount consents; without it an access
+/// gets only its own dedicated ServiceAccount.
+pub const ANNOTATION_ALLOWED_ACCESSES: &str = "inference-access.io/allowed-accesses";
+/// On a Secret: `"true"` marks it as a Dex login an access may use (DexSession). Whoever may
+/// edit the Secret consents; any other Secret is never read.
+pub const DEX_LOGIN_LABEL: &str = "inference-access.io/dex-login";
 
 /// Labels on every object the operator creates for the access named `access`.
 pub fn owned_labels(access: &str) -> BTreeMap<String, String> {

@@ -52,9 +52,11 @@ pub const DEFAULT_PROBE_PATHS: [&str; 4] = ["/healthz", "/ready", "/metrics", "/
     printcolumn = r#"{"name": "Secret", "type": "string", "jsonPath": ".status.secretName", "priority": 1}"#,
     printcolumn = r#"{"name": "Expires", "type": "string", "jsonPath": ".status.tokenExpirationTime"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 63").message("the name must be at most 63 characters: it becomes a label value and the name of the ServiceAccount and AuthorizationPolicy"),
     cel
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.mesh.mode != 'DisableSidecarInjection' || has(self.inferenceService.template)").message("mesh.mode DisableSidecarInjection needs spec.inferenceService.template: the operator only changes an InferenceService this access creates"))]
 pub struct InferenceAccessSpec {
     /// The InferenceService to reach, in the same namespace.
     pub inference_service: InferenceServiceRef,
@@ -81,6 +83,7 @@ pub struct InferenceAccessSpec {
     pub gateway: GatewaySpec,
     /// Name of the Secret that holds the credential. Defaults to `<name>-credential`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$')").message("must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.'"))]
     pub secret_name: Option<String>,
     /// Labels and annotations copied onto the Secret.
@@ -115,6 +118,7 @@ fn enabled() -> bool {
 #[serde(rename_all = "camelCase")]
 pub struct InferenceServiceRef {
     /// Name of the InferenceService (`serving.kserve.io/v1beta1`) in this namespace.
+    #[schemars(length(max = 63))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')").message("must be a DNS-1035 label, as KServe requires for an InferenceService name"))]
     pub name: String,
     /// When set, the operator applies this InferenceService (server-side apply) and owns it;
@@ -138,9 +142,14 @@ pub struct InferenceServiceTemplate {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TemplateMetadata {
+    // Key and value syntax is checked by the controller (plan.rs), not by CEL here: map keys
+    // cannot be length-bounded in a structural schema, so a CEL rule over them could exceed the
+    // API server's cost budget.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -176,12 +185,15 @@ pub struct DexSessionSpec {
     pub connector: DexConnector,
     /// Where the login starts (the Kubeflow URL). Defaults to `spec.gateway.url`.
     #[serde(default, rename = "loginURL", skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = kube::core::Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("must be an http:// or https:// URL"))]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^https?://[^/?#@ ]+([/?#][^ ]*)?$')").message("must be an http:// or https:// URL without user info or spaces"))]
     pub login_url: Option<String>,
     /// The user id the gateway sets in the user-id header for this session, which the policy
     /// admits. Defaults to the username: right for Dex staticPasswords (the email), but an LDAP
     /// login name may differ from the email Dex puts in the token.
     #[serde(default, rename = "userID", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new("!self.contains('*') && !self.contains(' ')").message("must be one user id: no '*' (Istio reads it as a wildcard) and no spaces"))]
     pub user_id: Option<String>,
 }
 
@@ -195,12 +207,19 @@ pub enum DexConnector {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.usernameKey != self.passwordKey").message("usernameKey and passwordKey must differ: the username is published in the policy, the password never"))]
 pub struct CredentialsSecretRef {
+    /// A Secret labelled `inference-access.io/dex-login: "true"` by someone who may edit it.
+    #[schemars(length(max = 253))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$')").message("must be a DNS-1123 subdomain"))]
     pub name: String,
     #[serde(default = "default_username_key")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[-._a-zA-Z0-9]+$')").message("must be a Secret key: letters, digits, '-', '_' and '.'"))]
     pub username_key: String,
     #[serde(default = "default_password_key")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[-._a-zA-Z0-9]+$')").message("must be a Secret key: letters, digits, '-', '_' and '.'"))]
     pub password_key: String,
 }
 
@@ -219,31 +238,37 @@ pub struct ServiceAccountRef {
     /// When absent the operator creates a dedicated ServiceAccount named after this access, with
     /// no RBAC bindings: an identity for the mesh, nothing more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$')").message("must be a DNS-1123 subdomain"))]
     pub name: Option<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+// Durations are checked for their form first, and every comparison is guarded by that check,
+// so `1d` or `abc` get a message a person can act on instead of a CEL evaluation error.
 #[x_kube(
-    validation = kube::core::Rule::new("duration(self.duration) >= duration('10m')").message("duration must be at least 10m: the API server refuses shorter tokens").field_path(".duration"),
-    validation = kube::core::Rule::new("!has(self.renewBefore) || duration(self.renewBefore) < duration(self.duration)").message("renewBefore must be shorter than duration").field_path(".renewBefore"),
-    validation = kube::core::Rule::new("!has(self.renewBefore) || duration(self.renewBefore) > duration('0s')").message("renewBefore must be positive").field_path(".renewBefore")
+    validation = kube::core::Rule::new("self.duration.matches('^([0-9]{1,5}([.][0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,4}$')").message("duration must be a Go duration such as 30m, 1h or 1h30m (units h, m, s, ms, us, ns; no days, no sign)").field_path(".duration"),
+    validation = kube::core::Rule::new("!has(self.renewBefore) || self.renewBefore.matches('^([0-9]{1,5}([.][0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,4}$')").message("renewBefore must be a Go duration such as 10m or 1h (units h, m, s, ms, us, ns; no days, no sign)").field_path(".renewBefore"),
+    validation = kube::core::Rule::new("!self.duration.matches('^([0-9]{1,5}([.][0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,4}$') || duration(self.duration) >= duration('10m')").message("duration must be at least 10m: the API server refuses shorter tokens").field_path(".duration"),
+    validation = kube::core::Rule::new("!has(self.renewBefore) || !self.renewBefore.matches('^([0-9]{1,5}([.][0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,4}$') || !self.duration.matches('^([0-9]{1,5}([.][0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,4}$') || duration(self.renewBefore) < duration(self.duration)").message("renewBefore must be shorter than duration").field_path(".renewBefore"),
+    validation = kube::core::Rule::new("!has(self.renewBefore) || !self.renewBefore.matches('^([0-9]{1,5}([.][0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,4}$') || duration(self.renewBefore) > duration('0s')").message("renewBefore must be positive").field_path(".renewBefore")
 )]
 pub struct TokenSpec {
     /// Audiences of the token. Never empty: an empty list would mint a full Kubernetes API
     /// credential.
     #[serde(default = "default_audiences")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 8), inner(length(max = 253)))]
     #[x_kube(validation = kube::core::Rule::new("self.all(a, size(a) > 0)").message("audiences must not be empty strings"))]
     pub audiences: Vec<String>,
     /// Requested lifetime (Go duration, e.g. `1h`). At least `10m`. The API server may shorten
     /// it; the expiry it returns is the truth.
     #[serde(default = "default_duration")]
-    #[schemars(extend("default" = "1h"))]
+    #[schemars(extend("default" = "1h", "maxLength" = 64))]
     pub duration: Duration,
     /// How long before expiry to renew. Defaults to a third of the token's lifetime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxLength" = 64))]
     pub renew_before: Option<Duration>,
 }
 
@@ -275,15 +300,25 @@ pub struct MeshSpec {
     #[serde(default)]
     pub mode: MeshMode,
     /// The header the gateway overwrites with the verified token's subject.
+    /// Must be one the cluster admin declared that the gateway overwrites.
     #[serde(default = "default_user_id_header")]
+    #[schemars(length(max = 64))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9-]+$')").message("must be a lowercase HTTP header name"))]
     pub user_id_header: String,
-    /// Mesh identities allowed to forward requests to the predictor: the ingress gateway.
+    /// Mesh identities allowed to forward requests to the predictor: the ingress gateway. Each
+    /// must be one the cluster admin allowed.
     #[serde(default = "default_source_principals")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 8), inner(length(min = 1, max = 253)))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(p, !p.contains('*') && !p.contains(' '))").message("source principals must be exact mesh identities: no '*' (any identity) and no spaces"))]
     pub source_principals: Vec<String>,
-    /// Paths open to any source so Knative can probe the predictor.
+    /// Paths open to any source so Knative can probe the predictor: exact paths only, never
+    /// under the model APIs (`/v1`, `/v2`, `/openai`).
     #[serde(default = "default_probe_paths")]
+    #[schemars(length(max = 16), inner(length(max = 256)))]
+    #[x_kube(
+        validation = kube::core::Rule::new("self.all(p, p.matches('^/[A-Za-z0-9._~-]*(/[A-Za-z0-9._~-]+)*$') && !p.contains('..'))").message("probe paths must be exact paths such as /healthz: no '*', no '..', no query, no percent-encoding"),
+        validation = kube::core::Rule::new("self.all(p, !(p.startsWith('/v1') || p.startsWith('/v2') || p.startsWith('/openai')))").message("probe paths must not open the model APIs (/v1, /v2, /openai) to every caller")
+    )]
     pub probe_paths: Vec<String>,
 }
 
@@ -303,7 +338,8 @@ impl Default for MeshSpec {
 pub struct GatewaySpec {
     /// Base URL of the ingress gateway (scheme, host, optional port).
     #[serde(default = "default_gateway_url")]
-    #[x_kube(validation = kube::core::Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("must be an http:// or https:// URL"))]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^https?://[^/?#@ ]+([/?#][^ ]*)?$')").message("must be an http:// or https:// URL without user info or spaces"))]
     pub url: String,
 }
 
@@ -337,9 +373,25 @@ pub struct InferenceAccessStatus {
     /// When the operator will renew the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_time: Option<Time>,
+    /// The last `inference-access renew` request the credential was renewed for (the
+    /// annotation's value), so `renew --wait` knows when its request was served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_renew_request: Option<String>,
+    /// DexSession: logins Dex refused in a row. At three the operator stops trying (no account
+    /// lockout by the operator) until the spec or the credentials Secret changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_refusals: Option<LoginRefusals>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginRefusals {
+    pub count: u32,
+    /// The credentials Secret's resourceVersion the refusals were for.
+    pub secret_version: String,
 }
 
 fn default_audiences() -> Vec<String> {

@@ -8,6 +8,7 @@
 
 mod access;
 mod curl;
+pub mod limits;
 mod login;
 mod output;
 mod predict;

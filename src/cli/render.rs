@@ -10,12 +10,14 @@ use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Value, json};
 
 use super::Output;
+use super::limits::LimitsArgs;
 use crate::api::InferenceAccess;
 use crate::core::credential::{Credential, DexSessionInputs, Inputs, IssuedCredential};
 use crate::core::endpoint::Endpoint;
 use crate::core::secret_codec::{SecretFields, encode, is_credential_key};
 use crate::gateway::dex::SESSION_COOKIES;
 use crate::reconcile::build;
+use crate::reconcile::limits::Limits;
 use crate::reconcile::obtain::DEFAULT_SESSION_LIFETIME;
 use crate::reconcile::plan::{self, IdentityPlan, MeshPlan, Plan};
 
@@ -37,17 +39,21 @@ pub struct Args {
     /// Output format; the default (human) is multi-document YAML, as `kubectl apply -f` takes.
     #[arg(short, long, value_enum, default_value_t = Output::Human)]
     pub output: Output,
+    /// The limits the operator runs with (the same flags as `controller`).
+    #[command(flatten)]
+    pub limits: LimitsArgs,
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
-    let file =
-        parse(&text, &args.namespace).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let limits = args.limits.limits()?;
+    let file = parse(&text, &args.namespace, &limits)
+        .map_err(|e| format!("{}: {e}", args.file.display()))?;
     let now = Timestamp::now();
     let mut objects = Vec::new();
     for access in &file.accesses {
-        objects.extend(render(access, &file.secrets, now)?);
+        objects.extend(render(access, &file.secrets, &limits, now)?);
     }
     print!("{}", format_objects(&objects, args.output)?);
     Ok(())
@@ -61,7 +67,7 @@ pub struct File {
 
 /// The documents of a file, accesses checked as the API server would (schema defaults, CEL
 /// rules) and as the reconciler does (its plan).
-pub fn parse(text: &str, namespace: &str) -> Result<File, String> {
+pub fn parse(text: &str, namespace: &str, limits: &Limits) -> Result<File, String> {
     let mut file = File {
         accesses: Vec::new(),
         secrets: Vec::new(),
@@ -85,8 +91,9 @@ pub fn parse(text: &str, namespace: &str) -> Result<File, String> {
                 access
                     .validate_cel()
                     .map_err(|e| format!("InferenceAccess {name} is invalid: {e:?}"))?;
-                plan::validate(&access)
-                    .map_err(|e| format!("InferenceAccess {name} is invalid: {e}"))?;
+                plan::validate(&access, limits).map_err(|e| {
+                    format!("InferenceAccess {name} is refused ({}): {e}", e.reason)
+                })?;
                 file.accesses.push(access);
             }
             Some("Secret") => {
@@ -119,14 +126,13 @@ pub fn parse(text: &str, namespace: &str) -> Result<File, String> {
 pub fn render(
     access: &InferenceAccess,
     secrets: &[Secret],
+    limits: &Limits,
     now: Timestamp,
 ) -> Result<Vec<Value>, String> {
-    let plan = plan::validate(access).map_err(|e| e.to_string())?;
+    let plan = plan::validate(access, limits).map_err(|e| e.to_string())?;
     let mut objects: Vec<Value> = Vec::new();
     if let Some(templated) = build::templated_inference_service(&plan) {
         objects.push(to_value(&templated)?);
-    } else if matches!(plan.mesh, MeshPlan::DisableSidecarInjection) {
-        objects.push(to_value(&build::sidecar_annotation_patch(&plan))?);
     }
     if let IdentityPlan::ServiceAccount {
         name,
@@ -221,6 +227,7 @@ fn example_credential(
         issued_at: now,
         expires_at: now.checked_add(lifetime).map_err(|e| e.to_string())?,
         inputs,
+        renew_request: None,
     })
 }
 
@@ -307,8 +314,11 @@ spec:
     #[test]
     fn renders_what_the_operator_creates_with_values_redacted() {
         let now = ts("2026-11-27T20:00:00Z");
-        let access = parse(SAMPLE, "default").unwrap().accesses.remove(0);
-        let objects = render(&access, &[], now).unwrap();
+        let access = parse(SAMPLE, "default", &Limits::default())
+            .unwrap()
+            .accesses
+            .remove(0);
+        let objects = render(&access, &[], &Limits::default(), now).unwrap();
         assert_eq!(
             kinds(&objects),
             [
@@ -343,8 +353,11 @@ spec:
         let text = format!(
             "{SAMPLE}    template:\n      spec: {{predictor: {{model: {{modelFormat: {{name: sklearn}}}}}}}}\n  serviceAccount:\n    name: default-editor\n  mesh:\n    mode: DisableSidecarInjection\n"
         );
-        let access = parse(&text, "default").unwrap().accesses.remove(0);
-        let objects = render(&access, &[], now).unwrap();
+        let access = parse(&text, "default", &Limits::default())
+            .unwrap()
+            .accesses
+            .remove(0);
+        let objects = render(&access, &[], &Limits::default(), now).unwrap();
         assert_eq!(
             kinds(&objects),
             [
@@ -357,34 +370,40 @@ spec:
             "false"
         );
 
-        let referenced = parse(
+        // The operator never changes an InferenceService the access does not create.
+        let Err(err) = parse(
             &format!("{SAMPLE}  mesh:\n    mode: DisableSidecarInjection\n"),
             "default",
-        )
-        .unwrap()
-        .accesses
-        .remove(0);
-        let objects = render(&referenced, &[], now).unwrap();
-        assert_eq!(
-            objects[0]["metadata"],
-            json!({"name": "sklearn-iris", "namespace": "kubeflow-user-example-com", "annotations": {"sidecar.istio.io/inject": "false"}})
+            &Limits::default(),
+        ) else {
+            panic!("DisableSidecarInjection on a referenced InferenceService was accepted")
+        };
+        assert!(
+            err.contains("needs spec.inferenceService.template"),
+            "{err}"
         );
     }
 
     #[test]
     fn refuses_invalid_or_empty_input() {
         // No Debug on File: it may hold a Dex password.
-        let Err(err) = parse(&format!("{SAMPLE}  token:\n    duration: 5m\n"), "default") else {
+        let Err(err) = parse(
+            &format!("{SAMPLE}  token:\n    duration: 5m\n"),
+            "default",
+            &Limits::default(),
+        ) else {
             panic!("a 5m token was accepted")
         };
         assert!(err.contains("at least 10m"), "{err}");
-        let Err(err) = parse("kind: ConfigMap\n", "default") else {
+        let Err(err) = parse("kind: ConfigMap\n", "default", &Limits::default()) else {
             panic!("a file without accesses was accepted")
         };
         assert!(err.contains("no InferenceAccess"), "{err}");
         let no_ns = SAMPLE.replace("  namespace: kubeflow-user-example-com\n", "");
         assert_eq!(
-            parse(&no_ns, "team-a").unwrap().accesses[0]
+            parse(&no_ns, "team-a", &Limits::default())
+                .unwrap()
+                .accesses[0]
                 .metadata
                 .namespace
                 .as_deref(),
@@ -400,8 +419,8 @@ spec:
             "/examples/dex-session.yaml"
         ))
         .unwrap();
-        let file = parse(&text, "default").unwrap();
-        let objects = render(&file.accesses[0], &file.secrets, now).unwrap();
+        let file = parse(&text, "default", &Limits::default()).unwrap();
+        let objects = render(&file.accesses[0], &file.secrets, &Limits::default(), now).unwrap();
         assert_eq!(
             kinds(&objects),
             [
@@ -423,7 +442,7 @@ spec:
             json!(["user@example.com"])
         );
         // Without the Secret in the file the policy says where the user id will come from.
-        let alone = render(&file.accesses[0], &[], now).unwrap();
+        let alone = render(&file.accesses[0], &[], &Limits::default(), now).unwrap();
         assert_eq!(
             alone[1]["spec"]["rules"][0]["when"][0]["values"],
             json!(["<the username in Secret dex-user>"])

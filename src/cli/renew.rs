@@ -14,8 +14,8 @@ use crate::api::keys;
 pub struct Args {
     /// Name of the InferenceAccess.
     pub name: String,
-    /// Wait until the operator has issued the new credential (status.tokenExpirationTime
-    /// changes).
+    /// Wait until the operator has issued the new credential (its status names this request
+    /// in lastRenewRequest).
     #[arg(long)]
     pub wait: bool,
     /// How long --wait waits, in seconds.
@@ -30,6 +30,15 @@ fn expiry(access: Option<&InferenceAccess>) -> Option<String> {
     Some(time.0.to_string())
 }
 
+/// Whether the operator served this request: compared as text, so neither clock precision nor
+/// clock skew between this machine and the operator matters.
+fn served(access: Option<&InferenceAccess>, request: &str) -> bool {
+    access
+        .and_then(|a| a.status.as_ref())
+        .and_then(|s| s.last_renew_request.as_deref())
+        == Some(request)
+}
+
 /// The merge patch that asks for a renewal: a time later than the token's issue time.
 pub fn renew_patch(now: jiff::Timestamp) -> serde_json::Value {
     serde_json::json!({
@@ -42,9 +51,9 @@ pub async fn run(args: Args) -> Result<(), String> {
     let api = cluster.accesses();
     let ns = &cluster.namespace;
     let name = &args.name;
-    let before = cluster.access(name).await?;
-    let previous = expiry(Some(&before));
+    cluster.access(name).await?;
     let now = jiff::Timestamp::now();
+    let request = now.to_string();
     api.patch(
         name,
         &PatchParams::default(),
@@ -56,10 +65,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     if !args.wait {
         return Ok(());
     }
-    let renewed = move |access: Option<&InferenceAccess>| {
-        let current = expiry(access);
-        current.is_some() && current != previous
-    };
+    let renewed = move |access: Option<&InferenceAccess>| served(access, &request);
     let waited = tokio::time::timeout(
         Duration::from_secs(args.timeout),
         await_condition(api, name, renewed),
@@ -84,6 +90,29 @@ pub async fn run(args: Args) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::fixtures::ts;
+
+    #[test]
+    fn a_request_is_served_when_the_status_names_it() {
+        let access = |last: Option<&str>| -> InferenceAccess {
+            let mut access =
+                crate::fixtures::access(serde_json::json!({"inferenceService": {"name": "m"}}))
+                    .build();
+            access.status = Some(crate::api::InferenceAccessStatus {
+                last_renew_request: last.map(str::to_owned),
+                ..Default::default()
+            });
+            access
+        };
+        let request = "2026-11-27T20:00:00.5Z";
+        assert!(served(Some(&access(Some(request))), request));
+        // Issued in the same second, by an earlier request: not this one.
+        assert!(!served(
+            Some(&access(Some("2026-11-27T20:00:00.1Z"))),
+            request
+        ));
+        assert!(!served(Some(&access(None)), request));
+        assert!(!served(None, request));
+    }
 
     #[test]
     fn patch_sets_the_annotation_the_operator_honors() {

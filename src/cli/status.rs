@@ -15,7 +15,6 @@ use super::{Output, Target};
 use crate::api::inference_service::Readiness;
 use crate::api::{AuthorizationPolicy, InferenceService};
 use crate::api::{InferenceAccess, MeshMode};
-use crate::reconcile::plan;
 
 /// How many of the most recent events are shown.
 const EVENTS_SHOWN: usize = 10;
@@ -177,20 +176,17 @@ async fn gather(cluster: &Cluster, access: &InferenceAccess) -> Report {
         mode: format!("{:?}", access.spec.mesh.mode),
         ..Default::default()
     };
-    match plan::validate(access) {
-        Err(invalid) => policy.error = Some(format!("the spec is invalid: {invalid}")),
-        Ok(plan) if plan.mesh.mode() == MeshMode::AuthorizationPolicy => {
-            let policy_name = plan::policy_name(&plan).to_owned();
-            match Api::<AuthorizationPolicy>::namespaced(cluster.client.clone(), ns)
-                .get_opt(&policy_name)
-                .await
-            {
-                Ok(found) => policy.found = Some(found.is_some()),
-                Err(e) => policy.error = Some(api_error("reading the AuthorizationPolicy", &e)),
-            }
-            policy.authorization_policy = Some(policy_name);
+    if access.spec.mesh.mode == MeshMode::AuthorizationPolicy {
+        // Named after the access, as plan::policy_name says.
+        let policy_name = name.clone();
+        match Api::<AuthorizationPolicy>::namespaced(cluster.client.clone(), ns)
+            .get_opt(&policy_name)
+            .await
+        {
+            Ok(found) => policy.found = Some(found.is_some()),
+            Err(e) => policy.error = Some(api_error("reading the AuthorizationPolicy", &e)),
         }
-        Ok(_) => {}
+        policy.authorization_policy = Some(policy_name);
     }
 
     let events = match recent_events(cluster, access).await {

@@ -77,6 +77,8 @@ pub struct IssuedCredential {
     pub issued_at: Timestamp,
     pub expires_at: Timestamp,
     pub inputs: Inputs,
+    /// The renew request (the annotation's value) this credential was obtained for, if any.
+    pub renew_request: Option<String>,
 }
 
 #[cfg(test)]

@@ -50,11 +50,14 @@ impl IssueReason {
 }
 
 /// Whether the held credential is still good at `now`; `None` when it is.
+///
+/// A renew request is served once per distinct value, compared as text: no clocks are compared,
+/// so a client whose clock differs from the operator's is still served.
 pub fn needs_issue(
     current: Option<&IssuedCredential>,
     wanted: &Inputs,
     renew_before: Option<SignedDuration>,
-    renew_requested_after: Option<Timestamp>,
+    renew_request: Option<&str>,
     now: Timestamp,
 ) -> Option<IssueReason> {
     let Some(current) = current else {
@@ -63,8 +66,17 @@ pub fn needs_issue(
     if &current.inputs != wanted {
         return Some(IssueReason::SpecChanged);
     }
-    if renew_requested_after.is_some_and(|requested| requested > current.issued_at) {
-        return Some(IssueReason::Requested);
+    if let Some(request) = renew_request {
+        let served = match &current.renew_request {
+            Some(served) => served == request,
+            // Written before requests were recorded: served if older than the credential.
+            None => request
+                .parse::<Timestamp>()
+                .is_ok_and(|at| at <= current.issued_at),
+        };
+        if !served {
+            return Some(IssueReason::Requested);
+        }
     }
     (now >= current.renewal_time(renew_before)).then_some(IssueReason::Renewal)
 }
@@ -107,6 +119,7 @@ mod tests {
             issued_at: ts(issued_at),
             expires_at: ts(expires_at),
             inputs: inputs(),
+            renew_request: None,
         }
     }
 
@@ -141,6 +154,10 @@ mod tests {
     #[test]
     fn needs_issue_table() {
         let token = issued("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z");
+        let served = IssuedCredential {
+            renew_request: Some("2026-01-01T00:05:00Z".into()),
+            ..token.clone()
+        };
         let mut other = token_inputs();
         other.audiences = vec!["other".into()];
         let other = Inputs::ServiceAccountToken(other);
@@ -181,7 +198,7 @@ mod tests {
                 "2026-01-01T00:10:00Z",
                 Some(IssueReason::Requested),
             ),
-            // A renew request older than the token was already served.
+            // A renew request older than a token that records none was already served.
             (
                 Some(&token),
                 inputs(),
@@ -189,10 +206,26 @@ mod tests {
                 "2026-01-01T00:10:00Z",
                 None,
             ),
+            // The token records the request it served: the same value is not served twice,
+            // whatever the clocks say.
+            (
+                Some(&served),
+                inputs(),
+                Some("2026-01-01T00:05:00Z"),
+                "2026-01-01T00:10:00Z",
+                None,
+            ),
+            (
+                Some(&served),
+                inputs(),
+                Some("2025-01-01T00:00:00Z"),
+                "2026-01-01T00:10:00Z",
+                Some(IssueReason::Requested),
+            ),
         ];
         for (current, wanted, requested, now, expected) in cases {
             assert_eq!(
-                needs_issue(current, &wanted, None, requested.map(ts), ts(now)),
+                needs_issue(current, &wanted, None, requested, ts(now)),
                 expected,
                 "at {now}"
             );

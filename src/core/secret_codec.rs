@@ -24,6 +24,8 @@ pub const KEY_EXPIRES_AT: &str = "expires-at";
 /// When the credential in the Secret was issued (RFC 3339).
 pub const ANNOTATION_ISSUED_AT: &str = "inference-access.io/issued-at";
 /// The inputs it was obtained with (JSON), to notice spec changes.
+/// The renew request the credential was obtained for.
+pub const ANNOTATION_RENEW_REQUEST: &str = "inference-access.io/renew-request";
 /// (Named token-request before DexSession existed; kept so existing Secrets stay readable.)
 pub const ANNOTATION_INPUTS: &str = "inference-access.io/token-request";
 
@@ -136,7 +138,7 @@ pub fn encode(issued: &IssuedCredential, endpoint: &Endpoint) -> Encoded {
 }
 
 fn record_annotations(issued: &IssuedCredential) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         (
             ANNOTATION_ISSUED_AT.to_owned(),
             issued.issued_at.to_string(),
@@ -145,7 +147,11 @@ fn record_annotations(issued: &IssuedCredential) -> BTreeMap<String, String> {
             ANNOTATION_INPUTS.to_owned(),
             serde_json::to_string(&issued.inputs).unwrap_or_default(),
         ),
-    ])
+    ]);
+    if let Some(request) = &issued.renew_request {
+        annotations.insert(ANNOTATION_RENEW_REQUEST.to_owned(), request.clone());
+    }
+    annotations
 }
 
 /// The credential a Secret holds: the Dex session cookie when there is one, otherwise the
@@ -179,6 +185,9 @@ pub fn decode_issued(secret: &impl SecretFields) -> Option<IssuedCredential> {
         issued_at,
         expires_at,
         inputs,
+        renew_request: secret
+            .annotation(ANNOTATION_RENEW_REQUEST)
+            .map(str::to_owned),
     })
 }
 
@@ -274,6 +283,7 @@ mod tests {
                 audiences: vec!["aud".into()],
                 expiration_seconds: 3600,
             }),
+            renew_request: Some("2026-01-01T00:00:00.5Z".into()),
         }
     }
 

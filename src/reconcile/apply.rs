@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::build::{controller_of, is_controlled_by};
-use super::error::{Error, Kind, api_status, describe};
+use super::error::{Error, Kind, api_status};
 use crate::api::keys::FIELD_MANAGER;
 use crate::api::{InferenceAccess, InferenceAccessStatus};
 
@@ -26,8 +26,8 @@ pub enum Applied<K> {
     Changed(K),
     /// Already held everything wanted: nothing was written.
     Unchanged(K),
-    /// Exists and is not controlled by this access (or another manager set the shared field
-    /// differently): left untouched. `owner` names the controller when there is one.
+    /// Exists and is not controlled by this access: left untouched. `owner` names the
+    /// controller when there is one.
     Conflict { owner: Option<String> },
     /// The kind is not served: its CRD is not installed.
     NotServed,
@@ -139,33 +139,6 @@ impl Applier {
                     .map(Applied::Changed)
                     .map_err(Error::api(kind))
             }
-        }
-    }
-
-    /// Sets a few fields on an object the access does not own, under a field manager of their
-    /// own and without force: a different value another manager set is a conflict, never
-    /// overwritten.
-    pub async fn apply_shared<K: Object>(
-        &self,
-        kind: Kind,
-        patch: &K,
-        manager: &str,
-    ) -> Result<Applied<K>, Error> {
-        match self
-            .api::<K>()
-            .patch(
-                &patch.name_any(),
-                &PatchParams::apply(manager),
-                &Patch::Apply(patch),
-            )
-            .await
-        {
-            Ok(applied) => Ok(Applied::Changed(applied)),
-            // The server's message names the manager that holds the field.
-            Err(err) if api_status(&err) == Some(409) => Ok(Applied::Conflict {
-                owner: Some(describe(&err)),
-            }),
-            Err(err) => Err(Error::Api { kind, source: err }),
         }
     }
 

@@ -141,23 +141,6 @@ pub fn templated_inference_service(plan: &Plan) -> Option<InferenceService> {
     })
 }
 
-/// The one annotation applied to an InferenceService the access only references.
-pub fn sidecar_annotation_patch(plan: &Plan) -> InferenceService {
-    InferenceService {
-        metadata: ObjectMeta {
-            name: Some(plan.target.name.clone()),
-            namespace: Some(plan.access.namespace.clone()),
-            annotations: Some(BTreeMap::from([(
-                SIDECAR_INJECT_ANNOTATION.to_owned(),
-                "false".to_owned(),
-            )])),
-            ..ObjectMeta::default()
-        },
-        spec: serde_json::Value::Null,
-        ..InferenceService::default()
-    }
-}
-
 /// An ALLOW policy on the InferenceService's pods: requests the gateway forwarded (its mesh
 /// principal) for exactly this identity (`user_id`, the header the gateway set from the
 /// verified token's `sub` or the Dex session's email), plus Knative's probe paths. Both
@@ -210,6 +193,7 @@ pub fn authorization_policy(
 mod tests {
     use super::*;
     use crate::fixtures::access;
+    use crate::reconcile::limits::Limits;
     use crate::reconcile::plan::{MeshPlan, service_account_user, validate};
     use serde_json::json;
 
@@ -220,7 +204,7 @@ mod tests {
     }
 
     fn plan(spec: serde_json::Value) -> Plan {
-        validate(&access(spec).build()).unwrap()
+        validate(&access(spec).build(), &Limits::default()).unwrap()
     }
 
     #[test]
@@ -254,21 +238,6 @@ mod tests {
     }
 
     #[test]
-    fn the_sidecar_patch_is_the_annotation_alone() {
-        let p = plan(
-            json!({"inferenceService": {"name": "m"}, "mesh": {"mode": "DisableSidecarInjection"}}),
-        );
-        assert_eq!(
-            serde_json::to_value(sidecar_annotation_patch(&p)).unwrap(),
-            json!({
-                "apiVersion": "serving.kserve.io/v1beta1",
-                "kind": "InferenceService",
-                "metadata": {"name": "m", "namespace": "ns", "annotations": {"sidecar.istio.io/inject": "false"}}
-            })
-        );
-    }
-
-    #[test]
     fn secret_template_adds_labels_but_never_replaces_ours() {
         let p = plan(json!({
             "inferenceService": {"name": "m"},
@@ -294,10 +263,16 @@ mod tests {
 
     #[test]
     fn policy_uses_the_configured_header_principals_and_probe_paths() {
-        let p = plan(json!({
+        let limits = Limits {
+            allowed_user_id_headers: vec!["x-user".into()],
+            allowed_source_principals: vec!["cluster.local/ns/gw/sa/gw".into()],
+            ..Limits::default()
+        };
+        let spec = json!({
             "inferenceService": {"name": "m"},
             "mesh": {"userIdHeader": "x-user", "sourcePrincipals": ["cluster.local/ns/gw/sa/gw"], "probePaths": []}
-        }));
+        });
+        let p = validate(&access(spec).build(), &limits).unwrap();
         let MeshPlan::AuthorizationPolicy(policy) = &p.mesh else {
             panic!("{:?}", p.mesh)
         };

@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{InferenceAccess, InferenceAccessStatus};
+use crate::api::{InferenceAccess, InferenceAccessStatus, LoginRefusals};
 
 pub const READY: &str = "Ready";
 pub const INFERENCE_SERVICE_READY: &str = "InferenceServiceReady";
@@ -21,6 +21,14 @@ pub const ENDPOINT_VERIFIED: &str = "EndpointVerified";
 pub mod reason {
     pub const READY: &str = "Ready";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    // Refusals of what the cluster admin's limits (or the owner of the object) do not allow.
+    pub const AUDIENCE_NOT_ALLOWED: &str = "AudienceNotAllowed";
+    pub const GATEWAY_NOT_ALLOWED: &str = "GatewayNotAllowed";
+    pub const MESH_SETTING_NOT_ALLOWED: &str = "MeshSettingNotAllowed";
+    pub const TEMPLATE_NOT_ALLOWED: &str = "TemplateNotAllowed";
+    pub const SERVICE_ACCOUNT_NOT_ALLOWED: &str = "ServiceAccountNotAllowed";
+    pub const CREDENTIALS_SECRET_NOT_ALLOWED: &str = "CredentialsSecretNotAllowed";
+    pub const DEX_LOGIN_STOPPED: &str = "DexLoginStopped";
     pub const INFERENCE_SERVICE_NOT_FOUND: &str = "InferenceServiceNotFound";
     pub const INFERENCE_SERVICE_NOT_READY: &str = "InferenceServiceNotReady";
     pub const INFERENCE_SERVICE_FAILED: &str = "InferenceServiceApplyFailed";
@@ -39,7 +47,6 @@ pub mod reason {
     pub const POLICY_APPLIED: &str = "PolicyApplied";
     pub const NO_SIDECAR: &str = "NoSidecar";
     pub const SIDECAR_DISABLED: &str = "SidecarDisabled";
-    pub const SIDECAR_ANNOTATION_CONFLICT: &str = "SidecarAnnotationConflict";
     pub const UNMANAGED: &str = "Unmanaged";
     pub const ISTIO_NOT_INSTALLED: &str = "IstioNotInstalled";
     pub const POLICY_CONFLICT: &str = "PolicyConflict";
@@ -131,6 +138,8 @@ pub struct Checks {
     pub service_account_name: Option<String>,
     pub token_expiration_time: Option<Timestamp>,
     pub renewal_time: Option<Timestamp>,
+    pub last_renew_request: Option<String>,
+    pub login_refusals: Option<LoginRefusals>,
 }
 
 impl Default for Checks {
@@ -146,27 +155,38 @@ impl Default for Checks {
             service_account_name: None,
             token_expiration_time: None,
             renewal_time: None,
+            last_renew_request: None,
+            login_refusals: None,
         }
     }
 }
 
 impl Checks {
-    /// The first unsatisfied check decides `Ready`.
-    pub fn ready(&self) -> Check {
-        [
+    /// The first unsatisfied check decides `Ready`. `EndpointVerified` never gates it (the
+    /// operator may not see the gateway clients use) but the message never claims more than it
+    /// showed.
+    pub fn ready(&self, endpoint: Option<&Check>) -> Check {
+        if let Some(unsatisfied) = [
             &self.inference_service,
             &self.credential,
             &self.access_policy,
         ]
         .into_iter()
         .find(|check| check.state != State::True)
-        .cloned()
-        .unwrap_or_else(|| {
-            Check::ok(
-                reason::READY,
-                "the credential in the Secret reaches the InferenceService",
-            )
-        })
+        {
+            return unsatisfied.clone();
+        }
+        let message = match endpoint {
+            Some(check) if check.state == State::True => {
+                "the credential in the Secret reaches the InferenceService".to_owned()
+            }
+            Some(check) if check.state == State::False => format!(
+                "the credential is issued and the access policy is in place, but a request with it through the gateway failed ({}): see EndpointVerified",
+                check.reason
+            ),
+            _ => "the credential is issued and the access policy is in place (not verified through the gateway)".to_owned(),
+        };
+        Check::ok(reason::READY, message)
     }
 }
 
@@ -186,7 +206,7 @@ pub fn build_status(
         .clone()
         .or_else(|| last_endpoint_check(previous).map(Check::from_condition));
     let conditions = [
-        (READY, checks.ready()),
+        (READY, checks.ready(endpoint.as_ref())),
         (INFERENCE_SERVICE_READY, checks.inference_service.clone()),
         (CREDENTIAL_ISSUED, checks.credential.clone()),
         (ACCESS_POLICY_READY, checks.access_policy.clone()),
@@ -203,6 +223,8 @@ pub fn build_status(
         service_account_name: checks.service_account_name.clone(),
         token_expiration_time: checks.token_expiration_time.map(Time),
         renewal_time: checks.renewal_time.map(Time),
+        last_renew_request: checks.last_renew_request.clone(),
+        login_refusals: checks.login_refusals.clone(),
         conditions,
     }
 }
@@ -291,7 +313,7 @@ mod tests {
             (Checks::default(), State::Unknown, reason::PENDING),
         ];
         for (checks, state, reason) in cases {
-            let ready = checks.ready();
+            let ready = checks.ready(None);
             assert_eq!(
                 (ready.state, ready.reason.as_str()),
                 (state, reason),
@@ -327,7 +349,7 @@ mod tests {
                 "tokenExpirationTime": "2026-01-01T01:00:00Z",
                 "renewalTime": "2026-01-01T00:40:00Z",
                 "conditions": [
-                    condition("Ready", "True", "Ready", "the credential in the Secret reaches the InferenceService"),
+                    condition("Ready", "True", "Ready", "the credential is issued and the access policy is in place (not verified through the gateway)"),
                     condition("InferenceServiceReady", "True", "Ready", "ready"),
                     condition("CredentialIssued", "True", "Issued", "issued"),
                     condition("AccessPolicyReady", "True", "PolicyApplied", "applied"),

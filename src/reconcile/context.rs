@@ -8,6 +8,7 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 
 use super::backoff::Counter;
+use super::limits::Limits;
 use crate::gateway::client::GatewayClient;
 use crate::runtime::metrics::Metrics;
 
@@ -23,6 +24,8 @@ pub struct Context {
     pub failures: Counter,
     /// Consecutive failed endpoint probes per access, likewise.
     pub verify_failures: Counter,
+    /// What the cluster admin allows a spec to ask for.
+    pub limits: Limits,
 }
 
 impl Context {
@@ -35,7 +38,13 @@ impl Context {
             gateway: GatewayClient::new().ok(),
             failures: Counter::default(),
             verify_failures: Counter::default(),
+            limits: Limits::default(),
         }
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {

@@ -56,8 +56,12 @@ pub enum Error {
     #[error("TokenRequest answered without a token or expiry")]
     EmptyTokenResponse,
     /// The message never holds the password: dex::LoginError's texts name URLs and statuses.
-    #[error("{0}")]
-    DexLogin(String),
+    #[error("{message}")]
+    DexLogin {
+        message: String,
+        /// Dex refused the username and password (not a network or gateway failure).
+        refused: bool,
+    },
 }
 
 impl Error {
@@ -69,8 +73,16 @@ impl Error {
         match self {
             Error::Api { kind, .. } => kind.category(),
             Error::EmptyTokenResponse => "token_request",
-            Error::DexLogin(_) => "dex_login",
+            Error::DexLogin { .. } => "dex_login",
         }
+    }
+}
+
+impl Error {
+    /// The API server refused what the spec produced (400/422): retrying cannot help, the spec
+    /// has to change.
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, Error::Api { source, .. } if matches!(api_status(source), Some(400 | 422)))
     }
 }
 

@@ -6,7 +6,7 @@ use kube::runtime::events::{Event, EventType};
 use super::identity::IdentityOutcome;
 use super::issue::IssueResult;
 use super::mesh::MeshOutcome;
-use super::plan::{IdentityPlan, Plan, policy_name};
+use super::plan::{IdentityPlan, Plan, SpecError, policy_name};
 use super::status::Outcomes;
 use super::target::TargetOutcome;
 
@@ -21,12 +21,12 @@ fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
 }
 
 /// The Warning for a spec that cannot be planned.
-pub fn invalid_spec(message: &str) -> Event {
+pub fn refused(refusal: &SpecError) -> Event {
     event(
         EventType::Warning,
-        super::conditions::reason::INVALID_SPEC,
+        refusal.reason,
         "Validate",
-        message.to_owned(),
+        refusal.message.clone(),
     )
 }
 
@@ -113,24 +113,8 @@ pub fn of(plan: &Plan, outcomes: &Outcomes, credential_message: &str) -> Vec<Eve
             format!("applied AuthorizationPolicy {policy} for {user_id}"),
         )),
         Some(MeshOutcome::SidecarDisabled {
-            annotated,
-            deleted_policy,
-        }) => {
-            if *annotated {
-                events.push(event(
-                    EventType::Normal,
-                    "SidecarInjectionDisabled",
-                    "Apply",
-                    format!(
-                        "set sidecar.istio.io/inject=false on InferenceService {}",
-                        plan.target.name
-                    ),
-                ));
-            }
-            if *deleted_policy {
-                events.push(policy_deleted(plan));
-            }
-        }
+            deleted_policy: true,
+        }) => events.push(policy_deleted(plan)),
         Some(MeshOutcome::Unmanaged {
             deleted_policy: true,
         }) => events.push(policy_deleted(plan)),

@@ -5,11 +5,13 @@
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::ResourceExt;
 
 use super::apply::{Applied, Applier};
 use super::build;
 use super::error::{Error, Kind};
-use super::plan::{IdentityPlan, Plan, dex_user_id, service_account_user};
+use super::plan::{IdentityPlan, Plan, check_user_id, dex_user_id, service_account_user};
+use crate::api::keys::{ANNOTATION_ALLOWED_ACCESSES, DEX_LOGIN_LABEL};
 use crate::core::credential::{DexSessionInputs, Inputs, TokenRequestInputs};
 use crate::core::secret_codec::SecretFields;
 use crate::gateway::dex::Connector;
@@ -33,6 +35,8 @@ pub enum Identity {
         connector: Connector,
         /// What the gateway puts in the user-id header for this session.
         user_id: String,
+        /// The credentials Secret's resourceVersion: refused logins are counted per version.
+        secret_version: String,
     },
 }
 
@@ -76,8 +80,14 @@ pub enum IdentityOutcome {
     ServiceAccountNotFound,
     /// The dedicated ServiceAccount's name is taken by one this access does not control.
     ServiceAccountConflict,
-    /// The Dex credentials Secret is missing or lacks its keys.
-    CredentialsSecretInvalid,
+    /// A named ServiceAccount that does not consent to this access (its annotation).
+    ServiceAccountNotAllowed,
+    /// The Dex credentials Secret is not marked as a Dex login.
+    CredentialsSecretNotAllowed,
+    /// The Dex credentials Secret is missing, lacks its keys, or holds no usable username.
+    CredentialsSecretInvalid {
+        problem: &'static str,
+    },
     Failed(Error),
 }
 
@@ -116,7 +126,8 @@ pub async fn resolve(applier: &Applier, plan: &Plan) -> IdentityOutcome {
                     .get::<ServiceAccount>(Kind::ServiceAccount, name)
                     .await
                 {
-                    Ok(Some(_)) => ready(false),
+                    Ok(Some(sa)) if consents(&sa, &plan.access.name) => ready(false),
+                    Ok(Some(_)) => IdentityOutcome::ServiceAccountNotAllowed,
                     Ok(None) => IdentityOutcome::ServiceAccountNotFound,
                     Err(err) => IdentityOutcome::Failed(err),
                 }
@@ -135,16 +146,33 @@ pub async fn resolve(applier: &Applier, plan: &Plan) -> IdentityOutcome {
                 Ok(secret) => secret,
                 Err(err) => return IdentityOutcome::Failed(err),
             };
-            let text = |key: &str| secret.as_ref().and_then(|s| s.text(key)).map(str::to_owned);
+            let Some(secret) = secret else {
+                return IdentityOutcome::CredentialsSecretInvalid {
+                    problem: "does not exist in this namespace",
+                };
+            };
+            if secret.labels().get(DEX_LOGIN_LABEL).map(String::as_str) != Some("true") {
+                return IdentityOutcome::CredentialsSecretNotAllowed;
+            }
+            let text = |key: &str| secret.text(key).map(str::to_owned);
             let (Some(username), Some(password)) = (
                 text(&credentials.username_key),
                 text(&credentials.password_key),
             ) else {
-                return IdentityOutcome::CredentialsSecretInvalid;
+                return IdentityOutcome::CredentialsSecretInvalid {
+                    problem: "lacks a non-empty username or password key",
+                };
             };
+            let user_id = dex_user_id(user_id.as_deref(), &username);
+            if check_user_id("the username", &user_id).is_err() {
+                return IdentityOutcome::CredentialsSecretInvalid {
+                    problem: "holds a username that is not one user id (no '*', no spaces)",
+                };
+            }
             IdentityOutcome::Ready {
                 identity: Identity::DexUser {
-                    user_id: dex_user_id(user_id.as_deref(), &username),
+                    user_id,
+                    secret_version: secret.resource_version().unwrap_or_default(),
                     login: DexSessionInputs {
                         username,
                         connector: connector.id().to_owned(),
@@ -155,6 +183,46 @@ pub async fn resolve(applier: &Applier, plan: &Plan) -> IdentityOutcome {
                 },
                 applied: false,
             }
+        }
+    }
+}
+
+/// Whether the ServiceAccount's owner allowed this access to mint tokens for it.
+pub fn consents(service_account: &ServiceAccount, access: &str) -> bool {
+    service_account
+        .annotations()
+        .get(ANNOTATION_ALLOWED_ACCESSES)
+        .is_some_and(|list| {
+            list.split(',')
+                .map(str::trim)
+                .any(|allowed| allowed == "*" || allowed == access)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consent_is_an_annotation_naming_the_access() {
+        let sa = |annotation: Option<&str>| -> ServiceAccount {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "default-editor", "annotations": annotation
+                    .map(|v| serde_json::json!({ANNOTATION_ALLOWED_ACCESSES: v}))
+                    .unwrap_or_default()}
+            }))
+            .unwrap()
+        };
+        for (annotation, access, allowed) in [
+            (None, "client", false),
+            (Some(""), "client", false),
+            (Some("client"), "client", true),
+            (Some("other, client"), "client", true),
+            (Some("*"), "client", true),
+            (Some("clients"), "client", false),
+            (Some("client-2"), "client", false),
+        ] {
+            assert_eq!(consents(&sa(annotation), access), allowed, "{annotation:?}");
         }
     }
 }

@@ -11,6 +11,7 @@ use super::error::{Error, Kind};
 use super::identity::Identity;
 use super::obtain::obtain;
 use super::plan::Plan;
+use crate::api::LoginRefusals;
 use crate::core::credential::IssuedCredential;
 use crate::core::endpoint::Endpoint;
 use crate::core::renewal::{IssueReason, needs_issue};
@@ -25,8 +26,14 @@ pub struct IssueOutcome {
     pub secret_seen: bool,
     /// The credential the Secret now holds (new or kept): its expiry goes into the status.
     pub held: Option<IssuedCredential>,
+    /// DexSession: the refused-login count to publish.
+    pub login_refusals: Option<LoginRefusals>,
     pub result: IssueResult,
 }
+
+/// Refused logins in a row after which the operator stops trying: an account must never be
+/// locked out by the operator retrying a wrong password.
+pub const MAX_LOGIN_REFUSALS: u32 = 3;
 
 #[derive(Debug)]
 pub enum IssueResult {
@@ -42,6 +49,9 @@ pub enum IssueResult {
     },
     /// Obtaining a new credential failed; `held` is the old one, if any.
     ObtainFailed(Error),
+    /// Dex refused this Secret's login too often: no more attempts until the spec or the
+    /// Secret changes.
+    LoginStopped,
     /// Reading or writing the Secret failed.
     Failed(Error),
 }
@@ -59,6 +69,7 @@ pub async fn ensure(applier: &Applier, plan: &Plan, inputs: Inputs<'_>) -> Issue
         endpoint: None,
         secret_seen: false,
         held: None,
+        login_refusals: plan.login_refusals.clone(),
         result: IssueResult::SecretConflict,
     };
     let resolved = match inputs.status_url {
@@ -99,26 +110,45 @@ pub async fn ensure(applier: &Applier, plan: &Plan, inputs: Inputs<'_>) -> Issue
         current.as_ref(),
         &inputs.identity.inputs(),
         plan.renew_before,
-        plan.renew_requested_at,
+        plan.renew_request.as_deref(),
         inputs.now,
     );
+    let refusals = refusals_for(plan, inputs.identity);
     let issued = match (minted, current) {
         (None, Some(current)) => current,
-        _ => match obtain(
-            applier,
-            inputs.gateway,
-            inputs.identity,
-            &secret,
-            inputs.now,
-        )
-        .await
+        _ if refusals
+            .as_ref()
+            .is_some_and(|r| r.count >= MAX_LOGIN_REFUSALS) =>
         {
-            Ok(issued) => issued,
-            Err(err) => {
-                outcome.result = IssueResult::ObtainFailed(err);
-                return outcome;
+            outcome.result = IssueResult::LoginStopped;
+            return outcome;
+        }
+        _ => {
+            let obtained = obtain(
+                applier,
+                inputs.gateway,
+                inputs.identity,
+                &secret,
+                plan.renew_request.as_deref(),
+                inputs.now,
+            )
+            .await;
+            outcome.login_refusals = match (&obtained, refusals) {
+                (Err(Error::DexLogin { refused: true, .. }), previous) => Some(LoginRefusals {
+                    count: previous.map_or(0, |p| p.count) + 1,
+                    secret_version: secret_version(inputs.identity),
+                }),
+                (Err(_), previous) => previous,
+                (Ok(_), _) => None,
+            };
+            match obtained {
+                Ok(issued) => issued,
+                Err(err) => {
+                    outcome.result = IssueResult::ObtainFailed(err);
+                    return outcome;
+                }
             }
-        },
+        }
     };
     let wanted = build::credential_secret(plan, &encode(&issued, &endpoint));
     outcome.result = match applier
@@ -135,4 +165,19 @@ pub async fn ensure(applier: &Applier, plan: &Plan, inputs: Inputs<'_>) -> Issue
         Err(err) => IssueResult::Failed(err),
     };
     outcome
+}
+
+/// The refusals recorded for the credentials Secret's current version; a changed Secret starts
+/// again from zero.
+fn refusals_for(plan: &Plan, identity: &Identity) -> Option<LoginRefusals> {
+    plan.login_refusals
+        .clone()
+        .filter(|r| r.secret_version == secret_version(identity))
+}
+
+fn secret_version(identity: &Identity) -> String {
+    match identity {
+        Identity::DexUser { secret_version, .. } => secret_version.clone(),
+        Identity::ServiceAccount(_) => String::new(),
+    }
 }

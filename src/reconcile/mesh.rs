@@ -6,7 +6,6 @@ use super::apply::{Applied, Applier};
 use super::build;
 use super::error::{Error, Kind};
 use super::plan::{MeshPlan, Plan, policy_name};
-use crate::api::keys::SIDECAR_FIELD_MANAGER;
 use crate::api::{AuthorizationPolicy, InferenceService};
 
 #[derive(Debug)]
@@ -22,15 +21,10 @@ pub enum MeshOutcome {
     PolicyConflict,
     /// AuthorizationPolicy is not served: Istio is not installed.
     IstioNotInstalled,
+    /// The templated InferenceService carries `sidecar.istio.io/inject: "false"`.
     SidecarDisabled {
-        /// This reconcile set the annotation on a referenced InferenceService.
-        annotated: bool,
         /// This reconcile deleted the access's policy from an earlier mode.
         deleted_policy: bool,
-    },
-    /// Another manager set `sidecar.istio.io/inject` on the referenced InferenceService.
-    SidecarAnnotationConflict {
-        detail: String,
     },
     Unmanaged {
         deleted_policy: bool,
@@ -66,29 +60,10 @@ async fn run(
             let deleted_policy = applier.remove(Kind::AuthorizationPolicy, current).await?;
             return Ok(MeshOutcome::Unmanaged { deleted_policy });
         }
+        // The annotation is part of the template (the plan refuses this mode otherwise).
         MeshPlan::DisableSidecarInjection => {
-            // A templated InferenceService carries the annotation in its template.
-            let annotated = if plan.target.template.is_none() && !isvc.sidecar_disabled() {
-                let patch = build::sidecar_annotation_patch(plan);
-                match applier
-                    .apply_shared(Kind::InferenceService, &patch, SIDECAR_FIELD_MANAGER)
-                    .await?
-                {
-                    Applied::Conflict { owner } => {
-                        return Ok(MeshOutcome::SidecarAnnotationConflict {
-                            detail: owner.unwrap_or_default(),
-                        });
-                    }
-                    applied => applied.changed(),
-                }
-            } else {
-                false
-            };
             let deleted_policy = applier.remove(Kind::AuthorizationPolicy, current).await?;
-            return Ok(MeshOutcome::SidecarDisabled {
-                annotated,
-                deleted_policy,
-            });
+            return Ok(MeshOutcome::SidecarDisabled { deleted_policy });
         }
     };
     let wanted = build::authorization_policy(plan, policy, user_id);

@@ -16,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod identity;
 pub mod issue;
+pub mod limits;
 pub mod mesh;
 pub mod obtain;
 pub mod plan;
@@ -67,20 +68,13 @@ async fn reconcile_access(access: &InferenceAccess, ctx: &Context) -> Result<Act
         &namespace,
         &access.uid().unwrap_or_default(),
     );
-    let plan = match plan::validate(access) {
+    let plan = match plan::validate(access, &ctx.limits) {
         Ok(plan) => plan,
-        Err(invalid) => {
-            // Nothing else runs: the spec waits for the user to change it.
-            let checks = status::invalid(&invalid.0);
-            report::publish(
-                ctx,
-                &applier,
-                access,
-                &checks,
-                vec![events::invalid_spec(&invalid.0)],
-                now,
-            )
-            .await?;
+        Err(refusal) => {
+            // Nothing else runs, nothing is sent: the spec waits for the user to change it.
+            let checks = status::invalid(&refusal);
+            let events = vec![events::refused(&refusal)];
+            report::publish(ctx, &applier, access, &checks, events, now).await?;
             return Ok(Action::await_change());
         }
     };
@@ -91,6 +85,8 @@ async fn reconcile_access(access: &InferenceAccess, ctx: &Context) -> Result<Act
     report::count_minted(ctx, &plan, &outcomes);
     let action = schedule::next_action(&plan, &outcomes, now);
     match (outcomes.into_error(), published) {
+        // The API server refused what the spec produced: retrying cannot help.
+        (Some(err), _) if err.is_invalid() => Ok(Action::await_change()),
         (Some(err), _) | (None, Err(err)) => Err(err),
         (None, Ok(())) => Ok(action),
     }

@@ -25,6 +25,7 @@ pub async fn obtain(
     gateway: Option<&GatewayClient>,
     identity: &Identity,
     secret: &Secret,
+    renew_request: Option<&str>,
     now: Timestamp,
 ) -> Result<IssuedCredential, Error> {
     let (value, expires_at) = match identity {
@@ -59,8 +60,10 @@ pub async fn obtain(
             connector,
             ..
         } => {
-            let client =
-                gateway.ok_or_else(|| Error::DexLogin("no HTTP client could be built".into()))?;
+            let client = gateway.ok_or_else(|| Error::DexLogin {
+                message: "no HTTP client could be built".into(),
+                refused: false,
+            })?;
             let session = dex::login(
                 client,
                 &login.login_url,
@@ -70,7 +73,10 @@ pub async fn obtain(
                 now,
             )
             .await
-            .map_err(|e| Error::DexLogin(e.to_string()))?;
+            .map_err(|e| Error::DexLogin {
+                refused: matches!(e, dex::LoginError::InvalidCredentials { .. }),
+                message: e.to_string(),
+            })?;
             let expires_at = session.expires_at.unwrap_or(now + DEFAULT_SESSION_LIFETIME);
             let cookie = Credential::Cookie {
                 name: session.cookie_name,
@@ -84,5 +90,6 @@ pub async fn obtain(
         issued_at: now,
         expires_at,
         inputs: identity.inputs(),
+        renew_request: renew_request.map(str::to_owned),
     })
 }

@@ -20,7 +20,11 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
 /// When to look again: at the renewal time (jitter included), sooner while the probe fails,
 /// later while something outside the watches blocks the access, never for a spec error.
 pub fn next_action(plan: &Plan, outcomes: &Outcomes, now: Timestamp) -> Action {
-    if matches!(outcomes.target, TargetOutcome::InvalidTemplate { .. }) {
+    let login_stopped = outcomes
+        .issue
+        .as_ref()
+        .is_some_and(|i| matches!(i.result, IssueResult::LoginStopped));
+    if login_stopped || matches!(outcomes.target, TargetOutcome::InvalidTemplate { .. }) {
         return Action::await_change();
     }
     let Some(held) = outcomes.issue.as_ref().and_then(|i| {

@@ -6,12 +6,14 @@ use jiff::Timestamp;
 use super::conditions::{Check, Checks, reason};
 use super::error::Error;
 use super::identity::IdentityOutcome;
+use super::issue::MAX_LOGIN_REFUSALS;
 use super::issue::{IssueOutcome, IssueResult};
 use super::mesh::MeshOutcome;
-use super::plan::{IdentityPlan, Plan, policy_name};
+use super::plan::{IdentityPlan, Plan, SpecError, policy_name};
 use super::target::TargetOutcome;
 use super::verify::VerifyOutcome;
 use crate::api::inference_service::Readiness;
+use crate::api::keys::{ANNOTATION_ALLOWED_ACCESSES, DEX_LOGIN_LABEL};
 
 /// What each step of one reconcile came to. A step that did not run (an earlier one blocked
 /// it) is `None`.
@@ -57,9 +59,9 @@ impl Outcomes {
     }
 }
 
-/// The checks for an access whose spec cannot be planned.
-pub fn invalid(message: &str) -> Checks {
-    let check = Check::failed(reason::INVALID_SPEC, message);
+/// The checks for an access whose spec cannot be planned: every link of the chain says why.
+pub fn invalid(refusal: &SpecError) -> Checks {
+    let check = Check::failed(refusal.reason, refusal.message.clone());
     Checks {
         inference_service: check.clone(),
         credential: check.clone(),
@@ -71,6 +73,7 @@ pub fn invalid(message: &str) -> Checks {
 pub fn checks(plan: &Plan, outcomes: &Outcomes, now: Timestamp) -> Checks {
     let mut checks = Checks {
         inference_service: target_check(plan, &outcomes.target),
+        login_refusals: plan.login_refusals.clone(),
         ..Checks::default()
     };
     if let Some(identity) = &outcomes.identity {
@@ -94,7 +97,9 @@ pub fn checks(plan: &Plan, outcomes: &Outcomes, now: Timestamp) -> Checks {
         if let Some(held) = &issue.held {
             checks.token_expiration_time = Some(held.expires_at);
             checks.renewal_time = Some(held.renewal_time(plan.renew_before));
+            checks.last_renew_request = held.renew_request.clone();
         }
+        checks.login_refusals = issue.login_refusals.clone();
         let identity = outcomes.identity.as_ref().and_then(IdentityOutcome::ready);
         checks.credential = issue_check(plan, issue, identity, now);
     }
@@ -198,15 +203,35 @@ fn identity_check(plan: &Plan, outcome: &IdentityOutcome) -> Option<Check> {
                 ),
             )
         }
-        (IdentityPlan::DexUser { credentials, .. }, IdentityOutcome::CredentialsSecretInvalid) => {
+        (IdentityPlan::ServiceAccount { name, .. }, IdentityOutcome::ServiceAccountNotAllowed) => {
             Check::failed(
-                reason::CREDENTIALS_SECRET_INVALID,
+                reason::SERVICE_ACCOUNT_NOT_ALLOWED,
                 format!(
-                    "Secret {} must exist in this namespace with non-empty keys {} and {} (the Dex username and password)",
-                    credentials.name, credentials.username_key, credentials.password_key
+                    "ServiceAccount {name} has not allowed this access to mint tokens for it: someone who may edit it must annotate it with {ANNOTATION_ALLOWED_ACCESSES}: {} (or leave spec.serviceAccount.name empty for a dedicated ServiceAccount); nothing was minted",
+                    plan.access.name
                 ),
             )
         }
+        (
+            IdentityPlan::DexUser { credentials, .. },
+            IdentityOutcome::CredentialsSecretNotAllowed,
+        ) => Check::failed(
+            reason::CREDENTIALS_SECRET_NOT_ALLOWED,
+            format!(
+                "Secret {} is not marked as a Dex login: someone who may edit it must label it {DEX_LOGIN_LABEL}=true; it was not read further",
+                credentials.name
+            ),
+        ),
+        (
+            IdentityPlan::DexUser { credentials, .. },
+            IdentityOutcome::CredentialsSecretInvalid { problem },
+        ) => Check::failed(
+            reason::CREDENTIALS_SECRET_INVALID,
+            format!(
+                "Secret {} {problem}: it must hold the Dex username and password under keys {} and {}",
+                credentials.name, credentials.username_key, credentials.password_key
+            ),
+        ),
         (IdentityPlan::DexUser { credentials, .. }, IdentityOutcome::Failed(err)) => Check::failed(
             reason::CREDENTIALS_SECRET_INVALID,
             format!("cannot read Secret {}: {}", credentials.name, detail(err)),
@@ -246,16 +271,32 @@ fn issue_check(
             ),
         ),
         IssueResult::Ready { .. } => match &issue.held {
-            Some(held) => Check::ok(
-                reason::ISSUED,
-                format!(
-                    "Secret {secret} holds a {noun} for {who}, valid until {}, renewed after {}",
-                    held.expires_at,
-                    held.renewal_time(plan.renew_before)
-                ),
-            ),
+            Some(held) => {
+                let capped = plan
+                    .lifetime_capped_from
+                    .map(|asked| {
+                        format!(
+                            "; spec.token.duration {asked:#} was capped to the cluster admin's maximum"
+                        )
+                    })
+                    .unwrap_or_default();
+                Check::ok(
+                    reason::ISSUED,
+                    format!(
+                        "Secret {secret} holds a {noun} for {who}, valid until {}, renewed after {}{capped}",
+                        held.expires_at,
+                        held.renewal_time(plan.renew_before)
+                    ),
+                )
+            }
             None => Check::pending("no credential has been issued yet"),
         },
+        IssueResult::LoginStopped => Check::failed(
+            reason::DEX_LOGIN_STOPPED,
+            format!(
+                "Dex refused the login {MAX_LOGIN_REFUSALS} times in a row; the operator stopped trying so the account is not locked out: fix the password in the credentials Secret, or change the spec, to try again"
+            ),
+        ),
         IssueResult::ObtainFailed(err) => {
             let (failure, obtaining) = match plan.identity {
                 IdentityPlan::ServiceAccount { .. } => {
@@ -308,12 +349,6 @@ fn mesh_check(plan: &Plan, outcome: &MeshOutcome) -> Check {
             reason::SIDECAR_DISABLED,
             format!(
                 "InferenceService {isvc} runs without an Istio sidecar: any caller the gateway authenticates can reach it"
-            ),
-        ),
-        MeshOutcome::SidecarAnnotationConflict { detail } => Check::failed(
-            reason::SIDECAR_ANNOTATION_CONFLICT,
-            format!(
-                "another manager set sidecar.istio.io/inject on InferenceService {isvc}: {detail}; remove it there or choose mesh.mode AuthorizationPolicy"
             ),
         ),
         MeshOutcome::Unmanaged { .. } => Check::ok(

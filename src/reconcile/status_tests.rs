@@ -9,12 +9,13 @@ use crate::fixtures::{access, api_error, inference_service, issued_token, ts};
 use crate::reconcile::conditions::State;
 use crate::reconcile::error::Kind;
 use crate::reconcile::identity::Identity;
+use crate::reconcile::limits::Limits;
 use crate::reconcile::plan::validate;
 
 const URL: &str = "http://m.ns.example.com";
 
 fn plan(spec: serde_json::Value) -> Plan {
-    validate(&access(spec).build()).unwrap()
+    validate(&access(spec).build(), &Limits::default()).unwrap()
 }
 
 fn token_plan() -> Plan {
@@ -65,6 +66,7 @@ fn issue(result: IssueResult) -> IssueOutcome {
             "2026-01-01T00:00:00Z",
             "2026-01-01T01:00:00Z",
         )),
+        login_refusals: None,
         result,
     }
 }
@@ -148,12 +150,12 @@ fn every_documented_reason() {
     use TargetOutcome as T;
     let (token, dex) = (token_plan(), dex_plan());
     let now = ts("2026-01-01T00:30:00Z");
-    let refused = || Error::DexLogin("the login was refused".into());
+    let refused = || Error::DexLogin {
+        message: "the login was refused".into(),
+        refused: true,
+    };
     let conflict = T::TemplateConflict {
         owner: Some("InferenceAccess/other".into()),
-    };
-    let sidecar_conflict = M::SidecarAnnotationConflict {
-        detail: "kubectl owns it".into(),
     };
     let no_sidecar = M::PolicyReady {
         user_id: "u".into(),
@@ -240,7 +242,9 @@ fn every_documented_reason() {
         ),
         (
             &dex,
-            with_identity(IdentityOutcome::CredentialsSecretInvalid),
+            with_identity(IdentityOutcome::CredentialsSecretInvalid {
+                problem: "lacks a non-empty username or password key",
+            }),
             (CRED, "CredentialsSecretInvalid", False),
         ),
         (
@@ -257,7 +261,6 @@ fn every_documented_reason() {
         (
             &token,
             with_mesh(M::SidecarDisabled {
-                annotated: true,
                 deleted_policy: false,
             }),
             (AP, "SidecarDisabled", True),
@@ -279,11 +282,6 @@ fn every_documented_reason() {
             &token,
             with_mesh(M::PolicyConflict),
             (AP, "PolicyConflict", False),
-        ),
-        (
-            &token,
-            with_mesh(sidecar_conflict),
-            (AP, "SidecarAnnotationConflict", False),
         ),
         (
             &token,
@@ -339,7 +337,7 @@ fn every_documented_reason() {
     for (plan, outcomes, (condition, expected, state)) in cases {
         let checks = checks(plan, &outcomes, now);
         let check = match condition {
-            "Ready" => checks.ready(),
+            "Ready" => checks.ready(checks.endpoint.as_ref()),
             "InferenceServiceReady" => checks.inference_service.clone(),
             "CredentialIssued" => checks.credential.clone(),
             "AccessPolicyReady" => checks.access_policy.clone(),
@@ -357,7 +355,10 @@ fn every_documented_reason() {
             "{condition} {expected}: no message"
         );
     }
-    let invalid = invalid("spec.token.duration is below 10m");
+    let invalid = invalid(&SpecError {
+        reason: "InvalidSpec",
+        message: "spec.token.duration is below 10m".into(),
+    });
     for check in [
         &invalid.inference_service,
         &invalid.credential,

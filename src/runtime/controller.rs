@@ -9,13 +9,14 @@ use kube::runtime::controller::{Controller, Error as ControllerError};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::api::InferenceAccess;
-use crate::api::keys::{FIELD_MANAGER, OWNED_SELECTOR};
+use crate::api::keys::{DEX_LOGIN_LABEL, FIELD_MANAGER, OWNED_SELECTOR};
 use crate::api::{AuthorizationPolicy, InferenceService};
+use crate::reconcile::limits::Limits;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::ops::Health;
@@ -25,6 +26,8 @@ pub struct Settings {
     pub namespaces: Vec<String>,
     /// Accesses reconciled at once.
     pub concurrency: u16,
+    /// What an access may ask for.
+    pub limits: Limits,
 }
 
 /// Runs one controller per watched namespace (or one for the cluster) until `shutdown` turns
@@ -46,13 +49,19 @@ pub async fn run(
         controller: FIELD_MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    // The issuer this cluster signs tokens with is one more audience never to mint for.
+    let limits = match cluster_issuer(&client).await {
+        Some(issuer) => settings.limits.clone().with_api_audience(&issuer),
+        None => settings.limits.clone(),
+    };
     let ctx = Arc::new(
         Context::new(
             client.clone(),
             Recorder::new(client.clone(), reporter),
             jiff::Timestamp::now,
         )
-        .with_metrics(metrics.clone()),
+        .with_metrics(metrics.clone())
+        .with_limits(limits),
     );
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
@@ -136,16 +145,17 @@ async fn controller(
         // A closed channel means the process is going away too.
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
+    let by_model = accesses.clone();
+    let by_login = accesses.clone();
     let run = controller
         .watches(api::<InferenceService>(client, namespace), watcher::Config::default(), move |isvc| {
-            let namespace = isvc.namespace();
-            let name = isvc.name_any();
-            accesses
-                .state()
-                .into_iter()
-                .filter(|a| a.namespace() == namespace && a.spec.inference_service.name == name)
-                .map(|a| ObjectRef::from_obj(&*a))
-                .collect::<Vec<_>>()
+            referencing(&by_model, &isvc, |a| Some(a.spec.inference_service.name.as_str()))
+        })
+        // Only Secrets marked as Dex logins: a changed password retries a stopped login.
+        .watches(api::<Secret>(client, namespace), watcher::Config::default().labels(&format!("{DEX_LOGIN_LABEL}=true")), move |secret| {
+            referencing(&by_login, &secret, |a| {
+                a.spec.auth.dex_session.as_ref().map(|d| d.credentials_secret.name.as_str())
+            })
         })
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx.clone())
@@ -168,6 +178,22 @@ async fn controller(
     futures::join!(run, synced);
 }
 
+/// The accesses in `object`'s namespace whose `reference` names it.
+fn referencing<K: Resource>(
+    accesses: &kube::runtime::reflector::Store<InferenceAccess>,
+    object: &K,
+    reference: impl Fn(&InferenceAccess) -> Option<&str>,
+) -> Vec<ObjectRef<InferenceAccess>> {
+    let namespace = object.meta().namespace.as_deref();
+    let name = object.meta().name.as_deref();
+    accesses
+        .state()
+        .into_iter()
+        .filter(|a| a.metadata.namespace.as_deref() == namespace && reference(a) == name)
+        .map(|a| ObjectRef::from_obj(&*a))
+        .collect()
+}
+
 async fn crd_served(client: &Client, name: &str) -> bool {
     match Api::<CustomResourceDefinition>::all(client.clone())
         .get_opt(name)
@@ -177,6 +203,21 @@ async fn crd_served(client: &Client, name: &str) -> bool {
         Err(err) => {
             warn!(crd = name, error = %crate::reconcile::error::describe(&err), "cannot check whether the CRD is installed; assuming it is");
             true
+        }
+    }
+}
+
+/// The `issuer` of the cluster's OpenID discovery document (the API audience on most
+/// distributions), or `None` when it cannot be read.
+async fn cluster_issuer(client: &Client) -> Option<String> {
+    let request = http::Request::get("/.well-known/openid-configuration")
+        .body(Vec::new())
+        .ok()?;
+    match client.request::<serde_json::Value>(request).await {
+        Ok(document) => document["issuer"].as_str().map(str::to_owned),
+        Err(err) => {
+            warn!(error = %crate::reconcile::error::describe(&err), "cannot read the cluster's token issuer; only the well-known API audiences are refused");
+            None
         }
     }
 }

@@ -39,9 +39,9 @@ fn localized(text: &str, gateway: &str) -> String {
     out
 }
 
-async fn render(path: &std::path::Path) -> Vec<Value> {
+async fn render(path: &std::path::Path, gateway: &str) -> Vec<Value> {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_inference-access"))
-        .args(["render", "-o", "json", "-f"])
+        .args(["render", "-o", "json", "--allowed-gateways", gateway, "-f"])
         .arg(path)
         .output()
         .await
@@ -75,7 +75,7 @@ async fn every_example_creates_what_render_prints() {
         );
         let local = env.dir.path().join(file.file_name().unwrap());
         std::fs::write(&local, &text).unwrap();
-        let objects = render(&local).await;
+        let objects = render(&local, &data.gateway.url()).await;
         env.kubectl(vec![
             "apply".into(),
             "-f".into(),

@@ -36,6 +36,8 @@ pub struct Env {
     pub dir: tempdir::Dir,
     operator: Option<Child>,
     operator_kubeconfig: PathBuf,
+    /// Extra controller flags for `start_operator`.
+    operator_args: Vec<String>,
 }
 
 /// The operator's identity on kube-local, so request accounting can tell it from the test.
@@ -104,6 +106,7 @@ impl Env {
             dir,
             operator: None,
             operator_kubeconfig,
+            operator_args: Vec::new(),
         };
         env.start_operator();
         env
@@ -116,7 +119,16 @@ impl Env {
     }
 
     pub fn start_operator(&mut self) {
-        self.operator = Some(self.spawn_operator("operator", &[]));
+        let extra: Vec<&str> = self.operator_args.iter().map(String::as_str).collect();
+        self.operator = Some(self.spawn_operator("operator", &extra));
+    }
+
+    /// Restarts the operator with these controller flags from now on (e.g. the limits a test's
+    /// gateway needs).
+    pub async fn restart_operator_with(&mut self, args: &[&str]) {
+        self.stop_operator().await;
+        self.operator_args = args.iter().map(|a| (*a).to_owned()).collect();
+        self.start_operator();
     }
 
     /// Another operator process, named `name` (its POD_NAME, so its Lease identity), with
@@ -265,7 +277,7 @@ impl DataPath {
         builder: kube_local::Builder,
         login: mesh_local::LoginConfig,
     ) -> Self {
-        let env = Env::start_with(builder, None).await;
+        let mut env = Env::start_with(builder, None).await;
         env.apply_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
             .await;
         let model = mesh_local::ModelServer::start().await.unwrap();
@@ -276,6 +288,10 @@ impl DataPath {
             .start()
             .await
             .unwrap();
+        // The cluster admin allows credentials to go to this gateway, as a real install allows
+        // the in-cluster ingress gateway.
+        env.restart_operator_with(&["--allowed-gateways", &gateway.url()])
+            .await;
         Self {
             env,
             gateway,

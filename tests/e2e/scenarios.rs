@@ -480,7 +480,7 @@ async fn a_cluster_local_url_is_diagnosed_as_host_not_found() {
 async fn dex_account(env: &Env, password: &str) {
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "dex-user", "namespace": NS},
+        "metadata": {"name": "dex-user", "namespace": NS, "labels": {"inference-access.io/dex-login": "true"}},
         "stringData": {"username": "user@example.com", "password": password},
     });
     env.api::<Secret>()

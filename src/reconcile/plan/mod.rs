@@ -8,19 +8,24 @@
 
 use std::fmt;
 
-use jiff::{SignedDuration, Timestamp};
+mod rules;
+
+use jiff::SignedDuration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
 use crate::api::keys::ANNOTATION_RENEW_REQUESTED_AT;
 use crate::api::{
-    AuthType, CredentialsSecretRef, DexConnector, InferenceAccess, MeshMode, TemplateMetadata,
+    AuthType, CredentialsSecretRef, DexConnector, InferenceAccess, LoginRefusals, MeshMode,
+    TemplateMetadata,
 };
 use crate::core::credential::TokenRequestInputs;
-use crate::core::renewal::MIN_TOKEN_LIFETIME;
 use crate::core::secret_codec::CredentialKind;
-use crate::core::url::HttpUrl;
 use crate::gateway::dex::Connector;
+use crate::reconcile::conditions::reason;
+use crate::reconcile::limits::Limits;
+
+pub use rules::user_id as check_user_id;
 
 /// The access, validated, with every default applied and every name derived.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,13 +35,18 @@ pub struct Plan {
     pub identity: IdentityPlan,
     /// How long before expiry to renew; `None`: a third of the real lifetime.
     pub renew_before: Option<SignedDuration>,
+    /// The lifetime the spec asked for, when the admin's maximum capped it.
+    pub lifetime_capped_from: Option<SignedDuration>,
     pub secret: SecretPlan,
     /// The gateway base URL clients (and the probe) send requests to.
     pub gateway_url: String,
     pub mesh: MeshPlan,
     pub verification: bool,
-    /// `inference-access renew` asked for a new credential at this time.
-    pub renew_requested_at: Option<Timestamp>,
+    /// The value of the renew annotation (`inference-access renew` sets it to a time): a new
+    /// credential is obtained once per distinct value.
+    pub renew_request: Option<String>,
+    /// DexSession: logins Dex refused in a row for this generation (from the status).
+    pub login_refusals: Option<LoginRefusals>,
 }
 
 /// Who the access is: what owner references and events point at.
@@ -160,20 +170,26 @@ pub fn policy_name(plan: &Plan) -> &str {
     &plan.access.name
 }
 
-/// Why an access cannot be planned: a message a person can act on.
+/// Why an access cannot be planned: a condition reason and a message a person can act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpecError(pub String);
+pub struct SpecError {
+    pub reason: &'static str,
+    pub message: String,
+}
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for SpecError {}
 
 fn refuse<T>(message: impl Into<String>) -> Result<T, SpecError> {
-    Err(SpecError(message.into()))
+    Err(SpecError {
+        reason: reason::INVALID_SPEC,
+        message: message.into(),
+    })
 }
 
 /// The Secret that carries the credential: `spec.secretName` or `<name>-credential`.
@@ -185,49 +201,47 @@ pub fn secret_name(access: &InferenceAccess) -> String {
         .unwrap_or_else(|| format!("{}-credential", access.name_any()))
 }
 
-pub fn validate(access: &InferenceAccess) -> Result<Plan, SpecError> {
+pub fn validate(access: &InferenceAccess, limits: &Limits) -> Result<Plan, SpecError> {
     let spec = &access.spec;
     let Some(namespace) = access.namespace() else {
         return refuse("InferenceAccess must be namespaced");
     };
     let name = access.name_any();
+    rules::access_name(&name)?;
     if spec.inference_service.name.is_empty() {
         return refuse("spec.inferenceService.name is required");
     }
-    let lifetime = signed(spec.token.duration);
-    if lifetime < MIN_TOKEN_LIFETIME {
-        return refuse(format!(
-            "spec.token.duration {} is below the API server's minimum of 10m",
-            spec.token.duration
-        ));
-    }
-    let renew_before = spec.token.renew_before.map(signed);
-    if renew_before.is_some_and(|before| before <= SignedDuration::ZERO || before >= lifetime) {
-        return refuse(format!(
-            "spec.token.renewBefore must be positive and shorter than spec.token.duration ({})",
-            spec.token.duration
-        ));
-    }
-    let gateway_url = HttpUrl::parse(&spec.gateway.url)
-        .map_err(|e| SpecError(format!("spec.gateway.url {e}")))?;
+    let (lifetime, lifetime_capped_from, renew_before) =
+        rules::lifetime(spec.token.duration, spec.token.renew_before, limits)?;
+    let gateway_url = rules::destination("spec.gateway.url", &spec.gateway.url, limits)?;
     let template = match &spec.inference_service.template {
+        Some(_) if !limits.templates => {
+            return Err(SpecError {
+                reason: reason::TEMPLATE_NOT_ALLOWED,
+                message: "spec.inferenceService.template: the cluster admin does not let accesses create InferenceServices; create it yourself and reference it by name".into(),
+            });
+        }
         Some(template) if !template.spec.is_object() => {
             return refuse("spec.inferenceService.template.spec must be an object");
         }
-        Some(template) => Some(TemplatePlan {
-            metadata: template.metadata.clone(),
-            spec: template.spec.clone(),
-        }),
+        Some(template) => {
+            rules::metadata(
+                "spec.inferenceService.template.metadata",
+                &template.metadata,
+            )?;
+            Some(TemplatePlan {
+                metadata: template.metadata.clone(),
+                spec: template.spec.clone(),
+            })
+        }
         None => None,
     };
+    if let Some(template) = &spec.secret_template {
+        rules::metadata("spec.secretTemplate", template)?;
+    }
     let identity = match spec.auth.type_ {
         AuthType::ServiceAccountToken => {
-            if spec.token.audiences.is_empty() || spec.token.audiences.iter().any(String::is_empty)
-            {
-                return refuse(
-                    "spec.token.audiences must list at least one non-empty audience: an empty list would mint a full Kubernetes API credential",
-                );
-            }
+            rules::audiences(&spec.token.audiences, limits)?;
             let (service_account, dedicated) = match &spec.service_account.name {
                 Some(existing) => (existing.clone(), false),
                 None => (name.clone(), true),
@@ -249,10 +263,18 @@ pub fn validate(access: &InferenceAccess) -> Result<Plan, SpecError> {
                 );
             };
             let login_url = dex.login_url.as_deref().unwrap_or(&spec.gateway.url);
-            HttpUrl::parse(login_url)
-                .map_err(|e| SpecError(format!("spec.auth.dexSession.loginURL {e}")))?;
+            rules::destination("spec.auth.dexSession.loginURL", login_url, limits)?;
+            if let Some(user_id) = &dex.user_id {
+                rules::user_id("spec.auth.dexSession.userID", user_id)?;
+            }
+            let credentials = &dex.credentials_secret;
+            if credentials.username_key == credentials.password_key {
+                return refuse(
+                    "spec.auth.dexSession.credentialsSecret: usernameKey and passwordKey must differ: the username is published in the policy, the password never",
+                );
+            }
             IdentityPlan::DexUser {
-                credentials: dex.credentials_secret.clone(),
+                credentials: credentials.clone(),
                 connector: match dex.connector {
                     DexConnector::Local => Connector::Local,
                     DexConnector::Ldap => Connector::Ldap,
@@ -264,16 +286,17 @@ pub fn validate(access: &InferenceAccess) -> Result<Plan, SpecError> {
     };
     let mesh = match spec.mesh.mode {
         MeshMode::AuthorizationPolicy => {
-            if spec.mesh.source_principals.is_empty() {
-                return refuse(
-                    "spec.mesh.sourcePrincipals must not be empty: the policy would admit nobody",
-                );
-            }
+            rules::mesh(&spec.mesh, limits)?;
             MeshPlan::AuthorizationPolicy(PolicyPlan {
                 user_id_header: spec.mesh.user_id_header.clone(),
                 source_principals: spec.mesh.source_principals.clone(),
                 probe_paths: spec.mesh.probe_paths.clone(),
             })
+        }
+        MeshMode::DisableSidecarInjection if template.is_none() => {
+            return refuse(
+                "spec.mesh.mode DisableSidecarInjection needs spec.inferenceService.template: the operator only changes an InferenceService this access creates",
+            );
         }
         MeshMode::DisableSidecarInjection => MeshPlan::DisableSidecarInjection,
         MeshMode::Unmanaged => MeshPlan::Unmanaged,
@@ -307,165 +330,21 @@ pub fn validate(access: &InferenceAccess) -> Result<Plan, SpecError> {
         },
         identity,
         renew_before,
+        lifetime_capped_from,
         gateway_url: gateway_url.without_query().trim_end_matches('/').to_owned(),
         mesh,
         verification: spec.verification.enabled,
-        renew_requested_at: access
+        renew_request: access
             .annotations()
             .get(ANNOTATION_RENEW_REQUESTED_AT)
-            .and_then(|t| t.parse().ok()),
+            .cloned(),
+        login_refusals: access
+            .status
+            .as_ref()
+            .filter(|s| s.observed_generation == access.meta().generation)
+            .and_then(|s| s.login_refusals.clone()),
     })
 }
 
-/// A Kubernetes duration as a signed one; negative inputs become the minimum so every bound
-/// check refuses them.
-fn signed(duration: kube::core::Duration) -> SignedDuration {
-    if duration.is_negative() {
-        return SignedDuration::MIN;
-    }
-    SignedDuration::try_from(std::time::Duration::from(duration)).unwrap_or(SignedDuration::MAX)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fixtures::access;
-    use serde_json::json;
-
-    #[test]
-    fn the_defaults_plan_a_dedicated_service_account_and_a_policy() {
-        let plan = validate(&access(json!({"inferenceService": {"name": "m"}})).build()).unwrap();
-        assert_eq!(
-            plan.identity,
-            IdentityPlan::ServiceAccount {
-                name: "client".into(),
-                dedicated: true,
-                request: TokenRequestInputs {
-                    service_account: "client".into(),
-                    audiences: vec!["istio-ingressgateway.istio-system.svc.cluster.local".into()],
-                    expiration_seconds: 3600,
-                },
-            }
-        );
-        assert_eq!(plan.secret.name, "client-credential");
-        assert_eq!(plan.secret.kind, CredentialKind::Token);
-        assert_eq!(
-            plan.identity.user_id("ns").as_deref(),
-            Some("system:serviceaccount:ns:client")
-        );
-        assert_eq!(plan.mesh.mode(), MeshMode::AuthorizationPolicy);
-        assert_eq!(plan.access.owner.uid, "access-uid");
-        assert_eq!(
-            plan.gateway_url,
-            "http://istio-ingressgateway.istio-system.svc.cluster.local"
-        );
-        assert!(plan.verification);
-    }
-
-    #[test]
-    fn a_dex_session_plans_a_session_secret_and_no_service_account() {
-        let plan = validate(
-            &access(json!({
-                "inferenceService": {"name": "m"},
-                "auth": {"type": "DexSession", "dexSession": {"credentialsSecret": {"name": "dex-user"}, "connector": "ldap"}},
-                "gateway": {"url": "http://gw.example/"}
-            }))
-            .build(),
-        )
-        .unwrap();
-        assert_eq!(plan.secret.kind, CredentialKind::Session);
-        let IdentityPlan::DexUser {
-            connector,
-            login_url,
-            user_id,
-            credentials,
-        } = &plan.identity
-        else {
-            panic!("{:?}", plan.identity)
-        };
-        assert_eq!(
-            (
-                *connector,
-                login_url.as_str(),
-                user_id,
-                credentials.name.as_str()
-            ),
-            (Connector::Ldap, "http://gw.example/", &None, "dex-user")
-        );
-        assert_eq!(plan.gateway_url, "http://gw.example");
-    }
-
-    #[test]
-    fn names_derive_from_the_access_unless_set() {
-        let named = validate(
-            &access(json!({
-                "inferenceService": {"name": "m"},
-                "secretName": "mine",
-                "serviceAccount": {"name": "default-editor"}
-            }))
-            .build(),
-        )
-        .unwrap();
-        assert_eq!(named.secret.name, "mine");
-        assert!(matches!(
-            &named.identity,
-            IdentityPlan::ServiceAccount { name, dedicated: false, .. } if name == "default-editor"
-        ));
-    }
-
-    #[test]
-    fn a_renew_request_is_read_from_the_annotation() {
-        let plan = validate(
-            &access(json!({"inferenceService": {"name": "m"}}))
-                .annotation(ANNOTATION_RENEW_REQUESTED_AT, "2026-01-01T00:05:00Z")
-                .build(),
-        )
-        .unwrap();
-        assert_eq!(
-            plan.renew_requested_at,
-            Some(crate::fixtures::ts("2026-01-01T00:05:00Z"))
-        );
-    }
-
-    #[test]
-    fn refusals_name_the_field() {
-        let cases = [
-            (
-                json!({"inferenceService": {"name": ""}}),
-                "inferenceService.name",
-            ),
-            (
-                json!({"inferenceService": {"name": "m"}, "token": {"duration": "9m"}}),
-                "minimum of 10m",
-            ),
-            (
-                json!({"inferenceService": {"name": "m"}, "token": {"duration": "1h", "renewBefore": "1h"}}),
-                "renewBefore",
-            ),
-            (
-                json!({"inferenceService": {"name": "m"}, "token": {"audiences": []}}),
-                "audiences",
-            ),
-            (
-                json!({"inferenceService": {"name": "m", "template": {"spec": []}}}),
-                "must be an object",
-            ),
-            (
-                json!({"inferenceService": {"name": "m"}, "auth": {"type": "DexSession"}}),
-                "dexSession is required",
-            ),
-            (
-                json!({"inferenceService": {"name": "m"}, "mesh": {"sourcePrincipals": []}}),
-                "sourcePrincipals",
-            ),
-            (
-                json!({"inferenceService": {"name": "m"}, "gateway": {"url": "gateway:80"}}),
-                "spec.gateway.url",
-            ),
-        ];
-        for (spec, needle) in cases {
-            let err = validate(&access(spec.clone()).build()).unwrap_err();
-            assert!(err.0.contains(needle), "{spec}: {err}");
-        }
-    }
-}
+mod tests;

@@ -1,0 +1,149 @@
+//! The plan of an access: defaults, derived names, and every refusal.
+
+use super::*;
+use crate::fixtures::access;
+use serde_json::json;
+
+fn validate_default(access: &InferenceAccess) -> Result<Plan, SpecError> {
+    validate(access, &Limits::default())
+}
+
+#[test]
+fn the_defaults_plan_a_dedicated_service_account_and_a_policy() {
+    let plan =
+        validate_default(&access(json!({"inferenceService": {"name": "m"}})).build()).unwrap();
+    assert_eq!(
+        plan.identity,
+        IdentityPlan::ServiceAccount {
+            name: "client".into(),
+            dedicated: true,
+            request: TokenRequestInputs {
+                service_account: "client".into(),
+                audiences: vec!["istio-ingressgateway.istio-system.svc.cluster.local".into()],
+                expiration_seconds: 3600,
+            },
+        }
+    );
+    assert_eq!(plan.secret.name, "client-credential");
+    assert_eq!(plan.secret.kind, CredentialKind::Token);
+    assert_eq!(
+        plan.identity.user_id("ns").as_deref(),
+        Some("system:serviceaccount:ns:client")
+    );
+    assert_eq!(plan.mesh.mode(), MeshMode::AuthorizationPolicy);
+    assert_eq!(plan.access.owner.uid, "access-uid");
+    assert_eq!(
+        plan.gateway_url,
+        "http://istio-ingressgateway.istio-system.svc.cluster.local"
+    );
+    assert!(plan.verification);
+}
+
+#[test]
+fn a_dex_session_plans_a_session_secret_and_no_service_account() {
+    let limits = Limits {
+        allowed_gateways: vec!["http://gw.example".into()],
+        ..Limits::default()
+    };
+    let plan = validate(
+        &access(json!({
+            "inferenceService": {"name": "m"},
+            "auth": {"type": "DexSession", "dexSession": {"credentialsSecret": {"name": "dex-user"}, "connector": "ldap"}},
+            "gateway": {"url": "http://gw.example/"}
+        }))
+        .build(),
+        &limits,
+    )
+    .unwrap();
+    assert_eq!(plan.secret.kind, CredentialKind::Session);
+    let IdentityPlan::DexUser {
+        connector,
+        login_url,
+        user_id,
+        credentials,
+    } = &plan.identity
+    else {
+        panic!("{:?}", plan.identity)
+    };
+    assert_eq!(
+        (
+            *connector,
+            login_url.as_str(),
+            user_id,
+            credentials.name.as_str()
+        ),
+        (Connector::Ldap, "http://gw.example/", &None, "dex-user")
+    );
+    assert_eq!(plan.gateway_url, "http://gw.example");
+}
+
+#[test]
+fn names_derive_from_the_access_unless_set() {
+    let named = validate_default(
+        &access(json!({
+            "inferenceService": {"name": "m"},
+            "secretName": "mine",
+            "serviceAccount": {"name": "default-editor"}
+        }))
+        .build(),
+    )
+    .unwrap();
+    assert_eq!(named.secret.name, "mine");
+    assert!(matches!(
+        &named.identity,
+        IdentityPlan::ServiceAccount { name, dedicated: false, .. } if name == "default-editor"
+    ));
+}
+
+#[test]
+fn a_renew_request_is_read_from_the_annotation() {
+    let plan = validate_default(
+        &access(json!({"inferenceService": {"name": "m"}}))
+            .annotation(ANNOTATION_RENEW_REQUESTED_AT, "2026-01-01T00:05:00Z")
+            .build(),
+    )
+    .unwrap();
+    assert_eq!(plan.renew_request.as_deref(), Some("2026-01-01T00:05:00Z"));
+}
+
+#[test]
+fn refusals_name_the_field() {
+    let cases = [
+        (
+            json!({"inferenceService": {"name": ""}}),
+            "inferenceService.name",
+        ),
+        (
+            json!({"inferenceService": {"name": "m"}, "token": {"duration": "9m"}}),
+            "minimum of 10m",
+        ),
+        (
+            json!({"inferenceService": {"name": "m"}, "token": {"duration": "1h", "renewBefore": "1h"}}),
+            "renewBefore",
+        ),
+        (
+            json!({"inferenceService": {"name": "m"}, "token": {"audiences": []}}),
+            "audiences",
+        ),
+        (
+            json!({"inferenceService": {"name": "m", "template": {"spec": []}}}),
+            "must be an object",
+        ),
+        (
+            json!({"inferenceService": {"name": "m"}, "auth": {"type": "DexSession"}}),
+            "dexSession is required",
+        ),
+        (
+            json!({"inferenceService": {"name": "m"}, "mesh": {"sourcePrincipals": []}}),
+            "sourcePrincipals",
+        ),
+        (
+            json!({"inferenceService": {"name": "m"}, "gateway": {"url": "gateway:80"}}),
+            "spec.gateway.url",
+        ),
+    ];
+    for (spec, needle) in cases {
+        let err = validate_default(&access(spec.clone()).build()).unwrap_err();
+        assert!(err.message.contains(needle), "{spec}: {err}");
+    }
+}
