@@ -380,18 +380,14 @@ pub struct InferenceAccessStatus {
     /// DexSession: logins Dex refused in a row. At three the operator stops trying (no account
     /// lockout by the operator) until the spec or the credentials Secret changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub login_refusals: Option<LoginRefusals>,
+    pub login_refusals: Option<u32>,
+    /// The credentials Secret's resourceVersion those refusals were for. (Scalars rather than
+    /// an object: server-side apply leaves an emptied object behind when it is dropped.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_refused_secret_version: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
-}
-
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct LoginRefusals {
-    pub count: u32,
-    /// The credentials Secret's resourceVersion the refusals were for.
-    pub secret_version: String,
 }
 
 fn default_audiences() -> Vec<String> {

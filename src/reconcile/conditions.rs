@@ -7,7 +7,8 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{InferenceAccess, InferenceAccessStatus, LoginRefusals};
+use super::issue::LoginRefusals;
+use crate::api::{InferenceAccess, InferenceAccessStatus};
 
 pub const READY: &str = "Ready";
 pub const INFERENCE_SERVICE_READY: &str = "InferenceServiceReady";
@@ -224,7 +225,11 @@ pub fn build_status(
         token_expiration_time: checks.token_expiration_time.map(Time),
         renewal_time: checks.renewal_time.map(Time),
         last_renew_request: checks.last_renew_request.clone(),
-        login_refusals: checks.login_refusals.clone(),
+        login_refusals: checks.login_refusals.as_ref().map(|r| r.count),
+        login_refused_secret_version: checks
+            .login_refusals
+            .as_ref()
+            .map(|r| r.secret_version.clone()),
         conditions,
     }
 }

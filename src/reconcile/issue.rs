@@ -11,7 +11,6 @@ use super::error::{Error, Kind};
 use super::identity::Identity;
 use super::obtain::obtain;
 use super::plan::Plan;
-use crate::api::LoginRefusals;
 use crate::core::credential::IssuedCredential;
 use crate::core::endpoint::Endpoint;
 use crate::core::renewal::{IssueReason, needs_issue};
@@ -29,6 +28,13 @@ pub struct IssueOutcome {
     /// DexSession: the refused-login count to publish.
     pub login_refusals: Option<LoginRefusals>,
     pub result: IssueResult,
+}
+
+/// Dex logins refused in a row, for one version of the credentials Secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoginRefusals {
+    pub count: u32,
+    pub secret_version: String,
 }
 
 /// Refused logins in a row after which the operator stops trying: an account must never be

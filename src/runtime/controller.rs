@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::controller::{Controller, Error as ControllerError};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -39,7 +38,14 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let istio_installed = crd_served(&client, &AuthorizationPolicy::crd_name()).await;
+    let probe = settings.namespaces.first().map(String::as_str);
+    let istio_installed = match served::<AuthorizationPolicy>(&client, probe).await {
+        Ok(served) => served,
+        Err(err) => {
+            warn!(error = %crate::reconcile::error::describe(&err), "cannot tell whether Istio is installed; assuming it is");
+            true
+        }
+    };
     if !istio_installed {
         warn!(
             "AuthorizationPolicy (security.istio.io) is not served: accesses in AuthorizationPolicy mode will report IstioNotInstalled"
@@ -194,16 +200,22 @@ fn referencing<K: Resource>(
         .collect()
 }
 
-async fn crd_served(client: &Client, name: &str) -> bool {
-    match Api::<CustomResourceDefinition>::all(client.clone())
-        .get_opt(name)
+/// Whether a kind is served (its CRD installed and established): a list of at most one object
+/// in the namespace (or the cluster), so no rights on CustomResourceDefinitions are needed.
+pub async fn served<K>(client: &Client, namespace: Option<&str>) -> Result<bool, kube::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match api::<K>(client, namespace)
+        .list_metadata(&kube::api::ListParams::default().limit(1))
         .await
     {
-        Ok(crd) => crd.is_some(),
-        Err(err) => {
-            warn!(crd = name, error = %crate::reconcile::error::describe(&err), "cannot check whether the CRD is installed; assuming it is");
-            true
-        }
+        Ok(_) => Ok(true),
+        Err(err) if crate::reconcile::error::api_status(&err) == Some(404) => Ok(false),
+        Err(err) => Err(err),
     }
 }
 
@@ -219,11 +231,5 @@ async fn cluster_issuer(client: &Client) -> Option<String> {
             warn!(error = %crate::reconcile::error::describe(&err), "cannot read the cluster's token issuer; only the well-known API audiences are refused");
             None
         }
-    }
-}
-
-impl AuthorizationPolicy {
-    fn crd_name() -> String {
-        format!("{}.{}", Self::plural(&()), Self::group(&()))
     }
 }

@@ -4,17 +4,18 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::runtime::wait::{await_condition, conditions};
-use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use kube::Client;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::api::InferenceAccess;
 use crate::runtime::controller;
 use crate::runtime::leader::{self, Elector};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::ops::{self, Health};
+
+/// How often to look whether the InferenceAccess API is served yet, at start.
+const API_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct Options {
     pub controller: controller::Settings,
@@ -69,14 +70,22 @@ async fn work(
     health: Arc<Health>,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let crd = InferenceAccess::crd().name_any();
-    info!(crd, "waiting for the CRD to be established");
-    let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    tokio::select! {
-        established = await_condition(crds, &crd, conditions::is_crd_established()) => {
-            established.map_err(|e| format!("cannot watch CRD {crd}: {e}"))?;
+    // A list in a watched namespace (or the cluster) rather than a watch of the CRD: the
+    // operator needs no cluster-wide rights when it watches listed namespaces.
+    let probe = options.controller.namespaces.first().cloned();
+    info!("waiting for the InferenceAccess API to be served");
+    loop {
+        match controller::served::<InferenceAccess>(&client, probe.as_deref()).await {
+            Ok(true) => break,
+            Ok(false) => debug!("the InferenceAccess API is not served yet"),
+            Err(err) => {
+                warn!(error = %crate::reconcile::error::describe(&err), "cannot list InferenceAccesses yet")
+            }
         }
-        _ = stopped.wait_for(|s| *s) => return Ok(()),
+        tokio::select! {
+            () = tokio::time::sleep(API_POLL) => {}
+            _ = stopped.wait_for(|s| *s) => return Ok(()),
+        }
     }
     health.crd_established();
     let run_controllers = controller::run(

@@ -12,3 +12,4 @@ mod harness;
 
 mod examples;
 mod scenarios;
+mod security;

@@ -16,13 +16,14 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::keys::ANNOTATION_RENEW_REQUESTED_AT;
 use crate::api::{
-    AuthType, CredentialsSecretRef, DexConnector, InferenceAccess, LoginRefusals, MeshMode,
+    AuthType, CredentialsSecretRef, DexConnector, InferenceAccess, MeshMode,
     TemplateMetadata,
 };
 use crate::core::credential::TokenRequestInputs;
 use crate::core::secret_codec::CredentialKind;
 use crate::gateway::dex::Connector;
 use crate::reconcile::conditions::reason;
+use crate::reconcile::issue::LoginRefusals;
 use crate::reconcile::limits::Limits;
 
 pub use rules::user_id as check_user_id;
@@ -342,7 +343,12 @@ pub fn validate(access: &InferenceAccess, limits: &Limits) -> Result<Plan, SpecE
             .status
             .as_ref()
             .filter(|s| s.observed_generation == access.meta().generation)
-            .and_then(|s| s.login_refusals.clone()),
+            .and_then(|s| {
+                Some(LoginRefusals {
+                    count: s.login_refusals?,
+                    secret_version: s.login_refused_secret_version.clone()?,
+                })
+            }),
     })
 }
 
