@@ -11,5 +11,6 @@
 mod harness;
 
 mod examples;
+mod refusals;
 mod scenarios;
 mod security;

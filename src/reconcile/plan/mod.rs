@@ -16,8 +16,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::keys::ANNOTATION_RENEW_REQUESTED_AT;
 use crate::api::{
-    AuthType, CredentialsSecretRef, DexConnector, InferenceAccess, MeshMode,
-    TemplateMetadata,
+    AuthType, CredentialsSecretRef, DexConnector, InferenceAccess, MeshMode, TemplateMetadata,
 };
 use crate::core::credential::TokenRequestInputs;
 use crate::core::secret_codec::CredentialKind;
