@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::api::InferenceAccess;
-use crate::core::credential::{Credential, Inputs, IssuedCredential, TokenRequestInputs};
+use crate::core::credential::{Credential, Inputs, IssuedCredential, Record, TokenRequestInputs};
 
 /// The namespace of the KServe sample.
 pub const SAMPLE_NAMESPACE: &str = "kubeflow-user-example-com";
@@ -97,16 +97,10 @@ impl AccessBuilder {
     }
 }
 
-/// A token credential for `service_account`, issued and expiring at the given times.
-pub fn issued_token(
-    token: &str,
-    service_account: &str,
-    issued_at: &str,
-    expires_at: &str,
-) -> IssuedCredential {
+/// The record of a token for `service_account`, issued and expiring at the given times.
+pub fn token_record(service_account: &str, issued_at: &str, expires_at: &str) -> Record {
     let (issued_at, expires_at) = (ts(issued_at), ts(expires_at));
-    IssuedCredential {
-        value: Credential::Bearer(token.into()),
+    Record {
         issued_at,
         expires_at,
         inputs: Inputs::ServiceAccountToken(TokenRequestInputs {
@@ -115,6 +109,19 @@ pub fn issued_token(
             expiration_seconds: expires_at.duration_since(issued_at).as_secs(),
         }),
         renew_request: None,
+    }
+}
+
+/// A token credential for `service_account`, issued and expiring at the given times.
+pub fn issued_token(
+    token: &str,
+    service_account: &str,
+    issued_at: &str,
+    expires_at: &str,
+) -> IssuedCredential {
+    IssuedCredential {
+        value: Credential::Bearer(token.into()),
+        record: token_record(service_account, issued_at, expires_at),
     }
 }
 

@@ -12,7 +12,7 @@ use inference_access::api::keys as labels;
 use inference_access::api::{AuthorizationPolicy, InferenceService};
 use inference_access::api::{DEFAULT_AUDIENCE, InferenceAccess};
 use inference_access::core::credential::Credential;
-use inference_access::core::credential::{Inputs, IssuedCredential, TokenRequestInputs};
+use inference_access::core::credential::{Inputs, IssuedCredential, Record, TokenRequestInputs};
 use inference_access::core::endpoint::Endpoint;
 use inference_access::core::secret_codec::encode;
 use inference_access::core::url::HttpUrl;
@@ -486,14 +486,16 @@ impl World {
         let endpoint = Endpoint::resolve(status_url, gateway, MODEL).unwrap();
         let issued = IssuedCredential {
             value: Credential::Bearer(token.clone()),
-            issued_at: jiff::Timestamp::now(),
-            expires_at,
-            inputs: Inputs::ServiceAccountToken(TokenRequestInputs {
-                service_account: service_account.into(),
-                audiences: vec![DEFAULT_AUDIENCE.into()],
-                expiration_seconds: 3600,
-            }),
-            renew_request: None,
+            record: Record {
+                issued_at: jiff::Timestamp::now(),
+                expires_at,
+                inputs: Inputs::ServiceAccountToken(TokenRequestInputs {
+                    service_account: service_account.into(),
+                    audiences: vec![DEFAULT_AUDIENCE.into()],
+                    expiration_seconds: 3600,
+                }),
+                renew_request: None,
+            },
         };
         let secret = desired::credential_secret(&plan_of(access), &encode(&issued, &endpoint));
         self.api::<Secret>()
@@ -730,14 +732,16 @@ async fn predict_through_the_gateway_to_the_real_model() {
             name: name.into(),
             value: value.into(),
         },
-        issued_at: jiff::Timestamp::now(),
-        expires_at: jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1),
-        inputs: Inputs::ServiceAccountToken(TokenRequestInputs {
-            service_account: "unused".into(),
-            audiences: vec![DEFAULT_AUDIENCE.into()],
-            expiration_seconds: 3600,
-        }),
-        renew_request: None,
+        record: Record {
+            issued_at: jiff::Timestamp::now(),
+            expires_at: jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1),
+            inputs: Inputs::ServiceAccountToken(TokenRequestInputs {
+                service_account: "unused".into(),
+                audiences: vec![DEFAULT_AUDIENCE.into()],
+                expiration_seconds: 3600,
+            }),
+            renew_request: None,
+        },
     };
     let secret = desired::credential_secret(&plan_of(&owner), &encode(&session, &endpoint));
     world
@@ -870,7 +874,8 @@ async fn renew_sets_the_annotation_and_waits_for_the_new_credential() {
     world.access("client", spec("http://127.0.0.1:9")).await;
     let api = world.api::<InferenceAccess>();
 
-    // Stands in for the operator: once asked, it publishes a new expiry.
+    // Stands in for the operator: once asked, it publishes a new expiry and names the request
+    // it served, as the operator does.
     let operator = {
         let api = api.clone();
         tokio::spawn(async move {
@@ -887,11 +892,10 @@ async fn renew_sets_the_annotation_and_waits_for_the_new_credential() {
                 .await
                 .unwrap()
                 .unwrap();
-            let requested: jiff::Timestamp = asked.metadata.annotations.unwrap()
-                [labels::ANNOTATION_RENEW_REQUESTED_AT]
-                .parse()
-                .unwrap();
-            let status = json!({"status": {"tokenExpirationTime": "2031-01-01T00:00:00Z"}});
+            let request =
+                asked.metadata.annotations.unwrap()[labels::ANNOTATION_RENEW_REQUESTED_AT].clone();
+            let requested: jiff::Timestamp = request.parse().unwrap();
+            let status = json!({"status": {"tokenExpirationTime": "2031-01-01T00:00:00Z", "lastRenewRequest": request}});
             api.patch_status("client", &PatchParams::default(), &Patch::Merge(&status))
                 .await
                 .unwrap();

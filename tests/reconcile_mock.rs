@@ -1,6 +1,8 @@
 //! Reconcile against a scripted API server (kube-rs's `tower-test` verifier pattern): every
 //! request the pipeline sends is checked in order, answered as the API server would, and
-//! counted, so request order and "zero writes" are asserted, not assumed.
+//! counted, so request order and "zero requests" are asserted, not assumed. What the watches
+//! would have delivered is put into the reconcile's caches by hand (`World`): a reconcile reads
+//! nothing from the API server that a watch covers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 use std::sync::Arc;
@@ -9,12 +11,15 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use inference_access::api::InferenceAccess;
 use inference_access::fixtures::{self, ts};
+use inference_access::reconcile::cache::Caches;
 use inference_access::reconcile::{Context, reconcile};
 use jiff::Timestamp;
 use kube::Client;
 use kube::client::Body;
+use kube::core::PartialObjectMetaExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
 use tower_test::mock;
 
@@ -49,13 +54,6 @@ fn expect(
         path: path.into(),
         answer: Box::new(answer),
     }
-}
-
-fn not_found() -> (u16, Value) {
-    (
-        404,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
-    )
 }
 
 /// Echoes an applied or created object back with server-set metadata, as the API server does.
@@ -96,11 +94,66 @@ impl Sent {
     }
 }
 
-/// Runs one reconcile of `access` at `now` against `script`; events may arrive at any point
-/// after the status write and are answered without a script entry.
+/// What the watches have delivered: objects as the API server stores them.
+#[derive(Clone, Default)]
+struct World(Vec<Value>);
+
+impl World {
+    fn with(mut self, object: Value) -> Self {
+        self.0.push(object);
+        self
+    }
+
+    fn caches(&self, istio: bool) -> Caches {
+        let (mut caches, mut writers) = Caches::detached();
+        caches.policies_served = istio;
+        for object in &self.0 {
+            let value = object.clone();
+            match object["kind"].as_str().unwrap() {
+                "InferenceService" => writers
+                    .inference_services
+                    .apply_watcher_event(&Event::Apply(serde_json::from_value(value).unwrap())),
+                "ServiceAccount" => writers
+                    .service_accounts
+                    .apply_watcher_event(&Event::Apply(serde_json::from_value(value).unwrap())),
+                "AuthorizationPolicy" => writers
+                    .policies
+                    .apply_watcher_event(&Event::Apply(serde_json::from_value(value).unwrap())),
+                "InferenceAccess" => writers
+                    .accesses
+                    .apply_watcher_event(&Event::Apply(serde_json::from_value(value).unwrap())),
+                // The Secret cache holds metadata only.
+                "Secret" => {
+                    let secret: k8s_openapi::api::core::v1::Secret =
+                        serde_json::from_value(value).unwrap();
+                    writers.secrets.apply_watcher_event(&Event::Apply(
+                        secret.metadata.into_response_partial(),
+                    ));
+                }
+                other => panic!("no cache for {other}"),
+            }
+        }
+        caches.mark_synced();
+        caches
+    }
+}
+
+/// Runs one reconcile of `access` at `now` with `world` in the caches against `script`;
+/// events may arrive at any point after the status write and are answered without a script
+/// entry.
 async fn run(
     access: &InferenceAccess,
     now: fn() -> Timestamp,
+    world: &World,
+    script: Vec<Exchange>,
+) -> (Result<Action, String>, Sent) {
+    run_with(access, now, world.caches(true), script).await
+}
+
+async fn run_with(
+    access: &InferenceAccess,
+    now: fn() -> Timestamp,
+    caches: Caches,
     script: Vec<Exchange>,
 ) -> (Result<Action, String>, Sent) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
@@ -154,7 +207,7 @@ async fn run(
             instance: None,
         },
     );
-    let ctx = Arc::new(Context::new(client, recorder, now));
+    let ctx = Arc::new(Context::with_caches(client, recorder, now, caches));
     let result = reconcile(Arc::new(access.clone()), ctx)
         .await
         .map_err(|e| e.to_string());
@@ -226,19 +279,18 @@ fn token_response() -> impl FnOnce(Value) -> (u16, Value) {
     }
 }
 
-/// The script of a first issuance, in the order the issue prescribes.
+/// The world of a first issuance: the referenced InferenceService, ready.
+fn ready_model() -> World {
+    World::default().with(isvc(Some(URL)))
+}
+
+/// The script of a first issuance: six writes, in the order the pipeline prescribes, and no
+/// read (the caches show there is nothing yet). The ServiceAccount cache sees every
+/// ServiceAccount, so the dedicated one is applied; the Secret and policy caches see only the
+/// operator's, so those are created, never applied over someone else's.
 fn first_issuance_script() -> Vec<Exchange> {
     vec![
-        expect("GET", format!("{}/sklearn-iris", base("isvc")), |_| {
-            (200, isvc(Some(URL)))
-        }),
-        expect("GET", format!("{}/client", base("sa")), |_| not_found()),
         expect("PATCH", format!("{}/client", base("sa")), echo("sa-uid")),
-        expect(
-            "GET",
-            format!("{}/client-credential", base("secret")),
-            |_| not_found(),
-        ),
         expect("POST", base("secret"), |b| (201, echo("secret-uid")(b).1)),
         expect(
             "POST",
@@ -246,8 +298,7 @@ fn first_issuance_script() -> Vec<Exchange> {
             token_response(),
         ),
         secret_write(),
-        expect("GET", format!("{}/client", base("ap")), |_| not_found()),
-        expect("PATCH", format!("{}/client", base("ap")), echo("ap-uid")),
+        expect("POST", base("ap"), |b| (201, echo("ap-uid")(b).1)),
         status_write(),
     ]
 }
@@ -274,36 +325,65 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .unwrap()
 }
 
-/// The state the cluster is in after a first issuance: what the pipeline wrote, as stored.
+fn events(sent: &Sent) -> Vec<String> {
+    sent.requests()
+        .into_iter()
+        .filter(|(_, p, _)| p.contains("events.k8s.io"))
+        .map(|(_, _, b)| b["reason"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The cluster after a first issuance, as the watches deliver it.
 struct Issued {
     access: InferenceAccess,
-    sa: Value,
+    world: World,
     secret: Value,
-    policy: Value,
 }
 
 async fn issue_first() -> Issued {
-    let (result, sent) = run(&default_access(), at_issue, first_issuance_script()).await;
+    let (result, sent) = run(
+        &default_access(),
+        at_issue,
+        &ready_model(),
+        first_issuance_script(),
+    )
+    .await;
     assert!(result.is_ok(), "{result:?}");
     let mut access = default_access();
     let status = sent.body("PATCH", &format!("{}/client/status", base("ia")));
     access.status = Some(serde_json::from_value(status["status"].clone()).unwrap());
-    let stored = |kind: &str, name: &str, uid: &str| {
-        let mut body = sent.body("PATCH", &format!("{}/{name}", base(kind)));
+    let stored = |method: &str, path: String, uid: &str| {
+        let mut body = sent.body(method, &path);
         body["metadata"]["uid"] = json!(uid);
+        body["metadata"]["resourceVersion"] = json!("1");
         body
     };
+    let secret = stored(
+        "PATCH",
+        format!("{}/client-credential", base("secret")),
+        "secret-uid",
+    );
+    let world = ready_model()
+        .with(stored("PATCH", format!("{}/client", base("sa")), "sa-uid"))
+        .with(secret.clone())
+        .with(stored("POST", base("ap"), "ap-uid"))
+        .with(serde_json::to_value(&access).unwrap());
     Issued {
         access,
-        sa: stored("sa", "client", "sa-uid"),
-        secret: stored("secret", "client-credential", "secret-uid"),
-        policy: stored("ap", "client", "ap-uid"),
+        world,
+        secret,
     }
 }
 
 #[tokio::test]
 async fn first_issuance_sends_requests_in_order_and_writes_a_complete_secret() {
-    let (result, sent) = run(&default_access(), at_issue, first_issuance_script()).await;
+    let (result, sent) = run(
+        &default_access(),
+        at_issue,
+        &ready_model(),
+        first_issuance_script(),
+    )
+    .await;
     // Renew at 00:40 (a third of an hour before expiry) plus under 12 s of jitter.
     let wait = requeue_secs(&result.unwrap());
     assert!((2400.0..=2412.0).contains(&wait), "requeue after {wait}s");
@@ -353,8 +433,13 @@ async fn first_issuance_sends_requests_in_order_and_writes_a_complete_secret() {
         secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
         json!("inference-access")
     );
+    // The record is in the annotations, so renewal is decided from metadata alone.
+    assert_eq!(
+        secret["metadata"]["annotations"]["inference-access.io/expires-at"],
+        json!(EXPIRES)
+    );
 
-    let policy = sent.body("PATCH", &format!("{}/client", base("ap")));
+    let policy = sent.body("POST", &base("ap"));
     assert_eq!(
         (&policy["apiVersion"], &policy["kind"]),
         (
@@ -401,19 +486,12 @@ async fn first_issuance_sends_requests_in_order_and_writes_a_complete_secret() {
         );
     }
 
-    let events: Vec<String> = sent
-        .requests()
-        .into_iter()
-        .filter(|(_, p, _)| p.contains("events.k8s.io"))
-        .map(|(_, _, b)| b["reason"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(
-        events,
-        ["ServiceAccountApplied", "CredentialIssued", "PolicyApplied"]
-    );
+    // One Event for the whole issue; seven requests in all.
+    assert_eq!(events(&sent), ["CredentialIssued"]);
+    assert_eq!(sent.lines().len(), 7, "{:#?}", sent.lines());
     // No secret value in any event, status or log-facing text.
     for (method, path, body) in sent.requests() {
-        if !path.contains("/secrets/") && !path.ends_with("/token") {
+        if !path.contains("/secrets") && !path.ends_with("/token") {
             assert!(
                 !body.to_string().contains("header.payload.signature"),
                 "{method} {path} leaks the token"
@@ -422,55 +500,30 @@ async fn first_issuance_sends_requests_in_order_and_writes_a_complete_secret() {
     }
 }
 
-fn steady_script(state: &Issued, isvc_body: Value) -> Vec<Exchange> {
-    let (sa, secret, policy) = (state.sa.clone(), state.secret.clone(), state.policy.clone());
-    vec![
-        expect("GET", format!("{}/sklearn-iris", base("isvc")), move |_| {
-            (200, isvc_body)
-        }),
-        expect("GET", format!("{}/client", base("sa")), move |_| (200, sa)),
-        expect(
-            "GET",
-            format!("{}/client-credential", base("secret")),
-            move |_| (200, secret),
-        ),
-    ]
-    .into_iter()
-    .chain(std::iter::once(expect(
-        "GET",
-        format!("{}/client", base("ap")),
-        move |_| (200, policy),
-    )))
-    .collect()
-}
-
 #[tokio::test]
-async fn a_reconcile_with_nothing_to_do_sends_no_write() {
+async fn a_reconcile_with_nothing_to_do_sends_no_request() {
     let state = issue_first().await;
-    let (result, sent) = run(
-        &state.access,
-        before_renewal,
-        steady_script(&state, isvc(Some(URL))),
-    )
-    .await;
+    let (result, sent) = run(&state.access, before_renewal, &state.world, vec![]).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(sent.writes(), Vec::<String>::new());
-    assert_eq!(sent.lines().len(), 4);
+    assert_eq!(sent.lines(), Vec::<String>::new());
 }
 
 #[tokio::test]
 async fn renewal_mints_a_new_token_and_rewrites_the_secret() {
     let state = issue_first().await;
-    let mut script = steady_script(&state, isvc(Some(URL)));
-    let policy = script.pop().unwrap();
-    script.push(expect("POST", format!("{}/client/token", base("sa")), |mut body| {
-        body["status"] = json!({"token": "renewed.token.value", "expirationTimestamp": "2026-01-01T01:41:00Z"});
-        (201, body)
-    }));
-    script.push(secret_write());
-    script.push(policy);
-    script.push(status_write());
-    let (result, sent) = run(&state.access, after_renewal, script).await;
+    let script = vec![
+        expect(
+            "POST",
+            format!("{}/client/token", base("sa")),
+            |mut body| {
+                body["status"] = json!({"token": "renewed.token.value", "expirationTimestamp": "2026-01-01T01:41:00Z"});
+                (201, body)
+            },
+        ),
+        secret_write(),
+        status_write(),
+    ];
+    let (result, sent) = run(&state.access, after_renewal, &state.world, script).await;
     assert!(result.is_ok(), "{result:?}");
     let secret = sent.body("PATCH", &format!("{}/client-credential", base("secret")));
     assert_eq!(decoded(&secret, "token"), "renewed.token.value");
@@ -489,18 +542,27 @@ async fn renewal_mints_a_new_token_and_rewrites_the_secret() {
         condition(&status, "CredentialIssued")["lastTransitionTime"],
         json!(ISSUED)
     );
+    assert_eq!(events(&sent), ["CredentialRenewed"]);
 }
 
 #[tokio::test]
 async fn a_changed_status_url_reaches_the_secret_without_a_new_token() {
     let state = issue_first().await;
     let moved = "http://example.com/serving/kubeflow-user-example-com/sklearn-iris";
-    let mut script = steady_script(&state, isvc(Some(moved)));
-    let policy = script.pop().unwrap();
-    script.push(secret_write());
-    script.push(policy);
-    script.push(status_write());
-    let (result, sent) = run(&state.access, before_renewal, script).await;
+    let mut world = state.world.clone();
+    world.0[0] = isvc(Some(moved));
+    let stored = state.secret.clone();
+    // The token is in the data, which the metadata cache does not hold: read once.
+    let script = vec![
+        expect(
+            "GET",
+            format!("{}/client-credential", base("secret")),
+            move |_| (200, stored),
+        ),
+        secret_write(),
+        status_write(),
+    ];
+    let (result, sent) = run(&state.access, before_renewal, &world, script).await;
     assert!(result.is_ok(), "{result:?}");
     let secret = sent.body("PATCH", &format!("{}/client-credential", base("secret")));
     assert_eq!(decoded(&secret, "token"), "header.payload.signature");
@@ -515,9 +577,10 @@ async fn a_changed_status_url_reaches_the_secret_without_a_new_token() {
 
 async fn failing(
     access: InferenceAccess,
+    world: &World,
     script: Vec<Exchange>,
 ) -> (Result<Action, String>, Value, Sent) {
-    let (result, sent) = run(&access, at_issue, script).await;
+    let (result, sent) = run(&access, at_issue, world, script).await;
     let status = sent.body("PATCH", &format!("{}/client/status", base("ia")));
     (result, status, sent)
 }
@@ -543,16 +606,8 @@ fn ready_reason(status: &Value) -> (&str, &str) {
 
 #[tokio::test]
 async fn missing_inference_service_is_a_condition() {
-    let (result, status, sent) = failing(
-        default_access(),
-        vec![
-            expect("GET", format!("{}/sklearn-iris", base("isvc")), |_| {
-                not_found()
-            }),
-            status_write(),
-        ],
-    )
-    .await;
+    let (result, status, sent) =
+        failing(default_access(), &World::default(), vec![status_write()]).await;
     assert!(result.is_ok());
     assert_eq!(ready_reason(&status), ("False", "InferenceServiceNotFound"));
     assert_eq!(sent.writes().len(), 1);
@@ -562,14 +617,10 @@ async fn missing_inference_service_is_a_condition() {
 async fn an_inference_service_without_url_gets_its_policy_but_no_credential_yet() {
     let (result, status, _) = failing(
         default_access(),
+        &World::default().with(isvc(None)),
         vec![
-            expect("GET", format!("{}/sklearn-iris", base("isvc")), |_| {
-                (200, isvc(None))
-            }),
-            expect("GET", format!("{}/client", base("sa")), |_| not_found()),
             expect("PATCH", format!("{}/client", base("sa")), echo("sa-uid")),
-            expect("GET", format!("{}/client", base("ap")), |_| not_found()),
-            expect("PATCH", format!("{}/client", base("ap")), echo("ap-uid")),
+            expect("POST", base("ap"), |b| (201, echo("ap-uid")(b).1)),
             status_write(),
         ],
     )
@@ -591,19 +642,7 @@ async fn missing_named_service_account_is_a_condition() {
     let access = access(
         json!({"inferenceService": {"name": "sklearn-iris"}, "serviceAccount": {"name": "default-editor"}}),
     );
-    let (result, status, _) = failing(
-        access,
-        vec![
-            expect("GET", format!("{}/sklearn-iris", base("isvc")), |_| {
-                (200, isvc(Some(URL)))
-            }),
-            expect("GET", format!("{}/default-editor", base("sa")), |_| {
-                not_found()
-            }),
-            status_write(),
-        ],
-    )
-    .await;
+    let (result, status, _) = failing(access, &ready_model(), vec![status_write()]).await;
     assert!(result.is_ok());
     assert_eq!(ready_reason(&status), ("False", "ServiceAccountNotFound"));
 }
@@ -611,21 +650,14 @@ async fn missing_named_service_account_is_a_condition() {
 #[tokio::test]
 async fn a_failed_token_request_is_a_condition_and_an_error_to_back_off() {
     let mut script = first_issuance_script();
-    script.truncate(5);
+    script.truncate(2);
     script.push(expect("POST", format!("{}/client/token", base("sa")), |_| {
         (403, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
             "message": "serviceaccounts \"client\" is forbidden: User cannot create resource \"serviceaccounts/token\""}))
     }));
-    script.push(expect("GET", format!("{}/client", base("ap")), |_| {
-        not_found()
-    }));
-    script.push(expect(
-        "PATCH",
-        format!("{}/client", base("ap")),
-        echo("ap-uid"),
-    ));
+    script.push(expect("POST", base("ap"), |b| (201, echo("ap-uid")(b).1)));
     script.push(status_write());
-    let (result, status, _) = failing(default_access(), script).await;
+    let (result, status, sent) = failing(default_access(), &ready_model(), script).await;
     assert!(result.unwrap_err().contains("TokenRequest"));
     assert_eq!(ready_reason(&status), ("False", "TokenRequestFailed"));
     assert!(
@@ -634,32 +666,32 @@ async fn a_failed_token_request_is_a_condition_and_an_error_to_back_off() {
             .unwrap()
             .contains("serviceaccounts/token")
     );
+    assert_eq!(events(&sent), ["TokenRequestFailed"]);
 }
 
 #[tokio::test]
 async fn a_secret_we_did_not_create_is_never_touched() {
     let foreign = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "client-credential", "namespace": NS, "uid": "foreign"}, "data": {"password": "aHVudGVyMg=="}});
     let mut script = first_issuance_script();
-    script.truncate(3);
+    script.truncate(1);
+    // Not labelled as the operator's, so not in its cache: the create says it exists.
+    script.push(expect("POST", base("secret"), |_| {
+        (409, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "secrets \"client-credential\" already exists"}))
+    }));
     script.push(expect(
         "GET",
         format!("{}/client-credential", base("secret")),
         move |_| (200, foreign),
     ));
-    script.push(expect("GET", format!("{}/client", base("ap")), |_| {
-        not_found()
-    }));
-    script.push(expect(
-        "PATCH",
-        format!("{}/client", base("ap")),
-        echo("ap-uid"),
-    ));
+    script.push(expect("POST", base("ap"), |b| (201, echo("ap-uid")(b).1)));
     script.push(status_write());
-    let (result, status, sent) = failing(default_access(), script).await;
+    let (result, status, sent) = failing(default_access(), &ready_model(), script).await;
     assert!(result.is_ok());
     assert_eq!(ready_reason(&status), ("False", "SecretConflict"));
     assert!(
-        sent.writes().iter().all(|w| !w.contains("/secrets")),
+        sent.writes()
+            .iter()
+            .all(|w| !w.starts_with("PATCH") || !w.contains("/secrets")),
         "{:?}",
         sent.writes()
     );
@@ -668,16 +700,17 @@ async fn a_secret_we_did_not_create_is_never_touched() {
 #[tokio::test]
 async fn without_istio_the_credential_still_works_and_the_policy_condition_says_why() {
     let mut script = first_issuance_script();
-    script.truncate(7);
-    script.push(expect("GET", format!("{}/client", base("ap")), |_| {
-        not_found()
-    }));
-    script.push(expect("PATCH", format!("{}/client", base("ap")), |_| {
-        not_found()
-    }));
+    script.truncate(4);
     script.push(status_write());
-    let (result, status, sent) = failing(default_access(), script).await;
+    let (result, sent) = run_with(
+        &default_access(),
+        at_issue,
+        ready_model().caches(false),
+        script,
+    )
+    .await;
     assert!(result.is_ok());
+    let status = sent.body("PATCH", &format!("{}/client/status", base("ia")));
     assert_eq!(
         condition(&status, "AccessPolicyReady")["reason"],
         json!("IstioNotInstalled")
@@ -698,7 +731,7 @@ async fn an_invalid_spec_waits_for_a_change() {
     // Below the API server's minimum: the CRD's CEL rule refuses it, the controller too.
     let access =
         access(json!({"inferenceService": {"name": "sklearn-iris"}, "token": {"duration": "5m"}}));
-    let (result, status, sent) = failing(access, vec![status_write()]).await;
+    let (result, status, sent) = failing(access, &World::default(), vec![status_write()]).await;
     assert_eq!(
         format!("{:?}", result.unwrap()),
         format!("{:?}", Action::await_change())
@@ -721,12 +754,8 @@ async fn a_second_template_for_one_inference_service_is_refused() {
     owned_by_other["metadata"]["ownerReferences"] = json!([{"apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess", "name": "first", "uid": "other-uid", "controller": true}]);
     let (result, status, sent) = failing(
         access,
-        vec![
-            expect("GET", format!("{}/sklearn-iris", base("isvc")), move |_| {
-                (200, owned_by_other)
-            }),
-            status_write(),
-        ],
+        &World::default().with(owned_by_other),
+        vec![status_write()],
     )
     .await;
     assert!(result.is_ok());

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::Output;
 use super::limits::LimitsArgs;
 use crate::api::InferenceAccess;
-use crate::core::credential::{Credential, DexSessionInputs, Inputs, IssuedCredential};
+use crate::core::credential::{Credential, DexSessionInputs, Inputs, IssuedCredential, Record};
 use crate::core::endpoint::Endpoint;
 use crate::core::secret_codec::{SecretFields, encode, is_credential_key};
 use crate::gateway::dex::SESSION_COOKIES;
@@ -224,10 +224,12 @@ fn example_credential(
     };
     Ok(IssuedCredential {
         value,
-        issued_at: now,
-        expires_at: now.checked_add(lifetime).map_err(|e| e.to_string())?,
-        inputs,
-        renew_request: None,
+        record: Record {
+            issued_at: now,
+            expires_at: now.checked_add(lifetime).map_err(|e| e.to_string())?,
+            inputs,
+            renew_request: None,
+        },
     })
 }
 

@@ -32,14 +32,6 @@ impl Credential {
             Credential::Cookie { name, value } => ("cookie", format!("{name}={value}")),
         }
     }
-
-    /// What people call it in messages.
-    pub fn noun(&self) -> &'static str {
-        match self {
-            Credential::Bearer(_) => "token",
-            Credential::Cookie { .. } => "session",
-        }
-    }
 }
 
 /// What a token was requested with. Stored on the Secret so a spec change re-issues the token.
@@ -70,15 +62,22 @@ pub enum Inputs {
     DexSession(DexSessionInputs),
 }
 
-/// A credential with when and for what it was obtained.
+/// When and for what a credential was obtained: everything the operator decides renewal on,
+/// kept in the Secret's annotations so it is known without reading the credential itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IssuedCredential {
-    pub value: Credential,
+pub struct Record {
     pub issued_at: Timestamp,
     pub expires_at: Timestamp,
     pub inputs: Inputs,
     /// The renew request (the annotation's value) this credential was obtained for, if any.
     pub renew_request: Option<String>,
+}
+
+/// A credential with its record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedCredential {
+    pub value: Credential,
+    pub record: Record,
 }
 
 #[cfg(test)]

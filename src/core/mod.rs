@@ -7,3 +7,11 @@ pub mod endpoint;
 pub mod renewal;
 pub mod secret_codec;
 pub mod url;
+
+/// FNV-1a, 64 bits: a hash that is stable across Rust versions and processes, unlike the
+/// standard library's, for jitter and change fingerprints (never for security).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -3,12 +3,12 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::credential::{Inputs, IssuedCredential};
+use super::credential::{Inputs, Record};
 
 /// The API server refuses `expirationSeconds` below this.
 pub const MIN_TOKEN_LIFETIME: SignedDuration = SignedDuration::from_secs(600);
 
-impl IssuedCredential {
+impl Record {
     /// When to renew: `renew_before` ahead of expiry, or a third of the lifetime when unset.
     /// A server cap can make the real lifetime shorter than `renew_before`; renewing at once
     /// would then loop forever, so the default third applies instead.
@@ -54,7 +54,7 @@ impl IssueReason {
 /// A renew request is served once per distinct value, compared as text: no clocks are compared,
 /// so a client whose clock differs from the operator's is still served.
 pub fn needs_issue(
-    current: Option<&IssuedCredential>,
+    current: Option<&Record>,
     wanted: &Inputs,
     renew_before: Option<SignedDuration>,
     renew_request: Option<&str>,
@@ -88,17 +88,13 @@ pub fn jitter(uid: &str, window: SignedDuration) -> SignedDuration {
     if spread == 0 {
         return SignedDuration::ZERO;
     }
-    // FNV-1a: stable across Rust versions, unlike the std hasher.
-    let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    SignedDuration::from_millis((hash % spread) as i64)
+    SignedDuration::from_millis((super::fnv1a(uid.as_bytes()) % spread) as i64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::credential::{Credential, TokenRequestInputs};
+    use crate::core::credential::TokenRequestInputs;
     use crate::fixtures::ts;
 
     fn token_inputs() -> TokenRequestInputs {
@@ -113,9 +109,8 @@ mod tests {
         Inputs::ServiceAccountToken(token_inputs())
     }
 
-    fn issued(issued_at: &str, expires_at: &str) -> IssuedCredential {
-        IssuedCredential {
-            value: Credential::Bearer("t".into()),
+    fn issued(issued_at: &str, expires_at: &str) -> Record {
+        Record {
             issued_at: ts(issued_at),
             expires_at: ts(expires_at),
             inputs: inputs(),
@@ -154,7 +149,7 @@ mod tests {
     #[test]
     fn needs_issue_table() {
         let token = issued("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z");
-        let served = IssuedCredential {
+        let served = Record {
             renew_request: Some("2026-01-01T00:05:00Z".into()),
             ..token.clone()
         };

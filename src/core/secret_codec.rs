@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use super::credential::{Credential, Inputs, IssuedCredential};
+use super::credential::{Credential, Inputs, IssuedCredential, Record};
 use super::endpoint::Endpoint;
 
 pub const KEY_TOKEN: &str = "token";
@@ -26,6 +26,12 @@ pub const ANNOTATION_ISSUED_AT: &str = "inference-access.io/issued-at";
 /// The inputs it was obtained with (JSON), to notice spec changes.
 /// The renew request the credential was obtained for.
 pub const ANNOTATION_RENEW_REQUEST: &str = "inference-access.io/renew-request";
+/// When the credential expires (RFC 3339), beside the `expires-at` key, so the record can be read
+/// from the Secret's metadata alone.
+pub const ANNOTATION_EXPIRES_AT: &str = "inference-access.io/expires-at";
+/// A fingerprint of the non-credential keys (URLs, Host): a changed endpoint is seen in the
+/// metadata without reading the Secret's data.
+pub const ANNOTATION_CONTENT: &str = "inference-access.io/content";
 /// (Named token-request before DexSession existed; kept so existing Secrets stay readable.)
 pub const ANNOTATION_INPUTS: &str = "inference-access.io/token-request";
 
@@ -75,6 +81,14 @@ impl CredentialKind {
         keys
     }
 
+    /// What people call it in messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            CredentialKind::Token => "token",
+            CredentialKind::Session => "session",
+        }
+    }
+
     pub fn of(credential: &Credential) -> Self {
         match credential {
             Credential::Bearer(_) => CredentialKind::Token,
@@ -119,36 +133,55 @@ pub fn encode(issued: &IssuedCredential, endpoint: &Endpoint) -> Encoded {
             (KEY_COOKIE_NAME, name.clone()),
         ],
     };
+    let record = &issued.record;
     let data = credential
         .into_iter()
-        .chain([
-            (KEY_URL, endpoint.url.clone()),
-            (KEY_HOST, endpoint.host.clone()),
-            (KEY_PREDICT_URL, endpoint.predict_url()),
-            (KEY_INFER_URL, endpoint.infer_url()),
-            (KEY_GATEWAY_URL, endpoint.gateway_url.clone()),
-            (KEY_EXPIRES_AT, issued.expires_at.to_string()),
-        ])
+        .chain(endpoint_keys(endpoint))
+        .chain([(KEY_EXPIRES_AT, record.expires_at.to_string())])
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
     Encoded {
         data,
-        annotations: record_annotations(issued),
+        annotations: annotations(record, endpoint),
     }
 }
 
-fn record_annotations(issued: &IssuedCredential) -> BTreeMap<String, String> {
+fn endpoint_keys(endpoint: &Endpoint) -> [(&'static str, String); 5] {
+    [
+        (KEY_URL, endpoint.url.clone()),
+        (KEY_HOST, endpoint.host.clone()),
+        (KEY_PREDICT_URL, endpoint.predict_url()),
+        (KEY_INFER_URL, endpoint.infer_url()),
+        (KEY_GATEWAY_URL, endpoint.gateway_url.clone()),
+    ]
+}
+
+/// The Secret's annotations for a credential with this record at this endpoint: if the Secret
+/// already carries them all, its data needs no rewrite.
+pub fn annotations(record: &Record, endpoint: &Endpoint) -> BTreeMap<String, String> {
+    let content: String = endpoint_keys(endpoint)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
     let mut annotations = BTreeMap::from([
         (
             ANNOTATION_ISSUED_AT.to_owned(),
-            issued.issued_at.to_string(),
+            record.issued_at.to_string(),
+        ),
+        (
+            ANNOTATION_EXPIRES_AT.to_owned(),
+            record.expires_at.to_string(),
         ),
         (
             ANNOTATION_INPUTS.to_owned(),
-            serde_json::to_string(&issued.inputs).unwrap_or_default(),
+            serde_json::to_string(&record.inputs).unwrap_or_default(),
+        ),
+        (
+            ANNOTATION_CONTENT.to_owned(),
+            format!("{:016x}", super::fnv1a(content.as_bytes())),
         ),
     ]);
-    if let Some(request) = &issued.renew_request {
+    if let Some(request) = &record.renew_request {
         annotations.insert(ANNOTATION_RENEW_REQUEST.to_owned(), request.clone());
     }
     annotations
@@ -173,21 +206,30 @@ pub fn decode_credential(secret: &impl SecretFields) -> Option<Credential> {
         .map(|t| Credential::Bearer(t.to_owned()))
 }
 
-/// The record the operator wrote. `None` when any part is missing or unreadable: the
+/// The record the operator wrote, from the annotations (and the `expires-at` key for Secrets
+/// written before the annotation existed). `None` when any part is missing or unreadable: the
 /// credential is then obtained again rather than trusted.
-pub fn decode_issued(secret: &impl SecretFields) -> Option<IssuedCredential> {
-    let value = decode_credential(secret)?;
-    let expires_at: Timestamp = secret.text(KEY_EXPIRES_AT)?.parse().ok()?;
+pub fn decode_record(secret: &impl SecretFields) -> Option<Record> {
+    let expires_at = secret
+        .annotation(ANNOTATION_EXPIRES_AT)
+        .or_else(|| secret.text(KEY_EXPIRES_AT))?;
     let issued_at: Timestamp = secret.annotation(ANNOTATION_ISSUED_AT)?.parse().ok()?;
     let inputs: Inputs = serde_json::from_str(secret.annotation(ANNOTATION_INPUTS)?).ok()?;
-    Some(IssuedCredential {
-        value,
+    Some(Record {
         issued_at,
-        expires_at,
+        expires_at: expires_at.parse().ok()?,
         inputs,
         renew_request: secret
             .annotation(ANNOTATION_RENEW_REQUEST)
             .map(str::to_owned),
+    })
+}
+
+/// The credential and its record, from a whole Secret.
+pub fn decode_issued(secret: &impl SecretFields) -> Option<IssuedCredential> {
+    Some(IssuedCredential {
+        value: decode_credential(secret)?,
+        record: decode_record(secret)?,
     })
 }
 
@@ -276,14 +318,16 @@ mod tests {
     fn issued(value: Credential) -> IssuedCredential {
         IssuedCredential {
             value,
-            issued_at: ts("2026-01-01T00:00:00Z"),
-            expires_at: ts("2026-01-01T01:00:00Z"),
-            inputs: Inputs::ServiceAccountToken(TokenRequestInputs {
-                service_account: "client".into(),
-                audiences: vec!["aud".into()],
-                expiration_seconds: 3600,
-            }),
-            renew_request: Some("2026-01-01T00:00:00.5Z".into()),
+            record: Record {
+                issued_at: ts("2026-01-01T00:00:00Z"),
+                expires_at: ts("2026-01-01T01:00:00Z"),
+                inputs: Inputs::ServiceAccountToken(TokenRequestInputs {
+                    service_account: "client".into(),
+                    audiences: vec!["aud".into()],
+                    expiration_seconds: 3600,
+                }),
+                renew_request: Some("2026-01-01T00:00:00.5Z".into()),
+            },
         }
     }
 
@@ -328,6 +372,20 @@ mod tests {
         let record = issued(Credential::Bearer("t".into()));
         let secret = PlainSecret::from(encode(&record, &endpoint()));
         assert_eq!(decode_issued(&secret), Some(record));
+    }
+
+    #[test]
+    fn the_record_reads_from_the_annotations_alone() {
+        let record = issued(Credential::Bearer("t".into()));
+        let mut metadata_only = PlainSecret::from(encode(&record, &endpoint()));
+        metadata_only.data.clear();
+        assert_eq!(decode_record(&metadata_only), Some(record.record));
+        // A moved endpoint changes the fingerprint; a new credential its issue time.
+        let moved =
+            Endpoint::resolve("http://example.com/serving/ns/m", "http://gw.example", "m").unwrap();
+        let before = annotations(&issued(Credential::Bearer("t".into())).record, &endpoint());
+        let after = annotations(&issued(Credential::Bearer("t".into())).record, &moved);
+        assert_ne!(before[ANNOTATION_CONTENT], after[ANNOTATION_CONTENT]);
     }
 
     #[test]

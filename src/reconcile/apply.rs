@@ -4,17 +4,22 @@
 //! The rule: an object the access does not control (no controller reference with its uid) is
 //! never written; the caller gets [`Applied::Conflict`] naming the owner. Objects it does
 //! control are server-side applied with the operator's one field manager, and only when they
-//! lack something wanted, so a reconcile with nothing to do writes nothing.
+//! lack something wanted, so a reconcile with nothing to do writes nothing. What is current is
+//! read from the watch caches ([`Caches`]); every write is recorded there at once.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::build::{controller_of, is_controlled_by};
+use super::cache::{Cached, Caches};
 use super::error::{Error, Kind, api_status};
 use crate::api::keys::FIELD_MANAGER;
 use crate::api::{InferenceAccess, InferenceAccessStatus};
@@ -23,9 +28,9 @@ use crate::api::{InferenceAccess, InferenceAccessStatus};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Applied<K> {
     /// Created or changed by this call.
-    Changed(K),
+    Changed(Arc<K>),
     /// Already held everything wanted: nothing was written.
-    Unchanged(K),
+    Unchanged(Arc<K>),
     /// Exists and is not controlled by this access: left untouched. `owner` names the
     /// controller when there is one.
     Conflict { owner: Option<String> },
@@ -37,6 +42,11 @@ impl<K> Applied<K> {
     pub fn changed(&self) -> bool {
         matches!(self, Applied::Changed(_))
     }
+}
+
+enum Created<K> {
+    Done(Applied<K>),
+    Exists(Arc<K>),
 }
 
 /// Namespaced kinds the applier handles.
@@ -59,18 +69,20 @@ impl<K> Object for K where
 }
 
 /// Writes the objects of one access, in its namespace, guarded by its uid.
-pub struct Applier {
+pub struct Applier<'a> {
     client: Client,
     namespace: String,
     owner_uid: String,
+    caches: &'a Caches,
 }
 
-impl Applier {
-    pub fn new(client: Client, namespace: &str, owner_uid: &str) -> Self {
+impl<'a> Applier<'a> {
+    pub fn new(client: Client, caches: &'a Caches, namespace: &str, owner_uid: &str) -> Self {
         Self {
             client,
             namespace: namespace.to_owned(),
             owner_uid: owner_uid.to_owned(),
+            caches,
         }
     }
 
@@ -78,120 +90,218 @@ impl Applier {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// The current object, `None` when absent (or its kind is not served).
-    pub async fn get<K: Object>(&self, kind: Kind, name: &str) -> Result<Option<K>, Error> {
+    /// Whether AuthorizationPolicies are served in this scope (Istio installed).
+    pub fn policies_served(&self) -> bool {
+        self.caches.policies_served
+    }
+
+    /// The current object as the caches know it (no request).
+    pub fn cached<K: Cached>(&self, name: &str) -> Option<Arc<K>> {
+        K::cache(self.caches).get(&self.namespace, name)
+    }
+
+    /// The object as the API server has it now (one request): for objects no watch covers.
+    pub async fn fetch<K: Object>(&self, kind: Kind, name: &str) -> Result<Option<K>, Error> {
         self.api::<K>()
             .get_opt(name)
             .await
             .map_err(Error::api(kind))
     }
 
-    /// `wanted` exists as wanted: read, then written only if it lacks something.
-    pub async fn ensure<K: Object>(&self, kind: Kind, wanted: &K) -> Result<Applied<K>, Error> {
-        let current = self.get(kind, &wanted.name_any()).await?;
-        self.ensure_over(kind, current, wanted).await
-    }
-
-    /// As [`Applier::ensure`], over an object the caller has just read.
-    pub async fn ensure_over<K: Object>(
+    /// `wanted` exists as wanted: written only if the cached object lacks something.
+    pub async fn ensure<K: Object + Cached>(
         &self,
         kind: Kind,
-        current: Option<K>,
         wanted: &K,
     ) -> Result<Applied<K>, Error> {
-        match current {
-            Some(current) if !self.controls(&current) => Ok(self.conflict(&current)),
-            Some(current) if contains(&current, wanted) => Ok(Applied::Unchanged(current)),
-            _ => {
-                let params = PatchParams::apply(FIELD_MANAGER).force();
-                match self
-                    .api::<K>()
-                    .patch(&wanted.name_any(), &params, &Patch::Apply(wanted))
-                    .await
-                {
-                    Ok(applied) => Ok(Applied::Changed(applied)),
-                    Err(err) if api_status(&err) == Some(404) => Ok(Applied::NotServed),
-                    Err(err) => Err(Error::Api { kind, source: err }),
-                }
-            }
+        let current = match self.cached::<K>(&wanted.name_any()) {
+            Some(current) => current,
+            None if K::COMPLETE => return self.apply_and_record(kind, wanted).await,
+            None => match self.create(kind, wanted).await? {
+                Created::Done(applied) => return Ok(applied),
+                Created::Exists(existing) => existing,
+            },
+        };
+        if !self.controls(&*current) {
+            Ok(self.conflict(&*current))
+        } else if contains(&*current, wanted) {
+            Ok(Applied::Unchanged(current))
+        } else {
+            self.apply_and_record(kind, wanted).await
         }
     }
 
-    /// `wanted` exists, created if absent; an existing one is kept as it is. Creation (not
-    /// apply) so that an object someone else creates meanwhile is never taken over: the create
-    /// fails instead.
-    pub async fn ensure_exists<K: Object>(
+    async fn apply_and_record<K: Object + Cached>(
         &self,
         kind: Kind,
         wanted: &K,
     ) -> Result<Applied<K>, Error> {
-        match self.get::<K>(kind, &wanted.name_any()).await? {
-            Some(current) if !self.controls(&current) => Ok(self.conflict(&current)),
-            Some(current) => Ok(Applied::Unchanged(current)),
+        match self.apply(wanted).await {
+            Ok(applied) => Ok(Applied::Changed(K::cache(self.caches).wrote(applied))),
+            Err(err) if api_status(&err) == Some(404) => Ok(Applied::NotServed),
+            Err(err) => Err(Error::Api { kind, source: err }),
+        }
+    }
+
+    /// Creates an object the cache does not show; one that exists after all (someone else's,
+    /// or the operator's own that the watch has not delivered yet) is read instead.
+    async fn create<K: Object + Cached>(
+        &self,
+        kind: Kind,
+        wanted: &K,
+    ) -> Result<Created<K>, Error> {
+        let params = PostParams {
+            dry_run: false,
+            field_manager: Some(FIELD_MANAGER.into()),
+        };
+        match self.api::<K>().create(&params, wanted).await {
+            Ok(created) => Ok(Created::Done(Applied::Changed(
+                K::cache(self.caches).wrote(created),
+            ))),
+            Err(err) if api_status(&err) == Some(404) => Ok(Created::Done(Applied::NotServed)),
+            Err(err) if api_status(&err) == Some(409) => {
+                match self.fetch::<K>(kind, &wanted.name_any()).await? {
+                    Some(existing) => Ok(Created::Exists(Arc::new(existing))),
+                    None => Err(Error::Api { kind, source: err }),
+                }
+            }
+            Err(err) => Err(Error::Api { kind, source: err }),
+        }
+    }
+
+    async fn apply<K: Object>(&self, wanted: &K) -> Result<K, kube::Error> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        self.api::<K>()
+            .patch(&wanted.name_any(), &params, &Patch::Apply(wanted))
+            .await
+    }
+
+    /// The Secret exists, created if absent; an existing one is kept as it is. Creation (not
+    /// apply) so that a Secret someone else creates meanwhile is never taken over: the create
+    /// fails instead, and the Secret is read to say whose it is.
+    pub async fn ensure_secret(
+        &self,
+        wanted: &Secret,
+    ) -> Result<Applied<PartialObjectMeta<Secret>>, Error> {
+        let name = wanted.name_any();
+        let current = match self.cached::<PartialObjectMeta<Secret>>(&name) {
+            Some(current) => current,
             None => {
                 let params = PostParams {
                     dry_run: false,
                     field_manager: Some(FIELD_MANAGER.into()),
                 };
-                self.api::<K>()
-                    .create(&params, wanted)
-                    .await
-                    .map(Applied::Changed)
-                    .map_err(Error::api(kind))
+                match self.api::<Secret>().create(&params, wanted).await {
+                    Ok(created) => return Ok(Applied::Changed(self.wrote_secret(created))),
+                    // The cache had not seen it yet.
+                    Err(err) if api_status(&err) == Some(409) => {
+                        match self.fetch::<Secret>(Kind::Secret, &name).await? {
+                            Some(existing) => Arc::new(metadata_of(existing)),
+                            None => {
+                                return Err(Error::Api {
+                                    kind: Kind::Secret,
+                                    source: err,
+                                });
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        return Err(Error::Api {
+                            kind: Kind::Secret,
+                            source: err,
+                        });
+                    }
+                }
             }
+        };
+        if self.controls(&*current) {
+            Ok(Applied::Unchanged(current))
+        } else {
+            Ok(self.conflict(&*current))
         }
+    }
+
+    /// Writes the Secret's data (the Secret is the access's: `ensure_secret` said so).
+    pub async fn apply_secret(&self, wanted: &Secret) -> Result<(), Error> {
+        let applied = self.apply(wanted).await.map_err(Error::api(Kind::Secret))?;
+        self.wrote_secret(applied);
+        Ok(())
+    }
+
+    fn wrote_secret(&self, secret: Secret) -> Arc<PartialObjectMeta<Secret>> {
+        self.caches.secrets.wrote(metadata_of(secret))
     }
 
     /// Deletes `current` if the access controls it; anything else is left alone. Whether it
     /// deleted.
-    pub async fn remove<K: Object>(&self, kind: Kind, current: Option<K>) -> Result<bool, Error> {
+    pub async fn remove<K: Object + Cached>(
+        &self,
+        kind: Kind,
+        current: Option<Arc<K>>,
+    ) -> Result<bool, Error> {
         match current {
-            Some(current) if self.controls(&current) => {
+            Some(current) if self.controls(&*current) => {
                 self.api::<K>()
                     .delete(&current.name_any(), &DeleteParams::default())
                     .await
                     .map_err(Error::api(kind))?;
+                K::cache(self.caches).removed(&current);
                 Ok(true)
             }
             _ => Ok(false),
         }
     }
 
-    /// The access's status, written only when it changed.
+    /// The access's status, written only when it differs from the newest one known.
     pub async fn publish_status(
         &self,
         access: &InferenceAccess,
         status: &InferenceAccessStatus,
-    ) -> Result<Applied<()>, Error> {
-        if access.status.as_ref() == Some(status) {
-            return Ok(Applied::Unchanged(()));
+    ) -> Result<Applied<InferenceAccess>, Error> {
+        let name = access.name_any();
+        let newest = self
+            .cached::<InferenceAccess>(&name)
+            .filter(|cached| cached.metadata.uid == access.metadata.uid);
+        let previous = newest
+            .as_ref()
+            .map_or(access.status.as_ref(), |n| n.status.as_ref());
+        if previous == Some(status) {
+            return Ok(Applied::Unchanged(
+                newest.unwrap_or_else(|| Arc::new(access.clone())),
+            ));
         }
         let patch = serde_json::json!({
             "apiVersion": InferenceAccess::api_version(&()),
             "kind": InferenceAccess::kind(&()),
-            "metadata": {"name": access.name_any()},
+            "metadata": {"name": name},
             "status": status,
         });
-        self.api::<InferenceAccess>()
+        let written = self
+            .api::<InferenceAccess>()
             .patch_status(
-                &access.name_any(),
+                &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&patch),
             )
             .await
             .map_err(Error::api(Kind::Status))?;
-        Ok(Applied::Changed(()))
+        Ok(Applied::Changed(self.caches.accesses.wrote(written)))
     }
 
-    fn controls<K: Object>(&self, object: &K) -> bool {
+    fn controls<K: Resource>(&self, object: &K) -> bool {
         is_controlled_by(object.meta(), &self.owner_uid)
     }
 
-    fn conflict<K: Object, T>(&self, object: &K) -> Applied<T> {
+    fn conflict<K: Resource, T>(&self, object: &K) -> Applied<T> {
         Applied::Conflict {
             owner: controller_of(object.meta()),
         }
     }
+}
+
+/// A Secret as the metadata cache holds it.
+pub fn metadata_of(secret: Secret) -> PartialObjectMeta<Secret> {
+    secret.metadata.into_response_partial()
 }
 
 /// Whether `actual` already holds every field `wanted` sets, so applying would change nothing.

@@ -8,6 +8,7 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 
 use super::backoff::Counter;
+use super::cache::Caches;
 use super::limits::Limits;
 use crate::gateway::client::GatewayClient;
 use crate::runtime::metrics::Metrics;
@@ -26,10 +27,24 @@ pub struct Context {
     pub verify_failures: Counter,
     /// What the cluster admin allows a spec to ask for.
     pub limits: Limits,
+    /// What reconciles read: the watch caches of this scope.
+    pub caches: Caches,
 }
 
 impl Context {
+    /// A context whose caches are empty and fed by no watch: tests fill them by hand.
     pub fn new(client: Client, recorder: Recorder, clock: fn() -> Timestamp) -> Self {
+        let caches = Caches::detached().0;
+        caches.mark_synced();
+        Self::with_caches(client, recorder, clock, caches)
+    }
+
+    pub fn with_caches(
+        client: Client,
+        recorder: Recorder,
+        clock: fn() -> Timestamp,
+        caches: Caches,
+    ) -> Self {
         Self {
             client,
             recorder,
@@ -39,6 +54,7 @@ impl Context {
             failures: Counter::default(),
             verify_failures: Counter::default(),
             limits: Limits::default(),
+            caches,
         }
     }
 

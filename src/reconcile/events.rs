@@ -1,5 +1,9 @@
-//! The Events one reconcile publishes, derived from its outcomes: what changed, and what failed
-//! in a way a person must see. Pure; never a credential in a note.
+//! The Events one reconcile publishes, derived from its outcomes. Pure; never a credential in a
+//! note.
+//!
+//! One Normal Event per reconcile that changed something, named after the most telling change
+//! and listing all of them (an Event is an API write: one per reconcile keeps a fleet of
+//! accesses cheap for the API server), and a Warning when a credential could not be obtained.
 
 use kube::runtime::events::{Event, EventType};
 
@@ -31,30 +35,8 @@ pub fn refused(refusal: &SpecError) -> Event {
 }
 
 pub fn of(plan: &Plan, outcomes: &Outcomes, credential_message: &str) -> Vec<Event> {
-    let mut events = Vec::new();
-    if let TargetOutcome::Found { applied: true, .. } = outcomes.target {
-        events.push(event(
-            EventType::Normal,
-            "InferenceServiceApplied",
-            "Apply",
-            format!(
-                "applied InferenceService {} from the template",
-                plan.target.name
-            ),
-        ));
-    }
-    if let (
-        Some(IdentityOutcome::Ready { applied: true, .. }),
-        IdentityPlan::ServiceAccount { name, .. },
-    ) = (&outcomes.identity, &plan.identity)
-    {
-        events.push(event(
-            EventType::Normal,
-            "ServiceAccountApplied",
-            "Apply",
-            format!("applied dedicated ServiceAccount {name}"),
-        ));
-    }
+    // (reason, what happened), most telling first.
+    let mut changes: Vec<(&str, String)> = Vec::new();
     if let Some(issue) = &outcomes.issue {
         let who = outcomes
             .identity
@@ -62,6 +44,7 @@ pub fn of(plan: &Plan, outcomes: &Outcomes, credential_message: &str) -> Vec<Eve
             .and_then(IdentityOutcome::ready)
             .map(|i| i.describe())
             .unwrap_or_default();
+        let noun = plan.secret.kind.noun();
         match (&issue.result, &issue.held) {
             (
                 IssueResult::Ready {
@@ -74,15 +57,9 @@ pub fn of(plan: &Plan, outcomes: &Outcomes, credential_message: &str) -> Vec<Eve
                 } else {
                     ("CredentialIssued", "issued")
                 };
-                events.push(event(
-                    EventType::Normal,
+                changes.push((
                     reason,
-                    "IssueCredential",
-                    format!(
-                        "{verb} a {} for {who}, expires at {}",
-                        held.value.noun(),
-                        held.expires_at
-                    ),
+                    format!("{verb} a {noun} for {who}, expires at {}", held.expires_at),
                 ));
             }
             (IssueResult::ObtainFailed(_), _) => {
@@ -90,12 +67,12 @@ pub fn of(plan: &Plan, outcomes: &Outcomes, credential_message: &str) -> Vec<Eve
                     IdentityPlan::ServiceAccount { .. } => "TokenRequestFailed",
                     IdentityPlan::DexUser { .. } => "DexLoginFailed",
                 };
-                events.push(event(
+                return vec![event(
                     EventType::Warning,
                     reason,
                     "IssueCredential",
                     credential_message.to_owned(),
-                ));
+                )];
             }
             _ => {}
         }
@@ -106,32 +83,59 @@ pub fn of(plan: &Plan, outcomes: &Outcomes, credential_message: &str) -> Vec<Eve
             applied: true,
             user_id,
             ..
-        }) => events.push(event(
-            EventType::Normal,
+        }) => changes.push((
             "PolicyApplied",
-            "Apply",
             format!("applied AuthorizationPolicy {policy} for {user_id}"),
         )),
-        Some(MeshOutcome::SidecarDisabled {
-            deleted_policy: true,
-        }) => events.push(policy_deleted(plan)),
-        Some(MeshOutcome::Unmanaged {
-            deleted_policy: true,
-        }) => events.push(policy_deleted(plan)),
+        Some(
+            MeshOutcome::SidecarDisabled {
+                deleted_policy: true,
+            }
+            | MeshOutcome::Unmanaged {
+                deleted_policy: true,
+            },
+        ) => changes.push((
+            "PolicyDeleted",
+            format!(
+                "deleted AuthorizationPolicy {policy}: mesh.mode is now {:?}",
+                plan.mesh.mode()
+            ),
+        )),
         _ => {}
     }
-    events
-}
-
-fn policy_deleted(plan: &Plan) -> Event {
-    event(
-        EventType::Normal,
-        "PolicyDeleted",
-        "Delete",
-        format!(
-            "deleted AuthorizationPolicy {}: mesh.mode is now {:?}",
-            policy_name(plan),
-            plan.mesh.mode()
-        ),
-    )
+    if let TargetOutcome::Found { applied: true, .. } = outcomes.target {
+        changes.push((
+            "InferenceServiceApplied",
+            format!(
+                "applied InferenceService {} from the template",
+                plan.target.name
+            ),
+        ));
+    }
+    if let (
+        Some(IdentityOutcome::Ready { applied: true, .. }),
+        IdentityPlan::ServiceAccount { name, .. },
+    ) = (&outcomes.identity, &plan.identity)
+    {
+        changes.push((
+            "ServiceAccountApplied",
+            format!("applied dedicated ServiceAccount {name}"),
+        ));
+    }
+    let Some((reason, _)) = changes.first() else {
+        return Vec::new();
+    };
+    let note = changes
+        .iter()
+        .map(|(_, what)| what.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let action = if reason.starts_with("Credential") {
+        "IssueCredential"
+    } else if *reason == "PolicyDeleted" {
+        "Delete"
+    } else {
+        "Apply"
+    };
+    vec![event(EventType::Normal, reason, action, note)]
 }

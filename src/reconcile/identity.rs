@@ -100,7 +100,7 @@ impl IdentityOutcome {
     }
 }
 
-pub async fn resolve(applier: &Applier, plan: &Plan) -> IdentityOutcome {
+pub async fn resolve(applier: &Applier<'_>, plan: &Plan) -> IdentityOutcome {
     match &plan.identity {
         IdentityPlan::ServiceAccount {
             name,
@@ -122,14 +122,10 @@ pub async fn resolve(applier: &Applier, plan: &Plan) -> IdentityOutcome {
                     Err(err) => IdentityOutcome::Failed(err),
                 }
             } else {
-                match applier
-                    .get::<ServiceAccount>(Kind::ServiceAccount, name)
-                    .await
-                {
-                    Ok(Some(sa)) if consents(&sa, &plan.access.name) => ready(false),
-                    Ok(Some(_)) => IdentityOutcome::ServiceAccountNotAllowed,
-                    Ok(None) => IdentityOutcome::ServiceAccountNotFound,
-                    Err(err) => IdentityOutcome::Failed(err),
+                match applier.cached::<ServiceAccount>(name) {
+                    Some(sa) if consents(&sa, &plan.access.name) => ready(false),
+                    Some(_) => IdentityOutcome::ServiceAccountNotAllowed,
+                    None => IdentityOutcome::ServiceAccountNotFound,
                 }
             }
         }
@@ -139,8 +135,9 @@ pub async fn resolve(applier: &Applier, plan: &Plan) -> IdentityOutcome {
             login_url,
             user_id,
         } => {
+            // Read each time (not cached): the operator keeps no passwords in memory.
             let secret = match applier
-                .get::<Secret>(Kind::CredentialsSecret, &credentials.name)
+                .fetch::<Secret>(Kind::CredentialsSecret, &credentials.name)
                 .await
             {
                 Ok(secret) => secret,

@@ -33,7 +33,7 @@ pub enum MeshOutcome {
 }
 
 pub async fn ensure(
-    applier: &Applier,
+    applier: &Applier<'_>,
     plan: &Plan,
     isvc: &InferenceService,
     user_id: &str,
@@ -45,15 +45,13 @@ pub async fn ensure(
 }
 
 async fn run(
-    applier: &Applier,
+    applier: &Applier<'_>,
     plan: &Plan,
     isvc: &InferenceService,
     user_id: &str,
 ) -> Result<MeshOutcome, Error> {
     // Read in every mode: a policy left from an earlier mode is deleted.
-    let current = applier
-        .get::<AuthorizationPolicy>(Kind::AuthorizationPolicy, policy_name(plan))
-        .await?;
+    let current = applier.cached::<AuthorizationPolicy>(policy_name(plan));
     let policy = match &plan.mesh {
         MeshPlan::AuthorizationPolicy(policy) => policy,
         MeshPlan::Unmanaged => {
@@ -66,11 +64,11 @@ async fn run(
             return Ok(MeshOutcome::SidecarDisabled { deleted_policy });
         }
     };
+    if !applier.policies_served() {
+        return Ok(MeshOutcome::IstioNotInstalled);
+    }
     let wanted = build::authorization_policy(plan, policy, user_id);
-    let applied = match applier
-        .ensure_over(Kind::AuthorizationPolicy, current, &wanted)
-        .await?
-    {
+    let applied = match applier.ensure(Kind::AuthorizationPolicy, &wanted).await? {
         Applied::Conflict { .. } => return Ok(MeshOutcome::PolicyConflict),
         Applied::NotServed => return Ok(MeshOutcome::IstioNotInstalled),
         applied => applied.changed(),

@@ -10,6 +10,7 @@
 pub mod apply;
 pub mod backoff;
 pub mod build;
+pub mod cache;
 pub mod conditions;
 pub mod context;
 pub mod error;
@@ -35,6 +36,7 @@ use kube::runtime::controller::Action;
 use tracing::warn;
 
 use crate::api::InferenceAccess;
+use crate::core;
 use apply::Applier;
 pub use context::Context;
 use error::Error;
@@ -52,6 +54,28 @@ pub async fn reconcile(access: Arc<InferenceAccess>, ctx: Arc<Context>) -> Resul
     result
 }
 
+/// The probe, with the credential this reconcile obtained, or else the one in the Secret.
+async fn probe(
+    applier: &Applier<'_>,
+    plan: &Plan,
+    ctx: &Context,
+    endpoint: &core::endpoint::Endpoint,
+    known: Option<&core::credential::Credential>,
+) -> verify::VerifyOutcome {
+    let stored = match known {
+        Some(_) => None,
+        None => issue::stored_credential(applier, plan).await.ok().flatten(),
+    };
+    match known.or(stored.as_ref()) {
+        Some(credential) => {
+            let gateway = ctx.gateway.as_ref();
+            verify::run(gateway, &ctx.verify_failures, plan, endpoint, credential).await
+        }
+        // Nothing to probe with yet: the next issue probes.
+        None => verify::VerifyOutcome::NotDue,
+    }
+}
+
 /// Failures back off exponentially per access; spec errors never reach here.
 pub fn error_policy(access: Arc<InferenceAccess>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = backoff::key(access.namespace().as_deref(), &access.name_any());
@@ -61,13 +85,18 @@ pub fn error_policy(access: Arc<InferenceAccess>, error: &Error, ctx: Arc<Contex
 }
 
 async fn reconcile_access(access: &InferenceAccess, ctx: &Context) -> Result<Action, Error> {
+    ctx.caches.ready().await;
     let now = (ctx.clock)();
     let namespace = access.namespace().unwrap_or_default();
-    let applier = Applier::new(
-        ctx.client.clone(),
-        &namespace,
-        &access.uid().unwrap_or_default(),
-    );
+    // The trigger may carry an older copy than the operator's own last status write.
+    let newest = ctx
+        .caches
+        .accesses
+        .get(&namespace, &access.name_any())
+        .filter(|newest| newest.metadata.uid == access.metadata.uid);
+    let access = newest.as_deref().unwrap_or(access);
+    let uid = access.uid().unwrap_or_default();
+    let applier = Applier::new(ctx.client.clone(), &ctx.caches, &namespace, &uid);
     let plan = match plan::validate(access, &ctx.limits) {
         Ok(plan) => plan,
         Err(refusal) => {
@@ -94,7 +123,7 @@ async fn reconcile_access(access: &InferenceAccess, ctx: &Context) -> Result<Act
 
 /// The steps in the order they run; a step that blocks ends the run.
 async fn run_steps(
-    applier: &Applier,
+    applier: &Applier<'_>,
     plan: &Plan,
     ctx: &Context,
     access: &InferenceAccess,
@@ -123,16 +152,14 @@ async fn run_steps(
     )
     .await;
     let mesh = mesh::ensure(applier, plan, isvc, &who.user_id(&plan.access.namespace)).await;
-    let verify = match (&issue.result, &issue.endpoint, &issue.held, &mesh) {
-        (_, _, _, mesh::MeshOutcome::Failed(_)) => None,
-        (issue::IssueResult::Ready { written, .. }, Some(endpoint), Some(held), _) => {
-            let inputs = verify::Inputs {
-                endpoint,
-                credential: &held.value,
-                changed: *written,
-                last_succeeded: conditions::endpoint_verified(access),
-            };
-            Some(verify::run(gateway, &ctx.verify_failures, plan, inputs).await)
+    let verify = match (&issue.result, &issue.endpoint, &mesh) {
+        (_, _, mesh::MeshOutcome::Failed(_)) => None,
+        (issue::IssueResult::Ready { written, .. }, Some(endpoint), _) => {
+            let last_succeeded = conditions::endpoint_verified(access);
+            Some(match verify::skipped(plan, *written, last_succeeded) {
+                Some(outcome) => outcome,
+                None => probe(applier, plan, ctx, endpoint, issue.credential.as_ref()).await,
+            })
         }
         _ => None,
     };

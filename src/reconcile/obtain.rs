@@ -4,15 +4,14 @@
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::PostParams;
 
 use super::apply::Applier;
 use super::build;
 use super::error::{Error, Kind};
 use super::identity::Identity;
-use crate::core::credential::{Credential, IssuedCredential};
+use crate::core::credential::{Credential, IssuedCredential, Record};
 use crate::gateway::client::GatewayClient;
 use crate::gateway::dex;
 
@@ -21,20 +20,17 @@ use crate::gateway::dex;
 pub const DEFAULT_SESSION_LIFETIME: SignedDuration = SignedDuration::from_hours(24);
 
 pub async fn obtain(
-    applier: &Applier,
+    applier: &Applier<'_>,
     gateway: Option<&GatewayClient>,
     identity: &Identity,
-    secret: &Secret,
+    secret_name: &str,
+    secret_uid: &str,
     renew_request: Option<&str>,
     now: Timestamp,
 ) -> Result<IssuedCredential, Error> {
     let (value, expires_at) = match identity {
         Identity::ServiceAccount(request) => {
-            let body = build::token_request(
-                request,
-                &secret.name_any(),
-                &secret.uid().unwrap_or_default(),
-            );
+            let body = build::token_request(request, secret_name, secret_uid);
             let response: TokenRequest = applier
                 .api::<ServiceAccount>()
                 .create_subresource(
@@ -87,9 +83,11 @@ pub async fn obtain(
     };
     Ok(IssuedCredential {
         value,
-        issued_at: now,
-        expires_at,
-        inputs: identity.inputs(),
-        renew_request: renew_request.map(str::to_owned),
+        record: Record {
+            issued_at: now,
+            expires_at,
+            inputs: identity.inputs(),
+            renew_request: renew_request.map(str::to_owned),
+        },
     })
 }

@@ -18,13 +18,14 @@ use crate::api::InferenceAccess;
 /// The status (only when it changed), then the events.
 pub async fn publish(
     ctx: &Context,
-    applier: &Applier,
+    applier: &Applier<'_>,
     access: &InferenceAccess,
     checks: &conditions::Checks,
     events: Vec<Event>,
     now: Timestamp,
 ) -> Result<(), Error> {
     let previous = access.status.as_ref();
+    // The previous status is the newest the operator knows (the caller passes it).
     let status = conditions::build_status(checks, previous, access.meta().generation, now);
     let written = applier.publish_status(access, &status).await.map(|_| ());
     let reference = access.object_ref(&());

@@ -256,10 +256,7 @@ fn issue_check(
 ) -> Check {
     let secret = &plan.secret.name;
     let who = identity.map(|i| i.describe()).unwrap_or_default();
-    let noun = match plan.identity {
-        IdentityPlan::ServiceAccount { .. } => "token",
-        IdentityPlan::DexUser { .. } => "session",
-    };
+    let noun = plan.secret.kind.noun();
     match &issue.result {
         IssueResult::WaitingForUrl { message } => {
             Check::failed(reason::WAITING_FOR_URL, message.clone())

@@ -5,7 +5,7 @@ use serde_json::json;
 use super::*;
 use crate::core::diagnosis::Diagnosis;
 use crate::core::endpoint::Endpoint;
-use crate::fixtures::{access, api_error, inference_service, issued_token, ts};
+use crate::fixtures::{access, api_error, inference_service, token_record, ts};
 use crate::reconcile::conditions::State;
 use crate::reconcile::error::Kind;
 use crate::reconcile::identity::Identity;
@@ -37,7 +37,7 @@ fn failed(kind: Kind) -> Error {
 
 fn found(url: Option<&str>) -> TargetOutcome {
     TargetOutcome::Found {
-        isvc: Box::new(inference_service("m", url)),
+        isvc: std::sync::Arc::new(inference_service("m", url)),
         applied: false,
     }
 }
@@ -60,12 +60,12 @@ fn issue(result: IssueResult) -> IssueOutcome {
     IssueOutcome {
         endpoint: Some(endpoint()),
         secret_seen: true,
-        held: Some(issued_token(
-            "t",
+        held: Some(token_record(
             "client",
             "2026-01-01T00:00:00Z",
             "2026-01-01T01:00:00Z",
         )),
+        credential: None,
         login_refusals: None,
         result,
     }

@@ -1,5 +1,7 @@
 //! Step 1: the InferenceService, applied from the template when there is one, read otherwise.
 
+use std::sync::Arc;
+
 use super::apply::{Applied, Applier};
 use super::build;
 use super::error::{Error, Kind, api_status, describe};
@@ -9,7 +11,7 @@ use crate::api::InferenceService;
 #[derive(Debug)]
 pub enum TargetOutcome {
     Found {
-        isvc: Box<InferenceService>,
+        isvc: Arc<InferenceService>,
         /// This reconcile applied the template.
         applied: bool,
     },
@@ -37,27 +39,23 @@ impl TargetOutcome {
     }
 }
 
-pub async fn resolve(applier: &Applier, plan: &Plan) -> TargetOutcome {
+pub async fn resolve(applier: &Applier<'_>, plan: &Plan) -> TargetOutcome {
     let Some(wanted) = build::templated_inference_service(plan) else {
-        return match applier
-            .get::<InferenceService>(Kind::InferenceService, &plan.target.name)
-            .await
-        {
-            Ok(Some(isvc)) => TargetOutcome::Found {
-                isvc: Box::new(isvc),
+        return match applier.cached::<InferenceService>(&plan.target.name) {
+            Some(isvc) => TargetOutcome::Found {
+                isvc,
                 applied: false,
             },
-            Ok(None) => TargetOutcome::NotFound,
-            Err(err) => TargetOutcome::Failed(err),
+            None => TargetOutcome::NotFound,
         };
     };
     match applier.ensure(Kind::InferenceService, &wanted).await {
         Ok(Applied::Changed(isvc)) => TargetOutcome::Found {
-            isvc: Box::new(isvc),
+            isvc,
             applied: true,
         },
         Ok(Applied::Unchanged(isvc)) => TargetOutcome::Found {
-            isvc: Box::new(isvc),
+            isvc,
             applied: false,
         },
         Ok(Applied::Conflict { owner }) => TargetOutcome::TemplateConflict { owner },

@@ -29,29 +29,24 @@ pub enum VerifyOutcome {
     },
 }
 
-pub struct Inputs<'a> {
-    pub endpoint: &'a Endpoint,
-    pub credential: &'a Credential,
-    /// This reconcile wrote the Secret (a new credential or endpoint).
-    pub changed: bool,
-    /// The last published `EndpointVerified` was True for this generation.
-    pub last_succeeded: bool,
+/// The outcome when no probe is due; `None` when one is.
+pub fn skipped(plan: &Plan, changed: bool, last_succeeded: bool) -> Option<VerifyOutcome> {
+    if !plan.verification {
+        return Some(VerifyOutcome::Disabled);
+    }
+    (last_succeeded && !changed).then_some(VerifyOutcome::NotDue)
 }
 
+/// Probes the gateway with the credential, as a client would.
 pub async fn run(
     gateway: Option<&GatewayClient>,
     failures: &Counter,
     plan: &Plan,
-    inputs: Inputs<'_>,
+    endpoint: &Endpoint,
+    credential: &Credential,
 ) -> VerifyOutcome {
-    if !plan.verification {
-        return VerifyOutcome::Disabled;
-    }
-    if inputs.last_succeeded && !inputs.changed {
-        return VerifyOutcome::NotDue;
-    }
     let diagnosis = match gateway {
-        Some(client) => probe::verify(client, inputs.endpoint, inputs.credential).await,
+        Some(client) => probe::verify(client, endpoint, credential).await,
         None => Diagnosis::GatewayUnreachable {
             error: "no HTTP client could be built".into(),
         },
@@ -59,7 +54,7 @@ pub async fn run(
     let failed = failures.record(&plan.access.key(), !diagnosis.is_reachable());
     VerifyOutcome::Probed {
         diagnosis,
-        endpoint: inputs.endpoint.clone(),
+        endpoint: endpoint.clone(),
         retry_in: (failed > 0).then(|| backoff(VERIFY_BACKOFF_BASE, failed)),
     }
 }

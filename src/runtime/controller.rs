@@ -2,12 +2,15 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Controller, Error as ControllerError};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
+use kube::runtime::{Predicate, WatchStreamExt, predicates};
 use kube::{Api, Client, Resource};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -15,8 +18,10 @@ use tracing::{debug, info, warn};
 use crate::api::InferenceAccess;
 use crate::api::keys::{DEX_LOGIN_LABEL, FIELD_MANAGER, OWNED_SELECTOR};
 use crate::api::{AuthorizationPolicy, InferenceService};
+use crate::reconcile::cache::{Cache, Caches, trim};
 use crate::reconcile::limits::Limits;
 use crate::reconcile::{Context, error_policy, reconcile};
+use crate::runtime::index::ReferenceIndex;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::ops::Health;
 
@@ -60,15 +65,7 @@ pub async fn run(
         Some(issuer) => settings.limits.clone().with_api_audience(&issuer),
         None => settings.limits.clone(),
     };
-    let ctx = Arc::new(
-        Context::new(
-            client.clone(),
-            Recorder::new(client.clone(), reporter),
-            jiff::Timestamp::now,
-        )
-        .with_metrics(metrics.clone())
-        .with_limits(limits),
-    );
+    let recorder = Recorder::new(client.clone(), reporter);
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {
@@ -84,14 +81,12 @@ pub async fn run(
             istio_installed,
             concurrency: settings.concurrency,
         };
-        controller(
-            &client,
-            scope,
-            ctx.clone(),
-            &metrics,
-            &health,
-            shutdown.clone(),
-        )
+        let base = Base {
+            recorder: recorder.clone(),
+            metrics: metrics.clone(),
+            limits: limits.clone(),
+        };
+        controller(&client, scope, base, &health, shutdown.clone())
     });
     futures::future::join_all(controllers).await;
 }
@@ -112,57 +107,182 @@ struct Scope {
     concurrency: u16,
 }
 
+/// What every scope's context shares.
+struct Base {
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+}
+
+/// A watch of `K` that keeps `cache` (through `writer`) and yields the objects it touched, for
+/// the controller's triggers.
+fn cached<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    writer: Writer<K>,
+    ctx: Arc<Context>,
+    cache: fn(&Caches) -> &Cache<K>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    events
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                cache(&ctx.caches).observe(event);
+            }
+        })
+        .touched_objects()
+}
+
 async fn controller(
     client: &Client,
     scope: Scope,
-    ctx: Arc<Context>,
-    metrics: &Metrics,
+    base: Base,
     health: &Health,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let namespace = scope.namespace.as_deref();
-    let (istio_installed, concurrency) = (scope.istio_installed, scope.concurrency);
+    let (access_cache, access_writer) = Cache::<InferenceAccess>::detached();
+    let (isvc_cache, isvc_writer) = Cache::<InferenceService>::detached();
+    let (sa_cache, sa_writer) = Cache::<ServiceAccount>::detached();
+    let (secret_cache, secret_writer) = Cache::<PartialObjectMeta<Secret>>::detached();
+    let (policy_cache, policy_writer) = Cache::<AuthorizationPolicy>::detached();
+    let accesses = access_cache.store().clone();
+    base.metrics.watch_expiry(accesses.clone());
+    let caches = Caches {
+        accesses: access_cache,
+        inference_services: isvc_cache,
+        service_accounts: sa_cache,
+        secrets: secret_cache,
+        policies: policy_cache,
+        policies_served: scope.istio_installed,
+    };
+    let ctx = Arc::new(
+        Context::with_caches(client.clone(), base.recorder, jiff::Timestamp::now, caches)
+            .with_metrics(base.metrics)
+            .with_limits(base.limits),
+    );
+    let models = Arc::new(ReferenceIndex::new(|a| {
+        Some(a.spec.inference_service.name.as_str())
+    }));
+    let identities = Arc::new(ReferenceIndex::new(|a| {
+        a.spec.service_account.name.as_deref()
+    }));
+    let logins = Arc::new(ReferenceIndex::new(|a| {
+        a.spec
+            .auth
+            .dex_session
+            .as_ref()
+            .map(|d| d.credentials_secret.name.as_str())
+    }));
     // Only objects carrying the operator's label: never every Secret in the cluster.
     let owned = watcher::Config::default().labels(OWNED_SELECTOR);
-    let mut controller = Controller::new(
-        api::<InferenceAccess>(client, namespace),
-        watcher::Config::default(),
-    )
-    .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-    .owns(api::<Secret>(client, namespace), owned.clone())
-    .owns(api::<ServiceAccount>(client, namespace), owned.clone());
-    if istio_installed {
-        controller = controller.owns(api::<AuthorizationPolicy>(client, namespace), owned);
-    }
+    let access_events = {
+        let (ctx, models, logins, identities) = (
+            ctx.clone(),
+            models.clone(),
+            logins.clone(),
+            identities.clone(),
+        );
+        watcher::watcher(
+            api::<InferenceAccess>(client, namespace),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(trim)
+        .reflect(access_writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                ctx.caches.accesses.observe(event);
+                models.observe(event);
+                logins.observe(event);
+                identities.observe(event);
+            }
+        })
+        .touched_objects()
+        // The operator's own status writes change neither: they trigger nothing.
+        .predicate_filter(
+            predicates::generation.combine(predicates::annotations),
+            Default::default(),
+        )
+    };
+    let secrets = cached(
+        watcher::watcher(
+            api::<PartialObjectMeta<Secret>>(client, namespace),
+            owned.clone(),
+        ),
+        secret_writer,
+        ctx.clone(),
+        |c| &c.secrets,
+    );
+    // Every ServiceAccount, not only the operator's: a named one's consent annotation is read
+    // here, and a foreign one named like a dedicated one is seen before it could be applied to.
+    let service_accounts = cached(
+        watcher::watcher(
+            api::<ServiceAccount>(client, namespace),
+            watcher::Config::default(),
+        ),
+        sa_writer,
+        ctx.clone(),
+        |c| &c.service_accounts,
+    );
     // Owned and merely referenced InferenceServices alike: a changed status.url must reach the
     // Secret of every access that points at it.
-    let accesses = controller.store();
-    metrics.watch_expiry(accesses.clone());
+    let inference_services = cached(
+        watcher::watcher(
+            api::<InferenceService>(client, namespace),
+            watcher::Config::default(),
+        ),
+        isvc_writer,
+        ctx.clone(),
+        |c| &c.inference_services,
+    );
+    // Only Secrets marked as Dex logins, metadata only: a changed password retries a stopped
+    // login, and no password is kept in memory.
+    let dex_logins = watcher::watcher(
+        api::<PartialObjectMeta<Secret>>(client, namespace),
+        watcher::Config::default().labels(&format!("{DEX_LOGIN_LABEL}=true")),
+    )
+    .default_backoff()
+    .touched_objects();
+    let mut controller = Controller::for_stream(access_events, accesses)
+        .with_config(kube::runtime::controller::Config::default().concurrency(scope.concurrency))
+        .owns_stream(secrets)
+        .watches_stream(service_accounts, move |sa| {
+            let mut accesses = owners(&sa);
+            accesses.extend(identities.accesses_of(&sa));
+            accesses
+        })
+        .watches_stream(inference_services, move |isvc| models.accesses_of(&isvc))
+        .watches_stream(dex_logins, move |secret| logins.accesses_of(&secret));
+    if scope.istio_installed {
+        controller = controller.owns_stream(cached(
+            watcher::watcher(api::<AuthorizationPolicy>(client, namespace), owned),
+            policy_writer,
+            ctx.clone(),
+            |c| &c.policies,
+        ));
+    } else {
+        // Nothing will fill it: it is complete as it is.
+        drop(policy_writer);
+        ctx.caches.policies.mark_synced();
+    }
     health.cache_started();
     let synced = {
-        let store = accesses.clone();
+        let ctx = ctx.clone();
         async move {
-            if store.wait_until_ready().await.is_ok() {
-                health.cache_synced();
-            }
+            ctx.caches.ready().await;
+            health.cache_synced();
         }
     };
     let stop = async move {
         // A closed channel means the process is going away too.
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    let by_model = accesses.clone();
-    let by_login = accesses.clone();
     let run = controller
-        .watches(api::<InferenceService>(client, namespace), watcher::Config::default(), move |isvc| {
-            referencing(&by_model, &isvc, |a| Some(a.spec.inference_service.name.as_str()))
-        })
-        // Only Secrets marked as Dex logins: a changed password retries a stopped login.
-        .watches(api::<Secret>(client, namespace), watcher::Config::default().labels(&format!("{DEX_LOGIN_LABEL}=true")), move |secret| {
-            referencing(&by_login, &secret, |a| {
-                a.spec.auth.dex_session.as_ref().map(|d| d.credentials_secret.name.as_str())
-            })
-        })
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| {
@@ -184,19 +304,16 @@ async fn controller(
     futures::join!(run, synced);
 }
 
-/// The accesses in `object`'s namespace whose `reference` names it.
-fn referencing<K: Resource>(
-    accesses: &kube::runtime::reflector::Store<InferenceAccess>,
-    object: &K,
-    reference: impl Fn(&InferenceAccess) -> Option<&str>,
-) -> Vec<ObjectRef<InferenceAccess>> {
-    let namespace = object.meta().namespace.as_deref();
-    let name = object.meta().name.as_deref();
-    accesses
-        .state()
-        .into_iter()
-        .filter(|a| a.metadata.namespace.as_deref() == namespace && reference(a) == name)
-        .map(|a| ObjectRef::from_obj(&*a))
+/// The accesses that control `object` (owner references).
+fn owners<K: Resource>(object: &K) -> Vec<ObjectRef<InferenceAccess>> {
+    let namespace = object.meta().namespace.clone().unwrap_or_default();
+    object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|r| r.controller == Some(true) && r.kind == InferenceAccess::kind(&()))
+        .map(|r| ObjectRef::new(&r.name).within(&namespace))
         .collect()
 }
 

@@ -1,6 +1,7 @@
 //! The controller process: watches, leader election, metrics and health endpoints.
 
 pub mod controller;
+pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod ops;

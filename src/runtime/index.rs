@@ -1,0 +1,142 @@
+//! Which accesses name a given object: the InferenceService they reach, the Dex Secret they log
+//! in with. Kept up to date from the access watch, so an event on such an object finds its
+//! accesses by lookup, never by a scan of every access.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+
+use crate::api::InferenceAccess;
+
+type Key = (String, String);
+
+/// Accesses by the name of an object in their namespace that they refer to.
+pub struct ReferenceIndex {
+    reference: fn(&InferenceAccess) -> Option<&str>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (namespace, referenced name) → access names.
+    by_reference: HashMap<Key, BTreeSet<String>>,
+    /// (namespace, access name) → referenced name.
+    of_access: HashMap<Key, String>,
+}
+
+impl ReferenceIndex {
+    pub fn new(reference: fn(&InferenceAccess) -> Option<&str>) -> Self {
+        Self {
+            reference,
+            inner: Mutex::default(),
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Follows the access watch.
+    pub fn observe(&self, event: &watcher::Event<InferenceAccess>) {
+        match event {
+            watcher::Event::Apply(access) | watcher::Event::InitApply(access) => {
+                let referenced = (self.reference)(access).map(str::to_owned);
+                self.set(access, referenced);
+            }
+            watcher::Event::Delete(access) => self.set(access, None),
+            // A relist: what was there before is replayed as InitApply.
+            watcher::Event::Init => *self.inner() = Inner::default(),
+            watcher::Event::InitDone => {}
+        }
+    }
+
+    fn set(&self, access: &InferenceAccess, referenced: Option<String>) {
+        let namespace = access.namespace().unwrap_or_default();
+        let access_key = (namespace.clone(), access.name_any());
+        let mut inner = self.inner();
+        if let Some(old) = inner.of_access.remove(&access_key) {
+            let old_key = (namespace.clone(), old);
+            if let Some(names) = inner.by_reference.get_mut(&old_key) {
+                names.remove(&access_key.1);
+                if names.is_empty() {
+                    inner.by_reference.remove(&old_key);
+                }
+            }
+        }
+        if let Some(referenced) = referenced {
+            inner
+                .by_reference
+                .entry((namespace, referenced.clone()))
+                .or_default()
+                .insert(access_key.1.clone());
+            inner.of_access.insert(access_key, referenced);
+        }
+    }
+
+    /// The accesses that refer to `object`.
+    pub fn accesses_of<K: Resource>(&self, object: &K) -> Vec<ObjectRef<InferenceAccess>> {
+        let namespace = object.meta().namespace.clone().unwrap_or_default();
+        let key = (
+            namespace.clone(),
+            object.meta().name.clone().unwrap_or_default(),
+        );
+        self.inner()
+            .by_reference
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .map(|name| ObjectRef::new(name).within(&namespace))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::InferenceService;
+    use crate::fixtures::{access, inference_service};
+    use serde_json::json;
+
+    fn model(access: &InferenceAccess) -> Option<&str> {
+        Some(access.spec.inference_service.name.as_str())
+    }
+
+    #[test]
+    fn follows_creation_changes_and_deletion() {
+        let index = ReferenceIndex::new(model);
+        let a = access(json!({"inferenceService": {"name": "sklearn-iris"}}))
+            .name("a")
+            .namespace("kubeflow-user-example-com")
+            .build();
+        let b = access(json!({"inferenceService": {"name": "sklearn-iris"}}))
+            .name("b")
+            .namespace("kubeflow-user-example-com")
+            .build();
+        index.observe(&watcher::Event::Apply(a.clone()));
+        index.observe(&watcher::Event::Apply(b.clone()));
+        let isvc: InferenceService = inference_service("sklearn-iris", None);
+        let names = |index: &ReferenceIndex| -> Vec<String> {
+            index
+                .accesses_of(&isvc)
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
+        };
+        assert_eq!(names(&index), ["a", "b"]);
+        // b now reaches another model.
+        let mut moved = b.clone();
+        moved.spec.inference_service.name = "other".into();
+        index.observe(&watcher::Event::Apply(moved));
+        assert_eq!(names(&index), ["a"]);
+        index.observe(&watcher::Event::Delete(a));
+        assert!(names(&index).is_empty());
+        // Another namespace's model of the same name is another object.
+        index.observe(&watcher::Event::Apply(b.clone()));
+        let mut elsewhere = isvc.clone();
+        elsewhere.metadata.namespace = Some("team-b".into());
+        assert!(index.accesses_of(&elsewhere).is_empty());
+    }
+}
