@@ -182,12 +182,18 @@ fn main() {
         return;
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let part = |p: &str| !args.iter().any(|a| a == "basic" || a == "worlds") || args.contains(&p.to_string());
+    let part = |p: &str| {
+        !args.iter().any(|a| a == "basic" || a == "worlds") || args.contains(&p.to_string())
+    };
     let sizes: Vec<usize> = args
         .iter()
         .position(|a| a == "--worlds")
         .and_then(|i| args.get(i + 1))
-        .map(|s| s.split(',').map(|n| n.trim().parse().expect("--worlds 0,1000,10000")).collect())
+        .map(|s| {
+            s.split(',')
+                .map(|n| n.trim().parse().expect("--worlds 0,1000,10000"))
+                .collect()
+        })
         .unwrap_or_else(|| vec![0, 1000, 10_000]);
     if part("basic") {
         basic();
@@ -334,14 +340,19 @@ impl Server {
         let mut ns = 0u64;
         for task in std::fs::read_dir(dir).expect("tasks").flatten() {
             let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-            ns += stat.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            ns += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
         }
         Duration::from_nanos(ns)
     }
 
     /// (VmRSS, VmHWM) in MiB.
     fn rss_mib(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
         let field = |name: &str| {
             status
                 .lines()
@@ -408,23 +419,45 @@ async fn make_world(c: &mut Conn, i: usize) -> String {
     let access_path = format!("/apis/{ACCESS_GROUP}/v1alpha1/namespaces/{ns}/inferenceaccesses");
     c.ok("POST", &access_path, "application/json", &json!({"apiVersion": format!("{ACCESS_GROUP}/v1alpha1"), "kind": "InferenceAccess",
         "metadata": {"name": name}, "spec": {"inferenceServiceRef": {"name": name}, "serviceAccount": format!("{name}-client"), "audiences": ["istio-ingressgateway.istio-system.svc.cluster.local"]}}).to_string()).await;
-    let uid = c.json()["metadata"]["uid"].as_str().expect("uid").to_string();
+    let uid = c.json()["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
     let owner = json!([{"apiVersion": format!("{ACCESS_GROUP}/v1alpha1"), "kind": "InferenceAccess", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]);
     let labels = json!({"app.kubernetes.io/managed-by": "inference-access", "inference-access.io/access": name});
     let apply = "application/apply-patch+yaml";
     let fm = "fieldManager=inference-access&force=true";
-    c.ok("PATCH", &format!("/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices/{name}?{fm}"), apply, &isvc(&name, Some((&name, &uid)))).await;
+    c.ok(
+        "PATCH",
+        &format!("/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices/{name}?{fm}"),
+        apply,
+        &isvc(&name, Some((&name, &uid))),
+    )
+    .await;
     let sa = format!("{name}-client");
     c.ok("PATCH", &format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}?{fm}"), apply, &json!({"apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": sa, "labels": labels, "ownerReferences": owner}, "automountServiceAccountToken": false}).to_string()).await;
     let secret = format!("{name}-credentials");
-    c.ok("POST", &format!("/api/v1/namespaces/{ns}/secrets"), "application/json", &json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": secret, "labels": labels, "ownerReferences": owner}, "type": "Opaque"}).to_string()).await;
-    let secret_uid = c.json()["metadata"]["uid"].as_str().expect("uid").to_string();
+    c.ok(
+        "POST",
+        &format!("/api/v1/namespaces/{ns}/secrets"),
+        "application/json",
+        &json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": secret, "labels": labels, "ownerReferences": owner}, "type": "Opaque"})
+        .to_string(),
+    )
+    .await;
+    let secret_uid = c.json()["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
     c.ok("POST", &format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"), "application/json", &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
         "spec": {"audiences": ["istio-ingressgateway.istio-system.svc.cluster.local"], "expirationSeconds": 86400,
             "boundObjectRef": {"apiVersion": "v1", "kind": "Secret", "name": secret, "uid": secret_uid}}}).to_string()).await;
-    let token = c.json()["status"]["token"].as_str().expect("token").to_string();
+    let token = c.json()["status"]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
     let b64 = |s: &str| {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(s)
@@ -455,13 +488,23 @@ async fn make_world(c: &mut Conn, i: usize) -> String {
 async fn settle(c: &mut Conn, isvcs: usize) {
     let started = Instant::now();
     loop {
-        c.ok("GET", "/api/v1/pods?labelSelector=component%3Dpredictor&limit=1", "application/json", "").await;
+        c.ok(
+            "GET",
+            "/api/v1/pods?labelSelector=component%3Dpredictor&limit=1",
+            "application/json",
+            "",
+        )
+        .await;
         let v = c.json();
-        let n = v["items"].as_array().map_or(0, Vec::len) + v["metadata"]["remainingItemCount"].as_u64().unwrap_or(0) as usize;
+        let n = v["items"].as_array().map_or(0, Vec::len)
+            + v["metadata"]["remainingItemCount"].as_u64().unwrap_or(0) as usize;
         if n >= isvcs {
             return;
         }
-        assert!(started.elapsed() < Duration::from_secs(600), "only {n} of {isvcs} predictor pods");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "only {n} of {isvcs} predictor pods"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -555,7 +598,7 @@ fn worlds(sizes: &[usize]) {
                 let before = server.cpu();
                 for j in 0..200 {
                     let i = (j * 7919) % span;
-                    let path = if size == 0 { format!("/apis/serving.kserve.io/v1beta1/namespaces/bench-0/inferenceservices?watch=true&labelSelector=inference-access.io%2Faccess%3Dprobe-0-{j}&timeoutSeconds=5") } else { format!("/apis/serving.kserve.io/v1beta1/namespaces/{}/inferenceservices?watch=true&labelSelector=inference-access.io%2Faccess%3Da{i}&timeoutSeconds=5", ns_of(i)) };
+                    let path = if size == 0 { format!("/apis/serving.kserve.io/v1beta1/namespaces/bench-0/inferenceservices?watch=true&labelSelector=inference-access.io%2Faccess%3Dprobe-0-{j}&timeoutSeconds=1") } else { format!("/apis/serving.kserve.io/v1beta1/namespaces/{}/inferenceservices?watch=true&labelSelector=inference-access.io%2Faccess%3Da{i}&timeoutSeconds=1", ns_of(i)) };
                     let mut w = open_watch(&url, &token, &path).await;
                     read_watch_events(&mut w, 1).await;
                 }
@@ -565,7 +608,7 @@ fn worlds(sizes: &[usize]) {
             // another kind should cost the watches nothing.
             let mut idle = Vec::new();
             for _ in 0..20 {
-                idle.push(open_watch(&url, &token, "/apis/serving.kserve.io/v1beta1/inferenceservices?watch=true&resourceVersion=0&allowWatchBookmarks=true&timeoutSeconds=600&labelSelector=none%3Dnone").await);
+                idle.push(open_watch(&url, &token, "/apis/serving.kserve.io/v1beta1/inferenceservices?watch=true&resourceVersion=0&timeoutSeconds=2&labelSelector=none%3Dnone").await);
             }
             c.ok("GET", "/api/v1/namespaces/default/configmaps", "application/json", "").await;
             let cm = format!("cm-{size}");
@@ -574,6 +617,8 @@ fn worlds(sizes: &[usize]) {
             let other_kind = cpu_per_request(&server, &mut c, reqs.collect()).await;
             drop(idle);
             let (rss, peak) = server.rss_mib();
+            // Let every watch of this round time out on the server before the next round.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
             println!("{size:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {build:>10} {rss:>9.0} {peak:>9.0}",
                 ms(ssa_new), ms(ssa_noop), ms(get), ms(list_sel), ms(list_ns), ms(watch_sel), ms(other_kind));
         }

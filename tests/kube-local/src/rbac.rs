@@ -99,11 +99,7 @@ pub fn allows(st: &State, user: &User, a: &Attributes) -> bool {
         }
     }
     if let Some(ns) = &a.namespace {
-        for binding in st
-            .objects_of("rolebindings.rbac.authorization.k8s.io")
-            .iter()
-            .filter(|b| b["metadata"]["namespace"].as_str() == Some(ns))
-        {
+        for binding in st.objects_in("rolebindings.rbac.authorization.k8s.io", ns) {
             if binding["subjects"]
                 .as_array()
                 .into_iter()

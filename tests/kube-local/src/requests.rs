@@ -33,6 +33,13 @@ impl Request {
     }
 }
 
+fn full_resource(r: &Request) -> String {
+    match &r.subresource {
+        Some(s) => format!("{}/{s}", r.resource),
+        None => r.resource.clone(),
+    }
+}
+
 #[derive(Default)]
 pub struct RequestLog {
     inner: Mutex<(u64, Vec<Request>)>,
@@ -57,24 +64,21 @@ impl RequestLog {
 
     /// Counts by (verb, resource, caller); resource includes `/subresource`.
     pub fn counts(&self) -> BTreeMap<(String, String, String), usize> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = BTreeMap::new();
-        for r in self.snapshot() {
-            let resource = match &r.subresource {
-                Some(s) => format!("{}/{s}", r.resource),
-                None => r.resource.clone(),
-            };
-            *out.entry((r.verb, resource, r.caller)).or_insert(0) += 1;
+        for r in &g.1 {
+            *out.entry((r.verb.clone(), full_resource(r), r.caller.clone()))
+                .or_insert(0) += 1;
         }
         out
     }
 
     /// Requests of one verb on one resource (`serviceaccounts/token` form for subresources).
     pub fn count(&self, verb: &str, resource: &str) -> usize {
-        self.counts()
-            .iter()
-            .filter(|((v, r, _), _)| v == verb && r == resource)
-            .map(|(_, n)| n)
-            .sum()
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.1.iter()
+            .filter(|r| r.verb == verb && full_resource(r) == resource)
+            .count()
     }
 
     pub fn clear(&self) {
@@ -91,10 +95,10 @@ impl RequestLog {
     }
 
     pub fn since(&self, mark: u64) -> Vec<Request> {
-        self.snapshot()
-            .into_iter()
-            .filter(|r| r.seq >= mark)
-            .collect()
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        // Recorded in seq order: only the tail is copied.
+        let start = g.1.partition_point(|r| r.seq < mark);
+        g.1[start..].to_vec()
     }
 
     /// Writes (create/update/patch/delete/deletecollection) recorded at or after `mark`.

@@ -60,6 +60,11 @@ fn set_values(s: &str) -> Result<Vec<String>, ApiError> {
 }
 
 impl LabelSelector {
+    /// `key=value`, built rather than parsed.
+    pub fn equals(key: &str, value: &str) -> Self {
+        Self(vec![LabelReq::Equals(key.to_string(), value.to_string())])
+    }
+
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();
         for part in split_top_level(s) {
@@ -88,6 +93,16 @@ impl LabelSelector {
             reqs.push(req);
         }
         Ok(Self(reqs))
+    }
+
+    /// For each `=`, `==` and `in` requirement: the label and the values it allows, so lists
+    /// can start from the objects that carry one of them.
+    pub fn required_values(&self) -> impl Iterator<Item = (&str, Vec<&str>)> {
+        self.0.iter().filter_map(|r| match r {
+            LabelReq::Equals(k, v) => Some((k.as_str(), vec![v.as_str()])),
+            LabelReq::In(k, vs) => Some((k.as_str(), vs.iter().map(String::as_str).collect())),
+            _ => None,
+        })
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
@@ -131,9 +146,14 @@ impl FieldSelector {
 
     /// The name a `metadata.name=X` requirement pins (RBAC authorizes such lists by resourceName).
     pub fn pinned_name(&self) -> Option<&str> {
+        self.pinned("metadata.name")
+    }
+
+    /// The value a `path=X` requirement pins the field at.
+    pub fn pinned(&self, path: &str) -> Option<&str> {
         self.0
             .iter()
-            .find(|(k, eq, _)| k == "metadata.name" && *eq)
+            .find(|(k, eq, _)| k == path && *eq)
             .map(|(_, _, v)| v.as_str())
     }
 
@@ -162,6 +182,13 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// The one namespace that can match, from the request path or `metadata.namespace=`.
+    pub fn namespace_pin(&self) -> Option<&str> {
+        self.namespace
+            .as_deref()
+            .or_else(|| self.fields.pinned("metadata.namespace"))
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         if let Some(ns) = &self.namespace
             && obj["metadata"]["namespace"].as_str() != Some(ns.as_str())
