@@ -29,6 +29,9 @@ const CONNECTIONS: usize = 8;
 const PHASE: Duration = Duration::from_secs(3);
 /// Set in the child process that serves the worlds part.
 const CHILD_ENV: &str = "KUBE_LOCAL_BENCH_CHILD";
+/// A directory: run the worlds part's server under callgrind and report instructions per
+/// request instead of CPU time.
+const CALLGRIND_ENV: &str = "KUBE_LOCAL_BENCH_CALLGRIND";
 const NAMESPACES: usize = 10;
 const ACCESS_GROUP: &str = "bench.kube-local.dev";
 
@@ -312,11 +315,29 @@ struct Server {
     child: Child,
     url: String,
     token: String,
+    /// Where callgrind writes its dumps, when the server runs under it.
+    callgrind: Option<std::path::PathBuf>,
 }
 
 impl Server {
     fn start() -> Self {
-        let mut child = Command::new(std::env::current_exe().expect("current exe"))
+        let exe = std::env::current_exe().expect("current exe");
+        let callgrind = std::env::var(CALLGRIND_ENV).ok();
+        let mut cmd = match &callgrind {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).expect("callgrind dir");
+                let mut c = Command::new("valgrind");
+                c.args([
+                    "--tool=callgrind",
+                    "--instr-atstart=no",
+                    &format!("--callgrind-out-file={dir}/callgrind.out"),
+                ])
+                .arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let mut child = cmd
             .env(CHILD_ENV, "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -331,7 +352,65 @@ impl Server {
             url: url.to_string(),
             token: token.to_string(),
             child,
+            callgrind: callgrind.map(std::path::PathBuf::from),
         }
+    }
+
+    /// Returns once the server has used no CPU for a while (its controllers are done).
+    async fn idle(&self) {
+        loop {
+            let before = self.cpu();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if self.cpu() - before < Duration::from_millis(2) {
+                return;
+            }
+        }
+    }
+
+    /// Starts measuring (under callgrind: turns instrumentation on).
+    fn begin(&self) -> Duration {
+        if self.callgrind.is_some() {
+            self.callgrind_control(&["-i", "on"]);
+        }
+        self.cpu()
+    }
+
+    /// The cost per request of `n` requests since `begin`: server CPU time, or under callgrind
+    /// the instructions executed (steady on a noisy machine).
+    fn per_request(&self, begun: Duration, n: usize) -> String {
+        let n = n.max(1);
+        let Some(dir) = &self.callgrind else {
+            return ms((self.cpu() - begun) / n as u32);
+        };
+        self.callgrind_control(&["-d"]);
+        self.callgrind_control(&["-i", "off"]);
+        // The newest dump holds the counts since the previous one.
+        let newest = std::fs::read_dir(dir)
+            .expect("callgrind dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("callgrind.out"))
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+            .expect("a callgrind dump");
+        let text = std::fs::read_to_string(newest.path()).expect("dump");
+        let total: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("summary:")
+                    .or_else(|| l.strip_prefix("totals:"))
+            })
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        format!("{:.0} kIr", total / n as f64 / 1000.0)
+    }
+
+    fn callgrind_control(&self, args: &[&str]) {
+        let status = Command::new("callgrind_control")
+            .args(args)
+            .arg(self.child.id().to_string())
+            .stdout(Stdio::null())
+            .status()
+            .expect("callgrind_control");
+        assert!(status.success(), "callgrind_control {args:?}");
     }
 
     /// CPU time the server process has used, over all its threads.
@@ -375,13 +454,13 @@ type Req = (&'static str, String, &'static str, String);
 
 /// Server CPU per request of `reqs`, sent one after another on one connection (so the figure
 /// has no queueing in it).
-async fn cpu_per_request(server: &Server, c: &mut Conn, reqs: Vec<Req>) -> Duration {
-    let n = reqs.len().max(1) as u32;
-    let before = server.cpu();
+async fn cpu_per_request(server: &Server, c: &mut Conn, reqs: Vec<Req>) -> String {
+    let n = reqs.len();
+    let begun = server.begin();
     for (method, path, content_type, body) in reqs {
         c.ok(method, &path, content_type, &body).await;
     }
-    (server.cpu() - before) / n
+    server.per_request(begun, n)
 }
 
 fn ms(d: Duration) -> String {
@@ -555,13 +634,16 @@ fn worlds(sizes: &[usize]) {
             // Server-side apply of a new InferenceService (the stand-in's pod and status writes
             // that follow are counted in, settled before the CPU time is read).
             const PROBES: usize = 200;
-            let before = server.cpu();
+            let begun = server.begin();
             for j in 0..PROBES {
                 c.ok("PATCH", &format!("/apis/serving.kserve.io/v1beta1/namespaces/bench-0/inferenceservices/probe-{size}-{j}?fieldManager=inference-access&force=true"), "application/apply-patch+yaml", &isvc(&format!("probe-{size}-{j}"), None)).await;
             }
             probes += PROBES;
+            // Measured once the stand-in's reaction is over, and checked only afterwards (the
+            // check is not counted).
+            server.idle().await;
+            let ssa_new = server.per_request(begun, PROBES);
             settle(&mut c, built + probes).await;
-            let ssa_new = (server.cpu() - before) / PROBES as u32;
             // The operator's steady state: re-applying an unchanged InferenceService.
             let span = size.max(1);
             let target = |j: usize| -> (String, String, Option<String>) {
@@ -595,14 +677,14 @@ fn worlds(sizes: &[usize]) {
             let list_ns = cpu_per_request(&server, &mut c, reqs.collect()).await;
             // A label-selected watch's start (initial state: one InferenceService).
             let watch_sel = {
-                let before = server.cpu();
+                let begun = server.begin();
                 for j in 0..200 {
                     let i = (j * 7919) % span;
                     let path = if size == 0 { format!("/apis/serving.kserve.io/v1beta1/namespaces/bench-0/inferenceservices?watch=true&labelSelector=inference-access.io%2Faccess%3Dprobe-0-{j}&timeoutSeconds=1") } else { format!("/apis/serving.kserve.io/v1beta1/namespaces/{}/inferenceservices?watch=true&labelSelector=inference-access.io%2Faccess%3Da{i}&timeoutSeconds=1", ns_of(i)) };
                     let mut w = open_watch(&url, &token, &path).await;
                     read_watch_events(&mut w, 1).await;
                 }
-                (server.cpu() - before) / 200
+                server.per_request(begun, 200)
             };
             // 20 InferenceService watches stay open while 1,000 ConfigMaps change: a change of
             // another kind should cost the watches nothing.
@@ -620,14 +702,15 @@ fn worlds(sizes: &[usize]) {
             // Let every watch of this round time out on the server before the next round.
             tokio::time::sleep(Duration::from_millis(2500)).await;
             println!("{size:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {build:>10} {rss:>9.0} {peak:>9.0}",
-                ms(ssa_new), ms(ssa_noop), ms(get), ms(list_sel), ms(list_ns), ms(watch_sel), ms(other_kind));
+                ssa_new, ssa_noop, get, list_sel, list_ns, watch_sel, other_kind);
         }
         // Whole-kind reads at the largest size.
         let t = server.cpu();
         let wall = Instant::now();
         c.ok("GET", "/api/v1/secrets", "application/json", "").await;
+        let (cpu, wall) = (server.cpu() - t, wall.elapsed());
         let n = c.json()["items"].as_array().map_or(0, Vec::len);
-        println!("list every Secret ({n}, {} KiB): {} server CPU, {} wall", c.body().len() / 1024, ms(server.cpu() - t), ms(wall.elapsed()));
+        println!("list every Secret ({n}, {} KiB): {} server CPU, {} wall", c.body().len() / 1024, ms(cpu), ms(wall));
         let t = server.cpu();
         let wall = Instant::now();
         let pods = built + probes;

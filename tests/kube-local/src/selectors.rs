@@ -105,9 +105,8 @@ impl LabelSelector {
         })
     }
 
-    pub fn matches(&self, obj: &Value) -> bool {
-        let labels = &obj["metadata"]["labels"];
-        let get = |k: &str| labels.get(k).and_then(Value::as_str);
+    /// Whether an object whose labels `get` reads matches.
+    pub fn matches_with<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.0.iter().all(|r| match r {
             LabelReq::Equals(k, v) => get(k) == Some(v.as_str()),
             LabelReq::NotEquals(k, v) => get(k) != Some(v.as_str()),
@@ -147,6 +146,10 @@ impl FieldSelector {
     /// The name a `metadata.name=X` requirement pins (RBAC authorizes such lists by resourceName).
     pub fn pinned_name(&self) -> Option<&str> {
         self.pinned("metadata.name")
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// The value a `path=X` requirement pins the field at.
@@ -189,13 +192,19 @@ impl Filter {
             .or_else(|| self.fields.pinned("metadata.namespace"))
     }
 
-    pub fn matches(&self, obj: &Value) -> bool {
-        if let Some(ns) = &self.namespace
-            && obj["metadata"]["namespace"].as_str() != Some(ns.as_str())
-        {
+    /// Whether the filter selects an object known by its namespace and labels; `whole` gives
+    /// the object itself, needed only for field selectors.
+    pub fn matches_with<'a>(
+        &self,
+        namespace: &str,
+        labels: impl Fn(&str) -> Option<&'a str>,
+        whole: impl FnOnce() -> Value,
+    ) -> bool {
+        if self.namespace.as_deref().is_some_and(|ns| ns != namespace) {
             return false;
         }
-        self.labels.matches(obj) && self.fields.matches(obj)
+        self.labels.matches_with(labels)
+            && (self.fields.is_empty() || self.fields.matches(&whole()))
     }
 }
 
@@ -219,7 +228,8 @@ mod tests {
             ("", true),
         ] {
             assert_eq!(
-                LabelSelector::parse(sel).map(|s| s.matches(&obj)),
+                LabelSelector::parse(sel)
+                    .map(|s| s.matches_with(|k| obj["metadata"]["labels"][k].as_str())),
                 Ok(want),
                 "{sel}"
             );

@@ -421,18 +421,17 @@ async fn serve_resource(
                 shared
                     .store
                     .lock()
-                    .get_arc(rt, &ns, t.name.as_deref().unwrap_or_default())?;
-            // Presented and encoded outside the store lock.
-            let obj = store::present(rt, &stored);
+                    .get_stored(rt, &ns, t.name.as_deref().unwrap_or_default())?;
+            // Presented outside the store lock; as stored unless the version converts it.
             if as_table {
-                let rv = obj["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                let obj = obj.into_owned();
+                let obj = store::present(rt, &stored.value()).into_owned();
+                let rv = stored.resource_version().to_string();
                 return Ok(json_response(200, &discovery::table(rt, &[obj], &rv, None)));
             }
-            Ok(json_response(200, &obj))
+            Ok(bytes_response(
+                200,
+                store::present_json(rt, &stored).into_owned(),
+            ))
         }
         "list" => {
             let limit = q.get("limit").and_then(|l| l.parse().ok());
@@ -445,7 +444,7 @@ async fn serve_resource(
                 let items: Vec<Value> = res
                     .items
                     .iter()
-                    .map(|o| store::present(rt, o).into_owned())
+                    .map(|o| store::present(rt, &o.value()).into_owned())
                     .collect();
                 return Ok(json_response(
                     200,
@@ -596,7 +595,7 @@ fn create(
 }
 
 /// A list response, each item encoded straight from storage (no copy of the list as a Value).
-fn list_body(rt: &ResourceType, meta: &Value, items: &[Arc<Value>]) -> Vec<u8> {
+fn list_body(rt: &ResourceType, meta: &Value, items: &[Arc<store::Obj>]) -> Vec<u8> {
     let head = json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": meta});
     let mut out = head.to_string().into_bytes();
     // Reopen the head object to append the items.
@@ -606,27 +605,31 @@ fn list_body(rt: &ResourceType, meta: &Value, items: &[Arc<Value>]) -> Vec<u8> {
         if i > 0 {
             out.push(b',');
         }
-        let _ = serde_json::to_writer(&mut out, &*store::present(rt, item));
+        out.extend_from_slice(store::present_json(rt, item).as_bytes());
     }
     out.extend_from_slice(b"]}");
     out
 }
 
-/// One line of a watch stream, encoded without copying the object into a new Value.
 fn event_line(kind: &str, obj: &Value) -> Bytes {
-    let mut line = Vec::with_capacity(1024);
+    event_line_json(kind, &obj.to_string())
+}
+
+/// One line of a watch stream around an object's JSON text.
+fn event_line_json(kind: &str, obj: &str) -> Bytes {
+    let mut line = Vec::with_capacity(obj.len() + 32);
     line.extend_from_slice(b"{\"type\":\"");
     line.extend_from_slice(kind.as_bytes());
     line.extend_from_slice(b"\",\"object\":");
-    let _ = serde_json::to_writer(&mut line, obj);
+    line.extend_from_slice(obj.as_bytes());
     line.extend_from_slice(b"}\n");
     Bytes::from(line)
 }
 
 /// What one store event looks like to a filtered watch, if it sees it at all.
 fn view(ev: &Event, filter: &Filter) -> Option<EventType> {
-    let now = filter.matches(&ev.object);
-    let before = ev.old.as_ref().is_some_and(|o| filter.matches(o));
+    let now = ev.object.matches(filter);
+    let before = ev.old.as_ref().is_some_and(|o| o.matches(filter));
     match ev.kind {
         EventType::Added => now.then_some(EventType::Added),
         EventType::Deleted => now.then_some(EventType::Deleted),
@@ -700,7 +703,7 @@ fn start_watch(
             .into_iter()
             .map(|o| {
                 Arc::new(Event {
-                    rv: store::object_rv(&o),
+                    rv: o.resource_version(),
                     kind: EventType::Added,
                     object: o,
                     old: None,
@@ -741,9 +744,9 @@ fn start_watch(
             if let Some(ev) = s.backlog.pop_front() {
                 s.last_rv = s.last_rv.max(ev.rv);
                 if let Some(kind) = view(&ev, &s.filter) {
-                    let obj = store::present(&s.rt, &ev.object);
+                    let obj = store::present_json(&s.rt, &ev.object);
                     return Some((
-                        Ok::<_, Infallible>(Frame::data(event_line(kind.as_str(), &obj))),
+                        Ok::<_, Infallible>(Frame::data(event_line_json(kind.as_str(), &obj))),
                         s,
                     ));
                 }

@@ -305,17 +305,13 @@ impl TokenService {
         if matched.is_empty() {
             return Err("invalid bearer token, token audiences is invalid".into());
         }
-        let sa_ok = st
-            .raw("serviceaccounts", &m.namespace, &m.sa_name)
-            .is_some_and(|sa| sa["metadata"]["uid"].as_str() == Some(&m.sa_uid));
+        let sa_ok = st.uid_of("serviceaccounts", &m.namespace, &m.sa_name) == Some(&m.sa_uid);
         if !sa_ok {
             return Err("invalid bearer token, service account has been deleted".into());
         }
         if let Some((kind, name, uid)) = &m.bound {
             let plural = if kind == "Pod" { "pods" } else { "secrets" };
-            let alive = st
-                .raw(plural, &m.namespace, name)
-                .is_some_and(|o| o["metadata"]["uid"].as_str() == Some(uid));
+            let alive = st.uid_of(plural, &m.namespace, name) == Some(uid.as_str());
             if !alive {
                 return Err("invalid bearer token, token has been invalidated".into());
             }

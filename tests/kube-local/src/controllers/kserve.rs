@@ -93,7 +93,7 @@ fn predictor_pods(store: &Store, ns: &str, name: &str) -> Vec<Value> {
         .lock()
         .select(PODS_KEY, &filter)
         .into_iter()
-        .map(|p| (*p).clone())
+        .map(|p| p.value())
         .collect()
 }
 
@@ -234,7 +234,7 @@ pub async fn run_kserve(
             rescan = false;
             let all = store.lock().objects_of(ISVC_KEY);
             for isvc in all {
-                schedule(&store, &settings, &isvc, &mut pending, &mut timers);
+                schedule(&store, &settings, &isvc.value(), &mut pending, &mut timers);
             }
         }
         tokio::select! {
@@ -246,15 +246,14 @@ pub async fn run_kserve(
             change = watching.next() => match change {
                 Change::Events(0, events) => {
                     for ev in events.iter().filter(|e| e.kind != EventType::Deleted) {
-                        schedule(&store, &settings, &ev.object, &mut pending, &mut timers);
+                        schedule(&store, &settings, &ev.object.value(), &mut pending, &mut timers);
                     }
                 }
                 Change::Events(_, events) => {
                     // A deleted predictor pod: its InferenceService needs a new one.
                     for ev in events.iter().filter(|e| e.kind == EventType::Deleted) {
-                        let owner = ev.object["metadata"]["labels"][ISVC_LABEL].as_str();
-                        if let Some(owner) = owner
-                            && let Ok(isvc) = store.get("serving.kserve.io/v1beta1", "inferenceservices", Some(meta(&ev.object, "namespace")), owner) {
+                        if let Some(owner) = ev.object.label(ISVC_LABEL)
+                            && let Ok(isvc) = store.get("serving.kserve.io/v1beta1", "inferenceservices", Some(ev.object.namespace()), owner) {
                                 schedule(&store, &settings, &isvc, &mut pending, &mut timers);
                             }
                     }

@@ -58,3 +58,33 @@ impl Watching {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn watching_resyncs_when_its_position_is_lost_and_follows_on() {
+        let store = Store::with_history(3);
+        store
+            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}}))
+            .unwrap();
+        let mut watching = Watching::start(&store, &["configmaps", "pods"]);
+        let cm = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "n"}});
+        store.create(cm("first")).unwrap();
+        match watching.next().await {
+            Change::Events(0, events) => assert_eq!(events[0].object.name(), "first"),
+            _ => panic!("the first configmap"),
+        }
+        for i in 0..10 {
+            store.create(cm(&format!("c{i}"))).unwrap();
+        }
+        assert!(matches!(watching.next().await, Change::Resync));
+        store.create(cm("after")).unwrap();
+        match watching.next().await {
+            Change::Events(0, events) => assert_eq!(events[0].object.name(), "after"),
+            _ => panic!("the configmap after the resync"),
+        }
+    }
+}

@@ -8,11 +8,10 @@
 //! proportion to what it affects, never to the size of the store.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::objects::{ObjRef, owner_uids};
+use super::objects::{Obj, ObjRef, Owner};
 use super::{CRD_CLEANUP, DeleteOptions, EventType, State, finalizers, is_terminating, meta_str};
 
 const NAMESPACES: &str = "namespaces";
@@ -45,33 +44,31 @@ fn waits_for_collector(at: &ObjRef, obj: &Value) -> bool {
 impl State {
     /// Queues what a change at `at` (from `old` to `new`, None when removed) may have made
     /// collectable.
-    pub(super) fn note_for_gc(&mut self, at: &ObjRef, old: Option<&Value>, new: Option<&Value>) {
+    pub(super) fn note_for_gc(
+        &mut self,
+        at: &ObjRef,
+        old: Option<&Obj>,
+        new: Option<(&Value, &Obj)>,
+    ) {
         match new {
-            Some(obj) => {
-                let refs = &obj["metadata"]["ownerReferences"];
-                let owners_changed = old.is_none_or(|o| &o["metadata"]["ownerReferences"] != refs);
-                if (owners_changed && refs.is_array()) || waits_for_collector(at, obj) {
+            Some((obj, stored)) => {
+                let owners_changed = old.is_none_or(|o| o.owners() != stored.owners());
+                if (owners_changed && !stored.owners().is_empty()) || waits_for_collector(at, obj) {
                     self.gc.todo.push_back(at.clone());
                 }
                 if owners_changed && let Some(old) = old {
                     // An owner in foreground deletion may no longer be blocked by it.
-                    self.queue_waiting_owners(old);
+                    self.queue_waiting_owners(old.owners());
                 }
             }
             None => {
                 let Some(old) = old else { return };
-                let uid = meta_str(old, "uid");
-                if !uid.is_empty() {
-                    let dependents = self.objects.dependents(uid);
+                if !old.uid().is_empty() {
+                    let dependents = self.objects.dependents(old.uid());
                     self.gc.todo.extend(dependents);
                 }
-                self.queue_waiting_owners(old);
-                if !at.ns.is_empty()
-                    && self
-                        .objects
-                        .get(NAMESPACES, "", &at.ns)
-                        .is_some_and(|n| is_terminating(n))
-                {
+                self.queue_waiting_owners(old.owners());
+                if !at.ns.is_empty() && self.is_terminating(NAMESPACES, "", &at.ns) {
                     self.gc.todo.push_back(ObjRef {
                         key: NAMESPACES.into(),
                         ns: String::new(),
@@ -79,11 +76,7 @@ impl State {
                     });
                 }
                 // A CRD is named like the storage key of what it serves.
-                if self
-                    .objects
-                    .get(CRDS, "", &at.key)
-                    .is_some_and(|c| is_terminating(c))
-                {
+                if self.is_terminating(CRDS, "", &at.key) {
                     self.gc.todo.push_back(ObjRef {
                         key: CRDS.into(),
                         ns: String::new(),
@@ -94,14 +87,17 @@ impl State {
         }
     }
 
-    fn queue_waiting_owners(&mut self, dependent: &Value) {
-        let waiting: Vec<ObjRef> = owner_uids(dependent)
-            .filter_map(|uid| self.objects.by_uid(uid))
-            .filter(|o| {
-                self.objects
-                    .get(&o.key, &o.ns, &o.name)
-                    .is_some_and(|obj| is_terminating(obj))
-            })
+    fn is_terminating(&self, key: &str, ns: &str, name: &str) -> bool {
+        self.objects
+            .get(key, ns, name)
+            .is_some_and(|o| o.is_terminating())
+    }
+
+    fn queue_waiting_owners(&mut self, owners: &[Owner]) {
+        let waiting: Vec<ObjRef> = owners
+            .iter()
+            .filter_map(|o| self.objects.by_uid(&o.uid))
+            .filter(|o| self.is_terminating(&o.key, &o.ns, &o.name))
             .cloned()
             .collect();
         self.gc.todo.extend(waiting);
@@ -119,127 +115,140 @@ impl State {
         self.gc.running = false;
     }
 
-    fn get_ref(&self, at: &ObjRef) -> Option<Arc<Value>> {
+    fn get_ref(&self, at: &ObjRef) -> Option<Value> {
         self.raw(&at.key, &at.ns, &at.name)
+    }
+
+    fn is_terminating_ref(&self, at: &ObjRef) -> Option<bool> {
+        self.objects
+            .get(&at.key, &at.ns, &at.name)
+            .map(|o| o.is_terminating())
     }
 
     /// What the collector, namespace controller or CRD cleanup does about one object now.
     fn collect(&mut self, at: &ObjRef) {
-        let Some(obj) = self.get_ref(at) else { return };
-        let uid = meta_str(&obj, "uid").to_string();
-        let terminating = is_terminating(&obj);
-        if terminating && has_finalizer(&obj, "orphan") {
-            for dep in self.objects.dependents(&uid) {
-                let Some(d) = self.get_ref(&dep) else {
-                    continue;
-                };
-                let mut d = (*d).clone();
-                if let Some(refs) = d["metadata"]["ownerReferences"].as_array_mut() {
-                    refs.retain(|r| r["uid"].as_str() != Some(&uid));
-                }
-                self.commit(&dep.key, &dep.ns, &dep.name, Some(d), EventType::Modified);
-            }
-            self.drop_finalizer(at, &obj, "orphan");
+        let Some(stored) = self.objects.get(&at.key, &at.ns, &at.name).cloned() else {
             return;
-        }
-        if terminating && has_finalizer(&obj, "foregroundDeletion") {
-            for dep in self.objects.dependents(&uid) {
-                if self.get_ref(&dep).is_some_and(|d| !is_terminating(&d)) {
-                    self.delete_key(&dep, Some("Foreground"));
+        };
+        let uid = stored.uid().to_string();
+        if stored.is_terminating() {
+            let obj = stored.value();
+            if has_finalizer(&obj, "orphan") {
+                for dep in self.objects.dependents(&uid) {
+                    let Some(mut d) = self.get_ref(&dep) else {
+                        continue;
+                    };
+                    if let Some(refs) = d["metadata"]["ownerReferences"].as_array_mut() {
+                        refs.retain(|r| r["uid"].as_str() != Some(&uid));
+                    }
+                    self.commit(&dep.key, &dep.ns, &dep.name, Some(d), EventType::Modified);
                 }
+                self.drop_finalizer(at, &obj, "orphan");
+                return;
             }
-            let blocking = self.objects.dependents(&uid).iter().any(|dep| {
-                self.objects
-                    .get(&dep.key, &dep.ns, &dep.name)
-                    .is_some_and(|d| {
-                        d["metadata"]["ownerReferences"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .any(|r| {
-                                r["uid"].as_str() == Some(&uid)
-                                    && r["blockOwnerDeletion"].as_bool() == Some(true)
-                            })
-                    })
-            });
-            if !blocking && let Some(now) = self.get_ref(at) {
-                self.drop_finalizer(at, &now, "foregroundDeletion");
-            }
-            return;
-        }
-        if at.key == NAMESPACES && terminating {
-            let ns = at.name.as_str();
-            let contents: Vec<ObjRef> = self
-                .objects
-                .keys()
-                .into_iter()
-                .flat_map(|key| {
+            if has_finalizer(&obj, "foregroundDeletion") {
+                for dep in self.objects.dependents(&uid) {
+                    if self.is_terminating_ref(&dep) == Some(false) {
+                        self.delete_key(&dep, Some("Foreground"));
+                    }
+                }
+                let blocking = self.objects.dependents(&uid).iter().any(|dep| {
                     self.objects
-                        .iter(&key, Some(ns), None)
-                        .filter(|(_, _, o)| !is_terminating(o))
-                        .map(|(_, name, _)| ObjRef {
-                            key: key.clone(),
-                            ns: ns.to_string(),
-                            name: name.to_string(),
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            for c in &contents {
-                self.delete_key(c, None);
+                        .get(&dep.key, &dep.ns, &dep.name)
+                        .is_some_and(|d| d.owners().iter().any(|o| *o.uid == *uid && o.blocks))
+                });
+                if !blocking && let Some(now) = self.get_ref(at) {
+                    self.drop_finalizer(at, &now, "foregroundDeletion");
+                }
+                return;
             }
-            let empty = self
-                .objects
-                .keys()
-                .iter()
-                .all(|key| self.objects.count(key, Some(ns)) == 0);
-            if empty {
-                let gone = self.commit(NAMESPACES, "", ns, None, EventType::Deleted);
-                self.after_remove(&gone);
+            if at.key == NAMESPACES {
+                self.empty_namespace(&at.name);
+                return;
             }
+            if at.key == CRDS {
+                self.empty_crd(at, &obj);
+                return;
+            }
+        }
+        let owners = stored.owners();
+        if owners.is_empty() {
             return;
         }
-        if at.key == CRDS && terminating {
-            let served_key = crate::error::qualified(
-                obj["spec"]["group"].as_str().unwrap_or_default(),
-                obj["spec"]["names"]["plural"].as_str().unwrap_or_default(),
-            );
-            let instances: Vec<ObjRef> = self
-                .objects
-                .iter(&served_key, None, None)
-                .filter(|(_, _, o)| !is_terminating(o))
-                .map(|(ns, name, _)| ObjRef {
-                    key: served_key.clone(),
-                    ns: ns.to_string(),
-                    name: name.to_string(),
-                })
-                .collect();
-            for i in &instances {
-                self.delete_key(i, None);
-            }
-            if self.objects.count(&served_key, None) == 0
-                && has_finalizer(&obj, CRD_CLEANUP)
-                && let Some(now) = self.get_ref(at)
-            {
-                self.drop_finalizer(at, &now, CRD_CLEANUP);
-            }
-            return;
-        }
-        let refs: Vec<&str> = owner_uids(&obj).collect();
-        if refs.is_empty() {
-            return;
-        }
-        let live = refs.iter().filter(|u| self.objects.has_uid(u)).count();
+        let live = owners
+            .iter()
+            .filter(|o| self.objects.has_uid(&o.uid))
+            .count();
         if live == 0 {
-            if !terminating {
+            if !stored.is_terminating() {
                 self.delete_key(at, None);
             }
-        } else if live < refs.len() {
-            let mut d = (*obj).clone();
+        } else if live < owners.len() {
+            let mut d = stored.value();
             if let Some(list) = d["metadata"]["ownerReferences"].as_array_mut() {
                 list.retain(|r| r["uid"].as_str().is_some_and(|u| self.objects.has_uid(u)));
             }
             self.commit(&at.key, &at.ns, &at.name, Some(d), EventType::Modified);
+        }
+    }
+
+    /// The namespace controller: deletes a terminating namespace's content, then the namespace
+    /// once nothing is left in it.
+    fn empty_namespace(&mut self, ns: &str) {
+        let contents: Vec<ObjRef> = self
+            .objects
+            .keys()
+            .into_iter()
+            .flat_map(|key| {
+                self.objects
+                    .iter(&key, Some(ns), None)
+                    .filter(|(_, _, o)| !o.is_terminating())
+                    .map(|(_, name, _)| ObjRef {
+                        key: key.clone(),
+                        ns: ns.to_string(),
+                        name: name.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for c in &contents {
+            self.delete_key(c, None);
+        }
+        let empty = self
+            .objects
+            .keys()
+            .iter()
+            .all(|key| self.objects.count(key, Some(ns)) == 0);
+        if empty {
+            let gone = self.commit(NAMESPACES, "", ns, None, EventType::Deleted);
+            self.after_remove(&gone);
+        }
+    }
+
+    /// The CRD cleanup finalizer: deletes a terminating CRD's instances, then lets it go.
+    fn empty_crd(&mut self, at: &ObjRef, crd: &Value) {
+        let served_key = crate::error::qualified(
+            crd["spec"]["group"].as_str().unwrap_or_default(),
+            crd["spec"]["names"]["plural"].as_str().unwrap_or_default(),
+        );
+        let instances: Vec<ObjRef> = self
+            .objects
+            .iter(&served_key, None, None)
+            .filter(|(_, _, o)| !o.is_terminating())
+            .map(|(ns, name, _)| ObjRef {
+                key: served_key.clone(),
+                ns: ns.to_string(),
+                name: name.to_string(),
+            })
+            .collect();
+        for i in &instances {
+            self.delete_key(i, None);
+        }
+        if self.objects.count(&served_key, None) == 0
+            && has_finalizer(crd, CRD_CLEANUP)
+            && let Some(now) = self.get_ref(at)
+        {
+            self.drop_finalizer(at, &now, CRD_CLEANUP);
         }
     }
 

@@ -11,10 +11,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use serde_json::Value;
 use tokio::sync::watch;
 
 use super::Store;
+use super::objects::Obj;
 use crate::error::ApiError;
 
 /// Changes kept per kind by default; older resumes get 410 Gone.
@@ -45,8 +45,8 @@ impl EventType {
 pub struct Event {
     pub rv: u64,
     pub kind: EventType,
-    pub object: Arc<Value>,
-    pub old: Option<Arc<Value>>,
+    pub object: Arc<Obj>,
+    pub old: Option<Arc<Obj>>,
 }
 
 pub fn too_old(from: u64, compacted: u64) -> ApiError {
@@ -258,11 +258,52 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn configmap(i: usize) -> serde_json::Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}"), "namespace": "n"}})
+    }
+
+    #[tokio::test]
+    async fn a_follower_reads_on_until_its_next_change_leaves_the_window() {
+        let store = Store::with_history(5);
+        store
+            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}}))
+            .unwrap();
+        let now = store.resource_version();
+        let mut keeping_up = store.follow_from("configmaps", now).unwrap();
+        let mut behind = store.follow_from("configmaps", now).unwrap();
+        let mut other_kind = store.follow_from("secrets", now).unwrap();
+        for i in 0..20 {
+            store.create(configmap(i)).unwrap();
+            let events = keeping_up.next().await.unwrap();
+            assert_eq!(events.len(), 1);
+            assert_eq!(events[0].object.name(), format!("c{i}"));
+        }
+        assert_eq!(
+            behind.next().await.map(|e| e.len()).map_err(|e| e.code),
+            Err(410)
+        );
+        // Nothing of its kind happened: nothing to read, nothing lost.
+        assert_eq!(
+            other_kind.poll().map(|(e, _)| e.len()).map_err(|e| e.code),
+            Ok(0)
+        );
+        // Compaction refuses old versions to new watches but loses nothing for a follower that
+        // had read everything.
+        store.compact();
+        assert_eq!(
+            store.follow_from("configmaps", now).err().map(|e| e.code),
+            Some(410)
+        );
+        store.create(configmap(99)).unwrap();
+        let events = keeping_up.next().await.unwrap();
+        assert_eq!(events[0].object.name(), "c99");
+    }
+
     fn ev(rv: u64) -> Arc<Event> {
         Arc::new(Event {
             rv,
             kind: EventType::Added,
-            object: Arc::new(json!({})),
+            object: Arc::new(Obj::new(&json!({}))),
             old: None,
         })
     }

@@ -5,16 +5,16 @@ use std::sync::Arc;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::State;
+use super::{Obj, State};
 use crate::error::ApiError;
 use crate::resources::ResourceType;
 use crate::selectors::Filter;
 
 /// Result of a list call. Items are as stored: present them (outside the lock) with
-/// [`super::present`].
+/// [`super::present_json`].
 #[derive(Debug, Clone)]
 pub struct ListResult {
-    pub items: Vec<Arc<Value>>,
+    pub items: Vec<Arc<Obj>>,
     pub resource_version: u64,
     pub continue_token: Option<String>,
     pub remaining: Option<usize>,

@@ -30,7 +30,7 @@ use crate::resources::{Registry, ResourceType};
 use crate::selectors::{FieldSelector, Filter, LabelSelector};
 
 pub use history::{DEFAULT_LIMIT as DEFAULT_HISTORY, Event, EventType, Follower};
-pub use objects::ObjRef;
+pub use objects::{Obj, ObjRef};
 
 use history::History;
 use objects::Objects;
@@ -165,7 +165,10 @@ impl Store {
             fields: FieldSelector::default(),
         };
         let items = self.lock().list(&rt, &filter, None, None)?.items;
-        Ok(items.iter().map(|o| present(&rt, o).into_owned()).collect())
+        Ok(items
+            .iter()
+            .map(|o| present(&rt, &o.value()).into_owned())
+            .collect())
     }
 
     /// Creates an object (apiVersion and kind taken from it), as the admin would.
@@ -314,23 +317,33 @@ pub fn to_storage(rt: &ResourceType, mut obj: Value) -> Value {
     obj
 }
 
+/// Whether objects of `rt` as stored look different in the request's version: apiVersion (a
+/// CRD's other served versions share one storage) or events.k8s.io field names.
+fn converts(rt: &ResourceType, stored_api_version: &str) -> bool {
+    rt.is_new_event() || stored_api_version != rt.api_version()
+}
+
 /// The object as a given version of its resource presents it (versions share one schema
 /// here). Borrowed when storage already has that shape, which is the common case.
 pub fn present<'a>(rt: &ResourceType, obj: &'a Value) -> Cow<'a, Value> {
-    let api_version = rt.api_version();
-    if !rt.is_new_event()
-        && obj["apiVersion"].as_str() == Some(api_version.as_str())
-        && obj["kind"].as_str() == Some(rt.kind.as_str())
-    {
+    if !converts(rt, obj["apiVersion"].as_str().unwrap_or_default()) {
         return Cow::Borrowed(obj);
     }
     let mut out = obj.clone();
     if rt.is_new_event() {
         rename_fields(&mut out, false);
     }
-    out["apiVersion"] = json!(api_version);
+    out["apiVersion"] = json!(rt.api_version());
     out["kind"] = json!(rt.kind);
     Cow::Owned(out)
+}
+
+/// [`present`] for a stored object, as JSON text: the stored text itself unless converted.
+pub fn present_json<'a>(rt: &ResourceType, obj: &'a Obj) -> Cow<'a, str> {
+    if !converts(rt, obj.api_version()) {
+        return Cow::Borrowed(obj.json());
+    }
+    Cow::Owned(present(rt, &obj.value()).to_string())
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
@@ -353,24 +366,41 @@ fn is_terminating(obj: &Value) -> bool {
 }
 
 impl State {
-    pub fn raw(&self, key: &str, ns: &str, name: &str) -> Option<Arc<Value>> {
-        self.objects.get(key, ns, name).cloned()
+    /// The stored object, parsed.
+    pub fn raw(&self, key: &str, ns: &str, name: &str) -> Option<Value> {
+        self.objects.get(key, ns, name).map(|o| o.value())
+    }
+
+    pub fn exists(&self, key: &str, ns: &str, name: &str) -> bool {
+        self.objects.get(key, ns, name).is_some()
+    }
+
+    /// The uid of a stored object, without parsing it.
+    pub fn uid_of(&self, key: &str, ns: &str, name: &str) -> Option<&str> {
+        self.objects.get(key, ns, name).map(|o| o.uid())
     }
 
     pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
-        self.get_arc(rt, ns, name)
-            .map(|o| present(rt, &o).into_owned())
+        self.get_stored(rt, ns, name)
+            .map(|o| present(rt, &o.value()).into_owned())
     }
 
-    /// The stored object (present it with [`present`]).
-    pub fn get_arc(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Arc<Value>, ApiError> {
+    /// The stored object (present it with [`present_json`], outside the lock).
+    pub fn get_stored(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+    ) -> Result<Arc<Obj>, ApiError> {
         let ns = if rt.namespaced { ns } else { "" };
-        self.raw(&rt.storage_key(), ns, name)
+        self.objects
+            .get(&rt.storage_key(), ns, name)
+            .cloned()
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
     }
 
     /// The stored objects of a storage key that `filter` selects, through the indexes.
-    pub fn select(&self, key: &str, filter: &Filter) -> Vec<Arc<Value>> {
+    pub fn select(&self, key: &str, filter: &Filter) -> Vec<Arc<Obj>> {
         self.objects
             .select(key, filter, None)
             .map(|(_, _, o)| o.clone())
@@ -378,7 +408,7 @@ impl State {
     }
 
     /// Every stored object of a storage key (for controllers' resyncs).
-    pub fn objects_of(&self, key: &str) -> Vec<Arc<Value>> {
+    pub fn objects_of(&self, key: &str) -> Vec<Arc<Obj>> {
         self.objects
             .iter(key, None, None)
             .map(|(_, _, o)| o.clone())
@@ -386,7 +416,7 @@ impl State {
     }
 
     /// Stored objects of a storage key in one namespace.
-    pub fn objects_in(&self, key: &str, ns: &str) -> Vec<Arc<Value>> {
+    pub fn objects_in(&self, key: &str, ns: &str) -> Vec<Arc<Obj>> {
         self.objects
             .iter(key, Some(ns), None)
             .map(|(_, _, o)| o.clone())
@@ -394,7 +424,8 @@ impl State {
     }
 
     /// Records a change: the object (or its removal) at a new resourceVersion, the event for
-    /// watches, and the garbage collector's follow-up work.
+    /// watches, and the garbage collector's follow-up work. Returns the object as stored (for a
+    /// removal: its final state, which the DELETED event carries).
     fn commit(
         &mut self,
         key: &str,
@@ -402,7 +433,7 @@ impl State {
         name: &str,
         new: Option<Value>,
         kind: EventType,
-    ) -> Arc<Value> {
+    ) -> Value {
         self.rv += 1;
         let rv = self.rv;
         let at = ObjRef {
@@ -410,32 +441,33 @@ impl State {
             ns: ns.to_string(),
             name: name.to_string(),
         };
-        let (old, object) = match new {
+        let (value, object, old) = match new {
             Some(mut obj) => {
                 obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-                let obj = Arc::new(obj);
-                (self.objects.put(&at, obj.clone()), obj)
+                let stored = Arc::new(Obj::new(&obj));
+                let old = self.objects.put(&at, stored.clone());
+                self.note_for_gc(&at, old.as_deref(), Some((&obj, &stored)));
+                (obj, stored, old)
             }
             None => {
-                let removed = self.objects.remove(&at);
-                let mut gone = removed.as_deref().cloned().unwrap_or(Value::Null);
+                let old = self.objects.remove(&at);
+                let mut gone = old.as_ref().map_or(Value::Null, |o| o.value());
                 // The DELETED event carries the final state at a new resourceVersion.
                 gone["metadata"]["resourceVersion"] = json!(rv.to_string());
-                (removed, Arc::new(gone))
+                let stored = Arc::new(Obj::new(&gone));
+                self.note_for_gc(&at, old.as_deref(), None);
+                (gone, stored, old)
             }
         };
-        self.note_for_gc(
-            &at,
-            old.as_deref(),
-            (kind != EventType::Deleted).then_some(&*object),
+        self.history.push(
+            key,
+            Arc::new(Event {
+                rv,
+                kind,
+                object,
+                old,
+            }),
         );
-        let event = Arc::new(Event {
-            rv,
-            kind,
-            object: object.clone(),
-            old,
-        });
-        self.history.push(key, event);
-        object
+        value
     }
 }

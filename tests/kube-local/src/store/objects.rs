@@ -2,6 +2,11 @@
 //! uid, owner uid (garbage collection) and label (selector lists, the stand-in controllers).
 //! Every index is kept in step by `put` and `remove`, so no lookup walks objects it does not
 //! return (beyond those a selector's other requirements then filter out).
+//!
+//! Objects are kept as JSON text ([`Obj`]) with the few fields the indexes, selectors and the
+//! collector read: a parsed `serde_json::Value` costs about ten times the memory (every JSON
+//! object is a B-tree node of at least 600 bytes), and responses and watch events send the text
+//! as it is. Writes parse the one object they change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
@@ -104,7 +109,7 @@ where
 #[derive(Debug, Default)]
 struct Kind {
     /// namespace → name → object.
-    objects: BTreeMap<String, BTreeMap<String, Arc<Value>>>,
+    objects: BTreeMap<String, BTreeMap<String, Arc<Obj>>>,
     len: usize,
     /// label key → value → objects carrying that label.
     labels: HashMap<String, HashMap<String, NameSet>>,
@@ -128,51 +133,133 @@ pub struct Objects {
     dependents: HashMap<String, BTreeSet<ObjRef>>,
 }
 
-fn labels_of(obj: &Value) -> impl Iterator<Item = (&String, &str)> {
-    obj["metadata"]["labels"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| v.as_str().map(|v| (k, v)))
+/// One ownerReference as the collector reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: Box<str>,
+    /// `blockOwnerDeletion: true`: a foreground deletion of the owner waits for this object.
+    pub blocks: bool,
 }
 
-/// The owner uids an object's ownerReferences name.
-pub fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
-    obj["metadata"]["ownerReferences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["uid"].as_str())
+/// One stored version of an object: its JSON text and what is read without parsing it.
+#[derive(Debug, PartialEq)]
+pub struct Obj {
+    json: Box<str>,
+    rv: u64,
+    api_version: Box<str>,
+    namespace: Box<str>,
+    name: Box<str>,
+    uid: Box<str>,
+    labels: Box<[(Box<str>, Box<str>)]>,
+    owners: Box<[Owner]>,
+    terminating: bool,
 }
 
-fn uid_of(obj: &Value) -> &str {
-    obj["metadata"]["uid"].as_str().unwrap_or_default()
+impl Obj {
+    pub fn new(v: &Value) -> Self {
+        let meta = &v["metadata"];
+        let text = |v: &Value| -> Box<str> { v.as_str().unwrap_or_default().into() };
+        Self {
+            json: v.to_string().into(),
+            rv: super::object_rv(v),
+            api_version: text(&v["apiVersion"]),
+            namespace: text(&meta["namespace"]),
+            name: text(&meta["name"]),
+            uid: text(&meta["uid"]),
+            labels: meta["labels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str().into(), v.into())))
+                .collect(),
+            owners: meta["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| {
+                    r["uid"].as_str().map(|uid| Owner {
+                        uid: uid.into(),
+                        blocks: r["blockOwnerDeletion"].as_bool() == Some(true),
+                    })
+                })
+                .collect(),
+            terminating: meta["deletionTimestamp"].is_string(),
+        }
+    }
+
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The object parsed (its text is always valid JSON).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.json).unwrap_or(Value::Null)
+    }
+
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+
+    pub fn api_version(&self) -> &str {
+        &self.api_version
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| &**v)
+    }
+
+    pub fn owners(&self) -> &[Owner] {
+        &self.owners
+    }
+
+    pub fn is_terminating(&self) -> bool {
+        self.terminating
+    }
+
+    /// Whether `filter` selects this object; only field selectors need it parsed.
+    pub fn matches(&self, filter: &Filter) -> bool {
+        filter.matches_with(&self.namespace, |k| self.label(k), || self.value())
+    }
 }
 
 impl Objects {
-    pub fn get(&self, key: &str, ns: &str, name: &str) -> Option<&Arc<Value>> {
+    pub fn get(&self, key: &str, ns: &str, name: &str) -> Option<&Arc<Obj>> {
         self.kinds.get(key)?.objects.get(ns)?.get(name)
     }
 
     /// Stores `obj` at `at` (replacing what was there) and returns the previous object.
-    pub fn put(&mut self, at: &ObjRef, obj: Arc<Value>) -> Option<Arc<Value>> {
+    pub fn put(&mut self, at: &ObjRef, obj: Arc<Obj>) -> Option<Arc<Obj>> {
         let old = self.take(at);
         let kind = self.kinds.entry(at.key.clone()).or_default();
-        for (k, v) in labels_of(&obj) {
+        for (k, v) in obj.labels.iter() {
             kind.labels
-                .entry(k.clone())
+                .entry(k.to_string())
                 .or_default()
                 .entry(v.to_string())
                 .or_default()
                 .insert(&at.ns, &at.name);
         }
-        let uid = uid_of(&obj);
-        if !uid.is_empty() {
-            self.uids.insert(uid.to_string(), at.clone());
+        if !obj.uid.is_empty() {
+            self.uids.insert(obj.uid.to_string(), at.clone());
         }
-        for owner in owner_uids(&obj) {
+        for owner in obj.owners.iter() {
             self.dependents
-                .entry(owner.to_string())
+                .entry(owner.uid.to_string())
                 .or_default()
                 .insert(at.clone());
         }
@@ -185,11 +272,11 @@ impl Objects {
     }
 
     /// Removes the object at `at`, returning it.
-    pub fn remove(&mut self, at: &ObjRef) -> Option<Arc<Value>> {
+    pub fn remove(&mut self, at: &ObjRef) -> Option<Arc<Obj>> {
         self.take(at)
     }
 
-    fn take(&mut self, at: &ObjRef) -> Option<Arc<Value>> {
+    fn take(&mut self, at: &ObjRef) -> Option<Arc<Obj>> {
         let kind = self.kinds.get_mut(&at.key)?;
         let names = kind.objects.get_mut(&at.ns)?;
         let old = names.remove(&at.name)?;
@@ -197,28 +284,27 @@ impl Objects {
             kind.objects.remove(&at.ns);
         }
         kind.len -= 1;
-        for (k, v) in labels_of(&old) {
-            if let Some(values) = kind.labels.get_mut(k.as_str()) {
-                if let Some(set) = values.get_mut(v) {
+        for (k, v) in old.labels.iter() {
+            if let Some(values) = kind.labels.get_mut(&**k) {
+                if let Some(set) = values.get_mut(&**v) {
                     set.remove(&at.ns, &at.name);
                     if set.is_empty() {
-                        values.remove(v);
+                        values.remove(&**v);
                     }
                 }
                 if values.is_empty() {
-                    kind.labels.remove(k.as_str());
+                    kind.labels.remove(&**k);
                 }
             }
         }
-        let uid = uid_of(&old);
-        if self.uids.get(uid) == Some(at) {
-            self.uids.remove(uid);
+        if self.uids.get(old.uid()) == Some(at) {
+            self.uids.remove(old.uid());
         }
-        for owner in owner_uids(&old) {
-            if let Some(deps) = self.dependents.get_mut(owner) {
+        for owner in old.owners.iter() {
+            if let Some(deps) = self.dependents.get_mut(&*owner.uid) {
                 deps.remove(at);
                 if deps.is_empty() {
-                    self.dependents.remove(owner);
+                    self.dependents.remove(&*owner.uid);
                 }
             }
         }
@@ -264,7 +350,7 @@ impl Objects {
         key: &str,
         ns: Option<&'a str>,
         after: Option<&'a (String, String)>,
-    ) -> Box<dyn Iterator<Item = (&'a str, &'a str, &'a Arc<Value>)> + 'a> {
+    ) -> Box<dyn Iterator<Item = (&'a str, &'a str, &'a Arc<Obj>)> + 'a> {
         let Some(kind) = self.kinds.get(key) else {
             return Box::new(std::iter::empty());
         };
@@ -284,14 +370,14 @@ impl Objects {
         key: &str,
         filter: &'a Filter,
         after: Option<&'a (String, String)>,
-    ) -> Box<dyn Iterator<Item = (&'a str, &'a str, &'a Arc<Value>)> + 'a> {
+    ) -> Box<dyn Iterator<Item = (&'a str, &'a str, &'a Arc<Obj>)> + 'a> {
         let Some(kind) = self.kinds.get(key) else {
             return Box::new(std::iter::empty());
         };
         let ns = filter.namespace_pin();
         if let Some(name) = filter.fields.pinned("metadata.name") {
             // At most one candidate per namespace.
-            let namespaces: Box<dyn Iterator<Item = (&String, &BTreeMap<String, Arc<Value>>)>> =
+            let namespaces: Box<dyn Iterator<Item = (&String, &BTreeMap<String, Arc<Obj>>)>> =
                 match ns {
                     Some(n) => Box::new(kind.objects.get_key_value(n).into_iter()),
                     None => Box::new(kind.objects.iter()),
@@ -306,7 +392,7 @@ impl Objects {
                     .filter(move |(n, name, _)| {
                         after.is_none_or(|(an, am)| (*n, *name) > (an.as_str(), am.as_str()))
                     })
-                    .filter(move |(_, _, o)| filter.matches(o)),
+                    .filter(move |(_, _, o)| o.matches(filter)),
             );
         }
         // The label requirement with the fewest candidates, if it beats the namespace's size.
@@ -339,12 +425,12 @@ impl Objects {
                             .and_then(|m| m.get_key_value(name))
                             .map(|(name, o)| (ns, name.as_str(), o))
                     })
-                    .filter(move |(_, _, o)| filter.matches(o)),
+                    .filter(move |(_, _, o)| o.matches(filter)),
                 )
             }
             _ => Box::new(
                 self.iter(key, ns, after)
-                    .filter(move |(_, _, o)| filter.matches(o)),
+                    .filter(move |(_, _, o)| o.matches(filter)),
             ),
         }
     }
@@ -356,11 +442,11 @@ mod tests {
     use crate::selectors::{FieldSelector, LabelSelector};
     use serde_json::json;
 
-    fn obj(ns: &str, name: &str, labels: Value, owners: &[&str]) -> Arc<Value> {
+    fn obj(ns: &str, name: &str, labels: Value, owners: &[&str]) -> Arc<Obj> {
         let refs: Vec<Value> = owners.iter().map(|u| json!({"uid": u})).collect();
-        Arc::new(
-            json!({"metadata": {"namespace": ns, "name": name, "uid": format!("{ns}/{name}"), "labels": labels, "ownerReferences": refs}}),
-        )
+        Arc::new(Obj::new(
+            &json!({"metadata": {"namespace": ns, "name": name, "uid": format!("{ns}/{name}"), "labels": labels, "ownerReferences": refs}}),
+        ))
     }
 
     fn at(key: &str, ns: &str, name: &str) -> ObjRef {
@@ -371,7 +457,7 @@ mod tests {
         }
     }
 
-    fn names<'a>(it: impl Iterator<Item = (&'a str, &'a str, &'a Arc<Value>)>) -> Vec<String> {
+    fn names<'a>(it: impl Iterator<Item = (&'a str, &'a str, &'a Arc<Obj>)>) -> Vec<String> {
         it.map(|(ns, name, _)| format!("{ns}/{name}")).collect()
     }
 

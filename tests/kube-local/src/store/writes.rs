@@ -2,8 +2,6 @@
 //! and delete, with resource versions, generation, managedFields and finalizers. Each write
 //! ends by running the garbage collector on the work it queued.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 
 use super::admission::{admit_custom, admit_kind, schema_of};
@@ -34,7 +32,7 @@ fn shown(rt: &ResourceType, obj: &Value) -> Value {
 
 impl State {
     fn namespace_exists(&self, ns: &str) -> bool {
-        self.raw("namespaces", "", ns).is_some()
+        self.exists("namespaces", "", ns)
     }
 
     /// POST: creates an object.
@@ -110,12 +108,14 @@ impl State {
             return Err(ApiError::not_found("", "namespaces", &ns));
         }
         if rt.namespaced
-            && let Some(nso) = self.raw("namespaces", "", &ns)
-            && nso["metadata"]["deletionTimestamp"].is_string()
+            && self
+                .objects
+                .get("namespaces", "", &ns)
+                .is_some_and(|n| n.is_terminating())
         {
             return Err(ApiError::forbidden(format!("{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", crate::error::qualified(&rt.group, &rt.plural))).with_details(json!({"name": name, "kind": rt.plural})));
         }
-        if self.raw(&rt.storage_key(), &ns, &name).is_some() {
+        if self.exists(&rt.storage_key(), &ns, &name) {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
         if rt.status_subresource
@@ -201,9 +201,8 @@ impl State {
         for rt in resources::from_crd(crd) {
             self.registry.insert(rt);
         }
-        let Some(mut stored) = self
-            .raw("customresourcedefinitions.apiextensions.k8s.io", "", &name)
-            .map(|o| (*o).clone())
+        let Some(mut stored) =
+            self.raw("customresourcedefinitions.apiextensions.k8s.io", "", &name)
         else {
             return;
         };
@@ -317,7 +316,7 @@ impl State {
     fn finish_write(
         &mut self,
         rt: &ResourceType,
-        old: &Arc<Value>,
+        old: &Value,
         mut new: Value,
         sub: Option<&str>,
         opts: &WriteOptions,
@@ -504,8 +503,7 @@ impl State {
                 // Start from what is stored now: create hooks (a CRD's Established status) may
                 // have written the object again after `created` was taken, and the collector
                 // may have removed it already (its owners were gone).
-                let Some(stored_now) = self.raw(&rt.storage_key(), ns, name).map(|o| (*o).clone())
-                else {
+                let Some(stored_now) = self.raw(&rt.storage_key(), ns, name) else {
                     return Ok((created, true));
                 };
                 let mut fixed = stored_now.clone();
@@ -650,7 +648,7 @@ impl State {
             self.after_remove(&gone);
             return Ok((shown(rt, &gone), true));
         }
-        let mut marked = (*current).clone();
+        let mut marked = current.clone();
         marked["metadata"]["deletionTimestamp"] = json!(util::now_rfc3339());
         marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
         if rt.custom.is_some() {
@@ -678,7 +676,7 @@ impl State {
         self.collect_garbage();
         let still = self.raw(&rt.storage_key(), ns, name);
         Ok((
-            shown(rt, still.as_deref().unwrap_or(&stored)),
+            shown(rt, still.as_ref().unwrap_or(&stored)),
             still.is_none(),
         ))
     }
@@ -693,12 +691,7 @@ impl State {
         let items = self.list(rt, filter, None, None)?.items;
         let mut out = Vec::new();
         for item in &items {
-            match self.delete(
-                rt,
-                meta_str(item, "namespace"),
-                meta_str(item, "name"),
-                opts,
-            ) {
+            match self.delete(rt, item.namespace(), item.name(), opts) {
                 Ok((v, _)) => out.push(v),
                 Err(ApiError { code: 404, .. }) => {}
                 Err(e) => return Err(e),
