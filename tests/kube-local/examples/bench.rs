@@ -370,6 +370,7 @@ impl Server {
     /// Starts measuring (under callgrind: turns instrumentation on).
     fn begin(&self) -> Duration {
         if self.callgrind.is_some() {
+            self.callgrind_control(&["-z"]);
             self.callgrind_control(&["-i", "on"]);
         }
         self.cpu()
@@ -384,7 +385,7 @@ impl Server {
         };
         self.callgrind_control(&["-d"]);
         self.callgrind_control(&["-i", "off"]);
-        // The newest dump holds the counts since the previous one.
+        // The newest dump holds the counts since `begin` zeroed them.
         let newest = std::fs::read_dir(dir)
             .expect("callgrind dir")
             .flatten()
@@ -602,8 +603,8 @@ fn worlds(sizes: &[usize]) {
             c.ok("POST", "/api/v1/namespaces", "application/json", &json!({"metadata": {"name": ns_of(n)}}).to_string()).await;
         }
         println!("== access worlds (server in a child process on one core; per request: server CPU time)");
-        println!("{:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
-            "worlds", "ssa-new", "ssa-noop", "get", "list-sel", "list-ns", "watch-sel", "other-kind", "build", "RSS MiB", "peak MiB");
+        println!("{:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
+            "worlds", "ssa-new", "ssa-noop", "get", "list-sel", "list-ns", "token", "watch-sel", "other-kind", "build", "RSS MiB", "peak MiB");
         let (mut built, mut probes) = (0usize, 0usize);
         let mut owners: Vec<String> = Vec::new();
         for &size in sizes {
@@ -675,6 +676,13 @@ fn worlds(sizes: &[usize]) {
             // Every ServiceAccount of another, small namespace (default: one item).
             let reqs = (0..1000).map(|_| ("GET", "/api/v1/namespaces/default/serviceaccounts".to_string(), "application/json", String::new()));
             let list_ns = cpu_per_request(&server, &mut c, reqs.collect()).await;
+            // A TokenRequest for an access's ServiceAccount (an RS256 signature each).
+            let reqs = (0..200).map(|j| {
+                let (ns, sa) = if size == 0 { ("default".to_string(), "default".to_string()) } else { let i = (j * 7919) % size; (ns_of(i), format!("a{i}-client")) };
+                ("POST", format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"), "application/json",
+                    json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"audiences": ["istio-ingressgateway.istio-system.svc.cluster.local"], "expirationSeconds": 3600}}).to_string())
+            });
+            let token_request = cpu_per_request(&server, &mut c, reqs.collect()).await;
             // A label-selected watch's start (initial state: one InferenceService).
             let watch_sel = {
                 let begun = server.begin();
@@ -701,8 +709,8 @@ fn worlds(sizes: &[usize]) {
             let (rss, peak) = server.rss_mib();
             // Let every watch of this round time out on the server before the next round.
             tokio::time::sleep(Duration::from_millis(2500)).await;
-            println!("{size:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {build:>10} {rss:>9.0} {peak:>9.0}",
-                ssa_new, ssa_noop, get, list_sel, list_ns, watch_sel, other_kind);
+            println!("{size:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {build:>10} {rss:>9.0} {peak:>9.0}",
+                ssa_new, ssa_noop, get, list_sel, list_ns, token_request, watch_sel, other_kind);
         }
         // Whole-kind reads at the largest size.
         let t = server.cpu();

@@ -551,11 +551,19 @@ fn create(
     let rt = &t.rt;
     let ns = t.namespace.clone().unwrap_or_default();
     if t.subresource.as_deref() == Some("token") {
-        let st = shared.store.lock();
-        let (resp, warning) =
+        let uid_of = |plural: &str, name: &str| {
             shared
-                .tokens
-                .token_request(&st, &ns, t.name.as_deref().unwrap_or_default(), &body)?;
+                .store
+                .lock()
+                .uid_of(plural, &ns, name)
+                .map(str::to_string)
+        };
+        let (resp, warning) = shared.tokens.token_request(
+            uid_of,
+            &ns,
+            t.name.as_deref().unwrap_or_default(),
+            &body,
+        )?;
         let mut r = json_response(201, &resp);
         if let Some(w) = warning
             && let Ok(v) = hyper::header::HeaderValue::from_str(&format!("299 - \"{w}\""))

@@ -106,10 +106,13 @@ where
     )
 }
 
+/// One namespace's objects of a kind, by name.
+type Names = BTreeMap<String, Arc<Obj>>;
+
 #[derive(Debug, Default)]
 struct Kind {
     /// namespace → name → object.
-    objects: BTreeMap<String, BTreeMap<String, Arc<Obj>>>,
+    objects: BTreeMap<String, Names>,
     len: usize,
     /// label key → value → objects carrying that label.
     labels: HashMap<String, HashMap<String, NameSet>>,
@@ -377,11 +380,10 @@ impl Objects {
         let ns = filter.namespace_pin();
         if let Some(name) = filter.fields.pinned("metadata.name") {
             // At most one candidate per namespace.
-            let namespaces: Box<dyn Iterator<Item = (&String, &BTreeMap<String, Arc<Obj>>)>> =
-                match ns {
-                    Some(n) => Box::new(kind.objects.get_key_value(n).into_iter()),
-                    None => Box::new(kind.objects.iter()),
-                };
+            let namespaces: Box<dyn Iterator<Item = (&String, &Names)>> = match ns {
+                Some(n) => Box::new(kind.objects.get_key_value(n).into_iter()),
+                None => Box::new(kind.objects.iter()),
+            };
             return Box::new(
                 namespaces
                     .filter_map(move |(n, names)| {
