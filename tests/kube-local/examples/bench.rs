@@ -11,7 +11,9 @@
 //!   RSS are its own. The parent fills it with "access worlds" (an InferenceAccess-like owner, an
 //!   InferenceService and the predictor Pod the stand-in makes for it, a ServiceAccount, a Secret
 //!   holding a ~1 KB bound token, an AuthorizationPolicy and two Events), 10 namespaces, and at
-//!   each size measures the server CPU per request of server-side apply, get, list and watch.
+//!   each size measures the server CPU per request of server-side apply, get, list, TokenRequest
+//!   and watch, and the server's RSS. `KUBE_LOCAL_BENCH_CALLGRIND=DIR` runs that server under
+//!   callgrind and reports instructions instead; `KUBE_LOCAL_BENCH_HISTORY=N` sets its history.
 //!
 //! Every phase is bounded in count; it is a benchmark that prints figures, not a timed test.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark: any failure aborts it
@@ -29,6 +31,8 @@ const CONNECTIONS: usize = 8;
 const PHASE: Duration = Duration::from_secs(3);
 /// Set in the child process that serves the worlds part.
 const CHILD_ENV: &str = "KUBE_LOCAL_BENCH_CHILD";
+/// Changes kept per kind for watch resumption in the worlds part's server (default 10,000).
+const HISTORY_ENV: &str = "KUBE_LOCAL_BENCH_HISTORY";
 /// A directory: run the worlds part's server under callgrind and report instructions per
 /// request instead of CPU time.
 const CALLGRIND_ENV: &str = "KUBE_LOCAL_BENCH_CALLGRIND";
@@ -291,11 +295,11 @@ fn serve_child() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let cp = ControlPlane::builder()
-            .kserve_ready_delay(Duration::ZERO)
-            .start()
-            .await
-            .expect("start");
+        let mut builder = ControlPlane::builder().kserve_ready_delay(Duration::ZERO);
+        if let Some(n) = std::env::var(HISTORY_ENV).ok().and_then(|n| n.parse().ok()) {
+            builder = builder.watch_history(n);
+        }
+        let cp = builder.start().await.expect("start");
         println!("{} {}", cp.url(), cp.admin_token());
         std::io::stdout().flush().expect("flush");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
