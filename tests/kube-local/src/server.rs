@@ -424,7 +424,7 @@ async fn serve_resource(
                     .get_stored(rt, &ns, t.name.as_deref().unwrap_or_default())?;
             // Presented outside the store lock; as stored unless the version converts it.
             if as_table {
-                let obj = store::present(rt, &stored.value()).into_owned();
+                let obj = store::present_owned(rt, stored.value());
                 let rv = stored.resource_version().to_string();
                 return Ok(json_response(200, &discovery::table(rt, &[obj], &rv, None)));
             }
@@ -444,7 +444,7 @@ async fn serve_resource(
                 let items: Vec<Value> = res
                     .items
                     .iter()
-                    .map(|o| store::present(rt, &o.value()).into_owned())
+                    .map(|o| store::present_owned(rt, o.value()))
                     .collect();
                 return Ok(json_response(
                     200,

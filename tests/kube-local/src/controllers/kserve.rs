@@ -244,12 +244,12 @@ pub async fn run_kserve(
                 rescan = true;
             }
             change = watching.next() => match change {
-                Change::Events(0, events) => {
+                Change::Events(key, events) if key == ISVC_KEY => {
                     for ev in events.iter().filter(|e| e.kind != EventType::Deleted) {
                         schedule(&store, &settings, &ev.object.value(), &mut pending, &mut timers);
                     }
                 }
-                Change::Events(_, events) => {
+                Change::Events(_pods, events) => {
                     // A deleted predictor pod: its InferenceService needs a new one.
                     for ev in events.iter().filter(|e| e.kind == EventType::Deleted) {
                         if let Some(owner) = ev.object.label(ISVC_LABEL)

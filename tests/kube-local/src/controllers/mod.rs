@@ -15,8 +15,8 @@ pub use kserve::{KserveSettings, UrlStyle, run_kserve};
 
 /// What the followed kinds did next.
 pub enum Change {
-    /// Changes of one followed kind (by its index in `Watching::start`'s list), in order.
-    Events(usize, Vec<Arc<Event>>),
+    /// Changes of one followed kind (its storage key), in order.
+    Events(String, Vec<Arc<Event>>),
     /// A position in the history was lost (compaction, or far behind): look at everything
     /// again. Following continues from now.
     Resync,
@@ -50,7 +50,7 @@ impl Watching {
         let reads = self.followers.iter_mut().map(|f| Box::pin(f.next()));
         let (result, i, _) = futures::future::select_all(reads).await;
         match result {
-            Ok(events) => Change::Events(i, events),
+            Ok(events) => Change::Events(self.keys[i].clone(), events),
             Err(_) => {
                 self.followers = Self::follow(&self.store, &self.keys);
                 Change::Resync
@@ -74,7 +74,9 @@ mod tests {
         let cm = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "n"}});
         store.create(cm("first")).unwrap();
         match watching.next().await {
-            Change::Events(0, events) => assert_eq!(events[0].object.name(), "first"),
+            Change::Events(key, events) if key == "configmaps" => {
+                assert_eq!(events[0].object.name(), "first")
+            }
             _ => panic!("the first configmap"),
         }
         for i in 0..10 {
@@ -83,7 +85,9 @@ mod tests {
         assert!(matches!(watching.next().await, Change::Resync));
         store.create(cm("after")).unwrap();
         match watching.next().await {
-            Change::Events(0, events) => assert_eq!(events[0].object.name(), "after"),
+            Change::Events(key, events) if key == "configmaps" => {
+                assert_eq!(events[0].object.name(), "after")
+            }
             _ => panic!("the configmap after the resync"),
         }
     }

@@ -99,10 +99,6 @@ impl History {
     }
 
     fn log(&mut self, key: &str) -> &mut KindLog {
-        if !self.kinds.contains_key(key) {
-            self.kinds.insert(key.to_string(), KindLog::new());
-        }
-        // Just inserted if it was missing.
         self.kinds
             .entry(key.to_string())
             .or_insert_with(KindLog::new)
@@ -117,7 +113,7 @@ impl History {
                 log.dropped = gone.rv;
             }
         }
-        if self.changed.last().is_none_or(|k| k != key) && !self.changed.iter().any(|k| k == key) {
+        if !self.changed.iter().any(|k| k == key) {
             self.changed.push(key.to_string());
         }
     }
@@ -196,9 +192,10 @@ impl Follower {
             if !events.is_empty() {
                 return Ok(events);
             }
-            // Marked seen under the lock in `poll`, so a change after it wakes this.
+            // Marked seen under the lock in `poll`, so a change after it wakes this. The sender
+            // lives in the store this follower holds, so it is never dropped before it.
             if self.wake.changed().await.is_err() {
-                return Ok(Vec::new());
+                std::future::pending::<()>().await;
             }
         }
     }

@@ -167,7 +167,7 @@ impl Store {
         let items = self.lock().list(&rt, &filter, None, None)?.items;
         Ok(items
             .iter()
-            .map(|o| present(&rt, &o.value()).into_owned())
+            .map(|o| present_owned(&rt, o.value()))
             .collect())
     }
 
@@ -329,13 +329,19 @@ pub fn present<'a>(rt: &ResourceType, obj: &'a Value) -> Cow<'a, Value> {
     if !converts(rt, obj["apiVersion"].as_str().unwrap_or_default()) {
         return Cow::Borrowed(obj);
     }
-    let mut out = obj.clone();
-    if rt.is_new_event() {
-        rename_fields(&mut out, false);
+    Cow::Owned(present_owned(rt, obj.clone()))
+}
+
+/// [`present`] for an object the caller owns, converted in place.
+pub fn present_owned(rt: &ResourceType, mut obj: Value) -> Value {
+    if converts(rt, obj["apiVersion"].as_str().unwrap_or_default()) {
+        if rt.is_new_event() {
+            rename_fields(&mut obj, false);
+        }
+        obj["apiVersion"] = json!(rt.api_version());
+        obj["kind"] = json!(rt.kind);
     }
-    out["apiVersion"] = json!(rt.api_version());
-    out["kind"] = json!(rt.kind);
-    Cow::Owned(out)
+    obj
 }
 
 /// [`present`] for a stored object, as JSON text: the stored text itself unless converted.
@@ -343,7 +349,7 @@ pub fn present_json<'a>(rt: &ResourceType, obj: &'a Obj) -> Cow<'a, str> {
     if !converts(rt, obj.api_version()) {
         return Cow::Borrowed(obj.json());
     }
-    Cow::Owned(present(rt, &obj.value()).to_string())
+    Cow::Owned(present_owned(rt, obj.value()).to_string())
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
@@ -382,7 +388,7 @@ impl State {
 
     pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
         self.get_stored(rt, ns, name)
-            .map(|o| present(rt, &o.value()).into_owned())
+            .map(|o| present_owned(rt, o.value()))
     }
 
     /// The stored object (present it with [`present_json`], outside the lock).
