@@ -1,19 +1,43 @@
-//! Throughput figures for the README: `cargo run --release -p kube-local --example bench`.
+//! Figures for the README's Performance section:
+//! `cargo run --release -p kube-local --example bench [-- basic|worlds] [--worlds 0,1000,10000]`.
 //!
-//! The control plane runs on a single-threaded runtime in its own thread (one core); the load
-//! comes from another thread over loopback, with keep-alive HTTP/1.1 connections written by hand
-//! so the client costs as little as possible. Every phase is bounded in time and count.
+//! Two parts, both by default:
+//! - `basic`: throughput of single requests. The control plane runs on a single-threaded runtime
+//!   in its own thread (one core); the load comes from another thread over loopback, with
+//!   keep-alive HTTP/1.1 connections written by hand so the client costs as little as possible.
+//! - `worlds`: how kube-local scales with what inference-access leaves in a cluster. The control
+//!   plane runs in a child process (this binary again, single-threaded runtime, KServe stand-in
+//!   with no ready delay) so that its CPU time (`/proc/PID/task/*/schedstat`, nanoseconds) and
+//!   RSS are its own. The parent fills it with "access worlds" (an InferenceAccess-like owner, an
+//!   InferenceService and the predictor Pod the stand-in makes for it, a ServiceAccount, a Secret
+//!   holding a ~1 KB bound token, an AuthorizationPolicy and two Events), 10 namespaces, and at
+//!   each size measures the server CPU per request of server-side apply, get, list, TokenRequest
+//!   and watch, and the server's RSS. `KUBE_LOCAL_BENCH_CALLGRIND=DIR` runs that server under
+//!   callgrind and reports instructions instead; `KUBE_LOCAL_BENCH_HISTORY=N` sets its history.
+//!
+//! Every phase is bounded in count; it is a benchmark that prints figures, not a timed test.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark: any failure aborts it
 
+use std::io::{BufRead, Read, Write};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube_local::ControlPlane;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const CONNECTIONS: usize = 8;
 const PHASE: Duration = Duration::from_secs(3);
+/// Set in the child process that serves the worlds part.
+const CHILD_ENV: &str = "KUBE_LOCAL_BENCH_CHILD";
+/// Changes kept per kind for watch resumption in the worlds part's server (default 10,000).
+const HISTORY_ENV: &str = "KUBE_LOCAL_BENCH_HISTORY";
+/// A directory: run the worlds part's server under callgrind and report instructions per
+/// request instead of CPU time.
+const CALLGRIND_ENV: &str = "KUBE_LOCAL_BENCH_CALLGRIND";
+const NAMESPACES: usize = 10;
+const ACCESS_GROUP: &str = "bench.kube-local.dev";
 
 /// One keep-alive connection that sends a request and reads one Content-Length response.
 struct Conn {
@@ -21,6 +45,7 @@ struct Conn {
     host: String,
     token: String,
     buf: Vec<u8>,
+    body_start: usize,
 }
 
 impl Conn {
@@ -33,6 +58,7 @@ impl Conn {
             host,
             token: token.to_string(),
             buf: Vec::with_capacity(64 * 1024),
+            body_start: 0,
         }
     }
 
@@ -61,6 +87,7 @@ impl Conn {
                     .find_map(|l| l.strip_prefix("content-length:"))
                     .map(|v| v.trim().parse().unwrap_or(0))
                     .unwrap_or(0);
+                self.body_start = end + 4;
                 framed = Some((head[9..12].parse().unwrap_or(0), end + 4 + len));
             }
             if let Some((code, total)) = framed
@@ -69,6 +96,24 @@ impl Conn {
                 return code;
             }
         }
+    }
+
+    /// Sends and insists on a 2xx answer.
+    async fn ok(&mut self, method: &str, path: &str, content_type: &str, body: &str) {
+        let code = self.send(method, path, content_type, body).await;
+        assert!(
+            code < 300,
+            "{method} {path} -> {code}: {}",
+            String::from_utf8_lossy(self.body())
+        );
+    }
+
+    fn body(&self) -> &[u8] {
+        &self.buf[self.body_start..]
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(self.body()).expect("JSON body")
     }
 }
 
@@ -104,13 +149,24 @@ where
     total as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Opens a watch and counts events until `want` arrived.
 async fn count_watch_events(url: &str, token: &str, path: &str, want: usize) -> Duration {
+    let mut stream = open_watch(url, token, path).await;
+    let start = Instant::now();
+    read_watch_events(&mut stream, want).await;
+    start.elapsed()
+}
+
+async fn open_watch(url: &str, token: &str, path: &str) -> TcpStream {
     let mut stream = TcpStream::connect(url.trim_start_matches("http://"))
         .await
         .expect("connect");
-    let start = Instant::now();
     let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
     stream.write_all(req.as_bytes()).await.expect("write");
+    stream
+}
+
+async fn read_watch_events(stream: &mut TcpStream, want: usize) {
     let mut seen = 0;
     let mut carry = Vec::new();
     let mut chunk = vec![0u8; 256 * 1024];
@@ -125,10 +181,36 @@ async fn count_watch_events(url: &str, token: &str, path: &str, want: usize) -> 
         }
         carry.drain(..from);
     }
-    start.elapsed()
 }
 
 fn main() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        serve_child();
+        return;
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let part = |p: &str| {
+        !args.iter().any(|a| a == "basic" || a == "worlds") || args.contains(&p.to_string())
+    };
+    let sizes: Vec<usize> = args
+        .iter()
+        .position(|a| a == "--worlds")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| {
+            s.split(',')
+                .map(|n| n.trim().parse().expect("--worlds 0,1000,10000"))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![0, 1000, 10_000]);
+    if part("basic") {
+        basic();
+    }
+    if part("worlds") {
+        worlds(&sizes);
+    }
+}
+
+fn basic() {
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = std::thread::spawn(move || {
@@ -150,6 +232,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
+        println!("== single requests (server on one core, {CONNECTIONS} connections)");
         let ns = "/api/v1/namespaces/default";
         let mut setup = Conn::open(&url, &token).await;
         for i in 0..10 {
@@ -203,4 +286,449 @@ fn main() {
     });
     let _ = stop_tx.send(());
     server.join().expect("server thread");
+}
+
+/// The child process of the worlds part: a control plane on one thread until stdin closes.
+fn serve_child() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut builder = ControlPlane::builder().kserve_ready_delay(Duration::ZERO);
+        if let Some(n) = std::env::var(HISTORY_ENV).ok().and_then(|n| n.parse().ok()) {
+            builder = builder.watch_history(n);
+        }
+        let cp = builder.start().await.expect("start");
+        println!("{} {}", cp.url(), cp.admin_token());
+        std::io::stdout().flush().expect("flush");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        // A plain thread waits for the parent to close stdin (the runtime's only thread stays
+        // the server's, so its CPU time is the server's).
+        std::thread::spawn(move || {
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            let _ = tx.send(());
+        });
+        let _ = rx.await;
+        cp.shutdown().await;
+    });
+}
+
+/// The control plane in a child process, with its CPU time and memory readable from /proc.
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+    /// Where callgrind writes its dumps, when the server runs under it.
+    callgrind: Option<std::path::PathBuf>,
+}
+
+impl Server {
+    fn start() -> Self {
+        let exe = std::env::current_exe().expect("current exe");
+        let callgrind = std::env::var(CALLGRIND_ENV).ok();
+        let mut cmd = match &callgrind {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).expect("callgrind dir");
+                let mut c = Command::new("valgrind");
+                c.args([
+                    "--tool=callgrind",
+                    "--instr-atstart=no",
+                    &format!("--callgrind-out-file={dir}/callgrind.out"),
+                ])
+                .arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let mut child = cmd
+            .env(CHILD_ENV, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("child control plane");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("child's first line");
+        let (url, token) = line.trim().split_once(' ').expect("url and token");
+        Self {
+            url: url.to_string(),
+            token: token.to_string(),
+            child,
+            callgrind: callgrind.map(std::path::PathBuf::from),
+        }
+    }
+
+    /// Returns once the server has used no CPU for a while (its controllers are done).
+    async fn idle(&self) {
+        loop {
+            let before = self.cpu();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if self.cpu() - before < Duration::from_millis(2) {
+                return;
+            }
+        }
+    }
+
+    /// Starts measuring (under callgrind: turns instrumentation on).
+    fn begin(&self) -> Duration {
+        if self.callgrind.is_some() {
+            self.callgrind_control(&["-z"]);
+            self.callgrind_control(&["-i", "on"]);
+        }
+        self.cpu()
+    }
+
+    /// The cost per request of `n` requests since `begin`: server CPU time, or under callgrind
+    /// the instructions executed (steady on a noisy machine).
+    fn per_request(&self, begun: Duration, n: usize) -> String {
+        let n = n.max(1);
+        let Some(dir) = &self.callgrind else {
+            return ms((self.cpu() - begun) / n as u32);
+        };
+        self.callgrind_control(&["-d"]);
+        self.callgrind_control(&["-i", "off"]);
+        // The newest dump holds the counts since `begin` zeroed them.
+        let newest = std::fs::read_dir(dir)
+            .expect("callgrind dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("callgrind.out"))
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+            .expect("a callgrind dump");
+        let text = std::fs::read_to_string(newest.path()).expect("dump");
+        let total: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("summary:")
+                    .or_else(|| l.strip_prefix("totals:"))
+            })
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        format!("{:.0} kIr", total / n as f64 / 1000.0)
+    }
+
+    fn callgrind_control(&self, args: &[&str]) {
+        let status = Command::new("callgrind_control")
+            .args(args)
+            .arg(self.child.id().to_string())
+            .stdout(Stdio::null())
+            .status()
+            .expect("callgrind_control");
+        assert!(status.success(), "callgrind_control {args:?}");
+    }
+
+    /// CPU time the server process has used, over all its threads.
+    fn cpu(&self) -> Duration {
+        let dir = format!("/proc/{}/task", self.child.id());
+        let mut ns = 0u64;
+        for task in std::fs::read_dir(dir).expect("tasks").flatten() {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            ns += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+        }
+        Duration::from_nanos(ns)
+    }
+
+    /// (VmRSS, VmHWM) in MiB.
+    fn rss_mib(&self) -> (f64, f64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// One request: method, path, content type, body.
+type Req = (&'static str, String, &'static str, String);
+
+/// Server CPU per request of `reqs`, sent one after another on one connection (so the figure
+/// has no queueing in it).
+async fn cpu_per_request(server: &Server, c: &mut Conn, reqs: Vec<Req>) -> String {
+    let n = reqs.len();
+    let begun = server.begin();
+    for (method, path, content_type, body) in reqs {
+        c.ok(method, &path, content_type, &body).await;
+    }
+    server.per_request(begun, n)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn ns_of(i: usize) -> String {
+    format!("bench-{}", i % NAMESPACES)
+}
+
+fn access_crd() -> Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("inferenceaccesses.{ACCESS_GROUP}")},
+        "spec": {"group": ACCESS_GROUP, "scope": "Namespaced",
+            "names": {"plural": "inferenceaccesses", "singular": "inferenceaccess", "kind": "InferenceAccess", "listKind": "InferenceAccessList"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true, "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})
+}
+
+fn isvc(name: &str, owner: Option<(&str, &str)>) -> String {
+    let mut o = json!({"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "inference-access", "inference-access.io/access": name},
+            "annotations": {"sidecar.istio.io/inject": "true", "serving.kserve.io/deploymentMode": "Standard"}},
+        "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model",
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}}}});
+    if let Some((owner, uid)) = owner {
+        o["metadata"]["ownerReferences"] = json!([{"apiVersion": format!("{ACCESS_GROUP}/v1alpha1"), "kind": "InferenceAccess", "name": owner, "uid": uid, "controller": true, "blockOwnerDeletion": true}]);
+    }
+    o.to_string()
+}
+
+/// Creates the objects one access leaves in a cluster, as the operator would.
+async fn make_world(c: &mut Conn, i: usize) -> String {
+    let (ns, name) = (ns_of(i), format!("a{i}"));
+    let access_path = format!("/apis/{ACCESS_GROUP}/v1alpha1/namespaces/{ns}/inferenceaccesses");
+    c.ok("POST", &access_path, "application/json", &json!({"apiVersion": format!("{ACCESS_GROUP}/v1alpha1"), "kind": "InferenceAccess",
+        "metadata": {"name": name}, "spec": {"inferenceServiceRef": {"name": name}, "serviceAccount": format!("{name}-client"), "audiences": ["istio-ingressgateway.istio-system.svc.cluster.local"]}}).to_string()).await;
+    let uid = c.json()["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let owner = json!([{"apiVersion": format!("{ACCESS_GROUP}/v1alpha1"), "kind": "InferenceAccess", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]);
+    let labels = json!({"app.kubernetes.io/managed-by": "inference-access", "inference-access.io/access": name});
+    let apply = "application/apply-patch+yaml";
+    let fm = "fieldManager=inference-access&force=true";
+    c.ok(
+        "PATCH",
+        &format!("/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices/{name}?{fm}"),
+        apply,
+        &isvc(&name, Some((&name, &uid))),
+    )
+    .await;
+    let sa = format!("{name}-client");
+    c.ok("PATCH", &format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}?{fm}"), apply, &json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": sa, "labels": labels, "ownerReferences": owner}, "automountServiceAccountToken": false}).to_string()).await;
+    let secret = format!("{name}-credentials");
+    c.ok(
+        "POST",
+        &format!("/api/v1/namespaces/{ns}/secrets"),
+        "application/json",
+        &json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": secret, "labels": labels, "ownerReferences": owner}, "type": "Opaque"})
+        .to_string(),
+    )
+    .await;
+    let secret_uid = c.json()["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    c.ok("POST", &format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"), "application/json", &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": ["istio-ingressgateway.istio-system.svc.cluster.local"], "expirationSeconds": 86400,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Secret", "name": secret, "uid": secret_uid}}}).to_string()).await;
+    let token = c.json()["status"]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let b64 = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let url = format!("http://{name}.{ns}.example.com");
+    c.ok("PATCH", &format!("/api/v1/namespaces/{ns}/secrets/{secret}"), "application/merge-patch+json", &json!({
+        "metadata": {"annotations": {"inference-access.io/issued-at": "2026-01-01T00:00:00Z"}},
+        "data": {"token": b64(&token), "authorization": b64(&format!("Bearer {token}")), "url": b64(&url), "host": b64(&format!("{name}.{ns}.example.com")),
+            "predict-url": b64(&format!("{url}/v1/models/{name}:predict")), "expires-at": b64("2026-01-02T00:00:00Z")}}).to_string()).await;
+    c.ok("PATCH", &format!("/apis/security.istio.io/v1/namespaces/{ns}/authorizationpolicies/{name}-access?{fm}"), apply, &json!({
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": format!("{name}-access"), "labels": labels, "ownerReferences": owner},
+        "spec": {"selector": {"matchLabels": {"serving.kserve.io/inferenceservice": name}}, "action": "ALLOW",
+            "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"]}}],
+                "when": [{"key": "request.headers[kubeflow-userid]", "values": [format!("system:serviceaccount:{ns}:{sa}")]}]}]}}).to_string()).await;
+    for (j, reason) in ["CredentialIssued", "Ready"].iter().enumerate() {
+        c.ok("POST", &format!("/apis/events.k8s.io/v1/namespaces/{ns}/events"), "application/json", &json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": format!("{name}.{j}")}, "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "inference-access.io/controller",
+            "reportingInstance": "inference-access-0", "action": "Reconcile", "reason": reason, "type": "Normal", "note": format!("{reason} for {name}"),
+            "regarding": {"apiVersion": format!("{ACCESS_GROUP}/v1alpha1"), "kind": "InferenceAccess", "name": name, "namespace": ns, "uid": uid}}).to_string()).await;
+    }
+    c.ok("PATCH", &format!("{access_path}/{name}/status"), "application/merge-patch+json", &json!({"status": {"observedGeneration": 1,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "CredentialIssued", "message": "credential issued", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+        "secretName": secret, "expiresAt": "2026-01-02T00:00:00Z"}}).to_string()).await;
+    uid
+}
+
+/// Waits until the KServe stand-in has a running predictor pod for every InferenceService.
+async fn settle(c: &mut Conn, isvcs: usize) {
+    let started = Instant::now();
+    loop {
+        c.ok(
+            "GET",
+            "/api/v1/pods?labelSelector=component%3Dpredictor&limit=1",
+            "application/json",
+            "",
+        )
+        .await;
+        let v = c.json();
+        let n = v["items"].as_array().map_or(0, Vec::len)
+            + v["metadata"]["remainingItemCount"].as_u64().unwrap_or(0) as usize;
+        if n >= isvcs {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "only {n} of {isvcs} predictor pods"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn worlds(sizes: &[usize]) {
+    let server = Server::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (url, token) = (server.url.clone(), server.token.clone());
+        let mut c = Conn::open(&url, &token).await;
+        c.ok("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", "application/json", &access_crd().to_string()).await;
+        for n in 0..NAMESPACES {
+            c.ok("POST", "/api/v1/namespaces", "application/json", &json!({"metadata": {"name": ns_of(n)}}).to_string()).await;
+        }
+        println!("== access worlds (server in a child process on one core; per request: server CPU time)");
+        println!("{:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
+            "worlds", "ssa-new", "ssa-noop", "get", "list-sel", "list-ns", "token", "watch-sel", "other-kind", "build", "RSS MiB", "peak MiB");
+        let (mut built, mut probes) = (0usize, 0usize);
+        let mut owners: Vec<String> = Vec::new();
+        for &size in sizes {
+            let cpu0 = server.cpu();
+            // Build up to `size` worlds over several connections.
+            let mut tasks = Vec::new();
+            for k in 0..CONNECTIONS {
+                let (url, token) = (url.clone(), token.clone());
+                let (from, to) = (built, size.max(built));
+                tasks.push(tokio::spawn(async move {
+                    let mut c = Conn::open(&url, &token).await;
+                    let mut made = Vec::new();
+                    for i in (from + k..to).step_by(CONNECTIONS) {
+                        made.push((i, make_world(&mut c, i).await));
+                    }
+                    made
+                }));
+            }
+            owners.resize(size.max(built), String::new());
+            for t in tasks {
+                for (i, uid) in t.await.expect("builder") {
+                    owners[i] = uid;
+                }
+            }
+            built = size.max(built);
+            settle(&mut c, built + probes).await;
+            let build = if size == 0 { String::from("-") } else { format!("{:.1} s", (server.cpu() - cpu0).as_secs_f64()) };
+            // Server-side apply of a new InferenceService (the stand-in's pod and status writes
+            // that follow are counted in, settled before the CPU time is read).
+            const PROBES: usize = 200;
+            let begun = server.begin();
+            for j in 0..PROBES {
+                c.ok("PATCH", &format!("/apis/serving.kserve.io/v1beta1/namespaces/bench-0/inferenceservices/probe-{size}-{j}?fieldManager=inference-access&force=true"), "application/apply-patch+yaml", &isvc(&format!("probe-{size}-{j}"), None)).await;
+            }
+            probes += PROBES;
+            // Measured once the stand-in's reaction is over, and checked only afterwards (the
+            // check is not counted).
+            server.idle().await;
+            let ssa_new = server.per_request(begun, PROBES);
+            settle(&mut c, built + probes).await;
+            // The operator's steady state: re-applying an unchanged InferenceService.
+            let span = size.max(1);
+            let target = |j: usize| -> (String, String, Option<String>) {
+                if size == 0 {
+                    ("bench-0".into(), format!("probe-0-{}", j % PROBES), None)
+                } else {
+                    let i = (j * 7919) % size;
+                    (ns_of(i), format!("a{i}"), Some(owners[i].clone()))
+                }
+            };
+            let isvc_path = |ns: &str, name: &str| format!("/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices/{name}");
+            let reqs = (0..1000).map(|j| {
+                let (ns, name, owner) = target(j);
+                let body = isvc(&name, owner.as_deref().map(|uid| (name.as_str(), uid)));
+                ("PATCH", format!("{}?fieldManager=inference-access&force=true", isvc_path(&ns, &name)), "application/apply-patch+yaml", body)
+            });
+            let ssa_noop = cpu_per_request(&server, &mut c, reqs.collect()).await;
+            let reqs = (0..1000).map(|j| {
+                let (ns, name, _) = target(j);
+                ("GET", isvc_path(&ns, &name), "application/json", String::new())
+            });
+            let get = cpu_per_request(&server, &mut c, reqs.collect()).await;
+            // An access's Secret by label selector in its namespace (one item).
+            let reqs = (0..1000).map(|j| {
+                let i = (j * 7919) % span;
+                ("GET", format!("/api/v1/namespaces/{}/secrets?labelSelector=inference-access.io%2Faccess%3Da{i}", ns_of(i)), "application/json", String::new())
+            });
+            let list_sel = cpu_per_request(&server, &mut c, reqs.collect()).await;
+            // Every ServiceAccount of another, small namespace (default: one item).
+            let reqs = (0..1000).map(|_| ("GET", "/api/v1/namespaces/default/serviceaccounts".to_string(), "application/json", String::new()));
+            let list_ns = cpu_per_request(&server, &mut c, reqs.collect()).await;
+            // A TokenRequest for an access's ServiceAccount (an RS256 signature each).
+            let reqs = (0..200).map(|j| {
+                let (ns, sa) = if size == 0 { ("default".to_string(), "default".to_string()) } else { let i = (j * 7919) % size; (ns_of(i), format!("a{i}-client")) };
+                ("POST", format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"), "application/json",
+                    json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"audiences": ["istio-ingressgateway.istio-system.svc.cluster.local"], "expirationSeconds": 3600}}).to_string())
+            });
+            let token_request = cpu_per_request(&server, &mut c, reqs.collect()).await;
+            // A label-selected watch's start (initial state: one InferenceService).
+            let watch_sel = {
+                let begun = server.begin();
+                for j in 0..200 {
+                    let i = (j * 7919) % span;
+                    let path = if size == 0 { format!("/apis/serving.kserve.io/v1beta1/namespaces/bench-0/inferenceservices?watch=true&labelSelector=inference-access.io%2Faccess%3Dprobe-0-{j}&timeoutSeconds=1") } else { format!("/apis/serving.kserve.io/v1beta1/namespaces/{}/inferenceservices?watch=true&labelSelector=inference-access.io%2Faccess%3Da{i}&timeoutSeconds=1", ns_of(i)) };
+                    let mut w = open_watch(&url, &token, &path).await;
+                    read_watch_events(&mut w, 1).await;
+                }
+                server.per_request(begun, 200)
+            };
+            // 20 InferenceService watches stay open while 1,000 ConfigMaps change: a change of
+            // another kind should cost the watches nothing.
+            let mut idle = Vec::new();
+            for _ in 0..20 {
+                idle.push(open_watch(&url, &token, "/apis/serving.kserve.io/v1beta1/inferenceservices?watch=true&resourceVersion=0&timeoutSeconds=2&labelSelector=none%3Dnone").await);
+            }
+            c.ok("GET", "/api/v1/namespaces/default/configmaps", "application/json", "").await;
+            let cm = format!("cm-{size}");
+            c.ok("POST", "/api/v1/namespaces/default/configmaps", "application/json", &json!({"metadata": {"name": cm}, "data": {"n": "0"}}).to_string()).await;
+            let reqs = (0..1000).map(|j| ("PATCH", format!("/api/v1/namespaces/default/configmaps/{cm}"), "application/merge-patch+json", json!({"data": {"n": j.to_string()}}).to_string()));
+            let other_kind = cpu_per_request(&server, &mut c, reqs.collect()).await;
+            drop(idle);
+            let (rss, peak) = server.rss_mib();
+            // Let every watch of this round time out on the server before the next round.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            println!("{size:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {build:>10} {rss:>9.0} {peak:>9.0}",
+                ssa_new, ssa_noop, get, list_sel, list_ns, token_request, watch_sel, other_kind);
+        }
+        // Whole-kind reads at the largest size.
+        let t = server.cpu();
+        let wall = Instant::now();
+        c.ok("GET", "/api/v1/secrets", "application/json", "").await;
+        let (cpu, wall) = (server.cpu() - t, wall.elapsed());
+        let n = c.json()["items"].as_array().map_or(0, Vec::len);
+        println!("list every Secret ({n}, {} KiB): {} server CPU, {} wall", c.body().len() / 1024, ms(cpu), ms(wall));
+        let t = server.cpu();
+        let wall = Instant::now();
+        let pods = built + probes;
+        let mut w = open_watch(&url, &token, "/api/v1/pods?watch=true&timeoutSeconds=30").await;
+        read_watch_events(&mut w, pods).await;
+        println!("watch every Pod from now ({pods} ADDED): {} server CPU, {} wall", ms(server.cpu() - t), ms(wall.elapsed()));
+    });
+    server.stop();
 }

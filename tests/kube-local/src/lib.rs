@@ -96,6 +96,7 @@ pub struct Builder {
     istio: bool,
     crd_files: Vec<PathBuf>,
     bookmark_every: Duration,
+    history: usize,
 }
 
 impl Default for Builder {
@@ -109,6 +110,7 @@ impl Default for Builder {
             istio: true,
             crd_files: Vec::new(),
             bookmark_every: Duration::from_secs(10),
+            history: store::DEFAULT_HISTORY,
         }
     }
 }
@@ -171,6 +173,14 @@ impl Builder {
         self
     }
 
+    /// How many changes of each kind are kept for watches that resume from a resourceVersion
+    /// (default 10,000); a resume from before them, or a watch that falls that far behind, gets
+    /// 410 Gone and relists.
+    pub fn watch_history(mut self, changes_per_kind: usize) -> Self {
+        self.history = changes_per_kind;
+        self
+    }
+
     /// Extra CRD files (YAML, multi-document, or JSON) created at start.
     pub fn load_crds(mut self, paths: &[PathBuf]) -> Self {
         self.crd_files.extend(paths.iter().cloned());
@@ -178,7 +188,7 @@ impl Builder {
     }
 
     pub async fn start(self) -> Result<ControlPlane, StartError> {
-        let store = Store::new();
+        let store = Store::with_history(self.history);
         bootstrap(&store, &self)?;
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], self.port))).map_err(|source| {
             StartError::Bind {

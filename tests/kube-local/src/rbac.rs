@@ -86,6 +86,7 @@ pub fn allows(st: &State, user: &User, a: &Attributes) -> bool {
         return true;
     }
     for binding in st.objects_of("clusterrolebindings.rbac.authorization.k8s.io") {
+        let binding = binding.value();
         if binding["subjects"]
             .as_array()
             .into_iter()
@@ -99,11 +100,8 @@ pub fn allows(st: &State, user: &User, a: &Attributes) -> bool {
         }
     }
     if let Some(ns) = &a.namespace {
-        for binding in st
-            .objects_of("rolebindings.rbac.authorization.k8s.io")
-            .iter()
-            .filter(|b| b["metadata"]["namespace"].as_str() == Some(ns))
-        {
+        for binding in st.objects_in("rolebindings.rbac.authorization.k8s.io", ns) {
+            let binding = binding.value();
             if binding["subjects"]
                 .as_array()
                 .into_iter()

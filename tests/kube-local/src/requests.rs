@@ -1,7 +1,7 @@
 //! Request accounting: every API request by verb, resource and caller.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -33,68 +33,130 @@ impl Request {
     }
 }
 
+fn full_resource(resource: &str, subresource: Option<&str>) -> String {
+    match subresource {
+        Some(s) => format!("{resource}/{s}"),
+        None => resource.to_string(),
+    }
+}
+
+/// One request as the log keeps it: the few distinct strings (verbs, resources, callers,
+/// namespaces) shared, so a long benchmark's log stays small.
+struct Record {
+    seq: u64,
+    verb: Arc<str>,
+    group: Arc<str>,
+    resource: Arc<str>,
+    subresource: Option<Arc<str>>,
+    namespace: Option<Arc<str>>,
+    name: Option<Box<str>>,
+    caller: Arc<str>,
+    code: u16,
+}
+
+impl Record {
+    fn request(&self) -> Request {
+        Request {
+            seq: self.seq,
+            verb: self.verb.to_string(),
+            group: self.group.to_string(),
+            resource: self.resource.to_string(),
+            subresource: self.subresource.as_deref().map(str::to_string),
+            namespace: self.namespace.as_deref().map(str::to_string),
+            name: self.name.as_deref().map(str::to_string),
+            caller: self.caller.to_string(),
+            code: self.code,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Log {
+    next_seq: u64,
+    records: Vec<Record>,
+    strings: HashSet<Arc<str>>,
+}
+
+impl Log {
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(v) = self.strings.get(s) {
+            return v.clone();
+        }
+        let v: Arc<str> = s.into();
+        self.strings.insert(v.clone());
+        v
+    }
+}
+
 #[derive(Default)]
 pub struct RequestLog {
-    inner: Mutex<(u64, Vec<Request>)>,
+    inner: Mutex<Log>,
 }
 
 impl RequestLog {
-    pub(crate) fn record(&self, mut r: Request) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        r.seq = g.0;
-        g.0 += 1;
-        g.1.push(r);
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn record(&self, r: Request) {
+        let mut g = self.log();
+        let record = Record {
+            seq: g.next_seq,
+            verb: g.intern(&r.verb),
+            group: g.intern(&r.group),
+            resource: g.intern(&r.resource),
+            subresource: r.subresource.as_deref().map(|s| g.intern(s)),
+            namespace: r.namespace.as_deref().map(|s| g.intern(s)),
+            name: r.name.map(String::into_boxed_str),
+            caller: g.intern(&r.caller),
+            code: r.code,
+        };
+        g.next_seq += 1;
+        g.records.push(record);
     }
 
     /// Every request recorded since the last `clear`.
     pub fn snapshot(&self) -> Vec<Request> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .clone()
+        self.log().records.iter().map(Record::request).collect()
     }
 
     /// Counts by (verb, resource, caller); resource includes `/subresource`.
     pub fn counts(&self) -> BTreeMap<(String, String, String), usize> {
+        let g = self.log();
         let mut out = BTreeMap::new();
-        for r in self.snapshot() {
-            let resource = match &r.subresource {
-                Some(s) => format!("{}/{s}", r.resource),
-                None => r.resource.clone(),
-            };
-            *out.entry((r.verb, resource, r.caller)).or_insert(0) += 1;
+        for r in &g.records {
+            let resource = full_resource(&r.resource, r.subresource.as_deref());
+            *out.entry((r.verb.to_string(), resource, r.caller.to_string()))
+                .or_insert(0) += 1;
         }
         out
     }
 
     /// Requests of one verb on one resource (`serviceaccounts/token` form for subresources).
     pub fn count(&self, verb: &str, resource: &str) -> usize {
-        self.counts()
+        let g = self.log();
+        g.records
             .iter()
-            .filter(|((v, r, _), _)| v == verb && r == resource)
-            .map(|(_, n)| n)
-            .sum()
+            .filter(|r| {
+                &*r.verb == verb && full_resource(&r.resource, r.subresource.as_deref()) == resource
+            })
+            .count()
     }
 
     pub fn clear(&self) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .clear();
+        self.log().records.clear();
     }
 
     /// A position to compare later requests against.
     pub fn mark(&self) -> u64 {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0
+        self.log().next_seq
     }
 
     pub fn since(&self, mark: u64) -> Vec<Request> {
-        self.snapshot()
-            .into_iter()
-            .filter(|r| r.seq >= mark)
-            .collect()
+        let g = self.log();
+        // Recorded in seq order: only the tail is copied.
+        let start = g.records.partition_point(|r| r.seq < mark);
+        g.records[start..].iter().map(Record::request).collect()
     }
 
     /// Writes (create/update/patch/delete/deletecollection) recorded at or after `mark`.

@@ -60,6 +60,11 @@ fn set_values(s: &str) -> Result<Vec<String>, ApiError> {
 }
 
 impl LabelSelector {
+    /// `key=value`, built rather than parsed.
+    pub fn equals(key: &str, value: &str) -> Self {
+        Self(vec![LabelReq::Equals(key.to_string(), value.to_string())])
+    }
+
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();
         for part in split_top_level(s) {
@@ -90,9 +95,18 @@ impl LabelSelector {
         Ok(Self(reqs))
     }
 
-    pub fn matches(&self, obj: &Value) -> bool {
-        let labels = &obj["metadata"]["labels"];
-        let get = |k: &str| labels.get(k).and_then(Value::as_str);
+    /// For each `=`, `==` and `in` requirement: the label and the values it allows, so lists
+    /// can start from the objects that carry one of them.
+    pub fn required_values(&self) -> impl Iterator<Item = (&str, Vec<&str>)> {
+        self.0.iter().filter_map(|r| match r {
+            LabelReq::Equals(k, v) => Some((k.as_str(), vec![v.as_str()])),
+            LabelReq::In(k, vs) => Some((k.as_str(), vs.iter().map(String::as_str).collect())),
+            _ => None,
+        })
+    }
+
+    /// Whether an object whose labels `get` reads matches.
+    pub fn matches_with<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.0.iter().all(|r| match r {
             LabelReq::Equals(k, v) => get(k) == Some(v.as_str()),
             LabelReq::NotEquals(k, v) => get(k) != Some(v.as_str()),
@@ -131,9 +145,18 @@ impl FieldSelector {
 
     /// The name a `metadata.name=X` requirement pins (RBAC authorizes such lists by resourceName).
     pub fn pinned_name(&self) -> Option<&str> {
+        self.pinned("metadata.name")
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The value a `path=X` requirement pins the field at.
+    pub fn pinned(&self, path: &str) -> Option<&str> {
         self.0
             .iter()
-            .find(|(k, eq, _)| k == "metadata.name" && *eq)
+            .find(|(k, eq, _)| k == path && *eq)
             .map(|(_, _, v)| v.as_str())
     }
 
@@ -162,13 +185,26 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn matches(&self, obj: &Value) -> bool {
-        if let Some(ns) = &self.namespace
-            && obj["metadata"]["namespace"].as_str() != Some(ns.as_str())
-        {
+    /// The one namespace that can match, from the request path or `metadata.namespace=`.
+    pub fn namespace_pin(&self) -> Option<&str> {
+        self.namespace
+            .as_deref()
+            .or_else(|| self.fields.pinned("metadata.namespace"))
+    }
+
+    /// Whether the filter selects an object known by its namespace and labels; `whole` gives
+    /// the object itself, needed only for field selectors.
+    pub fn matches_with<'a>(
+        &self,
+        namespace: &str,
+        labels: impl Fn(&str) -> Option<&'a str>,
+        whole: impl FnOnce() -> Value,
+    ) -> bool {
+        if self.namespace.as_deref().is_some_and(|ns| ns != namespace) {
             return false;
         }
-        self.labels.matches(obj) && self.fields.matches(obj)
+        self.labels.matches_with(labels)
+            && (self.fields.is_empty() || self.fields.matches(&whole()))
     }
 }
 
@@ -192,7 +228,8 @@ mod tests {
             ("", true),
         ] {
             assert_eq!(
-                LabelSelector::parse(sel).map(|s| s.matches(&obj)),
+                LabelSelector::parse(sel)
+                    .map(|s| s.matches_with(|k| obj["metadata"]["labels"][k].as_str())),
                 Ok(want),
                 "{sel}"
             );

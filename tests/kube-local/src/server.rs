@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request as HttpRequest, Response, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::discovery;
 use crate::error::ApiError;
@@ -20,7 +20,7 @@ use crate::rbac::{self, Attributes};
 use crate::requests::{Request, RequestLog};
 use crate::resources::ResourceType;
 use crate::selectors::{FieldSelector, Filter, LabelSelector};
-use crate::store::{self, DeleteOptions, Event, EventType, Store, WriteOptions};
+use crate::store::{self, DeleteOptions, Event, EventType, Follower, Store, WriteOptions};
 use crate::tokens::{TokenService, User};
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -50,7 +50,11 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 fn json_response(code: u16, body: &Value) -> Response<Body> {
-    let mut resp = Response::new(full(body.to_string()));
+    bytes_response(code, body.to_string())
+}
+
+fn bytes_response(code: u16, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(full(body));
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -413,18 +417,21 @@ async fn serve_resource(
     };
     match verb {
         "get" => {
-            let obj = shared
-                .store
-                .lock()
-                .get(rt, &ns, t.name.as_deref().unwrap_or_default())?;
+            let stored =
+                shared
+                    .store
+                    .lock()
+                    .get_stored(rt, &ns, t.name.as_deref().unwrap_or_default())?;
+            // Presented outside the store lock; as stored unless the version converts it.
             if as_table {
-                let rv = obj["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
+                let obj = store::present_owned(rt, stored.value());
+                let rv = stored.resource_version().to_string();
                 return Ok(json_response(200, &discovery::table(rt, &[obj], &rv, None)));
             }
-            Ok(json_response(200, &obj))
+            Ok(bytes_response(
+                200,
+                store::present_json(rt, &stored).into_owned(),
+            ))
         }
         "list" => {
             let limit = q.get("limit").and_then(|l| l.parse().ok());
@@ -434,9 +441,14 @@ async fn serve_resource(
                 .list(rt, &filter, limit, q.get("continue"))?;
             let rv = res.resource_version.to_string();
             if as_table {
+                let items: Vec<Value> = res
+                    .items
+                    .iter()
+                    .map(|o| store::present_owned(rt, o.value()))
+                    .collect();
                 return Ok(json_response(
                     200,
-                    &discovery::table(rt, &res.items, &rv, res.continue_token.as_deref()),
+                    &discovery::table(rt, &items, &rv, res.continue_token.as_deref()),
                 ));
             }
             let mut meta = json!({"resourceVersion": rv});
@@ -446,10 +458,7 @@ async fn serve_resource(
             if let Some(n) = res.remaining {
                 meta["remainingItemCount"] = json!(n);
             }
-            Ok(json_response(
-                200,
-                &json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": meta, "items": res.items}),
-            ))
+            Ok(bytes_response(200, list_body(rt, &meta, &res.items)))
         }
         "watch" => start_watch(shared, rt.clone(), filter, q),
         "create" => {
@@ -542,11 +551,19 @@ fn create(
     let rt = &t.rt;
     let ns = t.namespace.clone().unwrap_or_default();
     if t.subresource.as_deref() == Some("token") {
-        let st = shared.store.lock();
-        let (resp, warning) =
+        let uid_of = |plural: &str, name: &str| {
             shared
-                .tokens
-                .token_request(&st, &ns, t.name.as_deref().unwrap_or_default(), &body)?;
+                .store
+                .lock()
+                .uid_of(plural, &ns, name)
+                .map(str::to_string)
+        };
+        let (resp, warning) = shared.tokens.token_request(
+            uid_of,
+            &ns,
+            t.name.as_deref().unwrap_or_default(),
+            &body,
+        )?;
         let mut r = json_response(201, &resp);
         if let Some(w) = warning
             && let Ok(v) = hyper::header::HeaderValue::from_str(&format!("299 - \"{w}\""))
@@ -585,10 +602,42 @@ fn create(
     Ok(json_response(201, &obj))
 }
 
+/// A list response, each item encoded straight from storage (no copy of the list as a Value).
+fn list_body(rt: &ResourceType, meta: &Value, items: &[Arc<store::Obj>]) -> Vec<u8> {
+    let head = json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": meta});
+    let mut out = head.to_string().into_bytes();
+    // Reopen the head object to append the items.
+    out.pop();
+    out.extend_from_slice(b",\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(store::present_json(rt, item).as_bytes());
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+fn event_line(kind: &str, obj: &Value) -> Bytes {
+    event_line_json(kind, &obj.to_string())
+}
+
+/// One line of a watch stream around an object's JSON text.
+fn event_line_json(kind: &str, obj: &str) -> Bytes {
+    let mut line = Vec::with_capacity(obj.len() + 32);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(obj.as_bytes());
+    line.extend_from_slice(b"}\n");
+    Bytes::from(line)
+}
+
 /// What one store event looks like to a filtered watch, if it sees it at all.
 fn view(ev: &Event, filter: &Filter) -> Option<EventType> {
-    let now = filter.matches(&ev.object);
-    let before = ev.old.as_ref().is_some_and(|o| filter.matches(o));
+    let now = ev.object.matches(filter);
+    let before = ev.old.as_ref().is_some_and(|o| o.matches(filter));
     match ev.kind {
         EventType::Added => now.then_some(EventType::Added),
         EventType::Deleted => now.then_some(EventType::Deleted),
@@ -603,10 +652,9 @@ fn view(ev: &Event, filter: &Filter) -> Option<EventType> {
 
 struct WatchState {
     rt: Arc<ResourceType>,
-    key: String,
     filter: Filter,
     backlog: std::collections::VecDeque<Arc<Event>>,
-    rx: broadcast::Receiver<Arc<Event>>,
+    follower: Follower,
     drop_rx: watch::Receiver<u64>,
     deadline: tokio::time::Instant,
     bookmarks: bool,
@@ -614,16 +662,22 @@ struct WatchState {
     last_rv: u64,
     /// Send the initial-events-end bookmark once the backlog is drained.
     initial_end_bookmark: bool,
-    /// When the next periodic bookmark is due (kept across events of other kinds).
+    /// A periodic bookmark waits for the backlog to drain.
+    bookmark_due: bool,
+    /// When the next periodic bookmark is due.
     next_bookmark: tokio::time::Instant,
     bookmark_every: Duration,
     done: bool,
 }
 
-fn event_line(kind: &str, obj: &Value) -> Bytes {
-    let mut line = json!({"type": kind, "object": obj}).to_string();
-    line.push('\n');
-    Bytes::from(line)
+/// ERROR event with a 410 Status (how the API server answers a too-old watch: 200, then this).
+fn gone_response(e: &ApiError) -> Response<Body> {
+    let mut resp = Response::new(full(event_line("ERROR", &e.status())));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
@@ -650,38 +704,42 @@ fn start_watch(
         .unwrap_or(1800);
     let send_initial = q.flag("sendInitialEvents");
     let rv_param = q.get("resourceVersion").unwrap_or_default();
-    let (backlog, rx, last_rv) = if rv_param.is_empty() || rv_param == "0" || send_initial {
-        let (initial, rv, rx) = shared.store.watch_now(&key);
-        (initial, rx, rv)
+    let (backlog, follower) = if rv_param.is_empty() || rv_param == "0" || send_initial {
+        // The initial state: what the selection holds now, through the indexes.
+        let (initial, follower) = shared.store.follow_now(&key, |st| st.select(&key, &filter));
+        let events: Vec<Arc<Event>> = initial
+            .into_iter()
+            .map(|o| {
+                Arc::new(Event {
+                    rv: o.resource_version(),
+                    kind: EventType::Added,
+                    object: o,
+                    old: None,
+                })
+            })
+            .collect();
+        (events, follower)
     } else {
         let from: u64 = rv_param
             .parse()
             .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv_param}")))?;
-        match shared.store.watch_from(&key, from) {
-            Ok((backlog, caught_up, rx)) => (backlog, rx, caught_up),
-            Err(e) => {
-                // The API server answers a too-old watch with 200 and one ERROR event (410).
-                let body = full(event_line("ERROR", &e.status()));
-                let mut resp = Response::new(body);
-                resp.headers_mut().insert(
-                    hyper::header::CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static("application/json"),
-                );
-                return Ok(resp);
-            }
+        match shared.store.follow_from(&key, from) {
+            // The events after `from` come with the follower's first read.
+            Ok(follower) => (Vec::new(), follower),
+            Err(e) => return Ok(gone_response(&e)),
         }
     };
     let state = WatchState {
         rt,
-        key,
         filter,
         backlog: backlog.into(),
-        rx,
+        last_rv: follower.cursor(),
+        follower,
         drop_rx: shared.faults.drop_watches.subscribe(),
         deadline: tokio::time::Instant::now() + Duration::from_secs(timeout),
         bookmarks: q.flag("allowWatchBookmarks"),
-        last_rv,
         initial_end_bookmark: send_initial && q.flag("allowWatchBookmarks"),
+        bookmark_due: false,
         next_bookmark: tokio::time::Instant::now() + shared.bookmark_every,
         bookmark_every: shared.bookmark_every,
         done: false,
@@ -694,9 +752,9 @@ fn start_watch(
             if let Some(ev) = s.backlog.pop_front() {
                 s.last_rv = s.last_rv.max(ev.rv);
                 if let Some(kind) = view(&ev, &s.filter) {
-                    let obj = store::present(&s.rt, &ev.object);
+                    let obj = store::present_json(&s.rt, &ev.object);
                     return Some((
-                        Ok::<_, Infallible>(Frame::data(event_line(kind.as_str(), &obj))),
+                        Ok::<_, Infallible>(Frame::data(event_line_json(kind.as_str(), &obj))),
                         s,
                     ));
                 }
@@ -706,24 +764,31 @@ fn start_watch(
                 s.initial_end_bookmark = false;
                 return Some((Ok(Frame::data(bookmark(&s.rt, s.last_rv, true))), s));
             }
+            if s.bookmark_due {
+                s.bookmark_due = false;
+                return Some((Ok(Frame::data(bookmark(&s.rt, s.last_rv, false))), s));
+            }
             tokio::select! {
                 _ = tokio::time::sleep_until(s.deadline) => return None,
                 _ = s.drop_rx.changed() => return None,
                 _ = tokio::time::sleep_until(s.next_bookmark), if s.bookmarks => {
                     s.next_bookmark = tokio::time::Instant::now() + s.bookmark_every;
-                    return Some((Ok(Frame::data(bookmark(&s.rt, s.last_rv, false))), s));
-                }
-                r = s.rx.recv() => match r {
-                    Ok(ev) => {
-                        if ev.key != s.key {
-                            // Bookmarks carry the newest version, as the API server's do, so a
-                            // quiet kind's watch can resume past later compactions of others.
-                            s.last_rv = s.last_rv.max(ev.rv);
-                        } else if ev.rv > s.last_rv {
-                            s.backlog.push_back(ev);
+                    // Bookmarks carry the newest version, as the API server's do, so a quiet
+                    // kind's watch can resume past later compactions of others; this kind's
+                    // changes up to it go out first.
+                    match s.follower.poll() {
+                        Ok((events, newest)) => {
+                            s.backlog.extend(events);
+                            s.last_rv = s.last_rv.max(newest);
+                            s.bookmark_due = true;
                         }
+                        Err(_) => s.done = true,
                     }
-                    // Too slow or shut down: end the watch; the client resumes from its last version.
+                }
+                r = s.follower.next() => match r {
+                    Ok(events) => s.backlog.extend(events),
+                    // Too slow (its next change left the history) or shut down: end the watch;
+                    // the client resumes from its last version (and gets 410 if it is gone).
                     Err(_) => s.done = true,
                 },
             }

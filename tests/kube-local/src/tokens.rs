@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use rsa::RsaPrivateKey;
-use rsa::pkcs1v15::SigningKey;
 use rsa::sha2::{Digest, Sha256};
-use rsa::signature::{SignatureEncoding, Signer};
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
 
@@ -24,15 +22,35 @@ fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The signing key. Generated once per process: 2048-bit RSA generation is slow in debug builds
-/// and every control plane a test process starts can share it.
-fn signing_key() -> &'static RsaPrivateKey {
-    static KEY: OnceLock<RsaPrivateKey> = OnceLock::new();
-    KEY.get_or_init(|| {
+/// The signing key: generated with `rsa` (ring cannot generate RSA keys), which also gives the
+/// public parts for the JWKS, and loaded into ring, which signs several times faster (a
+/// TokenRequest's signature is otherwise the dearest thing the API does).
+struct Keys {
+    rsa: RsaPrivateKey,
+    ring: ring::signature::RsaKeyPair,
+}
+
+/// Generated once per process: 2048-bit RSA generation is slow in debug builds and every control
+/// plane a test process starts can share it.
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        use rsa::pkcs8::EncodePrivateKey as _;
         let mut rng = rsa::rand_core::OsRng;
-        #[allow(clippy::expect_used)] // startup: without a key there is no token service
-        RsaPrivateKey::new(&mut rng, 2048).expect("RSA key generation")
+        // Startup: without a key there is no token service.
+        #[allow(clippy::expect_used)]
+        let rsa = RsaPrivateKey::new(&mut rng, 2048).expect("RSA key generation");
+        #[allow(clippy::expect_used)]
+        let der = rsa.to_pkcs8_der().expect("PKCS#8 encoding of the key");
+        #[allow(clippy::expect_used)]
+        let ring = ring::signature::RsaKeyPair::from_pkcs8(der.as_bytes())
+            .expect("ring loads a 2048-bit key with exponent 65537");
+        Keys { rsa, ring }
     })
+}
+
+fn signing_key() -> &'static RsaPrivateKey {
+    &keys().rsa
 }
 
 /// `spec.audiences` of a TokenRequest or TokenReview; empty means the API server's own.
@@ -97,8 +115,17 @@ pub struct TokenService {
     admin_token: String,
     kid: String,
     max_expiration: Option<Duration>,
-    minted: Mutex<HashMap<String, Minted>>,
+    minted: Mutex<MintedTokens>,
 }
+
+struct MintedTokens {
+    tokens: HashMap<String, Minted>,
+    /// The size at which expired tokens are dropped next.
+    prune_at: usize,
+}
+
+/// Below this many minted tokens, expired ones are kept.
+const PRUNE_FLOOR: usize = 1024;
 
 impl TokenService {
     pub fn new(max_expiration: Option<Duration>) -> Self {
@@ -112,7 +139,10 @@ impl TokenService {
             admin_token,
             kid,
             max_expiration,
-            minted: Mutex::new(HashMap::new()),
+            minted: Mutex::new(MintedTokens {
+                tokens: HashMap::new(),
+                prune_at: PRUNE_FLOOR,
+            }),
         }
     }
 
@@ -138,28 +168,36 @@ impl TokenService {
         }]})
     }
 
-    fn sign(&self, claims: &Value) -> String {
+    fn sign(&self, claims: &Value) -> Result<String, ApiError> {
         let header = json!({"alg": "RS256", "kid": self.kid});
         let input = format!(
             "{}.{}",
             b64url(header.to_string().as_bytes()),
             b64url(claims.to_string().as_bytes())
         );
-        let signer = SigningKey::<Sha256>::new(signing_key().clone());
-        let sig = signer.sign(input.as_bytes());
-        format!("{input}.{}", b64url(&sig.to_bytes()))
+        let key = &keys().ring;
+        let mut sig = vec![0u8; key.public().modulus_len()];
+        key.sign(
+            &ring::signature::RSA_PKCS1_SHA256,
+            &ring::rand::SystemRandom::new(),
+            input.as_bytes(),
+            &mut sig,
+        )
+        .map_err(|_| ApiError::new(500, "InternalError", "signing the token failed"))?;
+        Ok(format!("{input}.{}", b64url(&sig)))
     }
 
     /// POST serviceaccounts/NAME/token. Returns the TokenRequest and an optional Warning text.
+    /// `uid_of(plural, name)` looks objects of the namespace up (the ServiceAccount, the bound
+    /// object): the store is locked only for those lookups, not while the token is signed.
     pub fn token_request(
         &self,
-        st: &State,
+        uid_of: impl Fn(&str, &str) -> Option<String>,
         ns: &str,
         sa_name: &str,
         body: &Value,
     ) -> Result<(Value, Option<String>), ApiError> {
-        let sa = st
-            .raw("serviceaccounts", ns, sa_name)
+        let sa_uid = uid_of("serviceaccounts", sa_name)
             .ok_or_else(|| ApiError::not_found("", "serviceaccounts", sa_name))?;
         let spec = &body["spec"];
         let audiences = audiences_or_api(&spec["audiences"]);
@@ -209,13 +247,7 @@ impl TokenService {
                 }
             };
             let name = bound_ref["name"].as_str().unwrap_or_default();
-            let obj = st
-                .raw(plural, ns, name)
-                .ok_or_else(|| ApiError::not_found("", plural, name))?;
-            let uid = obj["metadata"]["uid"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let uid = uid_of(plural, name).ok_or_else(|| ApiError::not_found("", plural, name))?;
             if let Some(want) = bound_ref["uid"].as_str().filter(|u| !u.is_empty())
                 && want != uid
             {
@@ -234,10 +266,6 @@ impl TokenService {
         let iat = now.as_second();
         let exp = iat + expiration;
         let jti = uuid::Uuid::new_v4().to_string();
-        let sa_uid = sa["metadata"]["uid"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
         let mut k8s = json!({"namespace": ns, "serviceaccount": {"name": sa_name, "uid": sa_uid}});
         if let Some((kind, name, uid)) = &bound {
             k8s[kind.to_lowercase()] = json!({"name": name, "uid": uid});
@@ -246,7 +274,7 @@ impl TokenService {
             "aud": audiences, "exp": exp, "iat": iat, "iss": ISSUER, "jti": jti,
             "kubernetes.io": k8s, "nbf": iat, "sub": format!("system:serviceaccount:{ns}:{sa_name}"),
         });
-        let token = self.sign(&claims);
+        let token = self.sign(&claims)?;
         let record = Minted {
             namespace: ns.into(),
             sa_name: sa_name.into(),
@@ -256,10 +284,15 @@ impl TokenService {
             exp,
             jti,
         };
-        self.minted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token.clone(), record);
+        let mut minted = self.minted.lock().unwrap_or_else(|p| p.into_inner());
+        // Expired tokens never authenticate again: forget them now and then (when the map has
+        // doubled since), so renewals do not grow it for ever.
+        if minted.tokens.len() >= minted.prune_at {
+            minted.tokens.retain(|_, m| m.exp > iat);
+            minted.prune_at = (minted.tokens.len() * 2).max(PRUNE_FLOOR);
+        }
+        minted.tokens.insert(token.clone(), record);
+        drop(minted);
         let expires = jiff::Timestamp::from_second(exp)
             .map(crate::util::rfc3339)
             .unwrap_or_default();
@@ -288,6 +321,7 @@ impl TokenService {
             .minted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .tokens
             .get(token)
             .cloned();
         let Some(m) = minted else {
@@ -305,17 +339,13 @@ impl TokenService {
         if matched.is_empty() {
             return Err("invalid bearer token, token audiences is invalid".into());
         }
-        let sa_ok = st
-            .raw("serviceaccounts", &m.namespace, &m.sa_name)
-            .is_some_and(|sa| sa["metadata"]["uid"].as_str() == Some(&m.sa_uid));
+        let sa_ok = st.uid_of("serviceaccounts", &m.namespace, &m.sa_name) == Some(&m.sa_uid);
         if !sa_ok {
             return Err("invalid bearer token, service account has been deleted".into());
         }
         if let Some((kind, name, uid)) = &m.bound {
             let plural = if kind == "Pod" { "pods" } else { "secrets" };
-            let alive = st
-                .raw(plural, &m.namespace, name)
-                .is_some_and(|o| o["metadata"]["uid"].as_str() == Some(uid));
+            let alive = st.uid_of(plural, &m.namespace, name) == Some(uid.as_str());
             if !alive {
                 return Err("invalid bearer token, token has been invalidated".into());
             }
@@ -372,7 +402,7 @@ mod tests {
     fn go_duration_free_claims_shape() {
         let svc = TokenService::new(None);
         let claims = json!({"sub": "x"});
-        let token = svc.sign(&claims);
+        let token = svc.sign(&claims).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3);
         let header: Value = serde_json::from_slice(

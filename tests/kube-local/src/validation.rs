@@ -1,7 +1,8 @@
 //! Custom-resource admission as the API server does it: prune unknown fields, drop non-nullable
 //! nulls, apply defaults, validate against the structural schema, then run CEL rules.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -141,14 +142,19 @@ fn field_name(path: &str) -> String {
     }
 }
 
-fn regex_cached(pattern: &str) -> Option<Regex> {
-    static CACHE: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Option<Regex>>>> =
-        OnceLock::new();
+/// The compiled pattern, shared: a cloned `Regex` starts with an empty match cache, which costs
+/// more to fill than the match itself.
+fn regex_cached(pattern: &str) -> Option<Arc<Regex>> {
+    type Cache = Mutex<HashMap<String, Option<Arc<Regex>>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
-    map.entry(pattern.to_string())
-        .or_insert_with(|| Regex::new(pattern).ok())
-        .clone()
+    if let Some(re) = map.get(pattern) {
+        return re.clone();
+    }
+    let re = Regex::new(pattern).ok().map(Arc::new);
+    map.insert(pattern.to_string(), re.clone());
+    re
 }
 
 fn check(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldError>) {

@@ -1,18 +1,23 @@
-//! The controllers a cluster would run for the operator's sake: a KServe stand-in that makes
-//! InferenceServices ready (URL, address, conditions, a predictor pod).
+//! The KServe stand-in: makes InferenceServices ready (URL, address, conditions, a predictor
+//! pod), as KServe's controller would.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::{Change, Watching};
+use crate::selectors::{FieldSelector, Filter, LabelSelector};
 use crate::store::{EventType, Store, WriteOptions};
 use crate::util;
 
 const ISVC_KEY: &str = "inferenceservices.serving.kserve.io";
+const PODS_KEY: &str = "pods";
 const MANAGER: &str = "kserve-controller";
+/// The label that ties a predictor pod to its InferenceService.
+const ISVC_LABEL: &str = "serving.kserve.io/inferenceservice";
 
 /// How the KServe stand-in builds `status.url` (KServe's ingress `urlScheme`/`pathTemplate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,17 +82,18 @@ fn pod_annotations(pod: &Value) -> Value {
     )
 }
 
+/// The predictor pods of one InferenceService, through the store's label index.
 fn predictor_pods(store: &Store, ns: &str, name: &str) -> Vec<Value> {
+    let filter = Filter {
+        namespace: Some(ns.to_string()),
+        labels: LabelSelector::equals(ISVC_LABEL, name),
+        fields: FieldSelector::default(),
+    };
     store
         .lock()
-        .objects_of("pods")
+        .select(PODS_KEY, &filter)
         .into_iter()
-        .filter(|p| {
-            meta(p, "namespace") == ns
-                && p["metadata"]["labels"]["serving.kserve.io/inferenceservice"].as_str()
-                    == Some(name)
-        })
-        .map(|p| (*p).clone())
+        .map(|p| p.value())
         .collect()
 }
 
@@ -216,9 +222,11 @@ pub async fn run_kserve(
     mut settings_rx: watch::Receiver<KserveSettings>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut events = store.subscribe();
+    let mut watching = Watching::start(&store, &[ISVC_KEY, PODS_KEY]);
     let mut pending: HashSet<(String, String)> = HashSet::new();
     let mut timers: JoinSet<(String, String)> = JoinSet::new();
+    // Everything is looked at once at start, and again only when the settings change or the
+    // history position was lost.
     let mut rescan = true;
     loop {
         let settings = settings_rx.borrow().clone();
@@ -226,7 +234,7 @@ pub async fn run_kserve(
             rescan = false;
             let all = store.lock().objects_of(ISVC_KEY);
             for isvc in all {
-                schedule(&store, &settings, &isvc, &mut pending, &mut timers);
+                schedule(&store, &settings, &isvc.value(), &mut pending, &mut timers);
             }
         }
         tokio::select! {
@@ -235,18 +243,22 @@ pub async fn run_kserve(
                 if changed.is_err() { break; }
                 rescan = true;
             }
-            ev = events.recv() => match ev {
-                Ok(ev) if ev.key == ISVC_KEY && ev.kind != EventType::Deleted => schedule(&store, &settings, &ev.object, &mut pending, &mut timers),
-                Ok(ev) if ev.key == "pods" && ev.kind == EventType::Deleted => {
-                    let owner = ev.object["metadata"]["labels"]["serving.kserve.io/inferenceservice"].as_str().map(str::to_string);
-                    if let Some(owner) = owner
-                        && let Ok(isvc) = store.get("serving.kserve.io/v1beta1", "inferenceservices", Some(meta(&ev.object, "namespace")), &owner) {
-                            schedule(&store, &settings, &isvc, &mut pending, &mut timers);
-                        }
+            change = watching.next() => match change {
+                Change::Events(key, events) if key == ISVC_KEY => {
+                    for ev in events.iter().filter(|e| e.kind != EventType::Deleted) {
+                        schedule(&store, &settings, &ev.object.value(), &mut pending, &mut timers);
+                    }
                 }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => rescan = true,
-                Err(broadcast::error::RecvError::Closed) => break,
+                Change::Events(_pods, events) => {
+                    // A deleted predictor pod: its InferenceService needs a new one.
+                    for ev in events.iter().filter(|e| e.kind == EventType::Deleted) {
+                        if let Some(owner) = ev.object.label(ISVC_LABEL)
+                            && let Ok(isvc) = store.get("serving.kserve.io/v1beta1", "inferenceservices", Some(ev.object.namespace()), owner) {
+                                schedule(&store, &settings, &isvc, &mut pending, &mut timers);
+                            }
+                    }
+                }
+                Change::Resync => rescan = true,
             },
             Some(done) = timers.join_next(), if !timers.is_empty() => {
                 if let Ok((ns, name)) = done {
