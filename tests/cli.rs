@@ -987,3 +987,181 @@ async fn renew_sets_the_annotation_and_waits_for_the_new_credential() {
         stuck.stderr
     );
 }
+
+// --- shell completion -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn completion_prints_a_script_for_each_shell() {
+    for (shell, registers) in [
+        (
+            "bash",
+            "-F _clap_complete_inference_access inference-access",
+        ),
+        ("zsh", "#compdef inference-access"),
+        (
+            "fish",
+            "complete --keep-order --exclusive --command inference-access",
+        ),
+    ] {
+        let script = run(&["completion", shell], None).await;
+        let text = script.ok();
+        assert!(text.contains(registers), "{shell}:\n{text}");
+        assert!(
+            text.contains("INFERENCE_ACCESS_COMPLETE"),
+            "{shell}:\n{text}"
+        );
+    }
+    let unknown = run(&["completion", "tcsh"], None).await;
+    assert_eq!(unknown.code, 2, "{}", unknown.stderr);
+}
+
+/// Runs `program` with extra environment variables and PATH put first, as a shell or kubectl
+/// runs the completer.
+async fn run_env(
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+    path_first: &Path,
+) -> Run {
+    let path = std::env::join_paths(std::iter::once(path_first.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let output = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the command finishes")
+    .unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn completion_lists_the_accesses_of_the_namespace_in_bash_and_through_kubectl() {
+    let plane = kube_local::ControlPlane::builder()
+        .load_crds(&[repo("crds/inference-access.io_inferenceaccesses.yaml")])
+        .start()
+        .await
+        .unwrap();
+    let dir = TempDir::new();
+    let kubeconfig = dir.0.join("kubeconfig");
+    plane.write_kubeconfig(&kubeconfig).unwrap();
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    for (namespace, name) in [("team-a", "alpha"), ("team-a", "beta"), ("team-b", "gamma")] {
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
+        let _ = Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &serde_json::from_value(ns).unwrap())
+            .await;
+        let access: InferenceAccess = serde_json::from_value(json!({
+            "apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"inferenceService": {"name": "sklearn-iris"}}
+        }))
+        .unwrap();
+        Api::<InferenceAccess>::namespaced(client.clone(), namespace)
+            .create(&PostParams::default(), &access)
+            .await
+            .unwrap();
+    }
+    // The binary under the names the shell and kubectl look for on PATH.
+    let bin = dir.0.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for name in [
+        "inference-access",
+        "kubectl-inference_access",
+        "kubectl_complete-inference_access",
+    ] {
+        std::os::unix::fs::symlink(binary(), bin.join(name)).unwrap();
+    }
+    let kubeconfig_env = [("KUBECONFIG", kubeconfig.as_os_str())];
+
+    // The protocol the scripts speak (fish's: the line so far, the last word being completed).
+    let fish = std::ffi::OsStr::new("fish");
+    let mut env = kubeconfig_env.to_vec();
+    env.push(("INFERENCE_ACCESS_COMPLETE", fish));
+    let listed = run_env(
+        &bin.join("inference-access"),
+        &["--", "inference-access", "status", "-n", "team-a", ""],
+        &env,
+        &bin,
+    )
+    .await;
+    // The namespace's accesses with their model and state, then (the word is empty) the flags.
+    let lines: Vec<&str> = listed.ok().lines().collect();
+    assert_eq!(
+        lines[..2],
+        [
+            "alpha\tInferenceService sklearn-iris, not reconciled yet",
+            "beta\tInferenceService sklearn-iris, not reconciled yet"
+        ]
+    );
+    assert!(lines[2..].iter().all(|l| l.starts_with("--")), "{lines:?}");
+
+    // Real bash with the script `completion bash` prints: `inference-access token -n team-a b<TAB>`.
+    let bash = run_env(
+        Path::new("bash"),
+        &[
+            "-c",
+            r#"source <(inference-access completion bash)
+               COMP_WORDS=(inference-access token -n team-a b); COMP_CWORD=4; COMP_TYPE=9
+               _clap_complete_inference_access inference-access b team-a
+               printf '%s\n' "${COMPREPLY[@]}""#,
+        ],
+        &kubeconfig_env,
+        &bin,
+    )
+    .await;
+    assert_eq!(
+        bash.ok().split_whitespace().collect::<Vec<_>>(),
+        ["beta"],
+        "{}",
+        bash.stderr
+    );
+
+    // Real kubectl, completing its plugin: `kubectl inference-access status -n team-b <TAB>`.
+    let kubectl = packaging_tests::tool_path(packaging_tests::Tool::Kubectl)
+        .unwrap_or_else(|err| panic!("{err}"));
+    let completed = run_env(
+        &kubectl,
+        &[
+            "__complete",
+            "inference-access",
+            "status",
+            "-n",
+            "team-b",
+            "",
+        ],
+        &kubeconfig_env,
+        &bin,
+    )
+    .await;
+    let lines: Vec<&str> = completed.ok().lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "gamma\tInferenceService sklearn-iris, not reconciled yet",
+            ":4"
+        ],
+        "{}",
+        completed.stderr
+    );
+}
