@@ -9,7 +9,7 @@ export HELM3 ?= $(TOOLS)/helm3
 # Bounded parallelism for a 2-core machine: suites run in parallel, builds do not thrash.
 export RUST_TEST_THREADS ?= 4
 
-.PHONY: help build test unit lint fmt crds sync verify tools model-server setup demo bench clean
+.PHONY: help build test unit lint fmt crds sync verify tools model-server setup demo bench image verify-image clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -42,7 +42,7 @@ crds: ## Regenerate crds/ from the Rust types, and its copies in charts/ and con
 	$(CARGO) run --quiet --bin inference-access -- crd > crds/inference-access.io_inferenceaccesses.yaml
 	hack/sync.sh
 
-sync: ## Copy crds/, config/rbac/ and examples/ into the chart and config/
+sync: ## Copy crds/, config/rbac/, the alerts, the dashboard and examples/ into the chart and config/
 	hack/sync.sh
 
 verify: lint tools ## fmt, clippy, CRD drift, chart/config sync, helm lint+template, kustomize build, promtool check
@@ -55,6 +55,12 @@ demo: setup ## No cluster needed: the KServe sample end to end on kube-local, en
 
 bench: ## Control-plane throughput and watch figures (release build; see tests/kube-local/README.md)
 	$(CARGO) run --release -p kube-local --example bench
+
+image: ## Build the image from the Dockerfile with docker, podman, nerdctl or buildah (IMAGE=name:tag); says why not without one
+	hack/image.sh
+
+verify-image: ## Without an engine: build the image's binary with the Dockerfile's cargo flags, run it as the image's user (root; release build)
+	hack/verify-image.sh
 
 clean: ## Remove build output
 	$(CARGO) clean
