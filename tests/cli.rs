@@ -3,6 +3,7 @@
 //! model server. Exit codes, human output and `-o json` are asserted.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -85,17 +86,24 @@ impl Run {
 /// Runs the binary (as `program`, for the kubectl plugin name) without blocking the runtime the
 /// control plane and gateway serve on.
 async fn run_as(program: &Path, args: &[&str], kubeconfig: Option<&Path>, stdin: &str) -> Run {
+    let env: Vec<(&str, &OsStr)> = kubeconfig
+        .map(|path| ("KUBECONFIG", path.as_os_str()))
+        .into_iter()
+        .collect();
+    run_with_env(program, args, &env, stdin).await
+}
+
+/// Runs `program` with `env` (and KUBECONFIG only when `env` sets it), as [`run_as`].
+async fn run_with_env(program: &Path, args: &[&str], env: &[(&str, &OsStr)], stdin: &str) -> Run {
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
         .env_remove("KUBECONFIG")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Some(path) = kubeconfig {
-        command.env("KUBECONFIG", path);
-    }
     let mut child = command.spawn().unwrap();
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin.as_bytes()).await.unwrap();
@@ -1015,74 +1023,27 @@ async fn completion_prints_a_script_for_each_shell() {
     assert_eq!(unknown.code, 2, "{}", unknown.stderr);
 }
 
-/// Runs `program` with extra environment variables and PATH put first, as a shell or kubectl
-/// runs the completer.
-async fn run_env(
-    program: &Path,
-    args: &[&str],
-    env: &[(&str, &std::ffi::OsStr)],
-    path_first: &Path,
-) -> Run {
-    let path = std::env::join_paths(std::iter::once(path_first.to_path_buf()).chain(
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
-    ))
-    .unwrap();
-    let output = tokio::time::timeout(
-        WAIT,
-        tokio::process::Command::new(program)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the command finishes")
-    .unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
-}
-
 #[tokio::test]
 async fn completion_lists_the_accesses_of_the_namespace_in_bash_and_through_kubectl() {
-    let plane = kube_local::ControlPlane::builder()
-        .load_crds(&[repo("crds/inference-access.io_inferenceaccesses.yaml")])
-        .start()
-        .await
-        .unwrap();
-    let dir = TempDir::new();
-    let kubeconfig = dir.0.join("kubeconfig");
-    plane.write_kubeconfig(&kubeconfig).unwrap();
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
-            &Default::default(),
-        )
-        .await
-        .unwrap(),
-    )
-    .unwrap();
-    for (namespace, name) in [("team-a", "alpha"), ("team-a", "beta"), ("team-b", "gamma")] {
+    let world = World::start().await;
+    for (namespace, name) in [(NS, "alpha"), (NS, "beta"), ("team-b", "gamma")] {
         let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
-        let _ = Api::<Namespace>::all(client.clone())
+        let _ = Api::<Namespace>::all(world.client.clone())
             .create(&PostParams::default(), &serde_json::from_value(ns).unwrap())
             .await;
         let access: InferenceAccess = serde_json::from_value(json!({
             "apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess",
             "metadata": {"name": name, "namespace": namespace},
-            "spec": {"inferenceService": {"name": "sklearn-iris"}}
+            "spec": {"inferenceService": {"name": MODEL}}
         }))
         .unwrap();
-        Api::<InferenceAccess>::namespaced(client.clone(), namespace)
+        Api::<InferenceAccess>::namespaced(world.client.clone(), namespace)
             .create(&PostParams::default(), &access)
             .await
             .unwrap();
     }
-    // The binary under the names the shell and kubectl look for on PATH.
+    let dir = TempDir::new();
+    // The binary under the names the shell and kubectl look for on PATH, put first.
     let bin = dir.0.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     for name in [
@@ -1092,19 +1053,20 @@ async fn completion_lists_the_accesses_of_the_namespace_in_bash_and_through_kube
     ] {
         std::os::unix::fs::symlink(binary(), bin.join(name)).unwrap();
     }
-    let kubeconfig_env = [("KUBECONFIG", kubeconfig.as_os_str())];
+    let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let env = [
+        ("KUBECONFIG", world.kubeconfig.as_os_str()),
+        ("PATH", path.as_os_str()),
+    ];
 
     // The protocol the scripts speak (fish's: the line so far, the last word being completed).
-    let fish = std::ffi::OsStr::new("fish");
-    let mut env = kubeconfig_env.to_vec();
-    env.push(("INFERENCE_ACCESS_COMPLETE", fish));
-    let listed = run_env(
-        &bin.join("inference-access"),
-        &["--", "inference-access", "status", "-n", "team-a", ""],
-        &env,
-        &bin,
-    )
-    .await;
+    let mut fish = env.to_vec();
+    fish.push(("INFERENCE_ACCESS_COMPLETE", OsStr::new("fish")));
+    let line = ["--", "inference-access", "status", "-n", NS, ""];
+    let listed = run_with_env(&bin.join("inference-access"), &line, &fish, "").await;
     // The namespace's accesses with their model and state, then (the word is empty) the flags.
     let lines: Vec<&str> = listed.ok().lines().collect();
     assert_eq!(
@@ -1116,20 +1078,14 @@ async fn completion_lists_the_accesses_of_the_namespace_in_bash_and_through_kube
     );
     assert!(lines[2..].iter().all(|l| l.starts_with("--")), "{lines:?}");
 
-    // Real bash with the script `completion bash` prints: `inference-access token -n team-a b<TAB>`.
-    let bash = run_env(
-        Path::new("bash"),
-        &[
-            "-c",
-            r#"source <(inference-access completion bash)
-               COMP_WORDS=(inference-access token -n team-a b); COMP_CWORD=4; COMP_TYPE=9
-               _clap_complete_inference_access inference-access b team-a
-               printf '%s\n' "${COMPREPLY[@]}""#,
-        ],
-        &kubeconfig_env,
-        &bin,
-    )
-    .await;
+    // Real bash with the script `completion bash` prints: `inference-access token -n NS b<TAB>`.
+    let script = format!(
+        r#"source <(inference-access completion bash)
+           COMP_WORDS=(inference-access token -n {NS} b); COMP_CWORD=4; COMP_TYPE=9
+           _clap_complete_inference_access inference-access b {NS}
+           printf '%s\n' "${{COMPREPLY[@]}}""#
+    );
+    let bash = run_with_env(Path::new("bash"), &["-c", &script], &env, "").await;
     assert_eq!(
         bash.ok().split_whitespace().collect::<Vec<_>>(),
         ["beta"],
@@ -1140,20 +1096,15 @@ async fn completion_lists_the_accesses_of_the_namespace_in_bash_and_through_kube
     // Real kubectl, completing its plugin: `kubectl inference-access status -n team-b <TAB>`.
     let kubectl = packaging_tests::tool_path(packaging_tests::Tool::Kubectl)
         .unwrap_or_else(|err| panic!("{err}"));
-    let completed = run_env(
-        &kubectl,
-        &[
-            "__complete",
-            "inference-access",
-            "status",
-            "-n",
-            "team-b",
-            "",
-        ],
-        &kubeconfig_env,
-        &bin,
-    )
-    .await;
+    let line = [
+        "__complete",
+        "inference-access",
+        "status",
+        "-n",
+        "team-b",
+        "",
+    ];
+    let completed = run_with_env(&kubectl, &line, &env, "").await;
     let lines: Vec<&str> = completed.ok().lines().collect();
     assert_eq!(
         lines,

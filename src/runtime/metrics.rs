@@ -300,8 +300,11 @@ impl Collector for AccessCollector {
 #[cfg(test)]
 mod tests {
     use jiff::SignedDuration;
+    use kube::runtime::reflector::store::{Writer, store};
+    use kube::runtime::watcher::Event;
 
     use super::*;
+    use crate::fixtures::{access, ts};
 
     #[test]
     fn exposition_has_every_metric_with_bounded_labels() {
@@ -342,32 +345,34 @@ mod tests {
         );
     }
 
-    fn ts(s: &str) -> Timestamp {
-        s.parse().unwrap()
+    /// `client` in `ns`, with `status`.
+    fn cached_access(status: serde_json::Value) -> InferenceAccess {
+        let mut access = access(serde_json::json!({"inferenceService": {"name": "m"}})).build();
+        access.status = serde_json::from_value(status).unwrap();
+        access
+    }
+
+    /// Metrics watching a cache, and the cache's writer.
+    fn watching() -> (Metrics, Writer<InferenceAccess>) {
+        let metrics = Metrics::default();
+        let (reader, writer) = store::<InferenceAccess>();
+        metrics.watch_expiry(reader);
+        (metrics, writer)
     }
 
     #[test]
     fn per_access_series_come_from_the_cache_and_leave_with_the_access() {
-        use kube::runtime::reflector::store;
-        use kube::runtime::watcher::Event;
-        let metrics = Metrics::default();
-        let (reader, mut writer) = store::<InferenceAccess>();
-        metrics.watch_expiry(reader);
-        let access: InferenceAccess = serde_json::from_value(serde_json::json!({
-            "apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess",
-            "metadata": {"name": "client", "namespace": "ns"},
-            "spec": {"inferenceService": {"name": "m"}},
-            "status": {
-                "tokenExpirationTime": "2026-01-01T01:00:00Z",
-                "renewalTime": "2026-01-01T00:40:00Z",
-                "conditions": [
-                    {"type": "Ready", "status": "False", "reason": "InferenceServiceNotReady", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"},
-                    {"type": "CredentialIssued", "status": "True", "reason": "Issued", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"},
-                    {"type": "Invented", "status": "True", "reason": "X", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"},
-                ]
-            }
-        }))
-        .unwrap();
+        let (metrics, mut writer) = watching();
+        let condition = |type_: &str, status: &str| serde_json::json!({"type": type_, "status": status, "reason": "R", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"});
+        let access = cached_access(serde_json::json!({
+            "tokenExpirationTime": "2026-01-01T01:00:00Z",
+            "renewalTime": "2026-01-01T00:40:00Z",
+            "conditions": [
+                condition("Ready", "False"),
+                condition("CredentialIssued", "True"),
+                condition("Invented", "True"),
+            ]
+        }));
         writer.apply_watcher_event(&Event::Apply(access.clone()));
         let labels = "namespace=\"ns\",name=\"client\",secret_name=\"client-credential\"";
         // The issue time only once a reconcile reported the credential the status shows.
@@ -386,14 +391,21 @@ mod tests {
         );
         metrics.credential_held("ns", "client", issued_at, expires_at);
         let text = metrics.encode().unwrap();
+        let condition = |type_: &str, status: &str, value: u8| {
+            format!(
+                "inference_access_status_condition{{namespace=\"ns\",name=\"client\",type=\"{type_}\",status=\"{status}\"}} {value}"
+            )
+        };
         for series in [
-            format!("inference_access_credential_expiration_timestamp_seconds{{{labels}}} 1767229200"),
+            format!(
+                "inference_access_credential_expiration_timestamp_seconds{{{labels}}} 1767229200"
+            ),
             format!("{issued} 1767225600"),
             format!("inference_access_credential_renewal_timestamp_seconds{{{labels}}} 1767228000"),
-            "inference_access_status_condition{namespace=\"ns\",name=\"client\",type=\"Ready\",status=\"True\"} 0".into(),
-            "inference_access_status_condition{namespace=\"ns\",name=\"client\",type=\"Ready\",status=\"False\"} 1".into(),
-            "inference_access_status_condition{namespace=\"ns\",name=\"client\",type=\"Ready\",status=\"Unknown\"} 0".into(),
-            "inference_access_status_condition{namespace=\"ns\",name=\"client\",type=\"CredentialIssued\",status=\"True\"} 1".into(),
+            condition("Ready", "True", 0),
+            condition("Ready", "False", 1),
+            condition("Ready", "Unknown", 0),
+            condition("CredentialIssued", "True", 1),
         ] {
             assert!(text.contains(&series), "missing {series:?} in:\n{text}");
         }
@@ -407,21 +419,11 @@ mod tests {
 
     #[test]
     fn an_access_without_a_status_is_ready_unknown() {
-        use kube::runtime::reflector::store;
-        use kube::runtime::watcher::Event;
-        let metrics = Metrics::default();
-        let (reader, mut writer) = store::<InferenceAccess>();
-        metrics.watch_expiry(reader);
-        let access: InferenceAccess = serde_json::from_value(serde_json::json!({
-            "apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess",
-            "metadata": {"name": "new", "namespace": "ns"},
-            "spec": {"inferenceService": {"name": "m"}}
-        }))
-        .unwrap();
-        writer.apply_watcher_event(&Event::Apply(access));
+        let (metrics, mut writer) = watching();
+        writer.apply_watcher_event(&Event::Apply(cached_access(serde_json::Value::Null)));
         let text = metrics.encode().unwrap();
         assert!(
-            text.contains("inference_access_status_condition{namespace=\"ns\",name=\"new\",type=\"Ready\",status=\"Unknown\"} 1"),
+            text.contains("inference_access_status_condition{namespace=\"ns\",name=\"client\",type=\"Ready\",status=\"Unknown\"} 1"),
             "{text}"
         );
         assert!(

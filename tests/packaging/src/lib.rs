@@ -181,6 +181,22 @@ pub fn read_yaml(relative: &str) -> Result<Value, String> {
     serde_yaml::from_str(&text).map_err(|err| format!("{relative} is not valid YAML: {err}"))
 }
 
+/// The operator's version from the root Cargo.toml's `[package]` table.
+pub fn crate_version() -> Result<String, String> {
+    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml"))
+        .map_err(|err| format!("cannot read Cargo.toml: {err}"))?;
+    let package = manifest
+        .split("\n[")
+        .find(|table| table.starts_with("package]"))
+        .ok_or("Cargo.toml has no [package] table")?;
+    package
+        .lines()
+        .find_map(|line| line.strip_prefix("version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .map(str::to_owned)
+        .ok_or_else(|| "[package] has no version".to_owned())
+}
+
 /// The RBAC rules the packaging ships, from one of the files in `config/rbac/` (`role.yaml`: the
 /// operator's ClusterRole; `leader_election_role.yaml`: its Lease Role). The chart and kustomize
 /// grant exactly these, so an end-to-end test that runs the operator with them proves the

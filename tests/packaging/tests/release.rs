@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use packaging_tests::{read_yaml, repo_root};
+use packaging_tests::{crate_version, read_yaml, repo_root};
 use serde_json::Value;
 
 const PLATFORMS: [(&str, &str); 4] = [
@@ -59,22 +59,6 @@ fn sha256(path: &Path) -> String {
         .split_whitespace()
         .next()
         .unwrap_or_default()
-        .to_owned()
-}
-
-fn crate_version() -> String {
-    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml"))
-        .unwrap_or_else(|err| panic!("{err}"));
-    manifest
-        .split("\n[")
-        .find(|table| table.starts_with("package]"))
-        .and_then(|package| {
-            package
-                .lines()
-                .find_map(|line| line.strip_prefix("version = \""))
-        })
-        .and_then(|rest| rest.strip_suffix('"'))
-        .unwrap_or_else(|| panic!("Cargo.toml has no [package] version"))
         .to_owned()
 }
 
@@ -169,7 +153,7 @@ fn krew_violations(manifest: &Value, file_stem: &str) -> Vec<String> {
 #[test]
 fn the_release_archives_and_krew_manifest_install_the_plugin_as_krew_expects() {
     let scratch = Scratch::new("krew");
-    let version = format!("v{}", crate_version());
+    let version = format!("v{}", crate_version().unwrap_or_else(|err| panic!("{err}")));
     let dist = scratch.0.join("dist");
     let dist_arg = dist.to_string_lossy().into_owned();
     let mut sums = Vec::new();
