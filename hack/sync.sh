@@ -5,6 +5,8 @@
 #   config/rbac/<role files>         -> charts/inference-access/files/rbac/ (the chart's templates
 #                                       read rules and aggregation labels from there)
 #   examples/sklearn-iris.yaml       -> config/samples/sklearn-iris.yaml
+#   config/prometheus/rules.yaml     -> charts/inference-access/files/prometheus/ (PrometheusRule)
+#   config/grafana/*.json            -> charts/inference-access/files/grafana/ (dashboard ConfigMap)
 # Helm and kustomize can only read files inside their own folders, hence copies, not links.
 #
 # Usage: hack/sync.sh           write the copies
@@ -25,7 +27,8 @@ esac
 # The chart reads these files from config/rbac/ (see templates/_helpers.tpl).
 rbac_files=(role.yaml leader_election_role.yaml inferenceaccess_editor_role.yaml inferenceaccess_viewer_role.yaml)
 # Folders whose whole content is generated here, and single generated files.
-managed_dirs=(charts/inference-access/crds charts/inference-access/files/rbac config/crd/bases)
+managed_dirs=(charts/inference-access/crds charts/inference-access/files/rbac config/crd/bases
+  charts/inference-access/files/prometheus charts/inference-access/files/grafana)
 managed_files=(config/crd/kustomization.yaml config/samples/sklearn-iris.yaml)
 
 stage="$(mktemp -d)"
@@ -60,6 +63,8 @@ for file in "${rbac_files[@]}"; do
 done
 
 cp examples/sklearn-iris.yaml "${stage}/config/samples/sklearn-iris.yaml"
+cp config/prometheus/rules.yaml "${stage}/charts/inference-access/files/prometheus/rules.yaml"
+cp config/grafana/*.json "${stage}/charts/inference-access/files/grafana/"
 
 if [[ "${mode}" == check ]]; then
   drift=0
@@ -70,7 +75,7 @@ if [[ "${mode}" == check ]]; then
     diff -u "${file}" "${stage}/${file}" || drift=1
   done
   if [[ ${drift} -ne 0 ]]; then
-    echo "verify-sync: copies of crds/, config/rbac/ or examples/ have drifted: run hack/sync.sh" >&2
+    echo "verify-sync: copies of crds/, config/rbac/, config/prometheus/, config/grafana/ or examples/ have drifted: run hack/sync.sh" >&2
     exit 1
   fi
   echo "verify-sync: chart, config/ and crds/ agree"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The packaging part of `make verify`: copies in sync, chart lint + template (Helm 4, and Helm 3
-# when `helm3` is installed), every kustomize tree renders. Quick (a few seconds) and offline;
+# when `helm3` is installed), every kustomize tree renders, the alert rules parse (promtool).
+# Quick (a few seconds) and offline;
 # the deeper checks of what is rendered live in tests/packaging (`cargo test -p packaging-tests`).
-# Tools: $HELM / $KUBECTL / $HELM3, else .tools/bin (`make tools`), else PATH.
+# Tools: $HELM / $KUBECTL / $HELM3 / $PROMTOOL, else .tools/bin (`make tools`), else PATH.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,13 +27,15 @@ find_tool() {
 helm="$(find_tool helm "${HELM:-}")"
 kubectl="$(find_tool kubectl "${KUBECTL:-}")"
 helm3="$(find_tool helm3 "${HELM3:-}" 2>/dev/null || true)"
+promtool="$(find_tool promtool "${PROMTOOL:-}")"
 
 hack/verify-sync.sh
 
 chart=charts/inference-access
 value_sets=(
   ""
-  "--set replicaCount=2 --set metrics.serviceMonitor.enabled=true --set controller.watchNamespaces={a,b}"
+  "--set replicaCount=2 --set metrics.serviceMonitor.enabled=true --set controller.watchNamespaces={a,b}
+   --set metrics.prometheusRule.enabled=true --set metrics.grafanaDashboard.enabled=true"
 )
 for helm_bin in "${helm}" ${helm3:+"${helm3}"}; do
   version="$("${helm_bin}" version --short)"
@@ -52,3 +55,6 @@ for tree in config/default config/overlays/kubeflow config/samples; do
   "${kubectl}" kustomize "${tree}" >/dev/null
 done
 echo "verify-packaging: kubectl kustomize renders config/default, config/overlays/kubeflow, config/samples"
+
+"${promtool}" check rules config/prometheus/rules.yaml >/dev/null
+echo "verify-packaging: promtool check rules config/prometheus/rules.yaml clean (tests/prometheus: cargo test -p packaging-tests)"

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -24,6 +24,10 @@ enum Command {
     Crd,
     #[command(flatten)]
     Client(inference_access::cli::Command),
+    /// Print a completion script for bash, zsh or fish; it completes commands, flags and the
+    /// names of the namespace's accesses. Load it with `source <(inference-access completion
+    /// bash)` (zsh likewise; fish: `inference-access completion fish | source`).
+    Completion(inference_access::cli::completion::Args),
 }
 
 #[derive(clap::Args)]
@@ -89,12 +93,18 @@ fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = inference_access::cli::completion::intercept(Cli::command) {
+        return code;
+    }
     let result = match Cli::parse().command {
         Command::Crd => inference_access::api::crd::crd_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(|e| format!("cannot render the CRD: {e}")),
         Command::Controller(args) => run_controller(args),
         Command::Client(command) => inference_access::cli::run(command),
+        Command::Completion(args) => {
+            inference_access::cli::completion::print(&args, &Cli::command())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 //! model server. Exit codes, human output and `-o json` are asserted.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -85,17 +86,24 @@ impl Run {
 /// Runs the binary (as `program`, for the kubectl plugin name) without blocking the runtime the
 /// control plane and gateway serve on.
 async fn run_as(program: &Path, args: &[&str], kubeconfig: Option<&Path>, stdin: &str) -> Run {
+    let env: Vec<(&str, &OsStr)> = kubeconfig
+        .map(|path| ("KUBECONFIG", path.as_os_str()))
+        .into_iter()
+        .collect();
+    run_with_env(program, args, &env, stdin).await
+}
+
+/// Runs `program` with `env` (and KUBECONFIG only when `env` sets it), as [`run_as`].
+async fn run_with_env(program: &Path, args: &[&str], env: &[(&str, &OsStr)], stdin: &str) -> Run {
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
         .env_remove("KUBECONFIG")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Some(path) = kubeconfig {
-        command.env("KUBECONFIG", path);
-    }
     let mut child = command.spawn().unwrap();
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin.as_bytes()).await.unwrap();
@@ -989,5 +997,126 @@ async fn renew_sets_the_annotation_and_waits_for_the_new_credential() {
             .contains("did not renew the credential within 1s"),
         "{}",
         stuck.stderr
+    );
+}
+
+// --- shell completion -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn completion_prints_a_script_for_each_shell() {
+    for (shell, registers) in [
+        (
+            "bash",
+            "-F _clap_complete_inference_access inference-access",
+        ),
+        ("zsh", "#compdef inference-access"),
+        (
+            "fish",
+            "complete --keep-order --exclusive --command inference-access",
+        ),
+    ] {
+        let script = run(&["completion", shell], None).await;
+        let text = script.ok();
+        assert!(text.contains(registers), "{shell}:\n{text}");
+        assert!(
+            text.contains("INFERENCE_ACCESS_COMPLETE"),
+            "{shell}:\n{text}"
+        );
+    }
+    let unknown = run(&["completion", "tcsh"], None).await;
+    assert_eq!(unknown.code, 2, "{}", unknown.stderr);
+}
+
+#[tokio::test]
+async fn completion_lists_the_accesses_of_the_namespace_in_bash_and_through_kubectl() {
+    let world = World::start().await;
+    for (namespace, name) in [(NS, "alpha"), (NS, "beta"), ("team-b", "gamma")] {
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
+        let _ = Api::<Namespace>::all(world.client.clone())
+            .create(&PostParams::default(), &serde_json::from_value(ns).unwrap())
+            .await;
+        let access: InferenceAccess = serde_json::from_value(json!({
+            "apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"inferenceService": {"name": MODEL}}
+        }))
+        .unwrap();
+        Api::<InferenceAccess>::namespaced(world.client.clone(), namespace)
+            .create(&PostParams::default(), &access)
+            .await
+            .unwrap();
+    }
+    let dir = TempDir::new();
+    // The binary under the names the shell and kubectl look for on PATH, put first.
+    let bin = dir.0.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for name in [
+        "inference-access",
+        "kubectl-inference_access",
+        "kubectl_complete-inference_access",
+    ] {
+        std::os::unix::fs::symlink(binary(), bin.join(name)).unwrap();
+    }
+    let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let env = [
+        ("KUBECONFIG", world.kubeconfig.as_os_str()),
+        ("PATH", path.as_os_str()),
+    ];
+
+    // The protocol the scripts speak (fish's: the line so far, the last word being completed).
+    let mut fish = env.to_vec();
+    fish.push(("INFERENCE_ACCESS_COMPLETE", OsStr::new("fish")));
+    let line = ["--", "inference-access", "status", "-n", NS, ""];
+    let listed = run_with_env(&bin.join("inference-access"), &line, &fish, "").await;
+    // The namespace's accesses with their model and state, then (the word is empty) the flags.
+    let lines: Vec<&str> = listed.ok().lines().collect();
+    assert_eq!(
+        lines[..2],
+        [
+            "alpha\tInferenceService sklearn-iris, not reconciled yet",
+            "beta\tInferenceService sklearn-iris, not reconciled yet"
+        ]
+    );
+    assert!(lines[2..].iter().all(|l| l.starts_with("--")), "{lines:?}");
+
+    // Real bash with the script `completion bash` prints: `inference-access token -n NS b<TAB>`.
+    let script = format!(
+        r#"source <(inference-access completion bash)
+           COMP_WORDS=(inference-access token -n {NS} b); COMP_CWORD=4; COMP_TYPE=9
+           _clap_complete_inference_access inference-access b {NS}
+           printf '%s\n' "${{COMPREPLY[@]}}""#
+    );
+    let bash = run_with_env(Path::new("bash"), &["-c", &script], &env, "").await;
+    assert_eq!(
+        bash.ok().split_whitespace().collect::<Vec<_>>(),
+        ["beta"],
+        "{}",
+        bash.stderr
+    );
+
+    // Real kubectl, completing its plugin: `kubectl inference-access status -n team-b <TAB>`.
+    let kubectl = packaging_tests::tool_path(packaging_tests::Tool::Kubectl)
+        .unwrap_or_else(|err| panic!("{err}"));
+    let line = [
+        "__complete",
+        "inference-access",
+        "status",
+        "-n",
+        "team-b",
+        "",
+    ];
+    let completed = run_with_env(&kubectl, &line, &env, "").await;
+    let lines: Vec<&str> = completed.ok().lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "gamma\tInferenceService sklearn-iris, not reconciled yet",
+            ":4"
+        ],
+        "{}",
+        completed.stderr
     );
 }

@@ -1,12 +1,14 @@
 //! The client side: commands people run against an access (also as the kubectl plugin
 //! `kubectl-inference_access`: `ln -s inference-access kubectl-inference_access` somewhere on
-//! PATH, then `kubectl inference-access predict ...`; clap takes the usage name from argv[0]).
+//! PATH, then `kubectl inference-access predict ...`; clap takes the usage name from argv[0]),
+//! and their shell completion ([`completion`]).
 //!
 //! Every command is a thin shell: read what it needs (kube-rs with the kubeconfig, the gateway
 //! through [`crate::gateway::client`]), then a pure function builds what is printed, so the
 //! output formats are unit-tested without a cluster.
 
 mod access;
+pub mod completion;
 mod curl;
 pub mod limits;
 mod login;

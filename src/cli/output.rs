@@ -52,6 +52,58 @@ pub fn relative(at: jiff::Timestamp, now: jiff::Timestamp) -> String {
     }
 }
 
+/// How long ago `at` was, as kubectl prints an AGE (its `translateTimestampSince`, apimachinery's
+/// `HumanDuration`): a time up to 2 s ahead of this machine's clock is clock skew and reads "0s"
+/// (an Event stamped by the API server right after issuance); further ahead, "<invalid>".
+pub fn age(at: jiff::Timestamp, now: jiff::Timestamp) -> String {
+    let elapsed = now.duration_since(at);
+    // Whole seconds, truncated toward zero as Go's int(d.Seconds()).
+    let seconds = elapsed.as_secs();
+    if seconds < -1 {
+        return "<invalid>".into();
+    }
+    if seconds < 0 {
+        return "0s".into();
+    }
+    if seconds < 120 {
+        return format!("{seconds}s");
+    }
+    let minutes = seconds / 60;
+    if minutes < 10 {
+        return match seconds % 60 {
+            0 => format!("{minutes}m"),
+            s => format!("{minutes}m{s}s"),
+        };
+    }
+    if minutes < 180 {
+        return format!("{minutes}m");
+    }
+    let hours = minutes / 60;
+    let (days, years) = (hours / 24, hours / 24 / 365);
+    if hours < 8 {
+        match minutes % 60 {
+            0 => format!("{hours}h"),
+            m => format!("{hours}h{m}m"),
+        }
+    } else if hours < 48 {
+        format!("{hours}h")
+    } else if hours < 24 * 8 {
+        match hours % 24 {
+            0 => format!("{days}d"),
+            h => format!("{days}d{h}h"),
+        }
+    } else if hours < 24 * 365 * 2 {
+        format!("{days}d")
+    } else if hours < 24 * 365 * 8 {
+        match days % 365 {
+            0 => format!("{years}y"),
+            d => format!("{years}y{d}d"),
+        }
+    } else {
+        format!("{years}y")
+    }
+}
+
 /// Left-aligned columns separated by two spaces, as kubectl prints tables.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -101,6 +153,40 @@ mod tests {
         ];
         for (at, expected) in cases {
             assert_eq!(relative(ts(at), now), expected, "{at}");
+        }
+    }
+
+    #[test]
+    fn ages_read_as_kubectl_prints_them() {
+        let now: jiff::Timestamp = "2026-11-27T20:00:00Z".parse().unwrap();
+        let ago = |seconds: i64| now - jiff::SignedDuration::from_secs(seconds);
+        let cases = [
+            // Clock skew: an Event stamped just ahead of this machine's clock.
+            (now + jiff::SignedDuration::from_millis(1_900), "0s"),
+            (now + jiff::SignedDuration::from_millis(300), "0s"),
+            (now + jiff::SignedDuration::from_secs(2), "<invalid>"),
+            (now, "0s"),
+            (ago(59), "59s"),
+            (ago(119), "119s"),
+            (ago(120), "2m"),
+            (ago(150), "2m30s"),
+            (ago(599), "9m59s"),
+            (ago(600), "10m"),
+            (ago(179 * 60 + 59), "179m"),
+            (ago(3 * 3600), "3h"),
+            (ago(7 * 3600 + 5 * 60), "7h5m"),
+            (ago(8 * 3600 + 5 * 60), "8h"),
+            (ago(47 * 3600), "47h"),
+            (ago(48 * 3600), "2d"),
+            (ago(7 * 86_400 + 23 * 3600), "7d23h"),
+            (ago(8 * 86_400), "8d"),
+            (ago(729 * 86_400), "729d"),
+            (ago(730 * 86_400), "2y"),
+            (ago(731 * 86_400), "2y1d"),
+            (ago(8 * 365 * 86_400), "8y"),
+        ];
+        for (at, expected) in cases {
+            assert_eq!(age(at, now), expected, "{at}");
         }
     }
 

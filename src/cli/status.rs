@@ -10,7 +10,7 @@ use kube::api::ListParams;
 use serde::Serialize;
 
 use super::access::{Cluster, api_error, secret_name};
-use super::output::{relative, table};
+use super::output::{age, relative, table};
 use super::{Output, Target};
 use crate::api::inference_service::Readiness;
 use crate::api::{AuthorizationPolicy, InferenceService};
@@ -348,10 +348,8 @@ pub fn human(report: &Report, now: Timestamp) -> String {
             .events
             .iter()
             .map(|e| {
-                let age = e
-                    .time
-                    .map(|t| relative(t, now).trim_end_matches(" ago").to_owned())
-                    .unwrap_or_else(|| "-".into());
+                // As kubectl: "<unknown>" without a time.
+                let age = e.time.map_or_else(|| "<unknown>".into(), |t| age(t, now));
                 vec![
                     e.type_.clone(),
                     e.reason.clone(),
@@ -433,6 +431,27 @@ mod tests {
              Access policy:\n  Mode:  AuthorizationPolicy\n  AuthorizationPolicy:  sklearn-iris-client (exists)\n\
              Events:\n  TYPE    REASON  AGE  FROM              MESSAGE\n  Normal  Issued  2m   inference-access  issued a token\n"
         );
+    }
+
+    #[test]
+    fn an_event_stamped_just_ahead_of_this_clock_is_0s_old_as_kubectl_shows_it() {
+        let mut r = report();
+        let now = ts("2026-11-27T20:00:00Z");
+        r.events[0].time = Some(ts("2026-11-27T20:00:01Z"));
+        r.events.push(EventView {
+            time: None,
+            ..r.events[0].clone()
+        });
+        let text = human(&r, now);
+        assert!(
+            text.contains("  Normal  Issued  0s         inference-access  issued a token\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  Normal  Issued  <unknown>  inference-access  issued a token\n"),
+            "{text}"
+        );
+        assert!(!text.contains("in 0s"), "{text}");
     }
 
     #[test]

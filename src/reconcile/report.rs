@@ -1,5 +1,5 @@
 //! Publishing what a reconcile found: the status (only when it changed), the Events, and the
-//! minted-credential metric and log line.
+//! credential metrics (minted, held) and log line.
 
 use jiff::Timestamp;
 use kube::runtime::events::Event;
@@ -39,6 +39,16 @@ pub async fn publish(
 
 pub fn count_minted(ctx: &Context, plan: &Plan, outcomes: &Outcomes) {
     let Some(issue) = &outcomes.issue else { return };
+    // The issue time of the credential the status reports, which gives the expiry alert its
+    // lifetime (the status carries only the expiry).
+    if let Some(held) = &issue.held {
+        ctx.metrics.credential_held(
+            &plan.access.namespace,
+            &plan.access.name,
+            held.issued_at,
+            held.expires_at,
+        );
+    }
     if let (
         IssueResult::Ready {
             minted: Some(why), ..

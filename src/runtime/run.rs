@@ -91,19 +91,22 @@ async fn work(
     let run_controllers = controller::run(
         client.clone(),
         options.controller,
-        metrics,
+        metrics.clone(),
         health,
         stopped.clone(),
     );
     let Some(settings) = options.leader else {
+        metrics.leading(true);
         run_controllers.await;
+        metrics.leading(false);
         return Ok(());
     };
     let elector = Elector::new(client, settings);
     if !elector.acquire(&mut stopped).await {
         return Ok(());
     }
-    tokio::select! {
+    metrics.leading(true);
+    let result = tokio::select! {
         () = run_controllers => {
             elector.release().await;
             Ok(())
@@ -112,7 +115,9 @@ async fn work(
             error!("lost leadership: exiting so a standby replica takes over");
             Err("lost the leader Lease".into())
         }
-    }
+    };
+    metrics.leading(false);
+    result
 }
 
 async fn terminate_signal() {

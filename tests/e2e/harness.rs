@@ -216,12 +216,8 @@ impl Env {
 
     /// Runs the real kubectl as the admin; its output, or a failed test with it.
     pub async fn kubectl(&self, args: Vec<String>) -> String {
-        let kubectl = std::env::var("KUBECTL")
-            .unwrap_or_else(|_| repo(".tools/bin/kubectl").display().to_string());
-        assert!(
-            Path::new(&kubectl).exists(),
-            "kubectl not found at {kubectl}: run `make tools` (or set KUBECTL)"
-        );
+        let kubectl = packaging_tests::tool_path(packaging_tests::Tool::Kubectl)
+            .unwrap_or_else(|err| panic!("{err}"));
         // Async: kube-local serves from this test's own runtime, so a blocking wait would
         // starve it.
         let out = Command::new(&kubectl)
@@ -241,6 +237,31 @@ impl Env {
 
     pub async fn wait_ready(&self, name: &str) -> InferenceAccess {
         wait_for(&self.api::<InferenceAccess>(), name, is_ready()).await
+    }
+
+    /// Where the operator serves /metrics, /healthz and /readyz: it logs the address before it
+    /// does anything else. The log has no change notification, so this reads it on a short tick
+    /// until the deadline.
+    pub async fn ops_addr(&self) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default();
+            let addr = log.lines().find_map(|l| {
+                l.contains("serving /metrics")
+                    .then(|| l.rsplit("addr=").next())
+                    .flatten()
+            });
+            if let Some(addr) = addr {
+                return addr.trim().to_owned();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the operator did not log its ops address within {WAIT:?}"
+            );
+            tick.tick().await;
+        }
     }
 }
 

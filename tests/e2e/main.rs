@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod harness;
+mod prometheus;
 
 mod examples;
 mod refusals;

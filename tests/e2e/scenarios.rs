@@ -612,18 +612,7 @@ async fn the_operator_serves_metrics_health_and_readiness() {
     let env = Env::start().await;
     env.apply_example().await;
     env.wait_ready(ACCESS).await;
-    // The operator printed where it serves before it did anything else.
-    let log = std::fs::read_to_string(env.dir.path().join("operator.log")).unwrap();
-    let addr = log
-        .lines()
-        .find_map(|l| {
-            l.contains("serving /metrics")
-                .then(|| l.rsplit("addr=").next())
-                .flatten()
-        })
-        .expect("the operator logs its ops address")
-        .trim()
-        .to_owned();
+    let addr = env.ops_addr().await;
     let client = inference_access::gateway::client::GatewayClient::new().unwrap();
     let get = |path: &str| {
         let url = format!("http://{addr}{path}");
@@ -643,4 +632,92 @@ async fn the_operator_serves_metrics_health_and_readiness() {
     // Tokens never reach the metrics.
     let token = secret_text(&env.api::<Secret>().get(SECRET).await.unwrap(), "token");
     assert!(!metrics.contains(&token));
+}
+
+#[tokio::test]
+async fn prometheus_fires_the_expiry_alert_when_renewal_is_blocked() {
+    if skip_on_real_cluster("prometheus_fires_the_expiry_alert_when_renewal_is_blocked") {
+        return;
+    }
+    // The API server caps every token at 45 s (as --service-account-max-token-expiration does;
+    // it refuses to issue under 600 s), so the last third of a lifetime begins 30 s after issue.
+    let builder =
+        kube_local::ControlPlane::builder().token_max_expiration(Some(Duration::from_secs(45)));
+    let env = Env::start_with(builder, None).await;
+    let plane = env.plane();
+    let mut prometheus =
+        crate::prometheus::Prometheus::start(env.dir.path(), &env.ops_addr().await).await;
+    env.apply_example().await;
+    let status = env.wait_ready(ACCESS).await.status.unwrap();
+    let expires = status.token_expiration_time.unwrap().0;
+    let renewal = status.renewal_time.unwrap().0;
+    let lifetime = expires.duration_since(renewal) * 3;
+    assert!(
+        lifetime <= jiff::SignedDuration::from_secs(60),
+        "{lifetime:?}"
+    );
+
+    // From now on every TokenRequest fails: the renewal cannot happen.
+    let mark = plane.requests().mark();
+    plane.faults().fail_next(kube_local::FaultRule::new(
+        "create",
+        "serviceaccounts/token",
+        10_000,
+        500,
+    ));
+    let labels = [("namespace", NS), ("name", ACCESS)];
+    // Prometheus scraped the credential's lifetime while it was young: no alert then.
+    let until_expiry = || {
+        let left = expires.duration_since(jiff::Timestamp::now());
+        tokio::time::Instant::now()
+            + Duration::try_from(left).unwrap_or_default()
+            + Duration::from_secs(5)
+    };
+    let issued = format!(
+        "inference_access_credential_issued_timestamp_seconds{{namespace=\"{NS}\",name=\"{ACCESS}\"}}"
+    );
+    prometheus.wait_for_series(&issued, until_expiry()).await;
+    assert!(
+        jiff::Timestamp::now() < renewal,
+        "the machine was too slow to see the credential before its renewal time"
+    );
+    assert_eq!(
+        prometheus
+            .alerts("InferenceAccessCredentialExpiringSoon", &labels)
+            .await,
+        Vec::<serde_json::Value>::new()
+    );
+
+    let alert = prometheus
+        .wait_for_firing(
+            "InferenceAccessCredentialExpiringSoon",
+            &labels,
+            until_expiry(),
+        )
+        .await;
+    assert_eq!(alert["labels"]["severity"], "warning");
+    assert_eq!(alert["labels"]["secret_name"], SECRET);
+    assert!(
+        alert["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("docs/troubleshooting.md#inferenceaccesscredentialexpiringsoon"),
+        "{alert}"
+    );
+    // It became active only once the renewal was due.
+    let active_at: jiff::Timestamp = alert["activeAt"].as_str().unwrap().parse().unwrap();
+    assert!(
+        active_at >= renewal,
+        "active at {active_at}, renewal due at {renewal}"
+    );
+    // The operator really tried to renew, and the Secret still holds the old credential.
+    let refused = plane
+        .requests()
+        .since(mark)
+        .into_iter()
+        .filter(|r| r.subresource.as_deref() == Some("token") && r.code == 500)
+        .count();
+    assert!(refused >= 1, "no renewal was attempted");
+    let secret = env.api::<Secret>().get(SECRET).await.unwrap();
+    assert_eq!(secret_text(&secret, "expires-at"), expires.to_string());
 }

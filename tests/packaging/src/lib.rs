@@ -31,6 +31,10 @@ pub enum Tool {
     /// Helm 3, for the compatibility check (`helm3` from `make tools`).
     Helm3,
     Kubectl,
+    /// Prometheus' rule checker and tester (`make tools`, from Debian's `prometheus` package).
+    Promtool,
+    /// The Prometheus server, for the end-to-end alert test (`make tools`).
+    Prometheus,
 }
 
 impl Tool {
@@ -39,6 +43,8 @@ impl Tool {
             Tool::Helm => "helm",
             Tool::Helm3 => "helm3",
             Tool::Kubectl => "kubectl",
+            Tool::Promtool => "promtool",
+            Tool::Prometheus => "prometheus",
         }
     }
 
@@ -47,11 +53,13 @@ impl Tool {
             Tool::Helm => "HELM",
             Tool::Helm3 => "HELM3",
             Tool::Kubectl => "KUBECTL",
+            Tool::Promtool => "PROMTOOL",
+            Tool::Prometheus => "PROMETHEUS",
         }
     }
 }
 
-/// Where the tool is: `$HELM`/`$KUBECTL`, else `<repo>/.tools/bin` (`make tools`), else `PATH`.
+/// Where the tool is: `$HELM`/`$KUBECTL`/…, else `<repo>/.tools/bin` (`make tools`), else `PATH`.
 pub fn tool_path(tool: Tool) -> Result<PathBuf, String> {
     locate(
         tool,
@@ -99,10 +107,15 @@ fn locate(
 /// Runs the tool in the repository root and returns its standard output; the error carries the
 /// exit status and standard error.
 pub fn run(tool: Tool, args: &[&str]) -> Result<String, String> {
+    run_in(tool, args, &repo_root())
+}
+
+/// Runs the tool in `dir`, as [`run`].
+pub fn run_in(tool: Tool, args: &[&str], dir: &Path) -> Result<String, String> {
     let path = tool_path(tool)?;
     let output = Command::new(&path)
         .args(args)
-        .current_dir(repo_root())
+        .current_dir(dir)
         .output()
         .map_err(|err| format!("cannot run {}: {err}", path.display()))?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -168,6 +181,22 @@ pub fn read_yaml(relative: &str) -> Result<Value, String> {
     serde_yaml::from_str(&text).map_err(|err| format!("{relative} is not valid YAML: {err}"))
 }
 
+/// The operator's version from the root Cargo.toml's `[package]` table.
+pub fn crate_version() -> Result<String, String> {
+    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml"))
+        .map_err(|err| format!("cannot read Cargo.toml: {err}"))?;
+    let package = manifest
+        .split("\n[")
+        .find(|table| table.starts_with("package]"))
+        .ok_or("Cargo.toml has no [package] table")?;
+    package
+        .lines()
+        .find_map(|line| line.strip_prefix("version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .map(str::to_owned)
+        .ok_or_else(|| "[package] has no version".to_owned())
+}
+
 /// The RBAC rules the packaging ships, from one of the files in `config/rbac/` (`role.yaml`: the
 /// operator's ClusterRole; `leader_election_role.yaml`: its Lease Role). The chart and kustomize
 /// grant exactly these, so an end-to-end test that runs the operator with them proves the
@@ -204,6 +233,8 @@ const NAMESPACED_KINDS: &[&str] = &[
     "RoleBinding",
     "PodDisruptionBudget",
     "ServiceMonitor",
+    "PrometheusRule",
+    "ConfigMap",
     "InferenceAccess",
 ];
 
@@ -267,6 +298,7 @@ fn round_trip(api_version: &str, kind: &str, object: &Value) -> Result<(), Strin
         ("apps/v1", "Deployment") => same_after::<apps::v1::Deployment>(object),
         ("v1", "Service") => same_after::<core::v1::Service>(object),
         ("v1", "ServiceAccount") => same_after::<core::v1::ServiceAccount>(object),
+        ("v1", "ConfigMap") => same_after::<core::v1::ConfigMap>(object),
         ("v1", "Namespace") => same_after::<core::v1::Namespace>(object),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
             same_after::<rbac::v1::ClusterRole>(object)
@@ -284,8 +316,8 @@ fn round_trip(api_version: &str, kind: &str, object: &Value) -> Result<(), Strin
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
             same_after::<apiextensions::v1::CustomResourceDefinition>(object)
         }
-        // No Rust type: the Prometheus Operator's CRD and our own (the CRD's schema checks it).
-        ("monitoring.coreos.com/v1", "ServiceMonitor")
+        // No Rust type: the Prometheus Operator's CRDs and our own (the CRD's schema checks it).
+        ("monitoring.coreos.com/v1", "ServiceMonitor" | "PrometheusRule")
         | ("inference-access.io/v1alpha1", "InferenceAccess") => {
             if object["spec"].is_object() {
                 Ok(())

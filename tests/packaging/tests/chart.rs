@@ -14,6 +14,11 @@ const VALUE_SETS: &[&[&str]] = &[
         "replicaCount=3",
         "metrics.serviceMonitor.enabled=true",
         "metrics.serviceMonitor.labels.release=prometheus",
+        "metrics.prometheusRule.enabled=true",
+        "metrics.prometheusRule.labels.release=prometheus",
+        "metrics.grafanaDashboard.enabled=true",
+        "metrics.grafanaDashboard.annotations.grafana_folder=Operators",
+        "metrics.grafanaDashboard.namespace=monitoring",
         "controller.watchNamespaces={team-a,team-b}",
         "controller.logFormat=text",
         "controller.logLevel=debug",
@@ -426,6 +431,8 @@ fn the_service_monitor_scrapes_the_metrics_service() {
         monitor["spec"]["endpoints"][0]["port"],
         service["spec"]["ports"][0]["name"]
     );
+    // The per-access series keep the access's namespace, which the alerts and dashboard show.
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true);
     // The Service reaches the pods.
     let deployment = the(&objects, "Deployment", "release-inference-access");
     let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
@@ -436,6 +443,40 @@ fn the_service_monitor_scrapes_the_metrics_service() {
     {
         assert_eq!(&pod_labels[key], value, "{key}");
     }
+}
+
+#[test]
+fn alerts_and_dashboard_ship_the_config_files_unchanged() {
+    let objects = render(VALUE_SETS[1]);
+    let rule = the(&objects, "PrometheusRule", "release-inference-access");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let rules = read_yaml("config/prometheus/rules.yaml").unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(rule["spec"]["groups"], rules["groups"]);
+
+    let dashboard = the(&objects, "ConfigMap", "release-inference-access-dashboard");
+    assert_eq!(dashboard["metadata"]["namespace"], "monitoring");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(
+        dashboard["metadata"]["annotations"]["grafana_folder"],
+        "Operators"
+    );
+    let shipped: Value = serde_json::from_str(
+        dashboard["data"]["inference-access.json"]
+            .as_str()
+            .unwrap_or_default(),
+    )
+    .unwrap_or_else(|err| panic!("the ConfigMap's dashboard is not JSON: {err}"));
+    let source = std::fs::read_to_string(
+        packaging_tests::repo_root().join("config/grafana/inference-access.json"),
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    let source: Value = serde_json::from_str(&source).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(shipped, source);
+
+    // Off by default, like the ServiceMonitor.
+    let defaults = render(&[]);
+    assert!(of_kind(&defaults, "PrometheusRule").is_empty());
+    assert!(of_kind(&defaults, "ConfigMap").is_empty());
 }
 
 #[test]
@@ -457,6 +498,11 @@ fn the_values_schema_rejects_mistakes() {
         ("controller.logFormat=xml", "logFormat"),
         ("replicaCount=-1", "replicaCount"),
         ("controler.logLevel=debug", "controler"),
+        ("metrics.prometheusRule.enable=true", "enable"),
+        (
+            "metrics.grafanaDashboard.labels.grafana_dashboard=1",
+            "grafana_dashboard",
+        ),
         ("controller.watchNamespaces={Team_A}", "watchNamespaces"),
         (
             "controller.extraEnv[0].name=DEBUG,controller.extraEnv[0].value=1",

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use packaging_tests::{read_yaml, repo_root};
+use packaging_tests::{crate_version, read_yaml, repo_root};
 
 #[test]
 fn chart_and_config_copies_match_their_sources() {
@@ -20,25 +20,9 @@ fn chart_and_config_copies_match_their_sources() {
     );
 }
 
-/// The operator's version from the root Cargo.toml's `[package]` table.
-fn crate_version() -> String {
-    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml"))
-        .unwrap_or_else(|err| panic!("cannot read Cargo.toml: {err}"));
-    let package = manifest
-        .split("\n[")
-        .find(|table| table.starts_with("package]"))
-        .unwrap_or_else(|| panic!("Cargo.toml has no [package] table"));
-    package
-        .lines()
-        .find_map(|line| line.strip_prefix("version = \""))
-        .and_then(|rest| rest.strip_suffix('"'))
-        .unwrap_or_else(|| panic!("[package] has no version"))
-        .to_owned()
-}
-
 #[test]
 fn chart_and_kustomize_ship_the_crate_version() {
-    let version = crate_version();
+    let version = crate_version().unwrap_or_else(|err| panic!("{err}"));
     let chart =
         read_yaml("charts/inference-access/Chart.yaml").unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(
