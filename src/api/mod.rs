@@ -380,6 +380,7 @@ pub struct InferenceAccessStatus {
     /// DexSession: logins Dex refused in a row. At three the operator stops trying (no account
     /// lockout by the operator) until the spec or the credentials Secret changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "count_schema")]
     pub login_refusals: Option<u32>,
     /// The credentials Secret's resourceVersion those refusals were for. (Scalars rather than
     /// an object: server-side apply leaves an emptied object behind when it is dropped.)
@@ -421,6 +422,17 @@ fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schem
     schemars::json_schema!({
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// A count as Kubernetes types it: int32, without a `minimum`. The CRD types hold a minimum as a
+/// float, which YAML tools (kustomize) round-trip from `0.0` to `0`, which reads as drift; only
+/// the operator writes this count, so the bound guards nothing.
+fn count_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "integer",
+        "format": "int32",
+        "nullable": true,
     })
 }
 
