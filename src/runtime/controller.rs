@@ -8,6 +8,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Controller, Error as ControllerError};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::Store;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use kube::runtime::{Predicate, WatchStreamExt, predicates};
@@ -114,7 +115,7 @@ struct Base {
     limits: Limits,
 }
 
-/// A watch of `K` that keeps `cache` (through `writer`) and yields the objects it touched, for
+/// A watch of `K` that keeps `cache` (through `writer`) and yields the objects it changed, for
 /// the controller's triggers.
 fn cached<K>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
@@ -125,7 +126,8 @@ fn cached<K>(
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
-    events
+    let store = writer.as_reader();
+    let observed = events
         .default_backoff()
         .modify(trim)
         .reflect(writer)
@@ -133,8 +135,35 @@ where
             if let Ok(event) = event {
                 cache(&ctx.caches).observe(event);
             }
-        })
-        .touched_objects()
+        });
+    changed(observed, store)
+}
+
+/// The objects to reconcile for: each one changed, and after a (re)list every object, once the
+/// store holds the list. (A list's objects are not in the store until it is complete: a
+/// reconcile triggered by one of them earlier could read the state before the list.)
+fn changed<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    store: Store<K>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    events.flat_map(move |event| {
+        let objects: Vec<Result<K, watcher::Error>> = match event {
+            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
+                vec![Ok(object)]
+            }
+            Ok(watcher::Event::InitDone) => store
+                .state()
+                .into_iter()
+                .map(|object| Ok((*object).clone()))
+                .collect(),
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => Vec::new(),
+            Err(err) => vec![Err(err)],
+        };
+        futures::stream::iter(objects)
+    })
 }
 
 async fn controller(
@@ -187,7 +216,8 @@ async fn controller(
             logins.clone(),
             identities.clone(),
         );
-        watcher::watcher(
+        let reader = access_writer.as_reader();
+        let observed = watcher::watcher(
             api::<InferenceAccess>(client, namespace),
             watcher::Config::default(),
         )
@@ -201,8 +231,8 @@ async fn controller(
                 logins.observe(event);
                 identities.observe(event);
             }
-        })
-        .touched_objects()
+        });
+        changed(observed, reader)
         // The operator's own status writes change neither: they trigger nothing.
         .predicate_filter(
             predicates::generation.combine(predicates::annotations),

@@ -239,29 +239,40 @@ impl Env {
         wait_for(&self.api::<InferenceAccess>(), name, is_ready()).await
     }
 
-    /// Where the operator serves /metrics, /healthz and /readyz: it logs the address before it
-    /// does anything else. The log has no change notification, so this reads it on a short tick
-    /// until the deadline.
-    pub async fn ops_addr(&self) -> String {
+    /// How much the operator has logged so far: a mark for `wait_log`.
+    pub fn log_mark(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("operator.log"))
+            .map(|log| log.len())
+            .unwrap_or_default()
+    }
+
+    /// The first line logged after `mark` that contains `needle`. The log has no change
+    /// notification, so this reads it on a short tick until the deadline.
+    pub async fn wait_log(&self, mark: usize, needle: &str) -> String {
         let deadline = tokio::time::Instant::now() + WAIT;
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         loop {
             let log =
                 std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default();
-            let addr = log.lines().find_map(|l| {
-                l.contains("serving /metrics")
-                    .then(|| l.rsplit("addr=").next())
-                    .flatten()
-            });
-            if let Some(addr) = addr {
-                return addr.trim().to_owned();
+            let line = log
+                .get(mark..)
+                .and_then(|new| new.lines().find(|l| l.contains(needle)));
+            if let Some(line) = line {
+                return line.to_owned();
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the operator did not log its ops address within {WAIT:?}"
+                "the operator did not log {needle:?} within {WAIT:?}"
             );
             tick.tick().await;
         }
+    }
+
+    /// Where the operator serves /metrics, /healthz and /readyz: it logs the address before it
+    /// does anything else.
+    pub async fn ops_addr(&self) -> String {
+        let line = self.wait_log(0, "serving /metrics").await;
+        line.rsplit("addr=").next().unwrap_or_default().trim().to_owned()
     }
 }
 

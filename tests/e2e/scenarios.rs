@@ -153,13 +153,10 @@ async fn deleting_the_access_deletes_everything_it_made() {
     wait_deleted(&env.api::<InferenceService>(), "sklearn-iris").await;
 }
 
-/// After the operator has seen an access through (the policy GET ends every pipeline run).
-async fn wait_for_a_full_reconcile(env: &Env, mark: u64) {
-    let caller = operator_caller();
-    wait_request(env.plane(), mark, |r| {
-        r.caller == caller && r.verb == "get" && r.resource == "authorizationpolicies"
-    })
-    .await;
+/// After the operator has seen the sample's access through since the log `mark`.
+async fn wait_for_a_full_reconcile(env: &Env, mark: usize) {
+    env.wait_log(mark, &format!("reconciled access={ACCESS}"))
+        .await;
 }
 
 #[tokio::test]
@@ -172,8 +169,9 @@ async fn a_restarted_operator_resumes_without_minting_and_a_resync_writes_nothin
     env.wait_ready(ACCESS).await;
     env.stop_operator().await;
     let mark = env.plane().requests().mark();
+    let log = env.log_mark();
     env.start_operator();
-    wait_for_a_full_reconcile(&env, mark).await;
+    wait_for_a_full_reconcile(&env, log).await;
     let writes: Vec<_> = env
         .plane()
         .requests()
