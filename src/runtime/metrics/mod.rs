@@ -1,0 +1,301 @@
+//! Prometheus metrics. Labels are bounded: error categories and issue reasons are fixed sets;
+//! the per-access series (expiry, issue and renewal time, conditions) have one series per
+//! existing access, read from the controller's cache at scrape time, so a deleted access never
+//! leaves a stale series behind. `config/prometheus/rules.yaml` alerts on them and
+//! `config/grafana/inference-access.json` charts them; a test keeps both to the names here.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::api::InferenceAccess;
+use crate::reconcile::conditions::{
+    ACCESS_POLICY_READY, CREDENTIAL_ISSUED, ENDPOINT_VERIFIED, INFERENCE_SERVICE_READY, READY,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CategoryLabels {
+    category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssueLabels {
+    reason: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Counter,
+    errors: Family<CategoryLabels, Counter>,
+    duration: Histogram,
+    credentials: Family<IssueLabels, Counter>,
+    leader: Gauge,
+    accesses: Arc<AccessCollector>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("inference_access");
+        let reconciles = Counter::default();
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        let errors = Family::<CategoryLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by error category",
+            errors.clone(),
+        );
+        // 1 ms to ~16 s.
+        let duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took",
+            duration.clone(),
+        );
+        let credentials = Family::<IssueLabels, Counter>::default();
+        registry.register(
+            "credentials",
+            "Tokens minted, by reason: issued (first) or renewed",
+            credentials.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica runs the controllers (it holds the leader Lease, or leader election is off), 0 while it waits",
+            leader.clone(),
+        );
+        let accesses = Arc::new(AccessCollector::default());
+        registry.register_collector(Box::new(accesses.clone()));
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            credentials,
+            leader,
+            accesses,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, took: Duration, error_category: Option<&'static str>) {
+        self.reconciles.inc();
+        self.duration.observe(took.as_secs_f64());
+        if let Some(category) = error_category {
+            self.errors
+                .get_or_create(&CategoryLabels { category })
+                .inc();
+        }
+    }
+
+    pub fn credential_minted(&self, renewed: bool) {
+        let reason = if renewed { "renewed" } else { "issued" };
+        self.credentials
+            .get_or_create(&IssueLabels { reason })
+            .inc();
+    }
+
+    /// Whether this replica runs the controllers now.
+    pub fn leading(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Reports the expiry, renewal time and conditions of every access a controller has in its
+    /// cache.
+    pub fn watch_expiry(&self, store: Store<InferenceAccess>) {
+        self.accesses
+            .stores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(store);
+    }
+
+    /// The credential an access holds now: when it was issued and when it expires. The status
+    /// carries only the expiry; the issue time gives the lifetime, which the expiry alert's
+    /// threshold (a third of it) needs. Call it whenever a reconcile reads or writes the
+    /// credential.
+    pub fn credential_held(
+        &self,
+        namespace: &str,
+        name: &str,
+        issued_at: Timestamp,
+        expires_at: Timestamp,
+    ) {
+        self.accesses
+            .issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                (namespace.to_owned(), name.to_owned()),
+                (issued_at, expires_at),
+            );
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// The condition types exported per access (a fixed set: the status is the operator's own, but
+/// a label must never take arbitrary values from an object).
+const CONDITION_TYPES: [&str; 5] = [
+    READY,
+    INFERENCE_SERVICE_READY,
+    CREDENTIAL_ISSUED,
+    ACCESS_POLICY_READY,
+    ENDPOINT_VERIFIED,
+];
+const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
+
+type AccessKey = (String, String);
+
+#[derive(Default, Debug)]
+struct AccessCollector {
+    stores: Mutex<Vec<Store<InferenceAccess>>>,
+    /// Issue and expiry time of each access's credential, by (namespace, name), as the last
+    /// reconcile saw them.
+    issued: Mutex<HashMap<AccessKey, (Timestamp, Timestamp)>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccessLabels {
+    namespace: String,
+    name: String,
+    secret_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionLabels {
+    namespace: String,
+    name: String,
+    r#type: &'static str,
+    status: &'static str,
+}
+
+/// One per-access gauge family, written at scrape time.
+fn gauge_family<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(L, i64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family =
+        encoder.encode_descriptor(name, help, None, ConstGauge::new(0_i64).metric_type())?;
+    for (labels, value) in series {
+        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for AccessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stores = self
+            .stores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let accesses: Vec<_> = stores.iter().flat_map(|store| store.state()).collect();
+        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        let cached: HashSet<AccessKey> = accesses
+            .iter()
+            .map(|a| (a.namespace().unwrap_or_default(), a.name_any()))
+            .collect();
+        // A deleted access's record goes once its credential has expired: never while a cache
+        // that is still filling could miss an access that exists.
+        let now = Timestamp::now();
+        issued.retain(|key, (_, expires)| cached.contains(key) || *expires > now);
+
+        let (mut expiry, mut issue, mut renewal, mut conditions) = (vec![], vec![], vec![], vec![]);
+        for access in &accesses {
+            let (namespace, name) = (access.namespace().unwrap_or_default(), access.name_any());
+            let labels = AccessLabels {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                secret_name: crate::reconcile::plan::secret_name(access),
+            };
+            let status = access.status.as_ref();
+            let expires = status.and_then(|s| s.token_expiration_time.as_ref());
+            if let Some(at) = expires {
+                expiry.push((labels.clone(), at.0.as_second()));
+            }
+            if let Some(at) = status.and_then(|s| s.renewal_time.as_ref()) {
+                renewal.push((labels.clone(), at.0.as_second()));
+            }
+            // Only the issue time of the credential the status shows: a lifetime from the issue
+            // time of one credential and the expiry of another would mean nothing.
+            if let Some((at, held_expiry)) = issued.get(&(namespace.clone(), name.clone()))
+                && expires.is_some_and(|e| e.0 == *held_expiry)
+            {
+                issue.push((labels, at.as_second()));
+            }
+            for r#type in CONDITION_TYPES {
+                let current = status
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == r#type))
+                    .map(|c| c.status.as_str());
+                // No Ready condition yet is Ready Unknown; the others may not apply at all.
+                let current = match current {
+                    None if r#type == READY => "Unknown",
+                    None => continue,
+                    Some(current) => current,
+                };
+                for status in CONDITION_STATUSES {
+                    let labels = ConditionLabels {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        r#type,
+                        status,
+                    };
+                    conditions.push((labels, i64::from(status == current)));
+                }
+            }
+        }
+        drop(issued);
+        gauge_family(
+            &mut encoder,
+            "credential_expiration_timestamp_seconds",
+            "When the credential of each access expires (Unix time), as cert-manager's certificate_expiration_timestamp_seconds",
+            &expiry,
+        )?;
+        gauge_family(
+            &mut encoder,
+            "credential_issued_timestamp_seconds",
+            "When the credential of each access was issued (Unix time); with the expiry, its lifetime",
+            &issue,
+        )?;
+        gauge_family(
+            &mut encoder,
+            "credential_renewal_timestamp_seconds",
+            "When the operator renews the credential of each access (Unix time), as cert-manager's certificate_renewal_timestamp_seconds",
+            &renewal,
+        )?;
+        gauge_family(
+            &mut encoder,
+            "status_condition",
+            "Each access's conditions: 1 for the status a condition has, 0 for the others (a missing Ready counts as Unknown)",
+            &conditions,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
