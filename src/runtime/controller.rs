@@ -251,11 +251,11 @@ async fn controller(
             }
         });
         changed(observed, reader)
-        // The operator's own status writes change neither: they trigger nothing.
-        .predicate_filter(
-            predicates::generation.combine(predicates::annotations),
-            Default::default(),
-        )
+            // The operator's own status writes change neither: they trigger nothing.
+            .predicate_filter(
+                predicates::generation.combine(predicates::annotations),
+                Default::default(),
+            )
     };
     let secrets = cached(
         watcher::watcher(

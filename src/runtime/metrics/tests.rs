@@ -96,9 +96,7 @@ fn per_access_series_come_from_the_cache_and_leave_with_the_access() {
         )
     };
     for series in [
-        format!(
-            "inference_access_credential_expiration_timestamp_seconds{{{labels}}} 1767229200"
-        ),
+        format!("inference_access_credential_expiration_timestamp_seconds{{{labels}}} 1767229200"),
         format!("{issued} 1767225600"),
         format!("inference_access_credential_renewal_timestamp_seconds{{{labels}}} 1767228000"),
         condition("Ready", "True", 0),
@@ -215,9 +213,7 @@ fn metric_names(expr: &str) -> Vec<String> {
             }
             '$' => {
                 i += 1;
-                while i < chars.len()
-                    && (chars[i].is_alphanumeric() || "_{}".contains(chars[i]))
-                {
+                while i < chars.len() && (chars[i].is_alphanumeric() || "_{}".contains(chars[i])) {
                     i += 1;
                 }
             }
