@@ -7,21 +7,22 @@ use packaging_tests::repo_root;
 
 const MAX_LINES: usize = 500;
 
-fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
         if path.is_dir() {
-            rust_files(&path, out);
+            rust_files(&path, out)?;
         } else if path.extension().is_some_and(|e| e == "rs") {
             out.push(path);
         }
     }
+    Ok(())
 }
 
 #[test]
 fn no_source_file_is_longer_than_500_lines() {
     let mut files = Vec::new();
-    rust_files(&repo_root().join("src"), &mut files);
+    rust_files(&repo_root().join("src"), &mut files).unwrap();
     assert!(files.len() > 10, "found only {files:?} under src/");
     let too_long: Vec<String> = files
         .iter()
