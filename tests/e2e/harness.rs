@@ -28,6 +28,16 @@ pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
+/// What the operator's ServiceAccount is granted on kube-local.
+enum Rights {
+    /// Nothing: without RBAC enforcement kube-local lets every caller do everything.
+    Unbound,
+    /// This ClusterRole bound cluster-wide, and the shipped leader-election Role.
+    Cluster(Box<ClusterRole>),
+    /// Exactly the RBAC objects among these (rendered by the chart).
+    Rendered(Vec<serde_json::Value>),
+}
+
 /// A test's world: a control plane (kube-local unless a cluster is given), an admin client and
 /// the running operator.
 pub struct Env {
@@ -69,9 +79,36 @@ impl Env {
         Self::start_with(kube_local::ControlPlane::builder().rbac(true), Some(role)).await
     }
 
+    /// kube-local with RBAC enforced; the operator gets exactly the RBAC objects among
+    /// `rendered` (what `helm template` prints, applied as they are: a scoped install's Roles)
+    /// and runs with `operator_args` from its first start.
+    pub async fn start_with_rendered_rbac(
+        rendered: &[serde_json::Value],
+        operator_args: &[&str],
+    ) -> Self {
+        Self::start_full(
+            kube_local::ControlPlane::builder().rbac(true),
+            Rights::Rendered(rendered.to_vec()),
+            operator_args,
+        )
+        .await
+    }
+
     pub async fn start_with(
         builder: kube_local::Builder,
         operator_role: Option<ClusterRole>,
+    ) -> Self {
+        let rights = match operator_role {
+            Some(role) => Rights::Cluster(Box::new(role)),
+            None => Rights::Unbound,
+        };
+        Self::start_full(builder, rights, &[]).await
+    }
+
+    async fn start_full(
+        builder: kube_local::Builder,
+        rights: Rights,
+        operator_args: &[&str],
     ) -> Self {
         let dir = tempdir::Dir::new();
         let admin_kubeconfig = dir.path().join("admin.kubeconfig");
@@ -91,8 +128,10 @@ impl Env {
         let operator_kubeconfig = match &plane {
             Some(plane) => {
                 let token = operator_token(&client).await;
-                if let Some(role) = operator_role {
-                    bind_operator_rbac(&client, role).await;
+                match rights {
+                    Rights::Unbound => {}
+                    Rights::Cluster(role) => bind_operator_rbac(&client, *role).await,
+                    Rights::Rendered(objects) => apply_rendered_rbac(&client, &objects).await,
                 }
                 let path = dir.path().join("operator.kubeconfig");
                 std::fs::write(&path, plane.kubeconfig_for_token(&token)).unwrap();
@@ -106,7 +145,7 @@ impl Env {
             dir,
             operator: None,
             operator_kubeconfig,
-            operator_args: Vec::new(),
+            operator_args: operator_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         env.start_operator();
         env
@@ -116,6 +155,12 @@ impl Env {
         self.plane
             .as_ref()
             .expect("this scenario runs on kube-local only")
+    }
+
+    /// A client with the operator's own credentials (on kube-local, its ServiceAccount token):
+    /// what the operator's rights let it do.
+    pub async fn operator_client(&self) -> Client {
+        client_for(&self.operator_kubeconfig).await
     }
 
     pub fn start_operator(&mut self) {
@@ -456,6 +501,53 @@ async fn bind_operator_rbac(client: &Client, role: ClusterRole) {
         .patch(&role_name, &params, &Patch::Apply(&binding))
         .await
         .unwrap();
+}
+
+/// Applies the Roles, RoleBindings, ClusterRoles and ClusterRoleBindings among `objects` as they
+/// are (creating the namespaces they name), and nothing else.
+async fn apply_rendered_rbac(client: &Client, objects: &[serde_json::Value]) {
+    let params = PatchParams::apply("e2e-test").force();
+    for object in objects {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        let namespace = object["metadata"]["namespace"].as_str();
+        if let Some(namespace) = namespace {
+            let ns =
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
+            Api::<Namespace>::all(client.clone())
+                .patch(namespace, &params, &Patch::Apply(&ns))
+                .await
+                .unwrap();
+        }
+        let namespace = namespace.unwrap_or_default();
+        let patch = Patch::Apply(object);
+        match object["kind"].as_str().unwrap_or_default() {
+            "Role" => {
+                Api::<Role>::namespaced(client.clone(), namespace)
+                    .patch(name, &params, &patch)
+                    .await
+                    .unwrap();
+            }
+            "RoleBinding" => {
+                Api::<RoleBinding>::namespaced(client.clone(), namespace)
+                    .patch(name, &params, &patch)
+                    .await
+                    .unwrap();
+            }
+            "ClusterRole" => {
+                Api::<ClusterRole>::all(client.clone())
+                    .patch(name, &params, &patch)
+                    .await
+                    .unwrap();
+            }
+            "ClusterRoleBinding" => {
+                Api::<ClusterRoleBinding>::all(client.clone())
+                    .patch(name, &params, &patch)
+                    .await
+                    .unwrap();
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A ServiceAccount token for the operator, so requests are accounted to it.

@@ -14,4 +14,5 @@ mod prometheus;
 mod examples;
 mod refusals;
 mod scenarios;
+mod scoped;
 mod security;

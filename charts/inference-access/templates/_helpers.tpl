@@ -74,6 +74,14 @@ so the chart and kustomize grant exactly the same permissions.
 {{- toYaml $role.rules }}
 {{- end }}
 
+{{/*
+The operator's own rules (config/rbac/role.yaml): the one list behind both its ClusterRole and,
+with controller.watchNamespaces, its Role in each watched namespace.
+*/}}
+{{- define "inference-access.managerRules" -}}
+{{- include "inference-access.rbacRules" (dict "root" . "file" "role.yaml") }}
+{{- end }}
+
 {{/* The aggregation labels (…/aggregate-to-…) of one of the files in files/rbac/. */}}
 {{- define "inference-access.rbacAggregationLabels" -}}
 {{- $role := .root.Files.Get (printf "files/rbac/%s" .file) | fromYaml }}

@@ -139,14 +139,33 @@ pub fn helm_template(set: &[&str]) -> Result<Vec<Value>, String> {
 
 /// The text `helm template` prints, with the given Helm (4 or 3).
 pub fn helm_template_text(helm: Tool, set: &[&str]) -> Result<String, String> {
+    render_chart(helm, "release", "operators", set)
+}
+
+/// `helm template` of the chart as release `release` in `namespace` (CRDs included), as parsed
+/// objects: what `helm install` would apply there.
+pub fn helm_template_release(
+    release: &str,
+    namespace: &str,
+    set: &[&str],
+) -> Result<Vec<Value>, String> {
+    parse_documents(&render_chart(Tool::Helm, release, namespace, set)?)
+}
+
+fn render_chart(
+    helm: Tool,
+    release: &str,
+    namespace: &str,
+    set: &[&str],
+) -> Result<String, String> {
     let chart = chart_dir();
     let chart = chart.to_string_lossy();
     let mut args = vec![
         "template",
-        "release",
+        release,
         &chart,
         "--namespace",
-        "operators",
+        namespace,
         "--include-crds",
     ];
     for pair in set {

@@ -20,6 +20,12 @@ const VALUE_SETS: &[&[&str]] = &[
         "metrics.grafanaDashboard.annotations.grafana_folder=Operators",
         "metrics.grafanaDashboard.namespace=monitoring",
         "controller.watchNamespaces={team-a,team-b}",
+        "controller.limits.allowedAudiences={gateway.example.com,istio-ingressgateway.istio-system.svc.cluster.local}",
+        "controller.limits.maxTokenLifetime=12h",
+        "controller.limits.allowedGateways={https://*.example.com,http://gw.internal:8080}",
+        "controller.limits.allowedUserIdHeaders={kubeflow-userid}",
+        "controller.limits.allowedSourcePrincipals={cluster.local/ns/gw/sa/gateway}",
+        "controller.limits.allowTemplates=false",
         "controller.logFormat=text",
         "controller.logLevel=debug",
         "commonLabels.team=ml-platform",
@@ -125,9 +131,15 @@ fn every_rendered_object_is_a_valid_kubernetes_object() {
         for object in &objects {
             validate_object(object).unwrap_or_else(|err| panic!("{set:?}: {err}"));
         }
+        // A Role of the same name in each watched namespace is fine: kind, namespace and name.
         let mut names: Vec<(String, String)> = objects
             .iter()
-            .map(|object| (object["kind"].to_string(), describe(object)))
+            .map(|object| {
+                (
+                    object["metadata"]["namespace"].to_string(),
+                    describe(object),
+                )
+            })
             .collect();
         let count = names.len();
         names.sort();
@@ -353,6 +365,12 @@ fn controller_values_become_flags() {
             "--log-format=text",
             "--concurrency=8",
             "--namespaces=team-a,team-b",
+            "--allowed-audiences=gateway.example.com,istio-ingressgateway.istio-system.svc.cluster.local",
+            "--max-token-lifetime=12h",
+            "--allowed-gateways=https://*.example.com,http://gw.internal:8080",
+            "--allowed-user-id-headers=kubeflow-userid",
+            "--allowed-source-principals=cluster.local/ns/gw/sa/gateway",
+            "--allow-templates=false",
             "--leader-elect",
             "--lease-name=inference-access-leader",
             "--lease-duration=20s",
@@ -508,8 +526,112 @@ fn the_values_schema_rejects_mistakes() {
             "controller.extraEnv[0].name=DEBUG,controller.extraEnv[0].value=1",
             "extraEnv",
         ),
+        ("controller.limits.maxTokenLifetime=1d", "maxTokenLifetime"),
+        ("controller.limits.allowTemplates=maybe", "allowTemplates"),
+        ("controller.limits.allowedGateways={a b}", "allowedGateways"),
+        ("controller.limits.maxLifetime=1h", "maxLifetime"),
     ] {
         let err = helm_template(&[pair]).expect_err(pair);
         assert!(err.contains(complaint), "{pair}: {err}");
     }
+}
+
+#[test]
+fn watching_namespaces_grants_a_role_in_each_and_nothing_cluster_wide() {
+    let cluster_wide = render(&[]);
+    let manager_rules = &the(
+        &cluster_wide,
+        "ClusterRole",
+        "release-inference-access-manager",
+    )["rules"];
+    let source = read_yaml("config/rbac/role.yaml").unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(manager_rules, &source["rules"]);
+
+    let objects = render(&[
+        "controller.watchNamespaces={team-a,team-b}",
+        "leaderElection.enabled=true",
+    ]);
+    // The operator holds nothing cluster-wide: no binding at all, and the only ClusterRoles
+    // are the user-facing ones that aggregate into edit/view.
+    assert!(
+        of_kind(&objects, "ClusterRoleBinding").is_empty(),
+        "{:?}",
+        of_kind(&objects, "ClusterRoleBinding")
+    );
+    let mut cluster_roles: Vec<String> = of_kind(&objects, "ClusterRole")
+        .into_iter()
+        .map(describe)
+        .collect();
+    cluster_roles.sort();
+    assert_eq!(
+        cluster_roles,
+        [
+            "ClusterRole/release-inference-access-editor",
+            "ClusterRole/release-inference-access-viewer"
+        ]
+    );
+    let account = the(&objects, "ServiceAccount", "release-inference-access");
+    let in_namespace = |kind: &str, namespace: &str| -> &Value {
+        objects
+            .iter()
+            .find(|o| {
+                o["kind"] == kind
+                    && o["metadata"]["name"] == "release-inference-access-manager"
+                    && o["metadata"]["namespace"] == namespace
+            })
+            .unwrap_or_else(|| panic!("no {kind} in {namespace}"))
+    };
+    for namespace in ["team-a", "team-b"] {
+        let role = in_namespace("Role", namespace);
+        assert_eq!(&role["rules"], manager_rules, "the Role in {namespace}");
+        let binding = in_namespace("RoleBinding", namespace);
+        assert_eq!(
+            binding["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "release-inference-access-manager"})
+        );
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "operators"}])
+        );
+    }
+    // Roles exactly where the operator watches; the Lease's Role stays in its own namespace.
+    let mut role_namespaces: Vec<&str> = of_kind(&objects, "Role")
+        .into_iter()
+        .filter(|role| role["metadata"]["name"] == "release-inference-access-manager")
+        .filter_map(|role| role["metadata"]["namespace"].as_str())
+        .collect();
+    role_namespaces.sort_unstable();
+    assert_eq!(role_namespaces, ["team-a", "team-b"]);
+    assert!(deployment_args(&objects).contains(&"--namespaces=team-a,team-b".to_owned()));
+    let lease = the(&objects, "Role", "release-inference-access-leader-election");
+    assert_eq!(lease["metadata"]["namespace"], "operators");
+
+    // rbac.create=false renders none of it.
+    let unmanaged = render(&["controller.watchNamespaces={team-a}", "rbac.create=false"]);
+    assert!(of_kind(&unmanaged, "Role").is_empty());
+    assert!(of_kind(&unmanaged, "RoleBinding").is_empty());
+}
+
+#[test]
+fn limits_pass_no_flag_by_default() {
+    let args = deployment_args(&render(&[]));
+    for flag in [
+        "--allowed-audiences",
+        "--max-token-lifetime",
+        "--allowed-gateways",
+        "--allowed-user-id-headers",
+        "--allowed-source-principals",
+        "--allow-templates",
+    ] {
+        assert!(
+            !args.iter().any(|arg| arg.starts_with(flag)),
+            "{flag} in {args:?}: an empty value keeps the binary's default"
+        );
+    }
+    // false is a value, not "unset".
+    let args = deployment_args(&render(&["controller.limits.allowTemplates=true"]));
+    assert!(
+        args.contains(&"--allow-templates=true".to_owned()),
+        "{args:?}"
+    );
 }

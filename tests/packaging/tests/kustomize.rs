@@ -16,11 +16,18 @@ fn the<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind}/{name} rendered"))
 }
 
-/// What both config/default and the Kubeflow overlay must satisfy, in `namespace`.
-fn assert_installable(objects: &[Value], namespace: &str) {
+/// The operator's own rights: its Role in a watched namespace, or its binding to one.
+fn is_manager_role(object: &Value) -> bool {
+    ["Role", "RoleBinding"].contains(&object["kind"].as_str().unwrap_or(""))
+        && object["metadata"]["name"] == "inference-access-manager"
+}
+
+/// What every tree under config/ must satisfy, in `namespace`, with the operator's rights
+/// cluster-wide (`watched` empty) or in the `watched` namespaces only.
+fn assert_installable(objects: &[Value], namespace: &str, watched: &[&str]) {
     for object in objects {
         validate_object(object).unwrap_or_else(|err| panic!("{err}"));
-        if !object["metadata"]["namespace"].is_null() {
+        if !object["metadata"]["namespace"].is_null() && !is_manager_role(object) {
             assert_eq!(
                 object["metadata"]["namespace"],
                 namespace,
@@ -50,9 +57,14 @@ fn assert_installable(objects: &[Value], namespace: &str) {
             binding["roleRef"]["name"].as_str().unwrap_or(""),
         );
     }
-    let manager = the(objects, "ClusterRole", "inference-access-manager");
     let source = read_yaml("config/rbac/role.yaml").unwrap_or_else(|err| panic!("{err}"));
-    assert_eq!(manager["rules"], source["rules"]);
+    if watched.is_empty() {
+        let manager = the(objects, "ClusterRole", "inference-access-manager");
+        assert_eq!(manager["rules"], source["rules"]);
+        the(objects, "ClusterRoleBinding", "inference-access-manager");
+    } else {
+        assert_rights_only_in(objects, watched, &source["rules"]);
+    }
     let service = the(objects, "Service", "inference-access-metrics");
     let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
     for (key, value) in service["spec"]["selector"]
@@ -78,10 +90,55 @@ fn assert_installable(objects: &[Value], namespace: &str) {
     );
 }
 
+/// The operator holds a Role with exactly `rules` in each watched namespace, watches exactly
+/// those, and has nothing cluster-wide but the user-facing aggregated roles.
+fn assert_rights_only_in(objects: &[Value], watched: &[&str], rules: &Value) {
+    assert!(
+        of_kind(objects, "ClusterRoleBinding").is_empty(),
+        "{:?}",
+        of_kind(objects, "ClusterRoleBinding")
+    );
+    for role in of_kind(objects, "ClusterRole") {
+        assert!(
+            role["metadata"]["labels"]
+                .as_object()
+                .is_some_and(|labels| labels.keys().any(|key| key.contains("/aggregate-to-"))),
+            "{} is not a user-facing aggregated role",
+            describe(role)
+        );
+    }
+    let mut role_namespaces = Vec::new();
+    for object in objects.iter().filter(|object| is_manager_role(object)) {
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or("");
+        if object["kind"] == "Role" {
+            assert_eq!(&object["rules"], rules, "the Role in {namespace}");
+            role_namespaces.push(namespace);
+        } else {
+            assert_eq!(
+                object["roleRef"],
+                json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "inference-access-manager"})
+            );
+        }
+    }
+    role_namespaces.sort_unstable();
+    let mut expected = watched.to_vec();
+    expected.sort_unstable();
+    assert_eq!(role_namespaces, expected);
+    let deployment = the(objects, "Deployment", "inference-access");
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        args.as_array()
+            .into_iter()
+            .flatten()
+            .any(|arg| *arg == format!("--namespaces={}", watched.join(","))),
+        "{args}"
+    );
+}
+
 #[test]
 fn config_default_renders_an_installable_operator() {
     let objects = render("config/default");
-    assert_installable(&objects, "inference-access-system");
+    assert_installable(&objects, "inference-access-system", &[]);
     let namespace = the(&objects, "Namespace", "inference-access-system");
     assert_eq!(
         namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
@@ -114,7 +171,7 @@ fn config_default_renders_an_installable_operator() {
 #[test]
 fn the_kubeflow_overlay_installs_into_kubeflow_without_a_sidecar() {
     let objects = render("config/overlays/kubeflow");
-    assert_installable(&objects, "kubeflow");
+    assert_installable(&objects, "kubeflow", &[]);
     assert!(
         of_kind(&objects, "Namespace").is_empty(),
         "Kubeflow owns the kubeflow namespace"
@@ -134,6 +191,36 @@ fn the_kubeflow_overlay_installs_into_kubeflow_without_a_sidecar() {
     );
     // Labels added to objects must not leak into the immutable selector.
     assert!(deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/part-of"].is_null());
+}
+
+#[test]
+fn the_scoped_overlay_grants_rights_in_the_watched_namespace_only() {
+    let objects = render("config/overlays/scoped");
+    assert_installable(
+        &objects,
+        "inference-access-system",
+        &["kubeflow-user-example-com"],
+    );
+    let mut kinds: Vec<String> = objects.iter().map(describe).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole/inference-access-editor",
+            "ClusterRole/inference-access-viewer",
+            "CustomResourceDefinition/inferenceaccesses.inference-access.io",
+            "Deployment/inference-access",
+            "Namespace/inference-access-system",
+            "Role/inference-access-leader-election",
+            "Role/inference-access-manager",
+            "RoleBinding/inference-access-leader-election",
+            "RoleBinding/inference-access-manager",
+            "Service/inference-access-metrics",
+            "ServiceAccount/inference-access",
+        ]
+    );
+    let lease = the(&objects, "Role", "inference-access-leader-election");
+    assert_eq!(lease["metadata"]["namespace"], "inference-access-system");
 }
 
 #[test]
