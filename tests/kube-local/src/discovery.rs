@@ -158,6 +158,47 @@ pub fn openapi_v3_gv(reg: &Registry, group: &str, version: &str) -> Option<Value
     )
 }
 
+/// The OpenAPI v2 document, as protobuf (what kubectl and Helm ask for) or JSON. They download it
+/// to validate on the client the kinds the server-side field validation check does not cover
+/// (create-only kinds such as TokenReview, kinds it cannot find a PATCH for). It has no
+/// definitions: kubectl skips client-side validation of a kind it finds no schema for, and the
+/// server still validates what it stores (see the README, "Where it differs").
+pub fn openapi_v2(protobuf: bool) -> Vec<u8> {
+    if !protobuf {
+        let doc = json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION}, "paths": {}, "definitions": {}});
+        return doc.to_string().into_bytes();
+    }
+    // gnostic's openapi_v2.Document: swagger = 1, info = 2 (Info: title = 1, version = 2).
+    let mut info = Vec::new();
+    proto_string(&mut info, 1, "Kubernetes");
+    proto_string(&mut info, 2, KUBERNETES_VERSION);
+    let mut doc = Vec::new();
+    proto_string(&mut doc, 1, "2.0");
+    proto_bytes(&mut doc, 2, &info);
+    doc
+}
+
+/// The media type of the protobuf form of `/openapi/v2`.
+pub const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+fn proto_string(out: &mut Vec<u8>, field: u64, value: &str) {
+    proto_bytes(out, field, value.as_bytes());
+}
+
+fn proto_bytes(out: &mut Vec<u8>, field: u64, value: &[u8]) {
+    proto_varint(out, (field << 3) | 2);
+    proto_varint(out, value.len() as u64);
+    out.extend_from_slice(value);
+}
+
+fn proto_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
 fn hash(doc: &Value) -> String {
     let digest = Sha256::digest(doc.to_string().as_bytes());
     digest.iter().take(16).map(|b| format!("{b:02X}")).collect()

@@ -286,6 +286,22 @@ async fn route(
                     .map(|d| json_response(200, &d))
                     .ok_or_else(not_found_path);
             }
+            ["openapi", "v2"] => {
+                let accept = req
+                    .headers()
+                    .get(hyper::header::ACCEPT)
+                    .and_then(|a| a.to_str().ok())
+                    .unwrap_or_default();
+                let protobuf = accept.contains("protobuf");
+                let mut resp = bytes_response(200, discovery::openapi_v2(protobuf));
+                if protobuf {
+                    resp.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static(discovery::OPENAPI_V2_PROTOBUF),
+                    );
+                }
+                return Ok(resp);
+            }
             ["openapi", "v3"] => {
                 return Ok(json_response(
                     200,

@@ -269,6 +269,40 @@ async fn kubectl_create_secret_configmap_serviceaccount_and_auth_can_i() {
     cp.shutdown().await;
 }
 
+/// `kubectl create -f` validates a kind without a PATCH (TokenReview) on the client, with the
+/// OpenAPI v2 document it downloads as protobuf: it must be served, as a real API server does.
+#[tokio::test]
+async fn kubectl_create_f_of_a_token_review_validates_and_reviews_the_token() {
+    let cp = start().await;
+    let k = Kubectl::new(&cp);
+    k.ok(&["create", "serviceaccount", "robot"]).await;
+    let token = k.ok(&["create", "token", "robot"]).await;
+    let dir = TempDir::new("tokenreview");
+    let file = dir.0.join("review.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec:\n  token: {}\n",
+            token.trim()
+        ),
+    )
+    .unwrap();
+    let review = k
+        .ok(&[
+            "create",
+            "-f",
+            file.to_str().unwrap(),
+            "-o",
+            "jsonpath={.status.authenticated} {.status.user.username}",
+        ])
+        .await;
+    assert_eq!(
+        review, "true system:serviceaccount:default:robot",
+        "kubectl downloaded /openapi/v2, validated and created the review"
+    );
+    cp.shutdown().await;
+}
+
 #[tokio::test]
 async fn binary_serves_writes_kubeconfig_and_stops_on_sigterm() {
     let dir = TempDir::new("bin");
