@@ -8,6 +8,7 @@ use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, T
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::detect::GatewayRef;
 use super::plan::{Plan, PolicyPlan, policy_name};
 use crate::api::authorization_policy::{self as ap, AuthorizationPolicy};
 use crate::api::inference_service::{InferenceService, SIDECAR_INJECT_ANNOTATION};
@@ -151,10 +152,53 @@ pub fn authorization_policy(
     policy: &PolicyPlan,
     user_id: &str,
 ) -> AuthorizationPolicy {
+    AuthorizationPolicy {
+        metadata: owned_meta(plan, policy_name(plan)),
+        spec: ap::AuthorizationPolicySpec {
+            selector: Some(ap::WorkloadSelector {
+                match_labels: BTreeMap::from([(
+                    "serving.kserve.io/inferenceservice".to_owned(),
+                    plan.target.name.clone(),
+                )]),
+            }),
+            action: Some("ALLOW".into()),
+            rules: identity_rules(policy, user_id),
+            ..ap::AuthorizationPolicySpec::default()
+        },
+        ..AuthorizationPolicy::default()
+    }
+}
+
+/// Ambient: the same rules, attached to the predictor Service so its waypoint enforces them. A
+/// selector would hand them to ztunnel, which cannot read L7 attributes and denies everyone.
+pub fn waypoint_policy(
+    plan: &Plan,
+    policy: &PolicyPlan,
+    user_id: &str,
+    service: &str,
+) -> AuthorizationPolicy {
+    AuthorizationPolicy {
+        metadata: owned_meta(plan, policy_name(plan)),
+        spec: ap::AuthorizationPolicySpec {
+            target_refs: vec![ap::PolicyTargetReference {
+                group: String::new(),
+                kind: "Service".into(),
+                name: service.to_owned(),
+            }],
+            action: Some("ALLOW".into()),
+            rules: identity_rules(policy, user_id),
+            ..ap::AuthorizationPolicySpec::default()
+        },
+        ..AuthorizationPolicy::default()
+    }
+}
+
+fn identity_rules(policy: &PolicyPlan, user_id: &str) -> Vec<ap::Rule> {
     let mut rules = vec![ap::Rule {
         from: vec![ap::From {
             source: ap::Source {
                 principals: policy.source_principals.clone(),
+                ..ap::Source::default()
             },
         }],
         when: vec![ap::Condition {
@@ -168,22 +212,94 @@ pub fn authorization_policy(
             to: vec![ap::To {
                 operation: ap::Operation {
                     paths: policy.probe_paths.clone(),
+                    ..ap::Operation::default()
                 },
             }],
             ..ap::Rule::default()
         });
     }
+    rules
+}
+
+/// The policy at a shared Gateway is named after the model, not the access: one grant per
+/// model there (see `gateway_policy`). Namespace and model names are DNS labels, so the dots
+/// keep `a-b/c` and `a/b-c` apart.
+pub fn gateway_policy_name(plan: &Plan) -> String {
+    format!(
+        "inference-access.{}.{}",
+        plan.access.namespace, plan.target.name
+    )
+}
+
+/// What a request to this model at the Gateway looks like: its host (with any port) and, for
+/// path-based URLs, its path prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelAtGateway {
+    pub host: String,
+    /// `/serving/<ns>/<name>` for KServe's `pathTemplate`; empty for host-based URLs.
+    pub path_prefix: String,
+}
+
+/// A DENY policy at the Gateway: a request for this model's host (and prefix) whose verified
+/// token is not this identity's is refused. A DENY, not an ALLOW: once any ALLOW policy applies
+/// to a Gateway, every request no ALLOW matches is denied, on every route of every model there;
+/// a DENY scoped to one host changes nothing for the others. Requests without a verified token
+/// have no request principal, so they are refused too. `issuers` are those of the
+/// RequestAuthentications on the Gateway: a principal is `<iss>/<sub>`.
+pub fn gateway_policy(
+    plan: &Plan,
+    gateway: &GatewayRef,
+    issuers: &[String],
+    subject: &str,
+    model: &ModelAtGateway,
+) -> AuthorizationPolicy {
+    let mut labels = keys::owned_labels(&plan.access.name);
+    labels.insert(
+        keys::ACCESS_NAMESPACE_LABEL.into(),
+        plan.access.namespace.clone(),
+    );
+    let metadata = ObjectMeta {
+        name: Some(gateway_policy_name(plan)),
+        namespace: Some(gateway.namespace.clone()),
+        labels: Some(labels),
+        annotations: Some(BTreeMap::from([(
+            keys::ANNOTATION_ACCESS_UID.to_owned(),
+            plan.access.uid.clone(),
+        )])),
+        ..ObjectMeta::default()
+    };
+    let paths = match model.path_prefix.as_str() {
+        "" => Vec::new(),
+        prefix => vec![prefix.to_owned(), format!("{prefix}/*")],
+    };
     AuthorizationPolicy {
-        metadata: owned_meta(plan, policy_name(plan)),
+        metadata,
         spec: ap::AuthorizationPolicySpec {
-            selector: Some(ap::WorkloadSelector {
-                match_labels: BTreeMap::from([(
-                    "serving.kserve.io/inferenceservice".to_owned(),
-                    plan.target.name.clone(),
-                )]),
-            }),
-            action: Some("ALLOW".into()),
-            rules,
+            target_refs: vec![ap::PolicyTargetReference {
+                group: "gateway.networking.k8s.io".into(),
+                kind: "Gateway".into(),
+                name: gateway.name.clone(),
+            }],
+            action: Some("DENY".into()),
+            rules: vec![ap::Rule {
+                from: vec![ap::From {
+                    source: ap::Source {
+                        not_request_principals: issuers
+                            .iter()
+                            .map(|iss| format!("{iss}/{subject}"))
+                            .collect(),
+                        ..ap::Source::default()
+                    },
+                }],
+                to: vec![ap::To {
+                    operation: ap::Operation {
+                        hosts: vec![model.host.clone(), format!("{}:*", model.host)],
+                        paths,
+                    },
+                }],
+                ..ap::Rule::default()
+            }],
+            ..ap::AuthorizationPolicySpec::default()
         },
         ..AuthorizationPolicy::default()
     }
