@@ -47,11 +47,7 @@ pub struct AuthorizationPolicySpec {
     pub selector: Option<WorkloadSelector>,
     /// Attaches the policy to a Gateway or a Service (Gateway API style) instead of selecting
     /// workloads; always in the policy's own namespace (Istio's CEL refuses any other).
-    #[serde(
-        default,
-        rename = "targetRefs",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, rename = "targetRefs", skip_serializing_if = "Vec::is_empty")]
     pub target_refs: Vec<PolicyTargetReference>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,

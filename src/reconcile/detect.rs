@@ -168,7 +168,9 @@ pub fn choose(observed: &Observed) -> Detected {
             ),
             (_, None) => detected(
                 MeshPath::AmbientWithoutWaypoint,
-                format!("the namespace is ambient and neither it nor the predictor Service is labelled {USE_WAYPOINT_LABEL}"),
+                format!(
+                    "the namespace is ambient and neither it nor the predictor Service is labelled {USE_WAYPOINT_LABEL}"
+                ),
             ),
         };
     }
@@ -195,7 +197,11 @@ pub fn has_sidecar(pod: &Pod) -> bool {
         || pod
             .spec
             .iter()
-            .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+            .flat_map(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+            })
             .any(|c| c.name == "istio-proxy")
 }
 
@@ -271,7 +277,11 @@ pub async fn observe(
         ..Observed::default()
     };
     let gateways = |ns: &str| {
-        Api::<DynamicObject>::namespaced_with(client.clone(), ns, &gateway_api("Gateway", "gateways"))
+        Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            ns,
+            &gateway_api("Gateway", "gateways"),
+        )
     };
     if let Some(waypoint) = waypoint_name(&observed) {
         observed.waypoint_exists = get_opt(&gateways(namespace), &waypoint).await?.is_some();
@@ -299,11 +309,9 @@ pub async fn observe(
                     client.clone(),
                     &gateway_api("GatewayClass", "gatewayclasses"),
                 );
-                let controller = get_opt(&classes, class).await?.and_then(|c| {
-                    c.data["spec"]["controllerName"]
-                        .as_str()
-                        .map(str::to_owned)
-                });
+                let controller = get_opt(&classes, class)
+                    .await?
+                    .and_then(|c| c.data["spec"]["controllerName"].as_str().map(str::to_owned));
                 if controller.as_deref() == Some(ISTIO_CONTROLLER) {
                     istio_gateway = Some(parent.clone());
                 }
@@ -346,7 +354,12 @@ pub fn issuers_for<'a>(specs: impl Iterator<Item = &'a Value>, gateway: &str) ->
                 })
             })
         })
-        .flat_map(|ra| ra["spec"]["jwtRules"].as_array().cloned().unwrap_or_default())
+        .flat_map(|ra| {
+            ra["spec"]["jwtRules"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .filter_map(|rule| rule["issuer"].as_str().map(str::to_owned))
         .collect();
     issuers.sort();
@@ -546,9 +559,7 @@ mod tests {
 
     #[test]
     fn a_reference_grant_names_the_access_namespace_and_the_gateway() {
-        let grant = |ns: &str, to: Value| {
-            json!({"spec": {"from": [{"group": "inference-access.io", "kind": "InferenceAccess", "namespace": ns}], "to": [to]}})
-        };
+        let grant = |ns: &str, to: Value| json!({"spec": {"from": [{"group": "inference-access.io", "kind": "InferenceAccess", "namespace": ns}], "to": [to]}});
         let gateway = |name: Option<&str>| match name {
             Some(n) => json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": n}),
             None => json!({"group": "gateway.networking.k8s.io", "kind": "Gateway"}),

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 
 use super::apply::{Applied, Applier, contains};
 use super::build::{self, ModelAtGateway};
@@ -48,9 +48,14 @@ pub enum MeshOutcome {
 #[derive(Debug, PartialEq, Eq)]
 pub enum AutoResult {
     /// The path's policy is in place; `applied`: this reconcile wrote it.
-    Applied { user_id: String, applied: bool },
+    Applied {
+        user_id: String,
+        applied: bool,
+    },
     /// A policy of that name exists and this access did not create it.
-    Conflict { owner: Option<String> },
+    Conflict {
+        owner: Option<String>,
+    },
     /// Ambient without a waypoint: nothing was written (a selector policy would deny everyone).
     NoWaypoint,
     /// No ReferenceGrant in the Gateway's namespace admits accesses from this namespace.
@@ -104,7 +109,16 @@ async fn run(
             )
             .await?;
             let detected = detect::choose(&observed);
-            let result = auto(applier, plan, policy, isvc, user_id, current, &detected.path).await?;
+            let result = auto(
+                applier,
+                plan,
+                policy,
+                isvc,
+                user_id,
+                current,
+                &detected.path,
+            )
+            .await?;
             return Ok(MeshOutcome::Auto { detected, result });
         }
         MeshPlan::Unmanaged => {
@@ -156,14 +170,16 @@ async fn auto(
     };
     if let Some(wanted) = local {
         remove_gateway_policies(applier, plan).await?;
-        return Ok(match applier.ensure(Kind::AuthorizationPolicy, &wanted).await? {
-            Applied::Conflict { owner } => AutoResult::Conflict { owner },
-            Applied::NotServed => AutoResult::IstioNotInstalled,
-            applied => AutoResult::Applied {
-                user_id: user_id.to_owned(),
-                applied: applied.changed(),
+        return Ok(
+            match applier.ensure(Kind::AuthorizationPolicy, &wanted).await? {
+                Applied::Conflict { owner } => AutoResult::Conflict { owner },
+                Applied::NotServed => AutoResult::IstioNotInstalled,
+                applied => AutoResult::Applied {
+                    user_id: user_id.to_owned(),
+                    applied: applied.changed(),
+                },
             },
-        });
+        );
     }
     applier.remove(Kind::AuthorizationPolicy, current).await?;
     let MeshPath::Gateway { gateway, .. } = path else {
@@ -185,7 +201,11 @@ async fn auto(
         Some(_) => Vec::new(),
         None => detect::gateway_issuers(client, gateway).await?,
     };
-    let refused = refused.or_else(|| issuers.is_empty().then_some(AutoResult::GatewayNotAuthenticating));
+    let refused = refused.or_else(|| {
+        issuers
+            .is_empty()
+            .then_some(AutoResult::GatewayNotAuthenticating)
+    });
     // Until the URL is known there is no host to scope the policy to: write nothing yet.
     let model = isvc
         .url()

@@ -3,13 +3,13 @@
 
 use jiff::Timestamp;
 
+use super::build;
 use super::conditions::{Check, Checks, reason};
+use super::detect::{Detected, MeshPath};
 use super::error::Error;
 use super::identity::IdentityOutcome;
 use super::issue::MAX_LOGIN_REFUSALS;
 use super::issue::{IssueOutcome, IssueResult};
-use super::build;
-use super::detect::{Detected, MeshPath};
 use super::mesh::{AutoResult, MeshOutcome};
 use super::plan::{IdentityPlan, Plan, SpecError, policy_name};
 use super::target::TargetOutcome;
@@ -424,15 +424,13 @@ fn auto_check(plan: &Plan, detected: &Detected, result: &AutoResult) -> Check {
                 gateway.namespace, plan.access.namespace, gateway.name
             ),
         ),
-        (AutoResult::GatewayNotAuthenticating, MeshPath::Gateway { gateway, .. }) => {
-            Check::failed(
-                reason::GATEWAY_NOT_AUTHENTICATING,
-                format!(
-                    "{found}; no RequestAuthentication is attached to Gateway {}/{}, so it verifies no token and a policy could not tell callers apart; nothing was written: attach one (targetRefs) for the cluster's issuer",
-                    gateway.namespace, gateway.name
-                ),
-            )
-        }
+        (AutoResult::GatewayNotAuthenticating, MeshPath::Gateway { gateway, .. }) => Check::failed(
+            reason::GATEWAY_NOT_AUTHENTICATING,
+            format!(
+                "{found}; no RequestAuthentication is attached to Gateway {}/{}, so it verifies no token and a policy could not tell callers apart; nothing was written: attach one (targetRefs) for the cluster's issuer",
+                gateway.namespace, gateway.name
+            ),
+        ),
         (AutoResult::SessionAtGateway, _) => Check::failed(
             reason::SESSION_AT_GATEWAY,
             format!(

@@ -143,6 +143,77 @@ const CRED: &str = "CredentialIssued";
 const AP: &str = "AccessPolicyReady";
 const EV: &str = "EndpointVerified";
 
+fn auto(path: MeshPath, result: AutoResult) -> MeshOutcome {
+    MeshOutcome::Auto {
+        detected: Detected {
+            path,
+            why: "because".into(),
+        },
+        result,
+    }
+}
+
+fn applied() -> AutoResult {
+    AutoResult::Applied {
+        user_id: "u".into(),
+        applied: true,
+    }
+}
+
+fn sidecar() -> MeshPath {
+    MeshPath::Sidecar
+}
+
+fn waypoint(ingress_uses_it: bool) -> MeshPath {
+    MeshPath::Waypoint {
+        service: "m-predictor".into(),
+        waypoint: "waypoint".into(),
+        ingress_uses_it,
+    }
+}
+
+fn gateway() -> MeshPath {
+    MeshPath::Gateway {
+        gateway: crate::reconcile::detect::GatewayRef {
+            namespace: "kserve".into(),
+            name: "kserve-ingress-gateway".into(),
+        },
+        route: "m".into(),
+    }
+}
+
+fn ambient() -> MeshPath {
+    MeshPath::AmbientWithoutWaypoint
+}
+
+fn unprotected() -> MeshPath {
+    MeshPath::Unprotected
+}
+
+#[test]
+fn auto_records_the_path_and_why() {
+    let token = token_plan();
+    let found = checks(
+        &token,
+        &with_mesh(auto(waypoint(true), applied())),
+        ts("2026-01-01T00:30:00Z"),
+    );
+    assert_eq!(found.mesh_path.as_deref(), Some("Waypoint"));
+    assert!(
+        found
+            .access_policy
+            .message
+            .starts_with("path Waypoint: because;"),
+        "{}",
+        found.access_policy.message
+    );
+    // Explicit modes record no path.
+    assert_eq!(
+        checks(&token, &all_ready(&token), ts("2026-01-01T00:30:00Z")).mesh_path,
+        None
+    );
+}
+
 #[test]
 fn every_documented_reason() {
     use MeshOutcome as M;
@@ -258,6 +329,61 @@ fn every_documented_reason() {
             (CRED, "DexLoginFailed", False),
         ),
         (&token, all_ready(&token), (AP, "PolicyApplied", True)),
+        (
+            &token,
+            with_mesh(auto(sidecar(), applied())),
+            (AP, "PolicyApplied", True),
+        ),
+        (
+            &token,
+            with_mesh(auto(waypoint(true), applied())),
+            (AP, "WaypointPolicyApplied", True),
+        ),
+        (
+            &token,
+            with_mesh(auto(waypoint(false), applied())),
+            (AP, "IngressBypassesWaypoint", False),
+        ),
+        (
+            &token,
+            with_mesh(auto(gateway(), applied())),
+            (AP, "GatewayPolicyApplied", True),
+        ),
+        (
+            &token,
+            with_mesh(auto(ambient(), AutoResult::NoWaypoint)),
+            (AP, "NoWaypoint", False),
+        ),
+        (
+            &token,
+            with_mesh(auto(unprotected(), AutoResult::Unprotected)),
+            (AP, "NoEnforcement", False),
+        ),
+        (
+            &token,
+            with_mesh(auto(gateway(), AutoResult::GatewayNotAllowed)),
+            (AP, "GatewayPolicyNotAllowed", False),
+        ),
+        (
+            &token,
+            with_mesh(auto(gateway(), AutoResult::GatewayNotAuthenticating)),
+            (AP, "GatewayNotAuthenticating", False),
+        ),
+        (
+            &dex,
+            with_mesh(auto(gateway(), AutoResult::SessionAtGateway)),
+            (AP, "SessionAtGateway", False),
+        ),
+        (
+            &token,
+            with_mesh(auto(gateway(), AutoResult::Conflict { owner: None })),
+            (AP, "PolicyConflict", False),
+        ),
+        (
+            &token,
+            with_mesh(auto(unprotected(), AutoResult::IstioNotInstalled)),
+            (AP, "IstioNotInstalled", False),
+        ),
         (
             &token,
             with_mesh(M::SidecarDisabled {
