@@ -409,6 +409,79 @@ mod tests {
     }
 
     #[test]
+    fn waypoint_policy_attaches_the_rules_to_the_service() {
+        let p = plan(
+            json!({"inferenceService": {"name": "m"}, "mesh": {"mode": "Auto", "probePaths": []}}),
+        );
+        let MeshPlan::Auto(policy) = &p.mesh else {
+            panic!("{:?}", p.mesh)
+        };
+        assert_eq!(
+            serde_json::to_value(waypoint_policy(&p, policy, "u", "m-predictor").spec).unwrap(),
+            json!({
+                "targetRefs": [{"group": "", "kind": "Service", "name": "m-predictor"}],
+                "action": "ALLOW",
+                "rules": [{
+                    "from": [{"source": {"principals": ["cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"]}}],
+                    "when": [{"key": "request.headers[kubeflow-userid]", "values": ["u"]}]
+                }]
+            })
+        );
+    }
+
+    #[test]
+    fn gateway_policy_denies_everyone_else_this_model_only() {
+        let p = plan(json!({"inferenceService": {"name": "m"}, "mesh": {"mode": "Auto"}}));
+        let gateway = GatewayRef {
+            namespace: "kserve".into(),
+            name: "kserve-ingress-gateway".into(),
+        };
+        let model = ModelAtGateway {
+            host: "m-ns.example.com".into(),
+            path_prefix: String::new(),
+        };
+        let issuers = ["https://kubernetes.default.svc.cluster.local".to_owned()];
+        assert_eq!(
+            serde_json::to_value(gateway_policy(
+                &p,
+                &gateway,
+                &issuers,
+                "system:serviceaccount:ns:client",
+                &model
+            ))
+            .unwrap(),
+            json!({
+                "apiVersion": "security.istio.io/v1",
+                "kind": "AuthorizationPolicy",
+                "metadata": {
+                    "name": "inference-access.ns.m",
+                    "namespace": "kserve",
+                    "labels": {"app.kubernetes.io/managed-by": "inference-access", "inference-access.io/access": "client", "inference-access.io/access-namespace": "ns"},
+                    "annotations": {"inference-access.io/access-uid": "access-uid"}
+                },
+                "spec": {
+                    "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "kserve-ingress-gateway"}],
+                    "action": "DENY",
+                    "rules": [{
+                        "from": [{"source": {"notRequestPrincipals": ["https://kubernetes.default.svc.cluster.local/system:serviceaccount:ns:client"]}}],
+                        "to": [{"operation": {"hosts": ["m-ns.example.com", "m-ns.example.com:*"]}}]
+                    }]
+                }
+            })
+        );
+        // Path-based URLs share the host: the prefix scopes the rule.
+        let shared = ModelAtGateway {
+            host: "example.com".into(),
+            path_prefix: "/serving/ns/m".into(),
+        };
+        let spec = gateway_policy(&p, &gateway, &issuers, "s", &shared).spec;
+        assert_eq!(
+            spec.rules[0].to[0].operation.paths,
+            ["/serving/ns/m", "/serving/ns/m/*"]
+        );
+    }
+
+    #[test]
     fn token_request_is_bound_to_the_secret_and_never_audience_less() {
         let p = plan(json!({"inferenceService": {"name": "m"}}));
         let crate::reconcile::plan::IdentityPlan::ServiceAccount { request, .. } = &p.identity
