@@ -117,19 +117,19 @@ fn label_true(labels: &BTreeMap<String, String>, key: &str) -> bool {
 
 pub fn choose(observed: &Observed) -> Detected {
     let detected = |path: MeshPath, why: String| Detected { path, why };
-    if let Some(route) = &observed.route {
-        if let Some(gateway) = &route.istio_gateway {
-            return detected(
-                MeshPath::Gateway {
-                    gateway: gateway.clone(),
-                    route: route.name.clone(),
-                },
-                format!(
-                    "HTTPRoute {} attaches the model to Gateway {}/{}, run by Istio",
-                    route.name, gateway.namespace, gateway.name
-                ),
-            );
-        }
+    if let Some(route) = &observed.route
+        && let Some(gateway) = &route.istio_gateway
+    {
+        return detected(
+            MeshPath::Gateway {
+                gateway: gateway.clone(),
+                route: route.name.clone(),
+            },
+            format!(
+                "HTTPRoute {} attaches the model to Gateway {}/{}, run by Istio",
+                route.name, gateway.namespace, gateway.name
+            ),
+        );
     }
     let sidecars = observed.pod_sidecars.iter().filter(|s| **s).count();
     if sidecars > 0 {
@@ -300,21 +300,21 @@ pub async fn observe(
     if let Some(route) = listed.iter().find(|r| owned_by(r, isvc_uid)) {
         let parent = parent_gateway(route, namespace);
         let mut istio_gateway = None;
-        if let Some(parent) = &parent {
-            if let Some(gateway) = get_opt(&gateways(&parent.namespace), &parent.name).await? {
-                let class = gateway.data["spec"]["gatewayClassName"]
-                    .as_str()
-                    .unwrap_or_default();
-                let classes = Api::<DynamicObject>::all_with(
-                    client.clone(),
-                    &gateway_api("GatewayClass", "gatewayclasses"),
-                );
-                let controller = get_opt(&classes, class)
-                    .await?
-                    .and_then(|c| c.data["spec"]["controllerName"].as_str().map(str::to_owned));
-                if controller.as_deref() == Some(ISTIO_CONTROLLER) {
-                    istio_gateway = Some(parent.clone());
-                }
+        if let Some(parent) = &parent
+            && let Some(gateway) = get_opt(&gateways(&parent.namespace), &parent.name).await?
+        {
+            let class = gateway.data["spec"]["gatewayClassName"]
+                .as_str()
+                .unwrap_or_default();
+            let classes = Api::<DynamicObject>::all_with(
+                client.clone(),
+                &gateway_api("GatewayClass", "gatewayclasses"),
+            );
+            let controller = get_opt(&classes, class)
+                .await?
+                .and_then(|c| c.data["spec"]["controllerName"].as_str().map(str::to_owned));
+            if controller.as_deref() == Some(ISTIO_CONTROLLER) {
+                istio_gateway = Some(parent.clone());
             }
         }
         observed.route = Some(RouteView {

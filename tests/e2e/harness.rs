@@ -317,7 +317,11 @@ impl Env {
     /// does anything else.
     pub async fn ops_addr(&self) -> String {
         let line = self.wait_log(0, "serving /metrics").await;
-        line.rsplit("addr=").next().unwrap_or_default().trim().to_owned()
+        line.rsplit("addr=")
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
     }
 }
 
