@@ -16,6 +16,7 @@ pub mod context;
 pub mod detect;
 pub mod error;
 pub mod events;
+pub mod gateway_policy;
 pub mod identity;
 pub mod issue;
 pub mod limits;

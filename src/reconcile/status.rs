@@ -446,5 +446,8 @@ fn auto_check(plan: &Plan, detected: &Detected, result: &AutoResult) -> Check {
 }
 
 #[cfg(test)]
+#[path = "status_auto_tests.rs"]
+mod auto_tests;
+#[cfg(test)]
 #[path = "status_tests.rs"]
 mod tests;

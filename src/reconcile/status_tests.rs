@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use super::auto_tests::{ambient, applied, auto, gateway, sidecar, unprotected, waypoint};
 use super::*;
 use crate::core::diagnosis::Diagnosis;
 use crate::core::endpoint::Endpoint;
@@ -18,7 +19,7 @@ fn plan(spec: serde_json::Value) -> Plan {
     validate(&access(spec).build(), &Limits::default()).unwrap()
 }
 
-fn token_plan() -> Plan {
+pub(super) fn token_plan() -> Plan {
     plan(json!({"inferenceService": {"name": "m"}}))
 }
 
@@ -87,7 +88,7 @@ fn policy_ready() -> MeshOutcome {
 }
 
 /// A whole pipeline that went through, with one part replaced.
-fn all_ready(plan: &Plan) -> Outcomes {
+pub(super) fn all_ready(plan: &Plan) -> Outcomes {
     Outcomes {
         target: found(Some(URL)),
         identity: Some(ready_identity(plan)),
@@ -124,7 +125,7 @@ fn with_issue(result: IssueResult) -> Outcomes {
     }
 }
 
-fn with_mesh(outcome: MeshOutcome) -> Outcomes {
+pub(super) fn with_mesh(outcome: MeshOutcome) -> Outcomes {
     Outcomes {
         mesh: Some(outcome),
         ..all_ready(&token_plan())
@@ -142,77 +143,6 @@ const IS: &str = "InferenceServiceReady";
 const CRED: &str = "CredentialIssued";
 const AP: &str = "AccessPolicyReady";
 const EV: &str = "EndpointVerified";
-
-fn auto(path: MeshPath, result: AutoResult) -> MeshOutcome {
-    MeshOutcome::Auto {
-        detected: Detected {
-            path,
-            why: "because".into(),
-        },
-        result,
-    }
-}
-
-fn applied() -> AutoResult {
-    AutoResult::Applied {
-        user_id: "u".into(),
-        applied: true,
-    }
-}
-
-fn sidecar() -> MeshPath {
-    MeshPath::Sidecar
-}
-
-fn waypoint(ingress_uses_it: bool) -> MeshPath {
-    MeshPath::Waypoint {
-        service: "m-predictor".into(),
-        waypoint: "waypoint".into(),
-        ingress_uses_it,
-    }
-}
-
-fn gateway() -> MeshPath {
-    MeshPath::Gateway {
-        gateway: crate::reconcile::detect::GatewayRef {
-            namespace: "kserve".into(),
-            name: "kserve-ingress-gateway".into(),
-        },
-        route: "m".into(),
-    }
-}
-
-fn ambient() -> MeshPath {
-    MeshPath::AmbientWithoutWaypoint
-}
-
-fn unprotected() -> MeshPath {
-    MeshPath::Unprotected
-}
-
-#[test]
-fn auto_records_the_path_and_why() {
-    let token = token_plan();
-    let found = checks(
-        &token,
-        &with_mesh(auto(waypoint(true), applied())),
-        ts("2026-01-01T00:30:00Z"),
-    );
-    assert_eq!(found.mesh_path.as_deref(), Some("Waypoint"));
-    assert!(
-        found
-            .access_policy
-            .message
-            .starts_with("path Waypoint: because;"),
-        "{}",
-        found.access_policy.message
-    );
-    // Explicit modes record no path.
-    assert_eq!(
-        checks(&token, &all_ready(&token), ts("2026-01-01T00:30:00Z")).mesh_path,
-        None
-    );
-}
 
 #[test]
 fn every_documented_reason() {
