@@ -45,6 +45,10 @@ namespaced_resource!(
 pub struct AuthorizationPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<WorkloadSelector>,
+    /// Attaches the policy to a Gateway or a Service (Gateway API style) instead of selecting
+    /// workloads; always in the policy's own namespace (Istio's CEL refuses any other).
+    #[serde(default, rename = "targetRefs", skip_serializing_if = "Vec::is_empty")]
+    pub target_refs: Vec<PolicyTargetReference>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -74,9 +78,13 @@ pub struct From {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct Source {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub principals: Vec<String>,
+    /// `<iss>/<sub>` of tokens a RequestAuthentication verified at this proxy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_request_principals: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -87,7 +95,17 @@ pub struct To {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct Operation {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
+}
+
+/// `spec.targetRefs[]`: group, kind and name of an object in the policy's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct PolicyTargetReference {
+    pub group: String,
+    pub kind: String,
+    pub name: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

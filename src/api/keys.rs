@@ -11,6 +11,12 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "inference-access";
 /// Names the InferenceAccess an object belongs to.
 pub const ACCESS_LABEL: &str = "inference-access.io/access";
+/// On an object the operator writes outside the access's namespace (a policy at a shared
+/// Gateway), where no owner reference can point at the access: its namespace, and its uid.
+pub const ACCESS_NAMESPACE_LABEL: &str = "inference-access.io/access-namespace";
+pub const ANNOTATION_ACCESS_UID: &str = "inference-access.io/access-uid";
+/// On an access that wrote outside its namespace: removed once that object is deleted.
+pub const GATEWAY_POLICY_FINALIZER: &str = "inference-access.io/gateway-policy";
 /// The label selector that scopes every watch of owned objects.
 pub const OWNED_SELECTOR: &str = "app.kubernetes.io/managed-by=inference-access";
 

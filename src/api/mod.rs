@@ -292,6 +292,11 @@ pub enum MeshMode {
     DisableSidecarInjection,
     /// The operator leaves the mesh alone.
     Unmanaged,
+    /// The operator looks at how the model is reached and writes the object that enforces there:
+    /// a policy at the Istio Gateway of the model's HTTPRoute, on the sidecar, or attached to the
+    /// model's Service for its ambient waypoint. The path and why it was chosen are in
+    /// `status.meshPath` and the AccessPolicyReady message.
+    Auto,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -386,6 +391,10 @@ pub struct InferenceAccessStatus {
     /// an object: server-side apply leaves an emptied object behind when it is dropped.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_refused_secret_version: Option<String>,
+    /// mesh.mode Auto: the path the operator found the model is reached by (`Gateway`,
+    /// `Sidecar`, `Waypoint`, `Ambient` without a waypoint, or `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_path: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

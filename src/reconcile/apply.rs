@@ -90,6 +90,17 @@ impl<'a> Applier<'a> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    /// The client, for reads of kinds no cache covers (the data path) and for objects outside
+    /// the access's namespace.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Records the access as a write (its finalizers) returned it.
+    pub fn wrote_access(&self, access: InferenceAccess) {
+        self.caches.accesses.wrote(access);
+    }
+
     /// Whether AuthorizationPolicies are served in this scope (Istio installed).
     pub fn policies_served(&self) -> bool {
         self.caches.policies_served

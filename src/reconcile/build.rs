@@ -8,6 +8,7 @@ use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, T
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+pub use super::gateway_policy::{ModelAtGateway, gateway_policy, gateway_policy_name};
 use super::plan::{Plan, PolicyPlan, policy_name};
 use crate::api::authorization_policy::{self as ap, AuthorizationPolicy};
 use crate::api::inference_service::{InferenceService, SIDECAR_INJECT_ANNOTATION};
@@ -151,10 +152,53 @@ pub fn authorization_policy(
     policy: &PolicyPlan,
     user_id: &str,
 ) -> AuthorizationPolicy {
+    AuthorizationPolicy {
+        metadata: owned_meta(plan, policy_name(plan)),
+        spec: ap::AuthorizationPolicySpec {
+            selector: Some(ap::WorkloadSelector {
+                match_labels: BTreeMap::from([(
+                    "serving.kserve.io/inferenceservice".to_owned(),
+                    plan.target.name.clone(),
+                )]),
+            }),
+            action: Some("ALLOW".into()),
+            rules: identity_rules(policy, user_id),
+            ..ap::AuthorizationPolicySpec::default()
+        },
+        ..AuthorizationPolicy::default()
+    }
+}
+
+/// Ambient: the same rules, attached to the predictor Service so its waypoint enforces them. A
+/// selector would hand them to ztunnel, which cannot read L7 attributes and denies everyone.
+pub fn waypoint_policy(
+    plan: &Plan,
+    policy: &PolicyPlan,
+    user_id: &str,
+    service: &str,
+) -> AuthorizationPolicy {
+    AuthorizationPolicy {
+        metadata: owned_meta(plan, policy_name(plan)),
+        spec: ap::AuthorizationPolicySpec {
+            target_refs: vec![ap::PolicyTargetReference {
+                group: String::new(),
+                kind: "Service".into(),
+                name: service.to_owned(),
+            }],
+            action: Some("ALLOW".into()),
+            rules: identity_rules(policy, user_id),
+            ..ap::AuthorizationPolicySpec::default()
+        },
+        ..AuthorizationPolicy::default()
+    }
+}
+
+fn identity_rules(policy: &PolicyPlan, user_id: &str) -> Vec<ap::Rule> {
     let mut rules = vec![ap::Rule {
         from: vec![ap::From {
             source: ap::Source {
                 principals: policy.source_principals.clone(),
+                ..ap::Source::default()
             },
         }],
         when: vec![ap::Condition {
@@ -168,25 +212,13 @@ pub fn authorization_policy(
             to: vec![ap::To {
                 operation: ap::Operation {
                     paths: policy.probe_paths.clone(),
+                    ..ap::Operation::default()
                 },
             }],
             ..ap::Rule::default()
         });
     }
-    AuthorizationPolicy {
-        metadata: owned_meta(plan, policy_name(plan)),
-        spec: ap::AuthorizationPolicySpec {
-            selector: Some(ap::WorkloadSelector {
-                match_labels: BTreeMap::from([(
-                    "serving.kserve.io/inferenceservice".to_owned(),
-                    plan.target.name.clone(),
-                )]),
-            }),
-            action: Some("ALLOW".into()),
-            rules,
-        },
-        ..AuthorizationPolicy::default()
-    }
+    rules
 }
 
 #[cfg(test)]
@@ -287,6 +319,27 @@ mod tests {
                 "rules": [{
                     "from": [{"source": {"principals": ["cluster.local/ns/gw/sa/gw"]}}],
                     "when": [{"key": "request.headers[x-user]", "values": ["system:serviceaccount:ns:robot"]}]
+                }]
+            })
+        );
+    }
+
+    #[test]
+    fn waypoint_policy_attaches_the_rules_to_the_service() {
+        let p = plan(
+            json!({"inferenceService": {"name": "m"}, "mesh": {"mode": "Auto", "probePaths": []}}),
+        );
+        let MeshPlan::Auto(policy) = &p.mesh else {
+            panic!("{:?}", p.mesh)
+        };
+        assert_eq!(
+            serde_json::to_value(waypoint_policy(&p, policy, "u", "m-predictor").spec).unwrap(),
+            json!({
+                "targetRefs": [{"group": "", "kind": "Service", "name": "m-predictor"}],
+                "action": "ALLOW",
+                "rules": [{
+                    "from": [{"source": {"principals": ["cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"]}}],
+                    "when": [{"key": "request.headers[kubeflow-userid]", "values": ["u"]}]
                 }]
             })
         );

@@ -52,6 +52,15 @@ pub mod reason {
     pub const ISTIO_NOT_INSTALLED: &str = "IstioNotInstalled";
     pub const POLICY_CONFLICT: &str = "PolicyConflict";
     pub const POLICY_FAILED: &str = "PolicyApplyFailed";
+    // mesh.mode Auto.
+    pub const WAYPOINT_POLICY_APPLIED: &str = "WaypointPolicyApplied";
+    pub const GATEWAY_POLICY_APPLIED: &str = "GatewayPolicyApplied";
+    pub const INGRESS_BYPASSES_WAYPOINT: &str = "IngressBypassesWaypoint";
+    pub const NO_WAYPOINT: &str = "NoWaypoint";
+    pub const NO_ENFORCEMENT: &str = "NoEnforcement";
+    pub const GATEWAY_POLICY_NOT_ALLOWED: &str = "GatewayPolicyNotAllowed";
+    pub const GATEWAY_NOT_AUTHENTICATING: &str = "GatewayNotAuthenticating";
+    pub const SESSION_AT_GATEWAY: &str = "SessionAtGateway";
     pub const PENDING: &str = "Pending";
     pub const VERIFICATION_DISABLED: &str = "VerificationDisabled";
 }
@@ -141,6 +150,8 @@ pub struct Checks {
     pub renewal_time: Option<Timestamp>,
     pub last_renew_request: Option<String>,
     pub login_refusals: Option<LoginRefusals>,
+    /// mesh.mode Auto: the path found (`status.meshPath`).
+    pub mesh_path: Option<String>,
 }
 
 impl Default for Checks {
@@ -158,6 +169,7 @@ impl Default for Checks {
             renewal_time: None,
             last_renew_request: None,
             login_refusals: None,
+            mesh_path: None,
         }
     }
 }
@@ -230,6 +242,7 @@ pub fn build_status(
             .login_refusals
             .as_ref()
             .map(|r| r.secret_version.clone()),
+        mesh_path: checks.mesh_path.clone(),
         conditions,
     }
 }

@@ -13,6 +13,8 @@ pub enum Kind {
     Secret,
     TokenRequest,
     AuthorizationPolicy,
+    /// Reading how the model is reached (pods, namespace, Service, Gateway API objects).
+    DataPath,
     Status,
 }
 
@@ -24,6 +26,7 @@ impl Kind {
             Kind::CredentialsSecret | Kind::Secret => "secret",
             Kind::TokenRequest => "token_request",
             Kind::AuthorizationPolicy => "policy",
+            Kind::DataPath => "data_path",
             Kind::Status => "status",
         }
     }
@@ -38,6 +41,7 @@ impl fmt::Display for Kind {
             Kind::Secret => "Secret",
             Kind::TokenRequest => "TokenRequest",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::DataPath => "data path",
             Kind::Status => "status",
         })
     }

@@ -2,11 +2,19 @@
 //! before `status.url` exists: Knative may need the policy's probe paths before it publishes
 //! the URL at all.
 
-use super::apply::{Applied, Applier};
-use super::build;
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+
+use super::apply::{Applied, Applier, contains};
+use super::build::{self, ModelAtGateway};
+use super::detect::{self, Detected, GatewayRef, MeshPath};
 use super::error::{Error, Kind};
-use super::plan::{MeshPlan, Plan, policy_name};
-use crate::api::{AuthorizationPolicy, InferenceService};
+use super::plan::{IdentityPlan, MeshPlan, Plan, PolicyPlan, policy_name};
+use crate::api::keys;
+use crate::api::{AuthorizationPolicy, InferenceAccess, InferenceService};
+use crate::core::endpoint::Endpoint;
 
 #[derive(Debug)]
 pub enum MeshOutcome {
@@ -29,7 +37,36 @@ pub enum MeshOutcome {
     Unmanaged {
         deleted_policy: bool,
     },
+    /// mesh.mode Auto: the path found, and what became of the object it needs.
+    Auto {
+        detected: Detected,
+        result: AutoResult,
+    },
     Failed(Error),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum AutoResult {
+    /// The path's policy is in place; `applied`: this reconcile wrote it.
+    Applied {
+        user_id: String,
+        applied: bool,
+    },
+    /// A policy of that name exists and this access did not create it.
+    Conflict {
+        owner: Option<String>,
+    },
+    /// Ambient without a waypoint: nothing was written (a selector policy would deny everyone).
+    NoWaypoint,
+    /// No ReferenceGrant in the Gateway's namespace admits accesses from this namespace.
+    GatewayNotAllowed,
+    /// No RequestAuthentication is attached to the Gateway: no request principal to match.
+    GatewayNotAuthenticating,
+    /// A Dex session has no request principal the Gateway can match.
+    SessionAtGateway,
+    /// Nothing on the path enforces a policy.
+    Unprotected,
+    IstioNotInstalled,
 }
 
 pub async fn ensure(
@@ -54,12 +91,44 @@ async fn run(
     let current = applier.cached::<AuthorizationPolicy>(policy_name(plan));
     let policy = match &plan.mesh {
         MeshPlan::AuthorizationPolicy(policy) => policy,
+        MeshPlan::Auto(policy) => {
+            if !applier.policies_served() {
+                return Ok(MeshOutcome::Auto {
+                    detected: Detected {
+                        path: MeshPath::Unprotected,
+                        why: "Istio is not installed".into(),
+                    },
+                    result: AutoResult::IstioNotInstalled,
+                });
+            }
+            let observed = detect::observe(
+                applier.client(),
+                &plan.access.namespace,
+                &plan.target.name,
+                &isvc.uid().unwrap_or_default(),
+            )
+            .await?;
+            let detected = detect::choose(&observed);
+            let result = auto(
+                applier,
+                plan,
+                policy,
+                isvc,
+                user_id,
+                current,
+                &detected.path,
+            )
+            .await?;
+            return Ok(MeshOutcome::Auto { detected, result });
+        }
         MeshPlan::Unmanaged => {
+            remove_gateway_policies(applier, plan).await?;
             let deleted_policy = applier.remove(Kind::AuthorizationPolicy, current).await?;
             return Ok(MeshOutcome::Unmanaged { deleted_policy });
         }
         // The annotation is part of the template (the plan refuses this mode otherwise).
         MeshPlan::DisableSidecarInjection => {
+            remove_gateway_policies(applier, plan).await?;
             let deleted_policy = applier.remove(Kind::AuthorizationPolicy, current).await?;
             return Ok(MeshOutcome::SidecarDisabled { deleted_policy });
         }
@@ -67,6 +136,7 @@ async fn run(
     if !applier.policies_served() {
         return Ok(MeshOutcome::IstioNotInstalled);
     }
+    remove_gateway_policies(applier, plan).await?;
     let wanted = build::authorization_policy(plan, policy, user_id);
     let applied = match applier.ensure(Kind::AuthorizationPolicy, &wanted).await? {
         Applied::Conflict { .. } => return Ok(MeshOutcome::PolicyConflict),
@@ -78,4 +148,254 @@ async fn run(
         applied,
         no_sidecar: isvc.sidecar_disabled(),
     })
+}
+
+/// The Auto path's object: written for the path found, and the objects of other paths removed
+/// (a selector policy left in an ambient namespace would deny everyone at ztunnel).
+async fn auto(
+    applier: &Applier<'_>,
+    plan: &Plan,
+    policy: &PolicyPlan,
+    isvc: &InferenceService,
+    user_id: &str,
+    current: Option<Arc<AuthorizationPolicy>>,
+    path: &MeshPath,
+) -> Result<AutoResult, Error> {
+    let local = match path {
+        MeshPath::Sidecar => Some(build::authorization_policy(plan, policy, user_id)),
+        MeshPath::Waypoint { service, .. } => {
+            Some(build::waypoint_policy(plan, policy, user_id, service))
+        }
+        _ => None,
+    };
+    if let Some(wanted) = local {
+        remove_gateway_policies(applier, plan).await?;
+        return Ok(
+            match applier.ensure(Kind::AuthorizationPolicy, &wanted).await? {
+                Applied::Conflict { owner } => AutoResult::Conflict { owner },
+                Applied::NotServed => AutoResult::IstioNotInstalled,
+                applied => AutoResult::Applied {
+                    user_id: user_id.to_owned(),
+                    applied: applied.changed(),
+                },
+            },
+        );
+    }
+    applier.remove(Kind::AuthorizationPolicy, current).await?;
+    let MeshPath::Gateway { gateway, .. } = path else {
+        remove_gateway_policies(applier, plan).await?;
+        return Ok(match path {
+            MeshPath::AmbientWithoutWaypoint => AutoResult::NoWaypoint,
+            _ => AutoResult::Unprotected,
+        });
+    };
+    let client = applier.client();
+    let refused = if !matches!(plan.identity, IdentityPlan::ServiceAccount { .. }) {
+        Some(AutoResult::SessionAtGateway)
+    } else if !detect::gateway_consents(client, gateway, &plan.access.namespace).await? {
+        Some(AutoResult::GatewayNotAllowed)
+    } else {
+        None
+    };
+    let issuers = match refused {
+        Some(_) => Vec::new(),
+        None => detect::gateway_issuers(client, gateway).await?,
+    };
+    let refused = refused.or_else(|| {
+        issuers
+            .is_empty()
+            .then_some(AutoResult::GatewayNotAuthenticating)
+    });
+    // Until the URL is known there is no host to scope the policy to: write nothing yet.
+    let model = isvc
+        .url()
+        .and_then(|url| Endpoint::resolve(url, &plan.gateway_url, &plan.target.name).ok())
+        .map(|e| ModelAtGateway {
+            host: e.host,
+            path_prefix: e.path_prefix,
+        });
+    let (Some(model), None) = (model, &refused) else {
+        remove_gateway_policies(applier, plan).await?;
+        return Ok(refused.unwrap_or(AutoResult::Unprotected));
+    };
+    let wanted = build::gateway_policy(plan, gateway, &issuers, user_id, &model);
+    ensure_gateway_policy(applier, plan, gateway, &wanted, user_id).await
+}
+
+/// The policy at the Gateway, in the Gateway's namespace: no owner reference can point at the
+/// access there, so the access carries a finalizer that deletes it, and the policy names the
+/// access's uid (an object of that name without it is someone else's and left alone).
+async fn ensure_gateway_policy(
+    applier: &Applier<'_>,
+    plan: &Plan,
+    gateway: &GatewayRef,
+    wanted: &AuthorizationPolicy,
+    user_id: &str,
+) -> Result<AutoResult, Error> {
+    let client = applier.client();
+    let api = Api::<AuthorizationPolicy>::namespaced(client.clone(), &gateway.namespace);
+    let name = wanted.name_any();
+    let fail = |err| Error::api(Kind::AuthorizationPolicy)(err);
+    let current = api.get_opt(&name).await.map_err(fail)?;
+    if let Some(current) = &current {
+        if !is_ours(current, &plan.access.uid) {
+            return Ok(AutoResult::Conflict {
+                owner: current
+                    .labels()
+                    .get(keys::ACCESS_NAMESPACE_LABEL)
+                    .zip(current.labels().get(keys::ACCESS_LABEL))
+                    .map(|(ns, name)| format!("InferenceAccess {ns}/{name}")),
+            });
+        }
+        if contains(current, wanted) {
+            return Ok(AutoResult::Applied {
+                user_id: user_id.to_owned(),
+                applied: false,
+            });
+        }
+    }
+    add_finalizer(applier, plan).await?;
+    // Another Gateway (the route moved): the policy at the old one goes.
+    remove_gateway_policies_except(applier, &Owner::of(plan), Some(&gateway.namespace)).await?;
+    api.patch(
+        &name,
+        &PatchParams::apply(keys::FIELD_MANAGER).force(),
+        &Patch::Apply(wanted),
+    )
+    .await
+    .map_err(fail)?;
+    Ok(AutoResult::Applied {
+        user_id: user_id.to_owned(),
+        applied: true,
+    })
+}
+
+fn is_ours(policy: &AuthorizationPolicy, uid: &str) -> bool {
+    policy
+        .annotations()
+        .get(keys::ANNOTATION_ACCESS_UID)
+        .is_some_and(|u| u == uid)
+}
+
+/// The finalizer that makes deleting the access delete its policy at the Gateway.
+async fn add_finalizer(applier: &Applier<'_>, plan: &Plan) -> Result<(), Error> {
+    let cached = applier.cached::<InferenceAccess>(&plan.access.name);
+    if cached.is_some_and(|a| holds_finalizer(&a)) {
+        return Ok(());
+    }
+    set_finalizer(applier, &Owner::of(plan), true).await
+}
+
+/// Server-side apply of the finalizer alone, under the operator's field manager: applying
+/// without it removes it.
+async fn set_finalizer(applier: &Applier<'_>, who: &Owner<'_>, present: bool) -> Result<(), Error> {
+    let finalizers: Vec<&str> = if present {
+        vec![keys::GATEWAY_POLICY_FINALIZER]
+    } else {
+        Vec::new()
+    };
+    let patch = serde_json::json!({
+        "apiVersion": "inference-access.io/v1alpha1",
+        "kind": "InferenceAccess",
+        "metadata": {"name": who.name, "finalizers": finalizers},
+    });
+    let written = applier
+        .api::<InferenceAccess>()
+        .patch(
+            who.name,
+            &PatchParams::apply(keys::FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|err| Error::api(Kind::AuthorizationPolicy)(err))?;
+    applier.wrote_access(written);
+    Ok(())
+}
+
+/// Deletes every policy the access wrote at a Gateway (found by its labels, in any namespace),
+/// then drops the finalizer.
+pub async fn remove_gateway_policies(applier: &Applier<'_>, plan: &Plan) -> Result<(), Error> {
+    remove_gateway_policies_except(applier, &Owner::of(plan), None).await
+}
+
+/// The access being deleted: its policies at Gateways go, then its finalizer.
+pub async fn finalize(applier: &Applier<'_>, access: &InferenceAccess) -> Result<(), Error> {
+    let namespace = access.namespace().unwrap_or_default();
+    let name = access.name_any();
+    let uid = access.uid().unwrap_or_default();
+    let who = Owner {
+        namespace: &namespace,
+        name: &name,
+        uid: &uid,
+    };
+    remove_gateway_policies_except(applier, &who, None).await
+}
+
+/// Who wrote a policy outside its namespace.
+struct Owner<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    uid: &'a str,
+}
+
+impl<'a> Owner<'a> {
+    fn of(plan: &'a Plan) -> Self {
+        Self {
+            namespace: &plan.access.namespace,
+            name: &plan.access.name,
+            uid: &plan.access.uid,
+        }
+    }
+}
+
+/// Whether the access holds the finalizer (so it may have written at a Gateway).
+fn holds_finalizer(access: &InferenceAccess) -> bool {
+    access
+        .finalizers()
+        .iter()
+        .any(|f| f == keys::GATEWAY_POLICY_FINALIZER)
+}
+
+async fn remove_gateway_policies_except(
+    applier: &Applier<'_>,
+    who: &Owner<'_>,
+    keep_in: Option<&str>,
+) -> Result<(), Error> {
+    // Without the finalizer nothing was written outside the namespace: no request at all.
+    let access = applier.cached::<InferenceAccess>(who.name);
+    if !access.is_some_and(|a| holds_finalizer(&a)) {
+        return Ok(());
+    }
+    let client = applier.client();
+    let selector = format!(
+        "{}={},{}={}",
+        keys::ACCESS_NAMESPACE_LABEL,
+        who.namespace,
+        keys::ACCESS_LABEL,
+        who.name
+    );
+    let fail = |err| Error::api(Kind::AuthorizationPolicy)(err);
+    let all = Api::<AuthorizationPolicy>::all(client.clone());
+    let policies = all
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(fail)?;
+    for policy in policies.items.iter().filter(|p| is_ours(p, who.uid)) {
+        let namespace = policy.namespace().unwrap_or_default();
+        if keep_in == Some(namespace.as_str()) {
+            continue;
+        }
+        Api::<AuthorizationPolicy>::namespaced(client.clone(), &namespace)
+            .delete(&policy.name_any(), &DeleteParams::default())
+            .await
+            .map(|_| ())
+            .or_else(|err| match super::error::api_status(&err) {
+                Some(404) => Ok(()),
+                _ => Err(fail(err)),
+            })?;
+    }
+    if keep_in.is_none() {
+        set_finalizer(applier, who, false).await?;
+    }
+    Ok(())
 }

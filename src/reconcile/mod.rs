@@ -13,8 +13,10 @@ pub mod build;
 pub mod cache;
 pub mod conditions;
 pub mod context;
+pub mod detect;
 pub mod error;
 pub mod events;
+pub mod gateway_policy;
 pub mod identity;
 pub mod issue;
 pub mod limits;
@@ -97,6 +99,11 @@ async fn reconcile_access(access: &InferenceAccess, ctx: &Context) -> Result<Act
     let access = newest.as_deref().unwrap_or(access);
     let uid = access.uid().unwrap_or_default();
     let applier = Applier::new(ctx.client.clone(), &ctx.caches, &namespace, &uid);
+    // Owned objects go with owner references; only a policy at a Gateway needs this.
+    if access.metadata.deletion_timestamp.is_some() {
+        mesh::finalize(&applier, access).await?;
+        return Ok(Action::await_change());
+    }
     let plan = match plan::validate(access, &ctx.limits) {
         Ok(plan) => plan,
         Err(refusal) => {

@@ -3,12 +3,14 @@
 
 use jiff::Timestamp;
 
+use super::build;
 use super::conditions::{Check, Checks, reason};
+use super::detect::{Detected, MeshPath};
 use super::error::Error;
 use super::identity::IdentityOutcome;
 use super::issue::MAX_LOGIN_REFUSALS;
 use super::issue::{IssueOutcome, IssueResult};
-use super::mesh::MeshOutcome;
+use super::mesh::{AutoResult, MeshOutcome};
 use super::plan::{IdentityPlan, Plan, SpecError, policy_name};
 use super::target::TargetOutcome;
 use super::verify::VerifyOutcome;
@@ -105,6 +107,9 @@ pub fn checks(plan: &Plan, outcomes: &Outcomes, now: Timestamp) -> Checks {
     }
     if let Some(mesh) = &outcomes.mesh {
         checks.access_policy = mesh_check(plan, mesh);
+        if let MeshOutcome::Auto { detected, .. } = mesh {
+            checks.mesh_path = Some(detected.path.name().to_owned());
+        }
     }
     checks.endpoint = match &outcomes.verify {
         Some(VerifyOutcome::Disabled) => Some(Check::unknown(
@@ -352,10 +357,97 @@ fn mesh_check(plan: &Plan, outcome: &MeshOutcome) -> Check {
             reason::UNMANAGED,
             "mesh.mode is Unmanaged: the operator leaves Istio alone",
         ),
+        MeshOutcome::Auto { detected, result } => auto_check(plan, detected, result),
         MeshOutcome::Failed(err) => Check::failed(reason::POLICY_FAILED, detail(err)),
     }
 }
 
+/// mesh.mode Auto: every message starts with the path found and why.
+fn auto_check(plan: &Plan, detected: &Detected, result: &AutoResult) -> Check {
+    let policy = policy_name(plan);
+    let found = format!("path {}: {}", detected.path.name(), detected.why);
+    match (result, &detected.path) {
+        (AutoResult::Applied { user_id, .. }, MeshPath::Sidecar) => Check::ok(
+            reason::POLICY_APPLIED,
+            format!("{found}; AuthorizationPolicy {policy} allows {user_id} through the sidecar"),
+        ),
+        (
+            AutoResult::Applied { user_id, .. },
+            MeshPath::Waypoint {
+                ingress_uses_it: false,
+                service,
+                waypoint,
+            },
+        ) => Check::failed(
+            reason::INGRESS_BYPASSES_WAYPOINT,
+            format!(
+                "{found}; AuthorizationPolicy {policy} allows {user_id} at waypoint {waypoint}, but ingress traffic skips the waypoint, so any caller the gateway authenticates reaches the model: label Service {service} or the namespace istio.io/ingress-use-waypoint=true"
+            ),
+        ),
+        (AutoResult::Applied { user_id, .. }, MeshPath::Waypoint { waypoint, .. }) => Check::ok(
+            reason::WAYPOINT_POLICY_APPLIED,
+            format!(
+                "{found}; AuthorizationPolicy {policy}, attached to the Service, allows {user_id} at waypoint {waypoint}"
+            ),
+        ),
+        (AutoResult::Applied { user_id, .. }, MeshPath::Gateway { gateway, .. }) => Check::ok(
+            reason::GATEWAY_POLICY_APPLIED,
+            format!(
+                "{found}; AuthorizationPolicy {}/{} denies every caller but {user_id} this model's host at the Gateway; other models there are unaffected",
+                gateway.namespace,
+                build::gateway_policy_name(plan)
+            ),
+        ),
+        (AutoResult::Applied { .. }, _) | (AutoResult::Unprotected, _) => Check::failed(
+            reason::NO_ENFORCEMENT,
+            format!(
+                "{found}; nothing on the path enforces a policy, so any caller the gateway authenticates reaches the model: inject a sidecar, use an ambient waypoint, or expose the model through an Istio Gateway"
+            ),
+        ),
+        (AutoResult::Conflict { owner }, _) => Check::failed(
+            reason::POLICY_CONFLICT,
+            format!(
+                "{found}; the AuthorizationPolicy it needs exists and was not created by this access ({}); it is left untouched. At a Gateway one access grants a model: name the identity there",
+                owner.as_deref().unwrap_or("no controller")
+            ),
+        ),
+        (AutoResult::NoWaypoint, _) => Check::failed(
+            reason::NO_WAYPOINT,
+            format!(
+                "{found}; only a waypoint enforces a per-identity policy in ambient mode (a selector policy would be enforced by ztunnel, which cannot read it and denies everyone), so nothing was written and any caller the gateway authenticates reaches the model: deploy a waypoint (istioctl waypoint apply) and label the namespace istio.io/use-waypoint"
+            ),
+        ),
+        (AutoResult::GatewayNotAllowed, MeshPath::Gateway { gateway, .. }) => Check::failed(
+            reason::GATEWAY_POLICY_NOT_ALLOWED,
+            format!(
+                "{found}; a policy for this model must live in the Gateway's namespace {}, and no ReferenceGrant there lets InferenceAccesses from namespace {} refer to Gateway {}: its owner creates one (from group inference-access.io, kind InferenceAccess); nothing was written",
+                gateway.namespace, plan.access.namespace, gateway.name
+            ),
+        ),
+        (AutoResult::GatewayNotAuthenticating, MeshPath::Gateway { gateway, .. }) => Check::failed(
+            reason::GATEWAY_NOT_AUTHENTICATING,
+            format!(
+                "{found}; no RequestAuthentication is attached to Gateway {}/{}, so it verifies no token and a policy could not tell callers apart; nothing was written: attach one (targetRefs) for the cluster's issuer",
+                gateway.namespace, gateway.name
+            ),
+        ),
+        (AutoResult::SessionAtGateway, _) => Check::failed(
+            reason::SESSION_AT_GATEWAY,
+            format!(
+                "{found}; a Dex session carries no token the Gateway verifies, so a policy there cannot admit it: use auth.type ServiceAccountToken"
+            ),
+        ),
+        (AutoResult::GatewayNotAllowed | AutoResult::GatewayNotAuthenticating, _)
+        | (AutoResult::IstioNotInstalled, _) => Check::failed(
+            reason::ISTIO_NOT_INSTALLED,
+            "the AuthorizationPolicy resource (security.istio.io/v1) is not served: Istio is not installed; the credential still works, set mesh.mode Unmanaged if no mesh is intended",
+        ),
+    }
+}
+
+#[cfg(test)]
+#[path = "status_auto_tests.rs"]
+mod auto_tests;
 #[cfg(test)]
 #[path = "status_tests.rs"]
 mod tests;

@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use super::auto_tests::{ambient, applied, auto, gateway, sidecar, unprotected, waypoint};
 use super::*;
 use crate::core::diagnosis::Diagnosis;
 use crate::core::endpoint::Endpoint;
@@ -18,7 +19,7 @@ fn plan(spec: serde_json::Value) -> Plan {
     validate(&access(spec).build(), &Limits::default()).unwrap()
 }
 
-fn token_plan() -> Plan {
+pub(super) fn token_plan() -> Plan {
     plan(json!({"inferenceService": {"name": "m"}}))
 }
 
@@ -87,7 +88,7 @@ fn policy_ready() -> MeshOutcome {
 }
 
 /// A whole pipeline that went through, with one part replaced.
-fn all_ready(plan: &Plan) -> Outcomes {
+pub(super) fn all_ready(plan: &Plan) -> Outcomes {
     Outcomes {
         target: found(Some(URL)),
         identity: Some(ready_identity(plan)),
@@ -124,7 +125,7 @@ fn with_issue(result: IssueResult) -> Outcomes {
     }
 }
 
-fn with_mesh(outcome: MeshOutcome) -> Outcomes {
+pub(super) fn with_mesh(outcome: MeshOutcome) -> Outcomes {
     Outcomes {
         mesh: Some(outcome),
         ..all_ready(&token_plan())
@@ -258,6 +259,61 @@ fn every_documented_reason() {
             (CRED, "DexLoginFailed", False),
         ),
         (&token, all_ready(&token), (AP, "PolicyApplied", True)),
+        (
+            &token,
+            with_mesh(auto(sidecar(), applied())),
+            (AP, "PolicyApplied", True),
+        ),
+        (
+            &token,
+            with_mesh(auto(waypoint(true), applied())),
+            (AP, "WaypointPolicyApplied", True),
+        ),
+        (
+            &token,
+            with_mesh(auto(waypoint(false), applied())),
+            (AP, "IngressBypassesWaypoint", False),
+        ),
+        (
+            &token,
+            with_mesh(auto(gateway(), applied())),
+            (AP, "GatewayPolicyApplied", True),
+        ),
+        (
+            &token,
+            with_mesh(auto(ambient(), AutoResult::NoWaypoint)),
+            (AP, "NoWaypoint", False),
+        ),
+        (
+            &token,
+            with_mesh(auto(unprotected(), AutoResult::Unprotected)),
+            (AP, "NoEnforcement", False),
+        ),
+        (
+            &token,
+            with_mesh(auto(gateway(), AutoResult::GatewayNotAllowed)),
+            (AP, "GatewayPolicyNotAllowed", False),
+        ),
+        (
+            &token,
+            with_mesh(auto(gateway(), AutoResult::GatewayNotAuthenticating)),
+            (AP, "GatewayNotAuthenticating", False),
+        ),
+        (
+            &dex,
+            with_mesh(auto(gateway(), AutoResult::SessionAtGateway)),
+            (AP, "SessionAtGateway", False),
+        ),
+        (
+            &token,
+            with_mesh(auto(gateway(), AutoResult::Conflict { owner: None })),
+            (AP, "PolicyConflict", False),
+        ),
+        (
+            &token,
+            with_mesh(auto(unprotected(), AutoResult::IstioNotInstalled)),
+            (AP, "IstioNotInstalled", False),
+        ),
         (
             &token,
             with_mesh(M::SidecarDisabled {

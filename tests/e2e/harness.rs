@@ -358,17 +358,26 @@ impl DataPath {
         builder: kube_local::Builder,
         login: mesh_local::LoginConfig,
     ) -> Self {
+        Self::start_configured(builder, |gateway| gateway.login(login)).await
+    }
+
+    /// With the gateway double configured by `configure` (e.g. Gateway API gateways it plays).
+    pub async fn start_configured(
+        builder: kube_local::Builder,
+        configure: impl FnOnce(mesh_local::GatewayBuilder) -> mesh_local::GatewayBuilder,
+    ) -> Self {
         let mut env = Env::start_with(builder, None).await;
         env.apply_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
             .await;
         let model = mesh_local::ModelServer::start().await.unwrap();
-        let gateway = mesh_local::Gateway::builder()
-            .kube_client(env.client.clone())
-            .upstream(&model.url())
-            .login(login)
-            .start()
-            .await
-            .unwrap();
+        let gateway = configure(
+            mesh_local::Gateway::builder()
+                .kube_client(env.client.clone())
+                .upstream(&model.url()),
+        )
+        .start()
+        .await
+        .unwrap();
         // The cluster admin allows credentials to go to this gateway, as a real install allows
         // the in-cluster ingress gateway.
         env.restart_operator_with(&["--allowed-gateways", &gateway.url()])

@@ -16,3 +16,4 @@ mod refusals;
 mod scenarios;
 mod scoped;
 mod security;
+mod serving_modes;

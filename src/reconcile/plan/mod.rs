@@ -146,12 +146,15 @@ pub enum MeshPlan {
     /// `sidecar.istio.io/inject: "false"` on the InferenceService.
     DisableSidecarInjection,
     Unmanaged,
+    /// Detect the path and write what enforces there; the policy's rules as for a sidecar.
+    Auto(PolicyPlan),
 }
 
 impl MeshPlan {
     pub fn mode(&self) -> MeshMode {
         match self {
             MeshPlan::AuthorizationPolicy(_) => MeshMode::AuthorizationPolicy,
+            MeshPlan::Auto(_) => MeshMode::Auto,
             MeshPlan::DisableSidecarInjection => MeshMode::DisableSidecarInjection,
             MeshPlan::Unmanaged => MeshMode::Unmanaged,
         }
@@ -284,14 +287,19 @@ pub fn validate(access: &InferenceAccess, limits: &Limits) -> Result<Plan, SpecE
             }
         }
     };
+    let policy_plan = || PolicyPlan {
+        user_id_header: spec.mesh.user_id_header.clone(),
+        source_principals: spec.mesh.source_principals.clone(),
+        probe_paths: spec.mesh.probe_paths.clone(),
+    };
     let mesh = match spec.mesh.mode {
         MeshMode::AuthorizationPolicy => {
             rules::mesh(&spec.mesh, limits)?;
-            MeshPlan::AuthorizationPolicy(PolicyPlan {
-                user_id_header: spec.mesh.user_id_header.clone(),
-                source_principals: spec.mesh.source_principals.clone(),
-                probe_paths: spec.mesh.probe_paths.clone(),
-            })
+            MeshPlan::AuthorizationPolicy(policy_plan())
+        }
+        MeshMode::Auto => {
+            rules::mesh(&spec.mesh, limits)?;
+            MeshPlan::Auto(policy_plan())
         }
         MeshMode::DisableSidecarInjection if template.is_none() => {
             return refuse(
