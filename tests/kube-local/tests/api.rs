@@ -66,7 +66,11 @@ async fn version_discovery_and_openapi() {
         "InferenceService"
     );
     assert!(patch["parameters"].to_string().contains("fieldValidation"));
-    assert_eq!(get(&c, "/openapi/v2").await.code, 404);
+    // The v2 document kubectl downloads for client-side validation (JSON here; protobuf when
+    // asked, as kubectl does: tests/kubectl.rs).
+    let v2 = get(&c, "/openapi/v2").await;
+    assert_eq!(v2.code, 200);
+    assert_eq!(v2.body["swagger"], "2.0");
     assert_eq!(get(&c, "/apis/nope.io/v1").await.code, 404);
     cp.shutdown().await;
 }
