@@ -9,7 +9,7 @@ export HELM3 ?= $(TOOLS)/helm3
 # Bounded parallelism for a 2-core machine: suites run in parallel, builds do not thrash.
 export RUST_TEST_THREADS ?= 4
 
-.PHONY: help build test unit lint fmt crds sync verify tools model-server setup demo bench image verify-image clean
+.PHONY: help build test unit lint fmt crds sync verify tools model-server setup e2e-external demo bench image verify-image clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ verify: lint tools ## fmt, clippy, CRD drift, chart/config sync, helm lint+templ
 	$(CARGO) run --quiet --bin inference-access -- crd | diff -u crds/inference-access.io_inferenceaccesses.yaml - \
 		|| { echo "crds/ is stale: run 'make crds'"; exit 1; }
 	hack/verify-packaging.sh
+
+e2e-external: tools ## The e2e suite twice against one cluster (INFERENCE_ACCESS_E2E_KUBECONFIG; default: a kube-local of its own)
+	hack/e2e-external.sh
 
 demo: setup ## No cluster needed: the KServe sample end to end on kube-local, ending with a prediction
 	hack/demo.sh

@@ -48,6 +48,9 @@ pub struct Env {
     operator_kubeconfig: PathBuf,
     /// Extra controller flags for `start_operator`.
     operator_args: Vec<String>,
+    /// The scenario's namespace: `NS` on its own kube-local; on a shared cluster one of its own,
+    /// so scenarios (and the suite run twice) never meet.
+    ns: String,
 }
 
 /// The operator's identity on kube-local, so request accounting can tell it from the test.
@@ -58,6 +61,17 @@ pub fn operator_caller() -> String {
 /// Scenarios that inject faults or count requests need kube-local.
 pub fn real_cluster() -> Option<PathBuf> {
     std::env::var_os("INFERENCE_ACCESS_E2E_KUBECONFIG").map(PathBuf::from)
+}
+
+/// A namespace no other scenario of any run uses.
+fn scenario_namespace() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("ia-e2e-{}-{n}-{nanos:x}", std::process::id())
 }
 
 pub fn skip_on_real_cluster(name: &str) -> bool {
@@ -125,6 +139,23 @@ impl Env {
         };
         let client = client_for(&admin_kubeconfig).await;
         install_crd(&client).await;
+        let ns = match &plane {
+            Some(_) => NS.to_owned(),
+            None => {
+                let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+                    "name": scenario_namespace(), "labels": {"inference-access.io/e2e": "true"}}});
+                let name = namespace["metadata"]["name"].as_str().unwrap().to_owned();
+                Api::<Namespace>::all(client.clone())
+                    .patch(
+                        &name,
+                        &PatchParams::apply("e2e-test"),
+                        &Patch::Apply(&namespace),
+                    )
+                    .await
+                    .unwrap();
+                name
+            }
+        };
         let operator_kubeconfig = match &plane {
             Some(plane) => {
                 let token = operator_token(&client).await;
@@ -146,6 +177,7 @@ impl Env {
             operator: None,
             operator_kubeconfig,
             operator_args: operator_args.iter().map(|a| (*a).to_owned()).collect(),
+            ns,
         };
         env.start_operator();
         env
@@ -188,6 +220,14 @@ impl Env {
                 "127.0.0.1:0",
             ])
             .args(extra)
+            // On a shared cluster each scenario's operator keeps to its namespace.
+            .args(
+                self.plane
+                    .is_none()
+                    .then(|| ["--namespaces", self.ns.as_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .env("KUBECONFIG", &self.operator_kubeconfig)
             .env("POD_NAME", name)
             .env("NO_COLOR", "1")
@@ -219,7 +259,12 @@ impl Env {
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
-        Api::namespaced(self.client.clone(), NS)
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// The scenario's namespace (`NS` on kube-local).
+    pub fn ns(&self) -> &str {
+        &self.ns
     }
 
     /// Applies every document of a YAML file as the test user (server-side apply).
@@ -234,7 +279,14 @@ impl Env {
         }
     }
 
-    pub async fn apply_value(&self, value: serde_json::Value) {
+    pub async fn apply_value(&self, mut value: serde_json::Value) {
+        // The examples name the sample's namespace: on a shared cluster, the scenario's own.
+        if value["metadata"]["namespace"] == NS {
+            value["metadata"]["namespace"] = json!(self.ns);
+        }
+        if value["kind"] == "Namespace" && value["metadata"]["name"] == NS {
+            value["metadata"]["name"] = json!(self.ns);
+        }
         let params = PatchParams::apply("e2e-test").force();
         let name = value["metadata"]["name"].as_str().unwrap().to_owned();
         match value["kind"].as_str().unwrap() {
@@ -257,6 +309,26 @@ impl Env {
     /// The sample, as a user applies it.
     pub async fn apply_example(&self) {
         self.apply_file(&repo("examples/sklearn-iris.yaml")).await;
+    }
+
+    /// The sample's file as `kubectl apply -f` should get it here: the repository's, or on a
+    /// shared cluster a copy naming the scenario's namespace.
+    pub fn example_file(&self) -> PathBuf {
+        let original = repo("examples/sklearn-iris.yaml");
+        if self.plane.is_some() {
+            return original;
+        }
+        let text = std::fs::read_to_string(&original).unwrap();
+        let copy = self.dir.path().join("sklearn-iris.yaml");
+        std::fs::write(
+            &copy,
+            text.replace(
+                &format!("namespace: {NS}"),
+                &format!("namespace: {}", self.ns),
+            ),
+        )
+        .unwrap();
+        copy
     }
 
     /// Runs the real kubectl as the admin; its output, or a failed test with it.
@@ -338,6 +410,15 @@ impl Drop for Env {
         }
         if let Some(child) = self.operator.as_mut() {
             let _ = child.start_kill();
+        }
+        if self.plane.is_none() {
+            // Best effort, not waited for: the next run uses other namespaces anyway.
+            if let Ok(kubectl) = packaging_tests::tool_path(packaging_tests::Tool::Kubectl) {
+                let _ = std::process::Command::new(kubectl)
+                    .args(["delete", "namespace", &self.ns, "--wait=false"])
+                    .env("KUBECONFIG", self.dir.path().join("admin.kubeconfig"))
+                    .output();
+            }
         }
     }
 }

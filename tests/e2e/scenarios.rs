@@ -44,7 +44,7 @@ async fn the_sample_end_to_end() {
     );
     assert_eq!(
         claims["sub"],
-        json!(format!("system:serviceaccount:{NS}:{ACCESS}"))
+        json!(format!("system:serviceaccount:{}:{ACCESS}", env.ns()))
     );
     assert_eq!(claims["kubernetes.io"]["secret"]["name"], json!(SECRET));
     assert_eq!(
@@ -71,7 +71,7 @@ async fn the_sample_end_to_end() {
     let policy = env.api::<AuthorizationPolicy>().get(ACCESS).await.unwrap();
     assert_eq!(
         policy.spec.rules[0].when[0].values,
-        [format!("system:serviceaccount:{NS}:{ACCESS}")]
+        [format!("system:serviceaccount:{}:{ACCESS}", env.ns())]
     );
     assert_eq!(reason_of(&access, "AccessPolicyReady"), "PolicyApplied");
 
@@ -254,14 +254,11 @@ async fn each_fault_is_recovered() {
 
 #[tokio::test]
 async fn kubectl_drives_the_sample() {
-    if skip_on_real_cluster("kubectl_drives_the_sample") {
-        return;
-    }
     let env = Env::start().await;
     let run = |args: Vec<String>| env.kubectl(args);
     let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     let crds = repo("crds").display().to_string();
-    let example = repo("examples/sklearn-iris.yaml").display().to_string();
+    let example = env.example_file().display().to_string();
     run(args(&["apply", "-f", &crds, "-f", &example])).await;
     let target = format!("inferenceaccess/{ACCESS}");
     run(args(&[
@@ -269,11 +266,11 @@ async fn kubectl_drives_the_sample() {
         "--for=condition=Ready",
         &target,
         "-n",
-        NS,
+        env.ns(),
         "--timeout=60s",
     ]))
     .await;
-    let table = run(args(&["get", "ia", "-n", NS])).await;
+    let table = run(args(&["get", "ia", "-n", env.ns()])).await;
     assert!(table.contains(ACCESS) && table.contains("True"), "{table}");
     assert!(
         table.contains("URL") && table.contains("EXPIRES"),
