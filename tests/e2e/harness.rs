@@ -224,7 +224,7 @@ impl Env {
             .args(
                 self.plane
                     .is_none()
-                    .then(|| ["--namespaces", self.ns.as_str()])
+                    .then_some(["--namespaces", self.ns.as_str()])
                     .into_iter()
                     .flatten(),
             )
