@@ -78,10 +78,25 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
     /// The newest state the operator knows of.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
         let key = ObjectRef::new(name).within(namespace);
-        if let Some(written) = self.written().get(&key) {
-            return written.object.clone();
+        let stored = self.store.get(&key);
+        let mut written = self.written();
+        if let Some(mine) = written.get(&key) {
+            // The watch may have delivered this write, and a newer change, before the write's
+            // response was recorded: then no later event removes the override, and the store
+            // (e.g. KServe's status on the InferenceService just applied) must win here.
+            let stored_version = stored.as_deref().and_then(version);
+            let store_is_newer = match (stored_version, mine.version, &mine.object) {
+                (Some(theirs), Some(ours), Some(_)) => theirs >= ours,
+                // Deleted by the operator: only a recreation is newer.
+                (Some(theirs), Some(ours), None) => theirs > ours,
+                _ => false,
+            };
+            if !store_is_newer {
+                return mine.object.clone();
+            }
+            written.remove(&key);
         }
-        self.store.get(&key)
+        stored
     }
 
     /// Records an object the operator just wrote (as the API server returned it).
@@ -312,6 +327,26 @@ mod tests {
         writer.apply_watcher_event(&newer);
         cache.observe(&newer);
         assert_eq!(label(&cache).as_deref(), Some("theirs"));
+    }
+
+    #[test]
+    fn a_write_recorded_after_the_watch_delivered_newer_changes_does_not_hide_them() {
+        let (cache, mut writer) = Cache::<ServiceAccount>::detached();
+        // The watch delivers the write (7) and a change made right after it (8) before the
+        // write's response is recorded.
+        for event in [
+            watcher::Event::Apply(sa("7", "mine")),
+            watcher::Event::Apply(sa("8", "theirs")),
+        ] {
+            writer.apply_watcher_event(&event);
+            cache.observe(&event);
+        }
+        cache.wrote(sa("7", "mine"));
+        let label = cache
+            .get("ns", "client")
+            .and_then(|s| s.metadata.labels.clone())
+            .map(|l| l["v"].clone());
+        assert_eq!(label.as_deref(), Some("theirs"));
     }
 
     #[test]
