@@ -126,9 +126,24 @@ impl ReadyWatch {
         Ok(Self { seen, count, task })
     }
 
+    /// Waits until `n` accesses were Ready. Not a time limit: it gives up only when none
+    /// turned Ready for five minutes (a lost trigger, not a slow run), naming the count.
     pub async fn wait_for(&mut self, n: usize) -> Result<()> {
-        self.count.wait_for(|c| *c >= n).await?;
-        Ok(())
+        loop {
+            let before = *self.count.borrow();
+            if before >= n {
+                return Ok(());
+            }
+            let progress = self.count.wait_for(|c| *c > before);
+            match tokio::time::timeout(Duration::from_secs(300), progress).await {
+                Ok(changed) => {
+                    changed?;
+                }
+                Err(_) => {
+                    return Err(format!("stalled: {before} of {n} accesses Ready").into());
+                }
+            }
+        }
     }
 
     pub fn ready_at(&self) -> HashMap<String, Instant> {
