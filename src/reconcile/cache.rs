@@ -241,6 +241,11 @@ pub trait Cached: Resource<DynamicType = ()> + Clone + Sized + 'static {
     const COMPLETE: bool;
 
     fn cache(caches: &Caches) -> &Cache<Self>;
+
+    /// Drops what no reconcile reads before the object is cached.
+    fn trim(&mut self) {
+        trim(self);
+    }
 }
 
 impl Cached for InferenceService {
@@ -249,6 +254,26 @@ impl Cached for InferenceService {
 
     fn cache(caches: &Caches) -> &Cache<Self> {
         &caches.inference_services
+    }
+
+    /// Every InferenceService in scope is cached, most of them no access's. Of KServe's status
+    /// only the URL, address and conditions are read; the spec only of one an access controls
+    /// (compared with its template): others keep metadata and that status, about a third of
+    /// the memory.
+    fn trim(&mut self) {
+        trim(self);
+        if let Some(status) = self.status.as_mut() {
+            status.rest.clear();
+        }
+        let controlled = self
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.controller == Some(true) && r.kind == InferenceAccess::kind(&()));
+        if !controlled {
+            self.spec = serde_json::Value::Null;
+        }
     }
 }
 
@@ -347,6 +372,36 @@ mod tests {
             .and_then(|s| s.metadata.labels.clone())
             .map(|l| l["v"].clone());
         assert_eq!(label.as_deref(), Some("theirs"));
+    }
+
+    #[test]
+    fn an_inference_service_no_access_controls_is_cached_without_its_spec() {
+        let isvc = |owners: serde_json::Value| -> InferenceService {
+            serde_json::from_value(json!({
+                "metadata": {"name": "m", "namespace": "ns", "ownerReferences": owners,
+                    "managedFields": [{"manager": "kserve"}]},
+                "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}}}},
+                "status": {"url": "http://m.ns.example.com", "components": {"predictor": {}},
+                    "conditions": [{"type": "Ready", "status": "True"}]},
+            }))
+            .unwrap()
+        };
+        let mut theirs = isvc(json!([]));
+        Cached::trim(&mut theirs);
+        let mut ours = isvc(json!([{"apiVersion": "inference-access.io/v1alpha1",
+            "kind": "InferenceAccess", "name": "a", "uid": "u", "controller": true}]));
+        Cached::trim(&mut ours);
+        for trimmed in [&theirs, &ours] {
+            let status = trimmed.status.as_ref().unwrap();
+            assert_eq!(status.url.as_deref(), Some("http://m.ns.example.com"));
+            assert_eq!(status.conditions.len(), 1);
+            assert!(status.rest.is_empty() && trimmed.metadata.managed_fields.is_none());
+        }
+        assert!(theirs.spec.is_null());
+        assert_eq!(
+            ours.spec["predictor"]["model"]["modelFormat"]["name"],
+            "sklearn"
+        );
     }
 
     #[test]
