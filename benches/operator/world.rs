@@ -191,7 +191,19 @@ impl Operator {
             .append(true)
             .open(server.dir.join(log_name))?;
         let started = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_inference-access"))
+        let binary = env!("CARGO_BIN_EXE_inference-access");
+        // `OPERATOR_BENCH_WRAP=heaptrack` (or valgrind, perf record ...) runs the operator
+        // under a profiler; its RSS and CPU figures are then the wrapper's, not the operator's.
+        let mut command = match std::env::var("OPERATOR_BENCH_WRAP") {
+            Ok(wrapper) if !wrapper.is_empty() => {
+                let mut words = wrapper.split_whitespace();
+                let mut command = Command::new(words.next().unwrap_or_default());
+                command.args(words).arg(binary);
+                command
+            }
+            _ => Command::new(binary),
+        };
+        let child = command
             .args(["controller", "--log-level", "warn", "--metrics-addr", &ops])
             .env("KUBECONFIG", &server.operator_kubeconfig)
             .env("POD_NAME", "bench")
