@@ -115,8 +115,8 @@ impl ReadyWatch {
                         access.meta().name.as_deref().unwrap_or_default()
                     );
                     let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-                    if !seen.contains_key(&key) {
-                        seen.insert(key, Instant::now());
+                    if let std::collections::hash_map::Entry::Vacant(entry) = seen.entry(key) {
+                        entry.insert(Instant::now());
                         count_tx.send_replace(seen.len());
                     }
                 }

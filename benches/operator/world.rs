@@ -176,6 +176,8 @@ async fn operator_token(client: &Client) -> Result<String> {
 /// The real operator binary (release build), watching the whole cluster.
 pub struct Operator {
     child: Child,
+    /// Run under `OPERATOR_BENCH_WRAP`: the operator is the wrapper's descendant.
+    wrapped: bool,
     pub ops: String,
     pub started: Instant,
 }
@@ -194,14 +196,16 @@ impl Operator {
         let binary = env!("CARGO_BIN_EXE_inference-access");
         // `OPERATOR_BENCH_WRAP=heaptrack` (or valgrind, perf record ...) runs the operator
         // under a profiler; its RSS and CPU figures are then the wrapper's, not the operator's.
-        let mut command = match std::env::var("OPERATOR_BENCH_WRAP") {
-            Ok(wrapper) if !wrapper.is_empty() => {
-                let mut words = wrapper.split_whitespace();
-                let mut command = Command::new(words.next().unwrap_or_default());
+        let wrapper = std::env::var("OPERATOR_BENCH_WRAP").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let wrapped = !wrapper.trim().is_empty();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
                 command.args(words).arg(binary);
                 command
             }
-            _ => Command::new(binary),
+            None => Command::new(binary),
         };
         let child = command
             .args(["controller", "--log-level", "warn", "--metrics-addr", &ops])
@@ -214,6 +218,7 @@ impl Operator {
             .spawn()?;
         Ok(Self {
             child,
+            wrapped,
             ops,
             started,
         })
@@ -276,7 +281,20 @@ impl Operator {
     }
 
     pub fn stop(mut self) -> Result<()> {
-        self.child.kill()?;
+        if self.wrapped {
+            // The wrapper's descendant that runs the operator binary ends gently (its profiler
+            // then writes its data), and the wrapper with it.
+            for pid in descendants(self.child.id()) {
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+                if exe.ends_with("inference-access") {
+                    Command::new("kill")
+                        .args(["-TERM", &pid.to_string()])
+                        .status()?;
+                }
+            }
+        } else {
+            self.child.kill()?;
+        }
         self.child.wait()?;
         Ok(())
     }
@@ -287,6 +305,22 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Every process below `pid` (`/proc/PID/task/*/children`).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            out.push(child);
+            out.extend(descendants(child));
+        }
+    }
+    out
 }
 
 /// A plain HTTP/1.0 GET: the status code and the body.
