@@ -9,7 +9,7 @@ export HELM3 ?= $(TOOLS)/helm3
 # Bounded parallelism for a 2-core machine: suites run in parallel, builds do not thrash.
 export RUST_TEST_THREADS ?= 4
 
-.PHONY: help build test unit lint fmt crds sync verify tools model-server setup e2e-external demo bench image verify-image clean
+.PHONY: help build test unit lint fmt crds sync verify tools model-server setup e2e-external demo bench bench-smoke image verify-image clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -56,8 +56,12 @@ e2e-external: tools ## The e2e suite twice against one cluster (INFERENCE_ACCESS
 demo: setup ## No cluster needed: the KServe sample end to end on kube-local, ending with a prediction
 	hack/demo.sh
 
-bench: ## Control-plane throughput and watch figures (release build; see tests/kube-local/README.md)
+bench: tools ## Control-plane figures (tests/kube-local/README.md), then the operator benchmark into docs/performance/ (docs/performance.md; release builds, several minutes)
 	$(CARGO) run --release -p kube-local --example bench
+	$(CARGO) bench -p inference-access --bench operator -- --out docs/performance
+
+bench-smoke: ## The operator benchmark at a small size (what CI runs; figures into target/operator-bench/)
+	$(CARGO) bench -p inference-access --bench operator -- --smoke
 
 image: ## Build the image from the Dockerfile with docker, podman, nerdctl or buildah (IMAGE=name:tag); says why not without one
 	hack/image.sh

@@ -78,10 +78,25 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
     /// The newest state the operator knows of.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
         let key = ObjectRef::new(name).within(namespace);
-        if let Some(written) = self.written().get(&key) {
-            return written.object.clone();
+        let stored = self.store.get(&key);
+        let mut written = self.written();
+        if let Some(mine) = written.get(&key) {
+            // The watch may have delivered this write, and a newer change, before the write's
+            // response was recorded: then no later event removes the override, and the store
+            // (e.g. KServe's status on the InferenceService just applied) must win here.
+            let stored_version = stored.as_deref().and_then(version);
+            let store_is_newer = match (stored_version, mine.version, &mine.object) {
+                (Some(theirs), Some(ours), Some(_)) => theirs >= ours,
+                // Deleted by the operator: only a recreation is newer.
+                (Some(theirs), Some(ours), None) => theirs > ours,
+                _ => false,
+            };
+            if !store_is_newer {
+                return mine.object.clone();
+            }
+            written.remove(&key);
         }
-        self.store.get(&key)
+        stored
     }
 
     /// Records an object the operator just wrote (as the API server returned it).
@@ -226,6 +241,11 @@ pub trait Cached: Resource<DynamicType = ()> + Clone + Sized + 'static {
     const COMPLETE: bool;
 
     fn cache(caches: &Caches) -> &Cache<Self>;
+
+    /// Drops what no reconcile reads before the object is cached.
+    fn trim(&mut self) {
+        trim(self);
+    }
 }
 
 impl Cached for InferenceService {
@@ -234,6 +254,26 @@ impl Cached for InferenceService {
 
     fn cache(caches: &Caches) -> &Cache<Self> {
         &caches.inference_services
+    }
+
+    /// Every InferenceService in scope is cached, most of them no access's. Of KServe's status
+    /// only the URL, address and conditions are read; the spec only of one an access controls
+    /// (compared with its template): others keep metadata and that status, about a third of
+    /// the memory.
+    fn trim(&mut self) {
+        trim(self);
+        if let Some(status) = self.status.as_mut() {
+            status.rest.clear();
+        }
+        let controlled = self
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.controller == Some(true) && r.kind == InferenceAccess::kind(&()));
+        if !controlled {
+            self.spec = serde_json::Value::Null;
+        }
     }
 }
 
@@ -312,6 +352,56 @@ mod tests {
         writer.apply_watcher_event(&newer);
         cache.observe(&newer);
         assert_eq!(label(&cache).as_deref(), Some("theirs"));
+    }
+
+    #[test]
+    fn a_write_recorded_after_the_watch_delivered_newer_changes_does_not_hide_them() {
+        let (cache, mut writer) = Cache::<ServiceAccount>::detached();
+        // The watch delivers the write (7) and a change made right after it (8) before the
+        // write's response is recorded.
+        for event in [
+            watcher::Event::Apply(sa("7", "mine")),
+            watcher::Event::Apply(sa("8", "theirs")),
+        ] {
+            writer.apply_watcher_event(&event);
+            cache.observe(&event);
+        }
+        cache.wrote(sa("7", "mine"));
+        let label = cache
+            .get("ns", "client")
+            .and_then(|s| s.metadata.labels.clone())
+            .map(|l| l["v"].clone());
+        assert_eq!(label.as_deref(), Some("theirs"));
+    }
+
+    #[test]
+    fn an_inference_service_no_access_controls_is_cached_without_its_spec() {
+        let isvc = |owners: serde_json::Value| -> InferenceService {
+            serde_json::from_value(json!({
+                "metadata": {"name": "m", "namespace": "ns", "ownerReferences": owners,
+                    "managedFields": [{"manager": "kserve"}]},
+                "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}}}},
+                "status": {"url": "http://m.ns.example.com", "components": {"predictor": {}},
+                    "conditions": [{"type": "Ready", "status": "True"}]},
+            }))
+            .unwrap()
+        };
+        let mut theirs = isvc(json!([]));
+        Cached::trim(&mut theirs);
+        let mut ours = isvc(json!([{"apiVersion": "inference-access.io/v1alpha1",
+            "kind": "InferenceAccess", "name": "a", "uid": "u", "controller": true}]));
+        Cached::trim(&mut ours);
+        for trimmed in [&theirs, &ours] {
+            let status = trimmed.status.as_ref().unwrap();
+            assert_eq!(status.url.as_deref(), Some("http://m.ns.example.com"));
+            assert_eq!(status.conditions.len(), 1);
+            assert!(status.rest.is_empty() && trimmed.metadata.managed_fields.is_none());
+        }
+        assert!(theirs.spec.is_null());
+        assert_eq!(
+            ours.spec["predictor"]["model"]["modelFormat"]["name"],
+            "sklearn"
+        );
     }
 
     #[test]

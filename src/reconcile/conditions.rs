@@ -234,8 +234,8 @@ pub fn build_status(
         host: checks.host.clone(),
         secret_name: checks.secret_name.clone(),
         service_account_name: checks.service_account_name.clone(),
-        token_expiration_time: checks.token_expiration_time.map(Time),
-        renewal_time: checks.renewal_time.map(Time),
+        token_expiration_time: checks.token_expiration_time.map(api_time),
+        renewal_time: checks.renewal_time.map(api_time),
         last_renew_request: checks.last_renew_request.clone(),
         login_refusals: checks.login_refusals.as_ref().map(|r| r.count),
         login_refused_secret_version: checks
@@ -245,6 +245,13 @@ pub fn build_status(
         mesh_path: checks.mesh_path.clone(),
         conditions,
     }
+}
+
+/// A time as the API keeps it: `metav1.Time` holds whole seconds. A status built with finer
+/// times never equals the one read back, so it would be written again on every reconcile
+/// (and after every restart).
+fn api_time(time: Timestamp) -> Time {
+    Time(Timestamp::from_second(time.as_second()).unwrap_or(time))
 }
 
 /// The last published `EndpointVerified`, if any.
@@ -274,7 +281,7 @@ fn condition(
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
         .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
+        .unwrap_or_else(|| api_time(now));
     Condition {
         type_: type_.to_owned(),
         status: status.to_owned(),
@@ -373,6 +380,25 @@ mod tests {
                     condition("AccessPolicyReady", "True", "PolicyApplied", "applied"),
                 ]
             })
+        );
+    }
+
+    #[test]
+    fn a_status_with_sub_second_times_equals_itself_read_back() {
+        let checks = Checks {
+            token_expiration_time: Some(ts("2026-01-01T01:00:00.25Z")),
+            renewal_time: Some(ts("2026-01-01T00:40:00.123456789Z")),
+            ..all_ok()
+        };
+        let now = ts("2026-01-01T00:00:00.5Z");
+        let first = build_status(&checks, None, Some(1), now);
+        let read_back: InferenceAccessStatus =
+            serde_json::from_value(serde_json::to_value(&first).unwrap()).unwrap();
+        assert_eq!(read_back, first);
+        // The next reconcile, from what the API server returned, builds the same status.
+        assert_eq!(
+            build_status(&checks, Some(&read_back), Some(1), now),
+            read_back
         );
     }
 

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use crate::api::InferenceAccess;
 use crate::api::keys::{DEX_LOGIN_LABEL, FIELD_MANAGER, OWNED_SELECTOR};
 use crate::api::{AuthorizationPolicy, InferenceService};
-use crate::reconcile::cache::{Cache, Caches, trim};
+use crate::reconcile::cache::{Cache, Cached, Caches, trim};
 use crate::reconcile::limits::Limits;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::runtime::index::ReferenceIndex;
@@ -142,12 +142,12 @@ fn cached<K>(
     cache: fn(&Caches) -> &Cache<K>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    K: Cached + std::fmt::Debug + Send + Sync + 'static,
 {
     let store = writer.as_reader();
     let observed = events
         .default_backoff()
-        .modify(trim)
+        .modify(K::trim)
         .reflect(writer)
         .inspect(move |event| {
             if let Ok(event) = event {

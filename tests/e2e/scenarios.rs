@@ -187,6 +187,119 @@ async fn a_restarted_operator_resumes_without_minting_and_a_resync_writes_nothin
     );
 }
 
+/// One access per configuration (issue 9: verification on and off, DexSession,
+/// DisableSidecarInjection, Unmanaged), converged, then the operator restarted: it reconciles
+/// each again and sends no write at all, Events included. The verified ones reach the sample's
+/// model through the gateway; the others skip verification (no other model is served here,
+/// and Unmanaged leaves the sidecar's deny-all in place).
+async fn a_restart_writes_nothing_in_any_configuration(builder: kube_local::Builder) {
+    let mut data = DataPath::start(builder).await;
+    dex_account(&data.env, "12341234").await;
+    let model = json!({"name": "sklearn-iris"});
+    let template = |name: &str| {
+        json!({"name": name, "template": {"spec": {"predictor": {"model": {
+            "modelFormat": {"name": "sklearn"},
+            "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model"}}}}})
+    };
+    let off = json!({"enabled": false});
+    let dex =
+        json!({"type": "DexSession", "dexSession": {"credentialsSecret": {"name": "dex-user"}}});
+    let configurations = [
+        (
+            "verified",
+            json!({"inferenceService": template("sklearn-iris")}),
+        ),
+        (
+            "unverified",
+            json!({"inferenceService": model, "verification": off}),
+        ),
+        (
+            "dex-session",
+            json!({"inferenceService": model, "auth": dex}),
+        ),
+        (
+            "sidecar-disabled",
+            json!({"inferenceService": template("sidecar-free"),
+                "mesh": {"mode": "DisableSidecarInjection"}, "verification": off}),
+        ),
+        (
+            "unmanaged",
+            json!({"inferenceService": model, "mesh": {"mode": "Unmanaged"}, "verification": off}),
+        ),
+    ];
+    for (name, spec) in &configurations {
+        let mut spec = spec.clone();
+        spec["gateway"] = json!({"url": data.gateway.url()});
+        data.env
+            .apply_value(json!({
+                "apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess",
+                "metadata": {"name": name, "namespace": NS}, "spec": spec,
+            }))
+            .await;
+    }
+    for (name, spec) in &configurations {
+        let verified = spec["verification"]["enabled"] != json!(false);
+        wait_for(
+            &data.env.api::<InferenceAccess>(),
+            name,
+            move |a: Option<&InferenceAccess>| {
+                let (Some(a), Some(s)) = (a, a.and_then(|a| a.status.as_ref())) else {
+                    return false;
+                };
+                let holds = |type_: &str| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == type_ && c.status == "True")
+                };
+                s.observed_generation == a.metadata.generation
+                    && holds("Ready")
+                    && (!verified || holds("EndpointVerified"))
+            },
+        )
+        .await;
+    }
+    data.env.stop_operator().await;
+    let mark = data.env.plane().requests().mark();
+    let log = data.env.log_mark();
+    data.env.start_operator();
+    for (name, _) in &configurations {
+        data.env
+            .wait_log(log, &format!("reconciled access={name} "))
+            .await;
+    }
+    let writes: Vec<_> = data
+        .env
+        .plane()
+        .requests()
+        .writes_since(mark)
+        .into_iter()
+        .filter(|r| r.caller == operator_caller())
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "a restarted operator must not write: {writes:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_writes_nothing_in_any_configuration_with_host_based_urls() {
+    if skip_on_real_cluster("a_restart_writes_nothing_in_any_configuration") {
+        return;
+    }
+    a_restart_writes_nothing_in_any_configuration(kube_local::ControlPlane::builder()).await;
+}
+
+#[tokio::test]
+async fn a_restart_writes_nothing_in_any_configuration_with_path_based_urls() {
+    if skip_on_real_cluster("a_restart_writes_nothing_in_any_configuration") {
+        return;
+    }
+    a_restart_writes_nothing_in_any_configuration(
+        kube_local::ControlPlane::builder().kserve_url_style(kube_local::UrlStyle::PathTemplate),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn each_fault_is_recovered() {
     if skip_on_real_cluster("each_fault_is_recovered") {

@@ -395,6 +395,8 @@ async fn serve_resource(
         .unwrap_or_default()
         .to_string();
     let as_table = accept.contains("as=Table");
+    // `as=PartialObjectMetadata` (and `...List`): kube's metadata-only watches and lists.
+    let metadata_only = accept.contains("as=PartialObjectMetadata");
     let content_type = req
         .headers()
         .get(hyper::header::CONTENT_TYPE)
@@ -446,7 +448,7 @@ async fn serve_resource(
             }
             Ok(bytes_response(
                 200,
-                store::present_json(rt, &stored).into_owned(),
+                presented(rt, &stored, metadata_only).into_owned(),
             ))
         }
         "list" => {
@@ -474,9 +476,12 @@ async fn serve_resource(
             if let Some(n) = res.remaining {
                 meta["remainingItemCount"] = json!(n);
             }
-            Ok(bytes_response(200, list_body(rt, &meta, &res.items)))
+            Ok(bytes_response(
+                200,
+                list_body(rt, &meta, &res.items, metadata_only),
+            ))
         }
-        "watch" => start_watch(shared, rt.clone(), filter, q),
+        "watch" => start_watch(shared, rt.clone(), filter, q, metadata_only),
         "create" => {
             let body = parse_json_or_yaml(&read_body(req).await?, false)?;
             create(shared, user, t, body, &opts)
@@ -619,8 +624,17 @@ fn create(
 }
 
 /// A list response, each item encoded straight from storage (no copy of the list as a Value).
-fn list_body(rt: &ResourceType, meta: &Value, items: &[Arc<store::Obj>]) -> Vec<u8> {
-    let head = json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": meta});
+fn list_body(
+    rt: &ResourceType,
+    meta: &Value,
+    items: &[Arc<store::Obj>],
+    metadata_only: bool,
+) -> Vec<u8> {
+    let head = if metadata_only {
+        json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+    } else {
+        json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": meta})
+    };
     let mut out = head.to_string().into_bytes();
     // Reopen the head object to append the items.
     out.pop();
@@ -629,10 +643,34 @@ fn list_body(rt: &ResourceType, meta: &Value, items: &[Arc<store::Obj>]) -> Vec<
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(store::present_json(rt, item).as_bytes());
+        out.extend_from_slice(presented(rt, item, metadata_only).as_bytes());
     }
     out.extend_from_slice(b"]}");
     out
+}
+
+/// The object as the client asked for it: whole, or only its metadata (as the API server
+/// answers `as=PartialObjectMetadata`, e.g. a metadata-only watch of Secrets holds no data).
+fn presented<'a>(
+    rt: &ResourceType,
+    obj: &'a store::Obj,
+    metadata_only: bool,
+) -> std::borrow::Cow<'a, str> {
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        #[serde(default)]
+        metadata: Value,
+    }
+    if !metadata_only {
+        return store::present_json(rt, obj);
+    }
+    let metadata = serde_json::from_str::<Metadata>(obj.json())
+        .map(|m| m.metadata)
+        .unwrap_or_default();
+    std::borrow::Cow::Owned(
+        json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata})
+            .to_string(),
+    )
 }
 
 fn event_line(kind: &str, obj: &Value) -> Bytes {
@@ -669,6 +707,7 @@ fn view(ev: &Event, filter: &Filter) -> Option<EventType> {
 struct WatchState {
     rt: Arc<ResourceType>,
     filter: Filter,
+    metadata_only: bool,
     backlog: std::collections::VecDeque<Arc<Event>>,
     follower: Follower,
     drop_rx: watch::Receiver<u64>,
@@ -712,6 +751,7 @@ fn start_watch(
     rt: Arc<ResourceType>,
     filter: Filter,
     q: &Query,
+    metadata_only: bool,
 ) -> Result<Response<Body>, ApiError> {
     let key = rt.storage_key();
     let timeout = q
@@ -748,6 +788,7 @@ fn start_watch(
     let state = WatchState {
         rt,
         filter,
+        metadata_only,
         backlog: backlog.into(),
         last_rv: follower.cursor(),
         follower,
@@ -768,7 +809,7 @@ fn start_watch(
             if let Some(ev) = s.backlog.pop_front() {
                 s.last_rv = s.last_rv.max(ev.rv);
                 if let Some(kind) = view(&ev, &s.filter) {
-                    let obj = store::present_json(&s.rt, &ev.object);
+                    let obj = presented(&s.rt, &ev.object, s.metadata_only);
                     return Some((
                         Ok::<_, Infallible>(Frame::data(event_line_json(kind.as_str(), &obj))),
                         s,

@@ -841,3 +841,53 @@ async fn periodic_bookmarks_carry_the_newest_version() {
     assert_eq!(bookmarks[0]["object"]["kind"], "ConfigMap");
     cp.shutdown().await;
 }
+
+/// Metadata-only get, list and watch (kube's `*_metadata` calls) answer PartialObjectMetadata,
+/// as the API server does: a metadata-only Secret watch carries no Secret data.
+#[tokio::test]
+async fn metadata_only_requests_get_partial_object_metadata() {
+    let cp = start().await;
+    let c = admin(&cp).await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "labels": {"a": "b"}},
+        "data": {"k": "c2VjcmV0"}});
+    assert_eq!(
+        post(&c, "/api/v1/namespaces/default/secrets", secret)
+            .await
+            .code,
+        201
+    );
+    let request = kube::core::Request::new("/api/v1/namespaces/default/secrets");
+    let one: Value = c
+        .request(request.get_metadata("s", &Default::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(one["kind"], "PartialObjectMetadata");
+    assert_eq!(one["apiVersion"], "meta.k8s.io/v1");
+    assert_eq!(one["metadata"]["labels"], json!({"a": "b"}));
+    assert!(one.get("data").is_none(), "{one}");
+    let list: Value = c
+        .request(request.list_metadata(&ListParams::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(list["kind"], "PartialObjectMetadataList");
+    assert_eq!(list["items"][0]["kind"], "PartialObjectMetadata");
+    assert_eq!(list["items"][0]["metadata"]["name"], "s");
+    assert!(list["items"][0].get("data").is_none(), "{list}");
+    let events = c
+        .request_events::<Value>(
+            request
+                .watch_metadata(&WatchParams::default().timeout(5), "0")
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let first = std::pin::pin!(events).try_next().await.unwrap().unwrap();
+    let WatchEvent::Added(object) = first else {
+        panic!("expected ADDED, got {first:?}")
+    };
+    assert_eq!(object["kind"], "PartialObjectMetadata");
+    assert!(object.get("data").is_none(), "{object}");
+    // Without the Accept parameter, the whole object.
+    let whole = get(&c, "/api/v1/namespaces/default/secrets/s").await;
+    assert_eq!(whole.body["data"]["k"], "c2VjcmV0");
+}
