@@ -39,6 +39,9 @@ pub struct Report {
     pub inference_service: InferenceServiceView,
     pub credential: CredentialView,
     pub policy: PolicyView,
+    /// The workloads that read the Secret, as the operator last saw them (from the status:
+    /// no rights on workloads needed).
+    pub consumers: Vec<crate::api::Consumer>,
     pub events: Vec<EventView>,
 }
 
@@ -217,6 +220,7 @@ async fn gather(cluster: &Cluster, access: &InferenceAccess) -> Report {
         inference_service,
         credential,
         policy,
+        consumers: status.consumers.clone(),
         events,
     }
 }
@@ -340,6 +344,19 @@ pub fn human(report: &Report, now: Timestamp) -> String {
         let _ = writeln!(out, "  AuthorizationPolicy:  {name} ({state})");
     }
 
+    let _ = writeln!(out, "Consumers (workloads reading the Secret):");
+    if report.consumers.is_empty() {
+        let _ = writeln!(out, "  <none>");
+    }
+    for c in &report.consumers {
+        let restart = match (c.restart_on_renewal, &c.started_with) {
+            (true, Some(at)) => format!("; restarted on renewal, runs the credential of {}", at.0),
+            (true, None) => "; restarted on renewal".to_owned(),
+            (false, _) => String::new(),
+        };
+        let _ = writeln!(out, "  {} {} (via {}{restart})", c.kind, c.name, c.via.join(", "));
+    }
+
     let _ = writeln!(out, "Events:");
     if report.events.is_empty() {
         let _ = writeln!(out, "  <none>");
@@ -404,6 +421,15 @@ mod tests {
                 found: Some(true),
                 error: None,
             },
+            consumers: vec![crate::api::Consumer {
+                kind: "Deployment".into(),
+                name: "client".into(),
+                via: vec!["env".into()],
+                restart_on_renewal: true,
+                started_with: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(
+                    "2026-11-27T19:40:00Z",
+                ))),
+            }],
             events: vec![EventView {
                 type_: "Normal".into(),
                 reason: "Issued".into(),
@@ -429,6 +455,7 @@ mod tests {
              \x20 Secret:          sklearn-iris-client-credential\n\
              \x20 Keys (values hidden): authorization, token\n\
              Access policy:\n  Mode:  AuthorizationPolicy\n  AuthorizationPolicy:  sklearn-iris-client (exists)\n\
+             Consumers (workloads reading the Secret):\n  Deployment client (via env; restarted on renewal, runs the credential of 2026-11-27T19:40:00Z)\n\
              Events:\n  TYPE    REASON  AGE  FROM              MESSAGE\n  Normal  Issued  2m   inference-access  issued a token\n"
         );
     }
@@ -471,13 +498,14 @@ mod tests {
             ..Default::default()
         };
         r.events.clear();
+        r.consumers.clear();
         let text = human(&r, ts("2026-11-27T20:00:00Z"));
         for needle in [
             "none yet: the operator has not reconciled",
             "InferenceService: m\n  Not found",
             "Expires:         -",
             "Secret:          s (not found)",
-            "Mode:  Unmanaged\nEvents:\n  <none>",
+            "Mode:  Unmanaged\nConsumers (workloads reading the Secret):\n  <none>\nEvents:\n  <none>",
         ] {
             assert!(text.contains(needle), "{needle:?} not in\n{text}");
         }

@@ -1,6 +1,6 @@
 //! The reconcile driver. One pass, top to bottom:
 //!
-//! validate → target → identity → issue → mesh → verify → status → events → schedule
+//! validate → target → identity → issue → consumers → mesh → verify → status → events → schedule
 //!
 //! `plan` turns the spec into a validated [`plan::Plan`]; each step (one module each) returns a
 //! typed outcome and shares nothing mutable with the others; `status` turns the outcomes into
@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod build;
 pub mod cache;
 pub mod conditions;
+pub mod consumers;
 pub mod context;
 pub mod detect;
 pub mod error;
@@ -158,6 +159,11 @@ async fn run_steps(
         },
     )
     .await;
+    let held = match issue.result {
+        issue::IssueResult::Ready { .. } => issue.held.as_ref(),
+        _ => None,
+    };
+    let consumers = consumers::ensure(applier, plan, held, now).await;
     let mesh = mesh::ensure(applier, plan, isvc, &who.user_id(&plan.access.namespace)).await;
     let verify = match (&issue.result, &issue.endpoint, &mesh) {
         (_, _, mesh::MeshOutcome::Failed(_)) => None,
@@ -173,6 +179,7 @@ async fn run_steps(
     Outcomes {
         identity: Some(identity),
         issue: Some(issue),
+        consumers: Some(consumers),
         mesh: Some(mesh),
         verify,
         ..Outcomes::new(target)
