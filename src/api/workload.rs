@@ -53,7 +53,10 @@ pub fn secrets_read(spec: &PodSpec) -> BTreeMap<String, BTreeSet<Via>> {
         .chain(spec.init_containers.iter().flatten());
     for container in containers {
         for env in container.env.iter().flatten() {
-            let secret = env.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref());
+            let secret = env
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref());
             add(secret.map(|s| &s.name), Via::Env);
         }
         for from in container.env_from.iter().flatten() {
@@ -179,26 +182,38 @@ mod tests {
     #[test]
     fn consent_is_the_workloads_own_annotation() {
         let deployment = |annotations: serde_json::Value| -> Deployment {
-            serde_json::from_value(json!({"metadata": {"name": "web", "annotations": annotations}})).unwrap()
+            serde_json::from_value(json!({"metadata": {"name": "web", "annotations": annotations}}))
+                .unwrap()
         };
         let cases = [
             (json!({ANNOTATION_RESTART_ON_RENEWAL: "true"}), true),
-            (json!({ANNOTATION_RESTART_ON_RENEWAL: "other, client"}), true),
+            (
+                json!({ANNOTATION_RESTART_ON_RENEWAL: "other, client"}),
+                true,
+            ),
             (json!({ANNOTATION_RESTART_ON_RENEWAL: "other"}), false),
             (json!({ANNOTATION_RESTART_ON_RENEWAL: "false"}), false),
             (json!({ANNOTATION_RESTART_ON_RENEWAL: "clients"}), false),
             (json!({}), false),
         ];
         for (annotations, expected) in cases {
-            assert_eq!(restart_consented(&deployment(annotations.clone()), "client"), expected, "{annotations}");
+            assert_eq!(
+                restart_consented(&deployment(annotations.clone()), "client"),
+                expected,
+                "{annotations}"
+            );
         }
     }
 
     #[test]
     fn the_record_is_per_access() {
         let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "web",
-            "annotations": {(started_with_annotation("client")): "2026-01-01T00:00:00Z"}}})).unwrap();
-        assert_eq!(started_with(&d, "client"), "2026-01-01T00:00:00Z".parse().ok());
+            "annotations": {(started_with_annotation("client")): "2026-01-01T00:00:00Z"}}}))
+        .unwrap();
+        assert_eq!(
+            started_with(&d, "client"),
+            "2026-01-01T00:00:00Z".parse().ok()
+        );
         assert_eq!(started_with(&d, "other"), None);
     }
 }

@@ -354,7 +354,13 @@ pub fn human(report: &Report, now: Timestamp) -> String {
             (true, None) => "; restarted on renewal".to_owned(),
             (false, _) => String::new(),
         };
-        let _ = writeln!(out, "  {} {} (via {}{restart})", c.kind, c.name, c.via.join(", "));
+        let _ = writeln!(
+            out,
+            "  {} {} (via {}{restart})",
+            c.kind,
+            c.name,
+            c.via.join(", ")
+        );
     }
 
     let _ = writeln!(out, "Events:");

@@ -164,8 +164,10 @@ mod tests {
         if let Some(v) = started {
             annotations.insert(started_with_annotation("client"), json!(v));
         }
-        serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "ns", "annotations": annotations}}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"name": "web", "namespace": "ns", "annotations": annotations}}),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -176,20 +178,62 @@ mod tests {
         let renewed = ts("2026-01-01T02:00:00Z");
         let cases = [
             // (opt-in, recorded, via, due, why)
-            (Some("true"), None, &env, Some(Due::Record), "first seen: record, no restart"),
-            (Some("client"), Some("2026-01-01T01:00:00Z"), &env, Some(Due::Restart), "started with an older one"),
-            (Some("true"), Some("2026-01-01T01:00:00Z"), &env_from, Some(Due::Restart), "envFrom too"),
-            (Some("true"), Some("2026-01-01T02:00:00Z"), &env, None, "already runs with it"),
-            (Some("true"), Some("2026-01-01T01:00:00Z"), &volume, None, "volume readers see it without a restart"),
+            (
+                Some("true"),
+                None,
+                &env,
+                Some(Due::Record),
+                "first seen: record, no restart",
+            ),
+            (
+                Some("client"),
+                Some("2026-01-01T01:00:00Z"),
+                &env,
+                Some(Due::Restart),
+                "started with an older one",
+            ),
+            (
+                Some("true"),
+                Some("2026-01-01T01:00:00Z"),
+                &env_from,
+                Some(Due::Restart),
+                "envFrom too",
+            ),
+            (
+                Some("true"),
+                Some("2026-01-01T02:00:00Z"),
+                &env,
+                None,
+                "already runs with it",
+            ),
+            (
+                Some("true"),
+                Some("2026-01-01T01:00:00Z"),
+                &volume,
+                None,
+                "volume readers see it without a restart",
+            ),
             (None, Some("2026-01-01T01:00:00Z"), &env, None, "no consent"),
-            (Some("other"), Some("2026-01-01T01:00:00Z"), &env, None, "consent for another access"),
+            (
+                Some("other"),
+                Some("2026-01-01T01:00:00Z"),
+                &env,
+                None,
+                "consent for another access",
+            ),
         ];
         for (opt_in, recorded, via, expected, why) in cases {
             let d = deployment(opt_in, recorded);
             assert_eq!(due(&d, "client", via, renewed), expected, "{why}");
         }
         let mut deleting = deployment(Some("true"), Some("2026-01-01T01:00:00Z"));
-        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(renewed));
-        assert_eq!(due(&deleting, "client", &env, renewed), None, "being deleted");
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(renewed),
+        );
+        assert_eq!(
+            due(&deleting, "client", &env, renewed),
+            None,
+            "being deleted"
+        );
     }
 }

@@ -59,7 +59,11 @@ fn restarts(plan: &Plan, outcomes: &Outcomes) -> Option<Event> {
         format!(
             "restarted {}: {} Secret {} through env, and the credential was renewed at {issued_at}; the workload's {} annotation asked for it",
             which.join(", "),
-            if which.len() == 1 { "it reads" } else { "they read" },
+            if which.len() == 1 {
+                "it reads"
+            } else {
+                "they read"
+            },
             plan.secret.name,
             crate::api::keys::ANNOTATION_RESTART_ON_RENEWAL,
         ),

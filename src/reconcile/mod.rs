@@ -159,11 +159,17 @@ async fn run_steps(
         },
     )
     .await;
-    let held = match issue.result {
-        issue::IssueResult::Ready { .. } => issue.held.as_ref(),
+    // Only the access's own Secret has its readers listed (naming someone else's Secret must
+    // not reveal who reads it), and only a credential the Secret holds restarts them.
+    let consumers = match issue.result {
+        issue::IssueResult::Ready { .. } => {
+            Some(consumers::ensure(applier, plan, issue.held.as_ref(), now).await)
+        }
+        issue::IssueResult::ObtainFailed(_) | issue::IssueResult::LoginStopped => {
+            Some(consumers::ensure(applier, plan, None, now).await)
+        }
         _ => None,
     };
-    let consumers = consumers::ensure(applier, plan, held, now).await;
     let mesh = mesh::ensure(applier, plan, isvc, &who.user_id(&plan.access.namespace)).await;
     let verify = match (&issue.result, &issue.endpoint, &mesh) {
         (_, _, mesh::MeshOutcome::Failed(_)) => None,
@@ -179,7 +185,7 @@ async fn run_steps(
     Outcomes {
         identity: Some(identity),
         issue: Some(issue),
-        consumers: Some(consumers),
+        consumers,
         mesh: Some(mesh),
         verify,
         ..Outcomes::new(target)

@@ -19,8 +19,8 @@ use tracing::{debug, info, warn};
 
 use crate::api::InferenceAccess;
 use crate::api::keys::{DEX_LOGIN_LABEL, FIELD_MANAGER, OWNED_SELECTOR};
-use crate::api::{AuthorizationPolicy, InferenceService};
 use crate::api::workload::Workload;
+use crate::api::{AuthorizationPolicy, InferenceService};
 use crate::reconcile::cache::{Cache, Cached, Caches, Readers, trim};
 use crate::reconcile::limits::Limits;
 use crate::reconcile::{Context, error_policy, reconcile};
@@ -369,13 +369,19 @@ async fn controller(
         .watches_stream(inference_services, move |isvc| models.accesses_of(&isvc))
         .watches_stream(dex_logins, move |secret| logins.accesses_of(&secret))
         .reconcile_on(workload_triggers(
-            watcher::watcher(api::<Deployment>(client, namespace), watcher::Config::default()),
+            watcher::watcher(
+                api::<Deployment>(client, namespace),
+                watcher::Config::default(),
+            ),
             deployment_writer,
             ctx.clone(),
             credentials.clone(),
         ))
         .reconcile_on(workload_triggers(
-            watcher::watcher(api::<StatefulSet>(client, namespace), watcher::Config::default()),
+            watcher::watcher(
+                api::<StatefulSet>(client, namespace),
+                watcher::Config::default(),
+            ),
             stateful_set_writer,
             ctx.clone(),
             credentials,

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
-use futures::TryStreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
@@ -94,11 +94,15 @@ fn issued_at(secret: &Secret) -> String {
 async fn wait_restarted_for(env: &Env, secret: &Secret) -> Deployment {
     let wanted = issued_at(secret);
     let record = format!("started-with.inference-access.io/{ACCESS}");
-    wait_for(&env.api::<Deployment>(), "env-reader", move |d: Option<&Deployment>| {
-        d.and_then(|d| d.metadata.annotations.as_ref())
-            .and_then(|a| a.get(&record))
-            .is_some_and(|at| at.parse::<jiff::Timestamp>().ok() == wanted.parse().ok())
-    })
+    wait_for(
+        &env.api::<Deployment>(),
+        "env-reader",
+        move |d: Option<&Deployment>| {
+            d.and_then(|d| d.metadata.annotations.as_ref())
+                .and_then(|a| a.get(&record))
+                .is_some_and(|at| at.parse::<jiff::Timestamp>().ok() == wanted.parse().ok())
+        },
+    )
     .await
 }
 
@@ -107,15 +111,21 @@ async fn an_opted_in_env_reader_is_restarted_once_per_renewal_and_no_other_workl
     let mut env = Env::start().await;
     env.apply_example().await;
     env.wait_ready(ACCESS).await;
-    env.apply_value(deployment("env-reader", true, Some(ACCESS))).await;
-    env.apply_value(deployment("volume-reader", false, Some("true"))).await;
+    env.apply_value(deployment("env-reader", true, Some(ACCESS)))
+        .await;
+    env.apply_value(deployment("volume-reader", false, Some("true")))
+        .await;
     env.apply_value(deployment("no-consent", true, None)).await;
 
     // The status lists all three, with how they read the Secret.
-    let listed = wait_for(&env.api::<InferenceAccess>(), ACCESS, |a: Option<&InferenceAccess>| {
-        a.and_then(|a| a.status.as_ref())
-            .is_some_and(|s| s.consumers.len() == 3)
-    })
+    let listed = wait_for(
+        &env.api::<InferenceAccess>(),
+        ACCESS,
+        |a: Option<&InferenceAccess>| {
+            a.and_then(|a| a.status.as_ref())
+                .is_some_and(|s| s.consumers.len() == 3)
+        },
+    )
     .await;
     let consumers = listed.status.unwrap().consumers;
     let summary: Vec<(String, Vec<String>, bool)> = consumers
@@ -145,16 +155,27 @@ async fn an_opted_in_env_reader_is_restarted_once_per_renewal_and_no_other_workl
     assert!(restarted_at(&restarted).is_some());
     assert_eq!(generation(&restarted), 2, "one restart for one renewal");
     let note = wait_event(&env, "WorkloadRestarted").await;
-    assert!(note.contains("Deployment env-reader") && note.contains("through env"), "{note}");
-    assert!(!note.contains("volume-reader") && !note.contains("no-consent"), "{note}");
+    assert!(
+        note.contains("Deployment env-reader") && note.contains("through env"),
+        "{note}"
+    );
+    assert!(
+        !note.contains("volume-reader") && !note.contains("no-consent"),
+        "{note}"
+    );
 
     // A restarted operator finds the restart recorded: nothing again.
     env.stop_operator().await;
     let log = env.log_mark();
     env.start_operator();
-    env.wait_log(log, &format!("reconciled access={ACCESS}")).await;
+    env.wait_log(log, &format!("reconciled access={ACCESS}"))
+        .await;
     let after = deployments.get("env-reader").await.unwrap();
-    assert_eq!(generation(&after), 2, "no second restart for the same credential");
+    assert_eq!(
+        generation(&after),
+        2,
+        "no second restart for the same credential"
+    );
 
     // The next renewal restarts it once more; the others are never touched.
     let again = renew(&env).await;
@@ -171,12 +192,17 @@ async fn an_opted_in_env_reader_is_restarted_once_per_renewal_and_no_other_workl
         .parse::<jiff::Timestamp>()
         .ok()
         .map(|t| t.as_second());
-    wait_for(&env.api::<InferenceAccess>(), ACCESS, move |a: Option<&InferenceAccess>| {
-        a.and_then(|a| a.status.as_ref()).is_some_and(|s| {
-            s.consumers
-                .iter()
-                .any(|c| c.name == "env-reader" && c.started_with.as_ref().map(|t| t.0.as_second()) == wanted)
-        })
-    })
+    wait_for(
+        &env.api::<InferenceAccess>(),
+        ACCESS,
+        move |a: Option<&InferenceAccess>| {
+            a.and_then(|a| a.status.as_ref()).is_some_and(|s| {
+                s.consumers.iter().any(|c| {
+                    c.name == "env-reader"
+                        && c.started_with.as_ref().map(|t| t.0.as_second()) == wanted
+                })
+            })
+        },
+    )
     .await;
 }

@@ -198,7 +198,12 @@ pub fn builtins() -> Vec<ResourceType> {
     for rt in &mut list {
         if matches!(
             rt.plural.as_str(),
-            "namespaces" | "pods" | "services" | "customresourcedefinitions" | "deployments" | "statefulsets"
+            "namespaces"
+                | "pods"
+                | "services"
+                | "customresourcedefinitions"
+                | "deployments"
+                | "statefulsets"
         ) {
             rt.status_subresource = true;
         }

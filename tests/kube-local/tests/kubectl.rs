@@ -429,16 +429,15 @@ async fn kubectl_rolls_out_and_restarts_a_deployment() {
         .ok(&["rollout", "status", "deployment/web", "--timeout=20s"])
         .await;
     assert!(status.contains("successfully rolled out"), "{status}");
-    let before = k
-        .ok(&["get", "pods", "-l", "app=web", "-o", "name"])
-        .await;
+    let before = k.ok(&["get", "pods", "-l", "app=web", "-o", "name"]).await;
     let restarted = k.ok(&["rollout", "restart", "deployment/web"]).await;
-    assert!(restarted.contains("deployment.apps/web restarted"), "{restarted}");
+    assert!(
+        restarted.contains("deployment.apps/web restarted"),
+        "{restarted}"
+    );
     k.ok(&["rollout", "status", "deployment/web", "--timeout=20s"])
         .await;
-    let after = k
-        .ok(&["get", "pods", "-l", "app=web", "-o", "name"])
-        .await;
+    let after = k.ok(&["get", "pods", "-l", "app=web", "-o", "name"]).await;
     assert_eq!(after.lines().count(), 1, "{after}");
     assert_ne!(before, after);
     let stamp = k

@@ -68,7 +68,10 @@ async fn a_deployment_runs_its_template_and_a_new_template_rolls_new_pods() {
                 .starts_with(&format!("web-{hash}-"))
         );
         assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "Deployment");
-        assert_eq!(p["metadata"]["ownerReferences"][0]["uid"], d["metadata"]["uid"]);
+        assert_eq!(
+            p["metadata"]["ownerReferences"][0]["uid"],
+            d["metadata"]["uid"]
+        );
         assert_eq!(p["status"]["phase"], "Running");
         assert_eq!(p["spec"]["containers"][0]["env"][0]["name"], "TOKEN");
     }
@@ -182,9 +185,16 @@ async fn workloads_are_checked_as_the_api_server_checks_them() {
     unselected["spec"]["selector"]["matchLabels"]["app"] = json!("other");
     let refused = post(&c, DEPLOYMENTS, unselected).await;
     assert_eq!(refused.code, 422, "{}", refused.text);
-    assert!(refused.text.contains("`selector` does not match template `labels`"));
+    assert!(
+        refused
+            .text
+            .contains("`selector` does not match template `labels`")
+    );
     let mut defaulted = workload("Deployment", "web", 1);
-    defaulted["spec"].as_object_mut().unwrap().remove("replicas");
+    defaulted["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("replicas");
     let created = post(&c, DEPLOYMENTS, defaulted).await;
     assert_eq!(created.body["spec"]["replicas"], 1);
     let moved = patch(

@@ -188,8 +188,16 @@ fn desired_status(kind: Kind, workload: &Value, updated: usize, revision: &str) 
             };
             let name = meta(workload, "name");
             status["conditions"] = json!([
-                condition("Available", "MinimumReplicasAvailable", "Deployment has minimum availability.".into()),
-                condition("Progressing", "NewReplicaSetAvailable", format!("ReplicaSet \"{name}-{revision}\" has successfully progressed.")),
+                condition(
+                    "Available",
+                    "MinimumReplicasAvailable",
+                    "Deployment has minimum availability.".into()
+                ),
+                condition(
+                    "Progressing",
+                    "NewReplicaSetAvailable",
+                    format!("ReplicaSet \"{name}-{revision}\" has successfully progressed.")
+                ),
             ]);
         }
         Kind::StatefulSet => {
