@@ -22,8 +22,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::build::{controller_of, is_controlled_by};
-use super::cache::{Cached, Caches, WorkloadKey};
+use super::cache::{Cached, Caches};
 use super::error::{Error, Kind, api_status};
+use super::readers::WorkloadKey;
 use crate::api::keys::{ANNOTATION_RESTARTED_AT, FIELD_MANAGER, started_with_annotation};
 use crate::api::workload::{Workload, restart_consented};
 use crate::api::{InferenceAccess, InferenceAccessStatus};

@@ -18,7 +18,6 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::watcher;
 
-use crate::api::workload::{Workload, WorkloadKind, workload_reads};
 use crate::api::{AuthorizationPolicy, InferenceAccess, InferenceService};
 
 /// A store and the writes it has not seen yet.
@@ -160,7 +159,7 @@ pub struct Caches {
     pub deployments: Cache<Deployment>,
     pub stateful_sets: Cache<StatefulSet>,
     /// Which workloads read which Secret, from the two caches above.
-    pub readers: Readers,
+    pub readers: super::readers::Readers,
     /// Whether AuthorizationPolicies are served here (Istio installed).
     pub policies_served: bool,
 }
@@ -221,7 +220,7 @@ impl Caches {
                 policies,
                 deployments,
                 stateful_sets,
-                readers: Readers::default(),
+                readers: Default::default(),
                 policies_served: true,
             },
             Writers {
@@ -294,94 +293,6 @@ impl Cached for StatefulSet {
 
     fn cache(caches: &Caches) -> &Cache<Self> {
         &caches.stateful_sets
-    }
-}
-
-/// A workload: its kind, namespace and name.
-pub type WorkloadKey = (WorkloadKind, String, String);
-
-/// Which workloads read which Secret, kept from the workload watches so that a reconcile finds
-/// its Secret's readers, and a changed workload its accesses, by lookup rather than by a scan.
-#[derive(Default)]
-pub struct Readers {
-    inner: Mutex<ReadersInner>,
-}
-
-#[derive(Default)]
-struct ReadersInner {
-    /// (namespace, Secret name) → the workloads that read it.
-    by_secret: HashMap<(String, String), std::collections::BTreeSet<WorkloadKey>>,
-    /// workload → the Secrets it reads.
-    of_workload: HashMap<WorkloadKey, Vec<String>>,
-}
-
-impl Readers {
-    fn inner(&self) -> std::sync::MutexGuard<'_, ReadersInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Follows a workload watch. Returns the Secrets the changed workload read before and
-    /// reads now, whose accesses it concerns.
-    pub fn observe<W: Workload>(&self, event: &watcher::Event<W>) -> Vec<String> {
-        match event {
-            watcher::Event::Apply(w) | watcher::Event::InitApply(w) => {
-                let reads = workload_reads(w).into_keys().collect();
-                self.set(w, reads)
-            }
-            watcher::Event::Delete(w) => self.set(w, Vec::new()),
-            // A relist replays every workload of this kind.
-            watcher::Event::Init => {
-                let mut inner = self.inner();
-                inner.of_workload.retain(|key, _| key.0 != W::KIND);
-                for readers in inner.by_secret.values_mut() {
-                    readers.retain(|key| key.0 != W::KIND);
-                }
-                inner.by_secret.retain(|_, readers| !readers.is_empty());
-                Vec::new()
-            }
-            watcher::Event::InitDone => Vec::new(),
-        }
-    }
-
-    fn set<W: Workload>(&self, workload: &W, reads: Vec<String>) -> Vec<String> {
-        let namespace = workload.meta().namespace.clone().unwrap_or_default();
-        let name = workload.meta().name.clone().unwrap_or_default();
-        let key = (W::KIND, namespace.clone(), name);
-        let mut inner = self.inner();
-        let before = inner.of_workload.remove(&key).unwrap_or_default();
-        for secret in &before {
-            let at = (namespace.clone(), secret.clone());
-            if let Some(readers) = inner.by_secret.get_mut(&at) {
-                readers.remove(&key);
-                if readers.is_empty() {
-                    inner.by_secret.remove(&at);
-                }
-            }
-        }
-        for secret in &reads {
-            inner
-                .by_secret
-                .entry((namespace.clone(), secret.clone()))
-                .or_default()
-                .insert(key.clone());
-        }
-        let mut touched = before;
-        touched.extend(reads.iter().cloned());
-        touched.sort();
-        touched.dedup();
-        if !reads.is_empty() {
-            inner.of_workload.insert(key, reads);
-        }
-        touched
-    }
-
-    /// The workloads that read the Secret `name` in `namespace`.
-    pub fn of_secret(&self, namespace: &str, name: &str) -> Vec<WorkloadKey> {
-        self.inner()
-            .by_secret
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .map(|readers| readers.iter().cloned().collect())
-            .unwrap_or_default()
     }
 }
 

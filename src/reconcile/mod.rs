@@ -24,6 +24,7 @@ pub mod limits;
 pub mod mesh;
 pub mod obtain;
 pub mod plan;
+pub mod readers;
 pub mod report;
 pub mod schedule;
 pub mod status;

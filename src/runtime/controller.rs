@@ -21,7 +21,7 @@ use crate::api::InferenceAccess;
 use crate::api::keys::{DEX_LOGIN_LABEL, FIELD_MANAGER, OWNED_SELECTOR};
 use crate::api::workload::Workload;
 use crate::api::{AuthorizationPolicy, InferenceService};
-use crate::reconcile::cache::{Cache, Cached, Caches, Readers, trim};
+use crate::reconcile::cache::{Cache, Cached, Caches, trim};
 use crate::reconcile::limits::Limits;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::runtime::index::ReferenceIndex;
@@ -262,7 +262,7 @@ async fn controller(
         policies: policy_cache,
         deployments: deployment_cache,
         stateful_sets: stateful_set_cache,
-        readers: Readers::default(),
+        readers: Default::default(),
         policies_served: scope.istio_installed,
     };
     let ctx = Arc::new(

@@ -521,15 +521,9 @@ async fn naming_someone_elses_secret_neither_restarts_nor_reveals_its_readers() 
         .env
         .plane()
         .requests()
-        .snapshot()
+        .writes_since(0)
         .into_iter()
-        .filter(|r| {
-            r.caller == operator_caller()
-                && r.resource == "deployments"
-                && r.verb != "list"
-                && r.verb != "watch"
-                && r.verb != "get"
-        })
+        .filter(|r| r.caller == operator_caller() && r.resource == "deployments")
         .collect();
     assert!(
         patched.is_empty(),

@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{Change, Watching, run_pod};
+use super::{Change, Watching, run_pod, write_status};
 use crate::selectors::{FieldSelector, Filter, LabelSelector};
-use crate::store::{EventType, Store, WriteOptions};
+use crate::store::{EventType, Store};
 use crate::util;
 
 const ISVC_KEY: &str = "inferenceservices.serving.kserve.io";
@@ -176,24 +176,8 @@ fn reconcile(store: &Store, settings: &KserveSettings, ns: &str, name: &str) {
     }
     let want = desired_status(settings, &isvc);
     if isvc["status"] != want {
-        let rt = store
-            .lock()
-            .registry
-            .get("serving.kserve.io", "v1beta1", "inferenceservices");
-        if let Some(rt) = rt {
-            let opts = WriteOptions {
-                field_manager: Some(MANAGER.into()),
-                ..Default::default()
-            };
-            let _ = store.lock().update(
-                &rt,
-                ns,
-                name,
-                json!({"status": want}),
-                Some("status"),
-                &opts,
-            );
-        }
+        let gvr = ("serving.kserve.io", "v1beta1", "inferenceservices");
+        write_status(store, gvr, ns, name, want, MANAGER);
     }
 }
 

@@ -18,6 +18,28 @@ use crate::util;
 pub use kserve::{KserveSettings, UrlStyle, run_kserve};
 pub use workloads::run_workloads;
 
+/// Replaces the status of the object `name` of resource `(group, version, plural)`, as
+/// `manager`, through the status subresource.
+fn write_status(
+    store: &Store,
+    (group, version, plural): (&str, &str, &str),
+    ns: &str,
+    name: &str,
+    status: Value,
+    manager: &str,
+) {
+    let rt = store.lock().registry.get(group, version, plural);
+    let Some(rt) = rt else { return };
+    let opts = WriteOptions {
+        field_manager: Some(manager.into()),
+        ..Default::default()
+    };
+    let body = json!({ "status": status });
+    let _ = store
+        .lock()
+        .update(&rt, ns, name, body, Some("status"), &opts);
+}
+
 /// Creates `pod` and reports it Running and Ready at once, as a kubelet would once it started
 /// (nothing runs: see the README).
 fn run_pod(store: &Store, ns: &str, pod: Value, manager: &str) {

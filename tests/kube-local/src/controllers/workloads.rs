@@ -8,8 +8,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::{Change, Watching, run_pod};
-use crate::store::{EventType, Obj, Store, WriteOptions};
+use super::{Change, Watching, run_pod, write_status};
+use crate::store::{EventType, Obj, Store};
 
 pub(super) const DEPLOYMENTS_KEY: &str = "deployments.apps";
 pub(super) const STATEFULSETS_KEY: &str = "statefulsets.apps";
@@ -139,21 +139,14 @@ fn reconcile(store: &Store, kind: Kind, ns: &str, name: &str) {
         .count();
     let want = desired_status(kind, &workload, updated, &revision);
     if workload["status"] != want {
-        let rt = store.lock().registry.get("apps", "v1", kind.plural());
-        if let Some(rt) = rt {
-            let opts = WriteOptions {
-                field_manager: Some(MANAGER.into()),
-                ..Default::default()
-            };
-            let _ = store.lock().update(
-                &rt,
-                ns,
-                name,
-                json!({"status": want}),
-                Some("status"),
-                &opts,
-            );
-        }
+        write_status(
+            store,
+            ("apps", "v1", kind.plural()),
+            ns,
+            name,
+            want,
+            MANAGER,
+        );
     }
 }
 
