@@ -5,8 +5,8 @@ use jiff::Timestamp;
 
 use super::build;
 use super::conditions::{Check, Checks, reason};
-use super::detect::{Detected, MeshPath};
 use super::consumers::ConsumersOutcome;
+use super::detect::{Detected, MeshPath};
 use super::error::Error;
 use super::identity::IdentityOutcome;
 use super::issue::MAX_LOGIN_REFUSALS;

@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
+use kube::Resource;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
@@ -90,19 +91,28 @@ fn issued_at(secret: &Secret) -> String {
     secret.metadata.annotations.as_ref().unwrap()["inference-access.io/issued-at"].clone()
 }
 
-/// Waits until the env reader's template records the restart for `secret`'s credential.
+/// Waits until the env reader records that its Pods run with `secret`'s credential.
 async fn wait_restarted_for(env: &Env, secret: &Secret) -> Deployment {
+    wait_started_with(env, "env-reader", secret).await
+}
+
+/// Waits until the workload `name` records that its Pods run with `secret`'s credential.
+async fn wait_started_with<K>(env: &Env, name: &str, secret: &Secret) -> K
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
     let wanted = issued_at(secret);
     let record = format!("started-with.inference-access.io/{ACCESS}");
-    wait_for(
-        &env.api::<Deployment>(),
-        "env-reader",
-        move |d: Option<&Deployment>| {
-            d.and_then(|d| d.metadata.annotations.as_ref())
-                .and_then(|a| a.get(&record))
-                .is_some_and(|at| at.parse::<jiff::Timestamp>().ok() == wanted.parse().ok())
-        },
-    )
+    wait_for(&env.api::<K>(), name, move |d: Option<&K>| {
+        d.and_then(|d| d.meta().annotations.as_ref())
+            .and_then(|a| a.get(&record))
+            .is_some_and(|at| at.parse::<jiff::Timestamp>().ok() == wanted.parse().ok())
+    })
     .await
 }
 
@@ -116,6 +126,9 @@ async fn an_opted_in_env_reader_is_restarted_once_per_renewal_and_no_other_workl
     env.apply_value(deployment("volume-reader", false, Some("true")))
         .await;
     env.apply_value(deployment("no-consent", true, None)).await;
+    let mut stateful = deployment("sts-reader", true, Some("true"));
+    stateful["kind"] = json!("StatefulSet");
+    env.apply_value(stateful).await;
 
     // The status lists all three, with how they read the Secret.
     let listed = wait_for(
@@ -123,23 +136,32 @@ async fn an_opted_in_env_reader_is_restarted_once_per_renewal_and_no_other_workl
         ACCESS,
         |a: Option<&InferenceAccess>| {
             a.and_then(|a| a.status.as_ref())
-                .is_some_and(|s| s.consumers.len() == 3)
+                .is_some_and(|s| s.consumers.len() == 4)
         },
     )
     .await;
     let consumers = listed.status.unwrap().consumers;
-    let summary: Vec<(String, Vec<String>, bool)> = consumers
+    let summary: Vec<(String, String, bool)> = consumers
         .iter()
-        .map(|c| (c.name.clone(), c.via.clone(), c.restart_on_renewal))
+        .map(|c| {
+            (
+                format!("{}/{}", c.kind, c.name),
+                c.via.join(","),
+                c.restart_on_renewal,
+            )
+        })
         .collect();
-    assert_eq!(
-        summary,
-        [
-            ("env-reader".to_owned(), vec!["env".to_owned()], true),
-            ("no-consent".to_owned(), vec!["env".to_owned()], false),
-            ("volume-reader".to_owned(), vec!["volume".to_owned()], false),
-        ]
-    );
+    let expected = [
+        ("Deployment/env-reader", "env", true),
+        ("Deployment/no-consent", "env", false),
+        ("Deployment/volume-reader", "volume", false),
+        ("StatefulSet/sts-reader", "env", true),
+    ];
+    let expected: Vec<(String, String, bool)> = expected
+        .iter()
+        .map(|(n, v, r)| ((*n).to_owned(), (*v).to_owned(), *r))
+        .collect();
+    assert_eq!(summary, expected);
     let deployments = env.api::<Deployment>();
     // Seen with the current credential: recorded, nothing restarted.
     let secret = env.api::<Secret>().get(SECRET).await.unwrap();
@@ -154,6 +176,8 @@ async fn an_opted_in_env_reader_is_restarted_once_per_renewal_and_no_other_workl
     let restarted = wait_restarted_for(&env, &renewed).await;
     assert!(restarted_at(&restarted).is_some());
     assert_eq!(generation(&restarted), 2, "one restart for one renewal");
+    let sts: StatefulSet = wait_started_with(&env, "sts-reader", &renewed).await;
+    assert_eq!(sts.metadata.generation, Some(2), "the StatefulSet too");
     let note = wait_event(&env, "WorkloadRestarted").await;
     assert!(
         note.contains("Deployment env-reader") && note.contains("through env"),

@@ -308,6 +308,12 @@ impl Env {
                     .await
                     .unwrap();
             }
+            "StatefulSet" => {
+                self.api::<k8s_openapi::api::apps::v1::StatefulSet>()
+                    .patch(&name, &params, &Patch::Apply(&value))
+                    .await
+                    .unwrap();
+            }
             other => panic!("apply_value: unexpected kind {other}"),
         }
     }
