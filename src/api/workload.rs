@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use kube::ResourceExt;
 
 use super::keys::{ANNOTATION_RESTART_ON_RENEWAL, started_with_annotation};
@@ -95,6 +95,10 @@ pub trait Workload: kube::Resource<DynamicType = ()> + Clone {
     const KIND: WorkloadKind;
 
     fn template(&self) -> Option<&PodTemplateSpec>;
+
+    /// Drops the status and, from the pod template, all but what says which Secrets it reads
+    /// (every workload in scope is cached: most of each is of no use to the operator).
+    fn trim(&mut self);
 }
 
 impl Workload for Deployment {
@@ -103,6 +107,13 @@ impl Workload for Deployment {
     fn template(&self) -> Option<&PodTemplateSpec> {
         self.spec.as_ref().map(|s| &s.template)
     }
+
+    fn trim(&mut self) {
+        self.status = None;
+        if let Some(spec) = self.spec.as_mut() {
+            trim_template(&mut spec.template);
+        }
+    }
 }
 
 impl Workload for StatefulSet {
@@ -110,6 +121,56 @@ impl Workload for StatefulSet {
 
     fn template(&self) -> Option<&PodTemplateSpec> {
         self.spec.as_ref().map(|s| &s.template)
+    }
+
+    fn trim(&mut self) {
+        self.status = None;
+        if let Some(spec) = self.spec.as_mut() {
+            spec.volume_claim_templates = None;
+            trim_template(&mut spec.template);
+        }
+    }
+}
+
+fn trim_template(template: &mut PodTemplateSpec) {
+    template.metadata = None;
+    if let Some(spec) = template.spec.as_mut() {
+        let trim_all = |containers: &[Container]| containers.iter().map(trim_container).collect();
+        *spec = PodSpec {
+            containers: trim_all(&spec.containers),
+            init_containers: spec.init_containers.as_deref().map(trim_all),
+            volumes: spec.volumes.as_ref().map(|volumes| {
+                volumes
+                    .iter()
+                    .filter(|v| v.secret.is_some() || v.projected.is_some())
+                    .cloned()
+                    .collect()
+            }),
+            ..PodSpec::default()
+        };
+    }
+}
+
+fn trim_container(container: &Container) -> Container {
+    Container {
+        name: container.name.clone(),
+        env: container.env.as_ref().map(|env| {
+            env.iter()
+                .filter(|e| {
+                    e.value_from
+                        .as_ref()
+                        .is_some_and(|v| v.secret_key_ref.is_some())
+                })
+                .cloned()
+                .collect()
+        }),
+        env_from: container.env_from.as_ref().map(|from| {
+            from.iter()
+                .filter(|f| f.secret_ref.is_some())
+                .cloned()
+                .collect()
+        }),
+        ..Container::default()
     }
 }
 
@@ -177,6 +238,35 @@ mod tests {
         assert_eq!(read["proj"], BTreeSet::from([Via::Projected]));
         assert!(Via::Env.needs_restart() && Via::EnvFrom.needs_restart());
         assert!(!Via::Volume.needs_restart() && !Via::Projected.needs_restart());
+    }
+
+    #[test]
+    fn trimming_keeps_what_says_which_secrets_are_read() {
+        let mut d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web", "annotations": {"a": "b"}},
+            "spec": {"selector": {}, "template": {"metadata": {"annotations": {"x": "y"}}, "spec": {
+                "containers": [{"name": "a", "image": "big", "args": ["--many"],
+                    "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "cred", "key": "token"}}},
+                            {"name": "P", "value": "plain"}],
+                    "envFrom": [{"secretRef": {"name": "all"}}, {"configMapRef": {"name": "cm"}}]}],
+                "volumes": [{"name": "v", "secret": {"secretName": "vol"}}, {"name": "e", "emptyDir": {}}],
+            }}},
+            "status": {"replicas": 1},
+        }))
+        .unwrap();
+        let before = workload_reads(&d);
+        d.trim();
+        assert_eq!(workload_reads(&d), before);
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "annotations": {"a": "b"}},
+                "spec": {"selector": {}, "template": {"spec": {
+                    "containers": [{"name": "a",
+                        "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "cred", "key": "token"}}}],
+                        "envFrom": [{"secretRef": {"name": "all"}}]}],
+                    "volumes": [{"name": "v", "secret": {"secretName": "vol"}}]}}}})
+        );
     }
 
     #[test]

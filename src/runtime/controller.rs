@@ -175,7 +175,10 @@ where
     let mut listed: Vec<ObjectRef<InferenceAccess>> = Vec::new();
     events
         .default_backoff()
-        .modify(trim)
+        .modify(|workload| {
+            trim(workload);
+            workload.trim();
+        })
         .reflect(writer)
         .flat_map(move |event| {
             let event = match event {
