@@ -3,6 +3,7 @@
 //! rather than by a scan of every workload.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 
 use kube::runtime::watcher;
@@ -22,8 +23,24 @@ pub struct Readers {
 struct ReadersInner {
     /// (namespace, Secret name) → the workloads that read it.
     by_secret: HashMap<(String, String), BTreeSet<WorkloadKey>>,
-    /// workload → the Secrets it reads.
-    of_workload: HashMap<WorkloadKey, Vec<String>>,
+    /// workload → the Secrets it reads, and a fingerprint of what the consumers step reads
+    /// of it.
+    of_workload: HashMap<WorkloadKey, (Vec<String>, u64)>,
+}
+
+/// What the consumers step reads of a workload: its annotations (consent, the record), whether
+/// it is being deleted, and how its template reads Secrets. A change elsewhere (its status
+/// during a rollout, above all) concerns no access.
+fn fingerprint<W: Workload>(workload: &W) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    workload.meta().annotations.hash(&mut hasher);
+    workload
+        .meta()
+        .deletion_timestamp
+        .is_some()
+        .hash(&mut hasher);
+    workload_reads(workload).hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Readers {
@@ -32,14 +49,15 @@ impl Readers {
     }
 
     /// Follows a workload watch. Returns the Secrets the changed workload read before and
-    /// reads now, whose accesses it concerns.
+    /// reads now, whose accesses it concerns: none when nothing the consumers step reads
+    /// changed.
     pub fn observe<W: Workload>(&self, event: &watcher::Event<W>) -> Vec<String> {
         match event {
             watcher::Event::Apply(w) | watcher::Event::InitApply(w) => {
                 let reads = workload_reads(w).into_keys().collect();
-                self.set(w, reads)
+                self.set(w, reads, fingerprint(w))
             }
-            watcher::Event::Delete(w) => self.set(w, Vec::new()),
+            watcher::Event::Delete(w) => self.set(w, Vec::new(), 0),
             // A relist replays every workload of this kind.
             watcher::Event::Init => {
                 let mut inner = self.inner();
@@ -54,12 +72,15 @@ impl Readers {
         }
     }
 
-    fn set<W: Workload>(&self, workload: &W, reads: Vec<String>) -> Vec<String> {
+    fn set<W: Workload>(&self, workload: &W, reads: Vec<String>, print: u64) -> Vec<String> {
         let namespace = workload.meta().namespace.clone().unwrap_or_default();
         let name = workload.meta().name.clone().unwrap_or_default();
         let key = (W::KIND, namespace.clone(), name);
         let mut inner = self.inner();
-        let before = inner.of_workload.remove(&key).unwrap_or_default();
+        if !reads.is_empty() && inner.of_workload.get(&key) == Some(&(reads.clone(), print)) {
+            return Vec::new();
+        }
+        let (before, _) = inner.of_workload.remove(&key).unwrap_or_default();
         for secret in &before {
             let at = (namespace.clone(), secret.clone());
             if let Some(readers) = inner.by_secret.get_mut(&at) {
@@ -81,7 +102,7 @@ impl Readers {
         touched.sort();
         touched.dedup();
         if !reads.is_empty() {
-            inner.of_workload.insert(key, reads);
+            inner.of_workload.insert(key, (reads, print));
         }
         touched
     }
@@ -131,6 +152,23 @@ mod tests {
         let db: StatefulSet = reading("web", &["a"]);
         readers.observe(&watcher::Event::Apply(db));
         assert_eq!(names(&readers, "a"), ["Deployment/web", "StatefulSet/web"]);
+        // Its status, or anything else the consumers step does not read, changed: no trigger.
+        let mut rolled: Deployment = reading("web", &["a", "b"]);
+        rolled.metadata.resource_version = Some("9".into());
+        assert!(
+            readers
+                .observe(&watcher::Event::Apply(rolled.clone()))
+                .is_empty()
+        );
+        // Consent given: its Secrets' accesses hear of it.
+        rolled.metadata.annotations = Some(
+            [(
+                "inference-access.io/restart-on-renewal".to_owned(),
+                "true".to_owned(),
+            )]
+            .into(),
+        );
+        assert_eq!(readers.observe(&watcher::Event::Apply(rolled)), ["a", "b"]);
         // It stopped reading a: both Secrets' accesses hear of it.
         let moved: Deployment = reading("web", &["b"]);
         assert_eq!(
