@@ -236,4 +236,53 @@ mod tests {
             "being deleted"
         );
     }
+
+    #[test]
+    fn a_restart_is_an_event_and_every_reader_is_in_the_status() {
+        use crate::reconcile::limits::Limits;
+        use crate::reconcile::status::{Outcomes, checks};
+        use crate::reconcile::target::TargetOutcome;
+        let plan = crate::reconcile::plan::validate(
+            &crate::fixtures::access(json!({"inferenceService": {"name": "m"}})).build(),
+            &Limits::default(),
+        )
+        .unwrap();
+        let renewed = ts("2026-01-01T02:00:00Z");
+        let reader = |name: &str, via: Via, restart: bool| Consumer {
+            kind: WorkloadKind::Deployment,
+            name: name.into(),
+            via: BTreeSet::from([via]),
+            restart_on_renewal: restart,
+            started_with: restart.then_some(renewed),
+        };
+        let mut outcomes = Outcomes::new(TargetOutcome::NotFound);
+        outcomes.consumers = Some(ConsumersOutcome {
+            consumers: vec![reader("web", Via::Env, true), reader("files", Via::Volume, false)],
+            restarted: vec![reader("web", Via::Env, true)],
+            issued_at: Some(renewed),
+            failed: None,
+        });
+        let events = crate::reconcile::events::of(&plan, &outcomes, "");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, "WorkloadRestarted");
+        assert_eq!(
+            events[0].note.as_deref(),
+            Some(
+                "restarted Deployment web: it reads Secret client-credential through env, and the credential was renewed at 2026-01-01T02:00:00Z; the workload's inference-access.io/restart-on-renewal annotation asked for it"
+            )
+        );
+        let listed = checks(&plan, &outcomes, renewed).consumers.unwrap();
+        assert_eq!(
+            serde_json::to_value(&listed).unwrap(),
+            json!([
+                {"kind": "Deployment", "name": "web", "via": ["env"], "restartOnRenewal": true, "startedWith": "2026-01-01T02:00:00Z"},
+                {"kind": "Deployment", "name": "files", "via": ["volume"], "restartOnRenewal": false},
+            ])
+        );
+        // Nothing restarted: no Event.
+        if let Some(c) = outcomes.consumers.as_mut() {
+            c.restarted.clear();
+        }
+        assert!(crate::reconcile::events::of(&plan, &outcomes, "").is_empty());
+    }
 }
