@@ -31,6 +31,21 @@ pub const ANNOTATION_ALLOWED_ACCESSES: &str = "inference-access.io/allowed-acces
 /// edit the Secret consents; any other Secret is never read.
 pub const DEX_LOGIN_LABEL: &str = "inference-access.io/dex-login";
 
+/// On a Deployment or StatefulSet: `"true"`, or the names of accesses (comma-separated), whose
+/// renewals restart its Pods when they read the credential through env. Whoever may edit the
+/// workload consents; no other workload is ever patched.
+pub const ANNOTATION_RESTART_ON_RENEWAL: &str = "inference-access.io/restart-on-renewal";
+/// What `kubectl rollout restart` sets on the pod template, and the operator likewise.
+pub const ANNOTATION_RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// On an opted-in workload: the issue time of the credential of the access named `access` that
+/// its Pods started with (recorded when the operator first sees the workload, and with each
+/// restart in the same write), so that each renewal restarts them once, whatever the operator
+/// does meanwhile (access names are at most 63 characters, as an annotation name must be).
+pub fn started_with_annotation(access: &str) -> String {
+    format!("started-with.inference-access.io/{access}")
+}
+
 /// Labels on every object the operator creates for the access named `access`.
 pub fn owned_labels(access: &str) -> BTreeMap<String, String> {
     BTreeMap::from([

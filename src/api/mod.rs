@@ -9,6 +9,7 @@ pub mod crd;
 pub mod inference_service;
 pub mod keys;
 mod third_party;
+pub mod workload;
 
 use std::collections::BTreeMap;
 
@@ -398,6 +399,28 @@ pub struct InferenceAccessStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+    /// The Deployments and StatefulSets in the namespace whose Pods read the Secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<Consumer>,
+}
+
+/// A workload that reads the access's Secret.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Consumer {
+    /// `Deployment` or `StatefulSet`.
+    pub kind: String,
+    pub name: String,
+    /// How its Pods read the Secret: `env`, `envFrom`, `volume`, `projected`.
+    pub via: Vec<String>,
+    /// Its Pods are restarted after each renewal: it reads the Secret through env and its
+    /// annotation `inference-access.io/restart-on-renewal` names this access (or is `true`).
+    #[serde(default)]
+    pub restart_on_renewal: bool,
+    /// With `restartOnRenewal`: the issue time of the credential its Pods started with, as
+    /// the operator recorded it (at first sight, then with each restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_with: Option<Time>,
 }
 
 fn default_audiences() -> Vec<String> {

@@ -2,7 +2,9 @@
 //! one conflict rule and one way of wrapping errors.
 //!
 //! The rule: an object the access does not control (no controller reference with its uid) is
-//! never written; the caller gets [`Applied::Conflict`] naming the owner. Objects it does
+//! never written; the caller gets [`Applied::Conflict`] naming the owner. The one exception is
+//! a workload's restart after a renewal, and only with the consent of the workload's own
+//! annotation ([`Applier::restart`]). Objects it does
 //! control are server-side applied with the operator's one field manager, and only when they
 //! lack something wanted, so a reconcile with nothing to do writes nothing. What is current is
 //! read from the watch caches ([`Caches`]); every write is recorded there at once.
@@ -10,6 +12,7 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -21,7 +24,9 @@ use serde::de::DeserializeOwned;
 use super::build::{controller_of, is_controlled_by};
 use super::cache::{Cached, Caches};
 use super::error::{Error, Kind, api_status};
-use crate::api::keys::FIELD_MANAGER;
+use super::readers::WorkloadKey;
+use crate::api::keys::{ANNOTATION_RESTARTED_AT, FIELD_MANAGER, started_with_annotation};
+use crate::api::workload::{Workload, restart_consented};
 use crate::api::{InferenceAccess, InferenceAccessStatus};
 
 /// What became of one object.
@@ -261,6 +266,59 @@ impl<'a> Applier<'a> {
             }
             _ => Ok(false),
         }
+    }
+
+    /// Records that a workload's Pods run with the credential issued at `issued_at` and, with
+    /// `restart`, restarts them first as `kubectl rollout restart` does (a new `restartedAt` on
+    /// the pod template), in one write, so the next reconcile, or another operator process,
+    /// does not restart again. Only a workload whose own annotation consents for `access`: it
+    /// is not the access's object, and whoever may create accesses must not be able to make
+    /// the operator patch it. The write is conditional on the version consent was read from.
+    /// Whether it wrote (false: no consent, or the workload is gone).
+    pub async fn record_or_restart<W: Object + Cached + Workload>(
+        &self,
+        current: &W,
+        access: &str,
+        issued_at: Timestamp,
+        restart: Option<Timestamp>,
+    ) -> Result<bool, Error> {
+        if !restart_consented(current, access) {
+            return Ok(false);
+        }
+        let mut patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": current.meta().resource_version,
+                "annotations": {(started_with_annotation(access)): issued_at.to_string()},
+            },
+        });
+        if let Some(now) = restart {
+            // Not truncated to seconds as kubectl's: two renewals within a second must still
+            // change the template twice.
+            patch["spec"] = serde_json::json!({"template": {"metadata": {"annotations": {
+                ANNOTATION_RESTARTED_AT: now.to_string(),
+            }}}});
+        }
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        match self
+            .api::<W>()
+            .patch(&current.name_any(), &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(patched) => {
+                W::cache(self.caches).wrote(patched);
+                Ok(true)
+            }
+            Err(err) if api_status(&err) == Some(404) => Ok(false),
+            Err(err) => Err(Error::api(Kind::Workload)(err)),
+        }
+    }
+
+    /// The workloads that read the Secret `name` in this namespace (no request).
+    pub fn readers_of(&self, name: &str) -> Vec<WorkloadKey> {
+        self.caches.readers.of_secret(&self.namespace, name)
     }
 
     /// The access's status, written only when it differs from the newest one known.

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Resource;
 use kube::core::PartialObjectMeta;
@@ -170,6 +171,10 @@ pub struct Caches {
     /// when a request must carry it.
     pub secrets: Cache<PartialObjectMeta<Secret>>,
     pub policies: Cache<AuthorizationPolicy>,
+    pub deployments: Cache<Deployment>,
+    pub stateful_sets: Cache<StatefulSet>,
+    /// Which workloads read which Secret, from the two caches above.
+    pub readers: super::readers::Readers,
     /// Whether AuthorizationPolicies are served here (Istio installed).
     pub policies_served: bool,
 }
@@ -184,6 +189,8 @@ impl Caches {
             self.service_accounts.synced(),
             self.secrets.synced(),
             self.policies.synced(),
+            self.deployments.synced(),
+            self.stateful_sets.synced(),
         );
     }
 
@@ -194,6 +201,8 @@ impl Caches {
         self.service_accounts.mark_synced();
         self.secrets.mark_synced();
         self.policies.mark_synced();
+        self.deployments.mark_synced();
+        self.stateful_sets.mark_synced();
     }
 }
 
@@ -204,6 +213,8 @@ pub struct Writers {
     pub service_accounts: Writer<ServiceAccount>,
     pub secrets: Writer<PartialObjectMeta<Secret>>,
     pub policies: Writer<AuthorizationPolicy>,
+    pub deployments: Writer<Deployment>,
+    pub stateful_sets: Writer<StatefulSet>,
 }
 
 impl Caches {
@@ -213,6 +224,8 @@ impl Caches {
         let (service_accounts, s) = Cache::detached();
         let (secrets, m) = Cache::detached();
         let (policies, p) = Cache::detached();
+        let (deployments, d) = Cache::detached();
+        let (stateful_sets, t) = Cache::detached();
         (
             Self {
                 accesses,
@@ -220,6 +233,9 @@ impl Caches {
                 service_accounts,
                 secrets,
                 policies,
+                deployments,
+                stateful_sets,
+                readers: Default::default(),
                 policies_served: true,
             },
             Writers {
@@ -228,6 +244,8 @@ impl Caches {
                 service_accounts: s,
                 secrets: m,
                 policies: p,
+                deployments: d,
+                stateful_sets: t,
             },
         )
     }
@@ -299,6 +317,22 @@ impl Cached for PartialObjectMeta<Secret> {
 
     fn cache(caches: &Caches) -> &Cache<Self> {
         &caches.secrets
+    }
+}
+
+impl Cached for Deployment {
+    const COMPLETE: bool = true;
+
+    fn cache(caches: &Caches) -> &Cache<Self> {
+        &caches.deployments
+    }
+}
+
+impl Cached for StatefulSet {
+    const COMPLETE: bool = true;
+
+    fn cache(caches: &Caches) -> &Cache<Self> {
+        &caches.stateful_sets
     }
 }
 

@@ -152,6 +152,8 @@ pub struct Checks {
     pub login_refusals: Option<LoginRefusals>,
     /// mesh.mode Auto: the path found (`status.meshPath`).
     pub mesh_path: Option<String>,
+    /// `None` when this reconcile did not look: the last list stands.
+    pub consumers: Option<Vec<crate::api::Consumer>>,
 }
 
 impl Default for Checks {
@@ -170,6 +172,7 @@ impl Default for Checks {
             last_renew_request: None,
             login_refusals: None,
             mesh_path: None,
+            consumers: None,
         }
     }
 }
@@ -244,6 +247,11 @@ pub fn build_status(
             .map(|r| r.secret_version.clone()),
         mesh_path: checks.mesh_path.clone(),
         conditions,
+        consumers: checks
+            .consumers
+            .clone()
+            .or_else(|| previous.map(|p| p.consumers.clone()))
+            .unwrap_or_default(),
     }
 }
 

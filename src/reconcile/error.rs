@@ -15,6 +15,8 @@ pub enum Kind {
     AuthorizationPolicy,
     /// Reading how the model is reached (pods, namespace, Service, Gateway API objects).
     DataPath,
+    /// A Deployment or StatefulSet restarted after a renewal.
+    Workload,
     Status,
 }
 
@@ -27,6 +29,7 @@ impl Kind {
             Kind::TokenRequest => "token_request",
             Kind::AuthorizationPolicy => "policy",
             Kind::DataPath => "data_path",
+            Kind::Workload => "workload",
             Kind::Status => "status",
         }
     }
@@ -42,6 +45,7 @@ impl fmt::Display for Kind {
             Kind::TokenRequest => "TokenRequest",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::DataPath => "data path",
+            Kind::Workload => "workload",
             Kind::Status => "status",
         })
     }

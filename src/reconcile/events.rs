@@ -35,6 +35,42 @@ pub fn refused(refusal: &SpecError) -> Event {
 }
 
 pub fn of(plan: &Plan, outcomes: &Outcomes, credential_message: &str) -> Vec<Event> {
+    let mut events = changes(plan, outcomes, credential_message);
+    events.extend(restarts(plan, outcomes));
+    events
+}
+
+/// One Normal Event naming every workload a renewal restarted, and why.
+fn restarts(plan: &Plan, outcomes: &Outcomes) -> Option<Event> {
+    let consumers = outcomes.consumers.as_ref()?;
+    let issued_at = consumers.issued_at?;
+    if consumers.restarted.is_empty() {
+        return None;
+    }
+    let which: Vec<String> = consumers
+        .restarted
+        .iter()
+        .map(|c| format!("{} {}", c.kind.as_str(), c.name))
+        .collect();
+    Some(event(
+        EventType::Normal,
+        "WorkloadRestarted",
+        "Restart",
+        format!(
+            "restarted {}: {} Secret {} through env, and the credential was renewed at {issued_at}; the workload's {} annotation asked for it",
+            which.join(", "),
+            if which.len() == 1 {
+                "it reads"
+            } else {
+                "they read"
+            },
+            plan.secret.name,
+            crate::api::keys::ANNOTATION_RESTART_ON_RENEWAL,
+        ),
+    ))
+}
+
+fn changes(plan: &Plan, outcomes: &Outcomes, credential_message: &str) -> Vec<Event> {
     // (reason, what happened), most telling first.
     let mut changes: Vec<(&str, String)> = Vec::new();
     if let Some(issue) = &outcomes.issue {

@@ -1,6 +1,6 @@
 //! The reconcile driver. One pass, top to bottom:
 //!
-//! validate → target → identity → issue → mesh → verify → status → events → schedule
+//! validate → target → identity → issue → consumers → mesh → verify → status → events → schedule
 //!
 //! `plan` turns the spec into a validated [`plan::Plan`]; each step (one module each) returns a
 //! typed outcome and shares nothing mutable with the others; `status` turns the outcomes into
@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod build;
 pub mod cache;
 pub mod conditions;
+pub mod consumers;
 pub mod context;
 pub mod detect;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod limits;
 pub mod mesh;
 pub mod obtain;
 pub mod plan;
+pub mod readers;
 pub mod report;
 pub mod schedule;
 pub mod status;
@@ -158,6 +160,17 @@ async fn run_steps(
         },
     )
     .await;
+    // Only the access's own Secret has its readers listed (naming someone else's Secret must
+    // not reveal who reads it), and only a credential the Secret holds restarts them.
+    let consumers = match issue.result {
+        issue::IssueResult::Ready { .. } => {
+            Some(consumers::ensure(applier, plan, issue.held.as_ref(), now).await)
+        }
+        issue::IssueResult::ObtainFailed(_) | issue::IssueResult::LoginStopped => {
+            Some(consumers::ensure(applier, plan, None, now).await)
+        }
+        _ => None,
+    };
     let mesh = mesh::ensure(applier, plan, isvc, &who.user_id(&plan.access.namespace)).await;
     let verify = match (&issue.result, &issue.endpoint, &mesh) {
         (_, _, mesh::MeshOutcome::Failed(_)) => None,
@@ -173,6 +186,7 @@ async fn run_steps(
     Outcomes {
         identity: Some(identity),
         issue: Some(issue),
+        consumers,
         mesh: Some(mesh),
         verify,
         ..Outcomes::new(target)

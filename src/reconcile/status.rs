@@ -5,6 +5,7 @@ use jiff::Timestamp;
 
 use super::build;
 use super::conditions::{Check, Checks, reason};
+use super::consumers::ConsumersOutcome;
 use super::detect::{Detected, MeshPath};
 use super::error::Error;
 use super::identity::IdentityOutcome;
@@ -24,6 +25,7 @@ pub struct Outcomes {
     pub target: TargetOutcome,
     pub identity: Option<IdentityOutcome>,
     pub issue: Option<IssueOutcome>,
+    pub consumers: Option<ConsumersOutcome>,
     pub mesh: Option<MeshOutcome>,
     pub verify: Option<VerifyOutcome>,
 }
@@ -34,6 +36,7 @@ impl Outcomes {
             target,
             identity: None,
             issue: None,
+            consumers: None,
             mesh: None,
             verify: None,
         }
@@ -57,7 +60,8 @@ impl Outcomes {
             Some(MeshOutcome::Failed(err)) => Some(err),
             _ => None,
         };
-        target.or(identity).or(issue).or(mesh)
+        let consumers = self.consumers.and_then(|c| c.failed);
+        target.or(identity).or(issue).or(consumers).or(mesh)
     }
 }
 
@@ -105,6 +109,9 @@ pub fn checks(plan: &Plan, outcomes: &Outcomes, now: Timestamp) -> Checks {
         let identity = outcomes.identity.as_ref().and_then(IdentityOutcome::ready);
         checks.credential = issue_check(plan, issue, identity, now);
     }
+    if let Some(consumers) = &outcomes.consumers {
+        checks.consumers = Some(consumers.consumers.iter().map(consumer_status).collect());
+    }
     if let Some(mesh) = &outcomes.mesh {
         checks.access_policy = mesh_check(plan, mesh);
         if let MeshOutcome::Auto { detected, .. } = mesh {
@@ -132,6 +139,18 @@ pub fn checks(plan: &Plan, outcomes: &Outcomes, now: Timestamp) -> Checks {
         Some(VerifyOutcome::NotDue) | None => None,
     };
     checks
+}
+
+fn consumer_status(consumer: &super::consumers::Consumer) -> crate::api::Consumer {
+    crate::api::Consumer {
+        kind: consumer.kind.as_str().to_owned(),
+        name: consumer.name.clone(),
+        via: consumer.via.iter().map(|v| v.as_str().to_owned()).collect(),
+        restart_on_renewal: consumer.restart_on_renewal,
+        started_with: consumer
+            .started_with
+            .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+    }
 }
 
 /// An API error's own words, without the step prefix the condition's reason already gives.

@@ -93,6 +93,7 @@ pub(super) fn all_ready(plan: &Plan) -> Outcomes {
         target: found(Some(URL)),
         identity: Some(ready_identity(plan)),
         issue: Some(ready_issue()),
+        consumers: Some(Default::default()),
         mesh: Some(policy_ready()),
         verify: Some(VerifyOutcome::NotDue),
     }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Controller, Error as ControllerError};
@@ -18,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::InferenceAccess;
 use crate::api::keys::{DEX_LOGIN_LABEL, FIELD_MANAGER, OWNED_SELECTOR};
+use crate::api::workload::Workload;
 use crate::api::{AuthorizationPolicy, InferenceService};
 use crate::reconcile::cache::{Cache, Cached, Caches, trim};
 use crate::reconcile::limits::Limits;
@@ -157,6 +159,60 @@ where
     changed(observed, store)
 }
 
+/// A watch of every workload of kind `W` (their pod specs say which Secrets they read, which no
+/// label can select) that keeps its cache and the Secret-readers index, and yields the accesses
+/// whose Secret a changed workload read before or reads now. After a (re)list, those of every
+/// listed workload, once the cache holds the list.
+fn workload_triggers<W>(
+    events: impl Stream<Item = Result<watcher::Event<W>, watcher::Error>> + Send + 'static,
+    writer: Writer<W>,
+    ctx: Arc<Context>,
+    credentials: Arc<ReferenceIndex>,
+) -> impl Stream<Item = ObjectRef<InferenceAccess>> + Send + 'static
+where
+    W: Workload + Cached + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned,
+{
+    let mut listed: Vec<ObjectRef<InferenceAccess>> = Vec::new();
+    events
+        .default_backoff()
+        .modify(|workload| {
+            trim(workload);
+            workload.trim();
+        })
+        .reflect(writer)
+        .flat_map(move |event| {
+            let event = match event {
+                Ok(event) => event,
+                Err(err) => {
+                    warn!(kind = W::KIND.as_str(), error = %err, "workload watch");
+                    return futures::stream::iter(Vec::new());
+                }
+            };
+            W::cache(&ctx.caches).observe(&event);
+            let touched = ctx.caches.readers.observe(&event);
+            let accesses = |object: &W| -> Vec<ObjectRef<InferenceAccess>> {
+                let namespace = object.meta().namespace.clone().unwrap_or_default();
+                touched
+                    .iter()
+                    .flat_map(|secret| credentials.accesses_named(&namespace, secret))
+                    .collect()
+            };
+            let ready = match &event {
+                watcher::Event::Apply(object) | watcher::Event::Delete(object) => accesses(object),
+                watcher::Event::InitApply(object) => {
+                    listed.extend(accesses(object));
+                    Vec::new()
+                }
+                watcher::Event::Init => {
+                    listed.clear();
+                    Vec::new()
+                }
+                watcher::Event::InitDone => std::mem::take(&mut listed),
+            };
+            futures::stream::iter(ready)
+        })
+}
+
 /// The objects to reconcile for: each one changed, and after a (re)list every object, once the
 /// store holds the list. (A list's objects are not in the store until it is complete: a
 /// reconcile triggered by one of them earlier could read the state before the list.)
@@ -197,6 +253,8 @@ async fn controller(
     let (sa_cache, sa_writer) = Cache::<ServiceAccount>::detached();
     let (secret_cache, secret_writer) = Cache::<PartialObjectMeta<Secret>>::detached();
     let (policy_cache, policy_writer) = Cache::<AuthorizationPolicy>::detached();
+    let (deployment_cache, deployment_writer) = Cache::<Deployment>::detached();
+    let (stateful_set_cache, stateful_set_writer) = Cache::<StatefulSet>::detached();
     let accesses = access_cache.store().clone();
     base.metrics.watch_expiry(accesses.clone());
     let caches = Caches {
@@ -205,6 +263,9 @@ async fn controller(
         service_accounts: sa_cache,
         secrets: secret_cache,
         policies: policy_cache,
+        deployments: deployment_cache,
+        stateful_sets: stateful_set_cache,
+        readers: Default::default(),
         policies_served: scope.istio_installed,
     };
     let ctx = Arc::new(
@@ -213,26 +274,28 @@ async fn controller(
             .with_limits(base.limits),
     );
     let models = Arc::new(ReferenceIndex::new(|a| {
-        Some(a.spec.inference_service.name.as_str())
+        Some(a.spec.inference_service.name.clone())
     }));
-    let identities = Arc::new(ReferenceIndex::new(|a| {
-        a.spec.service_account.name.as_deref()
-    }));
+    let identities = Arc::new(ReferenceIndex::new(|a| a.spec.service_account.name.clone()));
     let logins = Arc::new(ReferenceIndex::new(|a| {
         a.spec
             .auth
             .dex_session
             .as_ref()
-            .map(|d| d.credentials_secret.name.as_str())
+            .map(|d| d.credentials_secret.name.clone())
+    }));
+    let credentials = Arc::new(ReferenceIndex::new(|a| {
+        Some(crate::reconcile::plan::secret_name(a))
     }));
     // Only objects carrying the operator's label: never every Secret in the cluster.
     let owned = watcher::Config::default().labels(OWNED_SELECTOR);
     let access_events = {
-        let (ctx, models, logins, identities) = (
+        let (ctx, models, logins, identities, credentials) = (
             ctx.clone(),
             models.clone(),
             logins.clone(),
             identities.clone(),
+            credentials.clone(),
         );
         let reader = access_writer.as_reader();
         let observed = watcher::watcher(
@@ -248,6 +311,7 @@ async fn controller(
                 models.observe(event);
                 logins.observe(event);
                 identities.observe(event);
+                credentials.observe(event);
             }
         });
         changed(observed, reader)
@@ -306,7 +370,25 @@ async fn controller(
             accesses
         })
         .watches_stream(inference_services, move |isvc| models.accesses_of(&isvc))
-        .watches_stream(dex_logins, move |secret| logins.accesses_of(&secret));
+        .watches_stream(dex_logins, move |secret| logins.accesses_of(&secret))
+        .reconcile_on(workload_triggers(
+            watcher::watcher(
+                api::<Deployment>(client, namespace),
+                watcher::Config::default(),
+            ),
+            deployment_writer,
+            ctx.clone(),
+            credentials.clone(),
+        ))
+        .reconcile_on(workload_triggers(
+            watcher::watcher(
+                api::<StatefulSet>(client, namespace),
+                watcher::Config::default(),
+            ),
+            stateful_set_writer,
+            ctx.clone(),
+            credentials,
+        ));
     if scope.istio_installed {
         controller = controller.owns_stream(cached(
             watcher::watcher(api::<AuthorizationPolicy>(client, namespace), owned),

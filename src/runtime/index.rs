@@ -1,5 +1,5 @@
 //! Which accesses name a given object: the InferenceService they reach, the Dex Secret they log
-//! in with. Kept up to date from the access watch, so an event on such an object finds its
+//! in with, the credential Secret they write. Kept up to date from the access watch, so an event on such an object finds its
 //! accesses by lookup, never by a scan of every access.
 
 use std::collections::{BTreeSet, HashMap};
@@ -15,7 +15,7 @@ type Key = (String, String);
 
 /// Accesses by the name of an object in their namespace that they refer to.
 pub struct ReferenceIndex {
-    reference: fn(&InferenceAccess) -> Option<&str>,
+    reference: fn(&InferenceAccess) -> Option<String>,
     inner: Mutex<Inner>,
 }
 
@@ -28,7 +28,7 @@ struct Inner {
 }
 
 impl ReferenceIndex {
-    pub fn new(reference: fn(&InferenceAccess) -> Option<&str>) -> Self {
+    pub fn new(reference: fn(&InferenceAccess) -> Option<String>) -> Self {
         Self {
             reference,
             inner: Mutex::default(),
@@ -43,7 +43,7 @@ impl ReferenceIndex {
     pub fn observe(&self, event: &watcher::Event<InferenceAccess>) {
         match event {
             watcher::Event::Apply(access) | watcher::Event::InitApply(access) => {
-                let referenced = (self.reference)(access).map(str::to_owned);
+                let referenced = (self.reference)(access);
                 self.set(access, referenced);
             }
             watcher::Event::Delete(access) => self.set(access, None),
@@ -79,16 +79,19 @@ impl ReferenceIndex {
     /// The accesses that refer to `object`.
     pub fn accesses_of<K: Resource>(&self, object: &K) -> Vec<ObjectRef<InferenceAccess>> {
         let namespace = object.meta().namespace.clone().unwrap_or_default();
-        let key = (
-            namespace.clone(),
-            object.meta().name.clone().unwrap_or_default(),
-        );
+        let name = object.meta().name.clone().unwrap_or_default();
+        self.accesses_named(&namespace, &name)
+    }
+
+    /// The accesses that refer to the object `name` in `namespace`.
+    pub fn accesses_named(&self, namespace: &str, name: &str) -> Vec<ObjectRef<InferenceAccess>> {
+        let key = (namespace.to_owned(), name.to_owned());
         self.inner()
             .by_reference
             .get(&key)
             .into_iter()
             .flatten()
-            .map(|name| ObjectRef::new(name).within(&namespace))
+            .map(|name| ObjectRef::new(name).within(namespace))
             .collect()
     }
 }
@@ -100,8 +103,8 @@ mod tests {
     use crate::fixtures::{access, inference_service};
     use serde_json::json;
 
-    fn model(access: &InferenceAccess) -> Option<&str> {
-        Some(access.spec.inference_service.name.as_str())
+    fn model(access: &InferenceAccess) -> Option<String> {
+        Some(access.spec.inference_service.name.clone())
     }
 
     #[test]

@@ -302,6 +302,18 @@ impl Env {
                     .await
                     .unwrap();
             }
+            "Deployment" => {
+                self.api::<k8s_openapi::api::apps::v1::Deployment>()
+                    .patch(&name, &params, &Patch::Apply(&value))
+                    .await
+                    .unwrap();
+            }
+            "StatefulSet" => {
+                self.api::<k8s_openapi::api::apps::v1::StatefulSet>()
+                    .patch(&name, &params, &Patch::Apply(&value))
+                    .await
+                    .unwrap();
+            }
             other => panic!("apply_value: unexpected kind {other}"),
         }
     }

@@ -483,6 +483,59 @@ async fn another_secret_is_never_read_or_published() {
 }
 
 #[tokio::test]
+async fn naming_someone_elses_secret_neither_restarts_nor_reveals_its_readers() {
+    if skip_on_real_cluster("naming_someone_elses_secret_neither_restarts_nor_reveals_its_readers")
+    {
+        return;
+    }
+    let attack = Attack::start(&[]).await;
+    // The victim's workload reads prod-db through env and consents to restarts by any access.
+    let deployments = attack.env.api::<k8s_openapi::api::apps::v1::Deployment>();
+    attack
+        .env
+        .apply_value(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "prod-app", "namespace": NS, "annotations": {"inference-access.io/restart-on-renewal": "true"}},
+            "spec": {"selector": {"matchLabels": {"app": "prod-app"}},
+                "template": {"metadata": {"labels": {"app": "prod-app"}},
+                    "spec": {"containers": [{"name": "app", "image": "app",
+                        "env": [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "prod-db", "key": "password"}}}]}]}}}}))
+        .await;
+    attack
+        .apply(
+            "grab",
+            json!({"inferenceService": sample_model(), "secretName": "prod-db"}),
+        )
+        .await
+        .unwrap();
+    // The whole pass has run once the status says so: nothing restarted, no reader listed.
+    let conflicted = attack.wait_reason("grab", "SecretConflict").await;
+    assert!(conflicted.status.unwrap().consumers.is_empty());
+    let app = deployments.get("prod-app").await.unwrap();
+    assert_eq!(app.metadata.generation, Some(1));
+    assert!(
+        !serde_json::to_string(&app.metadata.annotations)
+            .unwrap()
+            .contains("started-with")
+    );
+    let patched: Vec<_> = attack
+        .env
+        .plane()
+        .requests()
+        .writes_since(0)
+        .into_iter()
+        .filter(|r| r.caller == operator_caller() && r.resource == "deployments")
+        .collect();
+    assert!(
+        patched.is_empty(),
+        "the operator wrote a workload: {patched:#?}"
+    );
+    assert!(
+        !attack.readable().await.contains("prod-app"),
+        "the reader was revealed"
+    );
+}
+
+#[tokio::test]
 async fn no_hole_in_a_policy() {
     if skip_on_real_cluster("no_hole_in_a_policy") {
         return;

@@ -221,6 +221,10 @@ impl Builder {
             listener,
             shutdown_rx.clone(),
         ));
+        tasks.spawn(controllers::run_workloads(
+            store.clone(),
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(controllers::run_kserve(store, kserve_rx, shutdown_rx));
         Ok(ControlPlane {
             shared,

@@ -45,6 +45,12 @@ impl ResourceType {
         }
     }
 
+    /// Whether `metadata.generation` is kept: custom resources and the built-ins whose
+    /// controllers report `status.observedGeneration` (the workloads).
+    pub fn tracks_generation(&self) -> bool {
+        self.custom.is_some() || self.group == "apps"
+    }
+
     /// The storage key shared by every version: `plural` or `plural.group`.
     pub fn storage_key(&self) -> String {
         if self.is_new_event() {
@@ -114,6 +120,8 @@ pub fn builtins() -> Vec<ResourceType> {
         ResourceType::builtin("", "v1", "events", "Event", true, &["ev"]),
         ResourceType::builtin("events.k8s.io", "v1", "events", "Event", true, &["ev"]),
         ResourceType::builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[]),
+        ResourceType::builtin("apps", "v1", "deployments", "Deployment", true, &["deploy"]),
+        ResourceType::builtin("apps", "v1", "statefulsets", "StatefulSet", true, &["sts"]),
         ResourceType::builtin(
             "rbac.authorization.k8s.io",
             "v1",
@@ -190,23 +198,23 @@ pub fn builtins() -> Vec<ResourceType> {
     for rt in &mut list {
         if matches!(
             rt.plural.as_str(),
-            "namespaces" | "pods" | "services" | "customresourcedefinitions"
+            "namespaces"
+                | "pods"
+                | "services"
+                | "customresourcedefinitions"
+                | "deployments"
+                | "statefulsets"
         ) {
             rt.status_subresource = true;
         }
         if rt.group.starts_with("authentication.") || rt.group.starts_with("authorization.") {
             rt.create_only = true;
         }
-        if rt.plural == "pods"
-            || rt.plural == "services"
-            || rt.plural == "serviceaccounts"
-            || rt.plural == "secrets"
-            || rt.plural == "configmaps"
-        {
+        if matches!(
+            rt.plural.as_str(),
+            "pods" | "services" | "deployments" | "statefulsets"
+        ) {
             rt.categories = vec!["all".to_string()];
-            if rt.plural != "pods" && rt.plural != "services" {
-                rt.categories.clear();
-            }
         }
     }
     list

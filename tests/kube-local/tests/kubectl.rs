@@ -412,3 +412,43 @@ async fn kubectl_over_tls_authenticates_as_a_service_account_under_rbac() {
     assert!(k.ok(&["get", "secrets"]).await.is_empty());
     cp.shutdown().await;
 }
+
+#[tokio::test]
+async fn kubectl_rolls_out_and_restarts_a_deployment() {
+    let cp = start().await;
+    let k = Kubectl::new(&cp);
+    let manifest = k.kubeconfig.with_file_name("web.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
+    )
+    .expect("manifest");
+    let applied = k.ok(&["apply", "-f", manifest.to_str().unwrap()]).await;
+    assert!(applied.contains("deployment.apps/web created"), "{applied}");
+    let status = k
+        .ok(&["rollout", "status", "deployment/web", "--timeout=20s"])
+        .await;
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let before = k.ok(&["get", "pods", "-l", "app=web", "-o", "name"]).await;
+    let restarted = k.ok(&["rollout", "restart", "deployment/web"]).await;
+    assert!(
+        restarted.contains("deployment.apps/web restarted"),
+        "{restarted}"
+    );
+    k.ok(&["rollout", "status", "deployment/web", "--timeout=20s"])
+        .await;
+    let after = k.ok(&["get", "pods", "-l", "app=web", "-o", "name"]).await;
+    assert_eq!(after.lines().count(), 1, "{after}");
+    assert_ne!(before, after);
+    let stamp = k
+        .ok(&[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}",
+        ])
+        .await;
+    assert!(!stamp.is_empty());
+    cp.shutdown().await;
+}

@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{Change, Watching};
+use super::{Change, Watching, run_pod, write_status};
 use crate::selectors::{FieldSelector, Filter, LabelSelector};
-use crate::store::{EventType, Store, WriteOptions};
+use crate::store::{EventType, Store};
 use crate::util;
 
 const ISVC_KEY: &str = "inferenceservices.serving.kserve.io";
@@ -172,47 +172,12 @@ fn reconcile(store: &Store, settings: &KserveSettings, ns: &str, name: &str) {
             },
             "spec": {"containers": [{"name": "kserve-container", "image": "kserve-local/predictor:stand-in"}]},
         });
-        let rt = store.lock().registry.get("", "v1", "pods");
-        if let Some(rt) = rt {
-            let opts = WriteOptions {
-                field_manager: Some(MANAGER.into()),
-                ..Default::default()
-            };
-            let created = store.lock().create(&rt, ns, pod, &opts);
-            if let Ok(p) = created {
-                let now = util::now_rfc3339();
-                let status = json!({"status": {
-                    "phase": "Running", "startTime": now,
-                    "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
-                    "containerStatuses": [{"name": "kserve-container", "ready": true, "restartCount": 0, "image": "kserve-local/predictor:stand-in", "started": true, "state": {"running": {"startedAt": now}}}],
-                }});
-                let _ =
-                    store
-                        .lock()
-                        .update(&rt, ns, meta(&p, "name"), status, Some("status"), &opts);
-            }
-        }
+        run_pod(store, ns, pod, MANAGER);
     }
     let want = desired_status(settings, &isvc);
     if isvc["status"] != want {
-        let rt = store
-            .lock()
-            .registry
-            .get("serving.kserve.io", "v1beta1", "inferenceservices");
-        if let Some(rt) = rt {
-            let opts = WriteOptions {
-                field_manager: Some(MANAGER.into()),
-                ..Default::default()
-            };
-            let _ = store.lock().update(
-                &rt,
-                ns,
-                name,
-                json!({"status": want}),
-                Some("status"),
-                &opts,
-            );
-        }
+        let gvr = ("serving.kserve.io", "v1beta1", "inferenceservices");
+        write_status(store, gvr, ns, name, want, MANAGER);
     }
 }
 

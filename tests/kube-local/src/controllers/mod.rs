@@ -1,17 +1,73 @@
-//! The controllers a cluster would run for the operator's sake, as stand-ins: today the KServe
-//! one (`kserve`). A stand-in follows the kinds it reacts to through the store's history
+//! The controllers a cluster would run for the operator's sake, as stand-ins: KServe's
+//! (`kserve`) and the Deployment and StatefulSet controllers (`workloads`). A stand-in follows the kinds it reacts to through the store's history
 //! ([`Watching`]), looks objects up through the store's indexes, and writes through the store
 //! like any client, so its work costs in proportion to the changes it sees, never to the size of
 //! the store. A new stand-in: a module with a `run_*` task started in `lib.rs`, built on
 //! [`Watching`].
 
 mod kserve;
+mod workloads;
 
 use std::sync::Arc;
 
-use crate::store::{Event, Follower, Store};
+use serde_json::{Value, json};
+
+use crate::store::{Event, Follower, Store, WriteOptions};
+use crate::util;
 
 pub use kserve::{KserveSettings, UrlStyle, run_kserve};
+pub use workloads::run_workloads;
+
+/// Replaces the status of the object `name` of resource `(group, version, plural)`, as
+/// `manager`, through the status subresource.
+fn write_status(
+    store: &Store,
+    (group, version, plural): (&str, &str, &str),
+    ns: &str,
+    name: &str,
+    status: Value,
+    manager: &str,
+) {
+    let rt = store.lock().registry.get(group, version, plural);
+    let Some(rt) = rt else { return };
+    let opts = WriteOptions {
+        field_manager: Some(manager.into()),
+        ..Default::default()
+    };
+    let body = json!({ "status": status });
+    let _ = store
+        .lock()
+        .update(&rt, ns, name, body, Some("status"), &opts);
+}
+
+/// Creates `pod` and reports it Running and Ready at once, as a kubelet would once it started
+/// (nothing runs: see the README).
+fn run_pod(store: &Store, ns: &str, pod: Value, manager: &str) {
+    let rt = store.lock().registry.get("", "v1", "pods");
+    let Some(rt) = rt else { return };
+    let opts = WriteOptions {
+        field_manager: Some(manager.into()),
+        ..Default::default()
+    };
+    let created = store.lock().create(&rt, ns, pod, &opts);
+    let Ok(p) = created else { return };
+    let now = util::now_rfc3339();
+    let containers: Vec<Value> = p["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| json!({"name": c["name"], "ready": true, "restartCount": 0, "image": c["image"], "started": true, "state": {"running": {"startedAt": now}}}))
+        .collect();
+    let status = json!({"status": {
+        "phase": "Running", "startTime": now,
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+        "containerStatuses": containers,
+    }});
+    let name = p["metadata"]["name"].as_str().unwrap_or_default();
+    let _ = store
+        .lock()
+        .update(&rt, ns, name, status, Some("status"), &opts);
+}
 
 /// What the followed kinds did next.
 pub enum Change {

@@ -67,6 +67,7 @@ pub(super) fn admit_kind(
                 errs.push(FieldError::required("spec.containers", ""));
             }
         }
+        ("apps", "deployments" | "statefulsets") => admit_workload(old, obj, &mut errs),
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             let spec = &obj["spec"];
             let group = spec["group"].as_str().unwrap_or_default();
@@ -94,6 +95,47 @@ pub(super) fn admit_kind(
         Ok(())
     } else {
         Err(ApiError::invalid(&rt.group, &rt.kind, &name, &errs))
+    }
+}
+
+/// Deployments and StatefulSets: `replicas` defaults to 1; the selector is required, must
+/// select the template's labels and never changes; the template needs a container.
+fn admit_workload(old: Option<&Value>, obj: &mut Value, errs: &mut Vec<FieldError>) {
+    if obj["spec"]["replicas"].is_null() {
+        obj["spec"]["replicas"] = json!(1);
+    }
+    let spec = &obj["spec"];
+    let selector = &spec["selector"]["matchLabels"];
+    match selector.as_object() {
+        Some(wanted) if !wanted.is_empty() => {
+            let labels = &spec["template"]["metadata"]["labels"];
+            if wanted.iter().any(|(k, v)| &labels[k] != v) {
+                errs.push(FieldError::invalid(
+                    "spec.template.metadata.labels",
+                    labels,
+                    "`selector` does not match template `labels`",
+                ));
+            }
+        }
+        _ if spec["selector"]["matchExpressions"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty()) => {}
+        _ => errs.push(FieldError::required("spec.selector", "")),
+    }
+    if let Some(old) = old
+        && old["spec"]["selector"] != spec["selector"]
+    {
+        errs.push(FieldError::invalid(
+            "spec.selector",
+            &spec["selector"],
+            "field is immutable",
+        ));
+    }
+    if spec["template"]["spec"]["containers"]
+        .as_array()
+        .is_none_or(|c| c.is_empty())
+    {
+        errs.push(FieldError::required("spec.template.spec.containers", ""));
     }
 }
 

@@ -413,6 +413,22 @@ impl State {
             .collect()
     }
 
+    /// The stored objects of a storage key whose ownerReferences name `owner_uid`, through the
+    /// owner index.
+    pub fn dependents_of(&self, key: &str, owner_uid: &str) -> Vec<Arc<Obj>> {
+        self.objects
+            .dependents(owner_uid)
+            .into_iter()
+            .filter(|at| at.key == key)
+            .filter_map(|at| self.objects.get(&at.key, &at.ns, &at.name).cloned())
+            .collect()
+    }
+
+    /// Where the object with `uid` is stored, if it is.
+    pub fn locate(&self, uid: &str) -> Option<ObjRef> {
+        self.objects.by_uid(uid).cloned()
+    }
+
     /// Every stored object of a storage key (for controllers' resyncs).
     pub fn objects_of(&self, key: &str) -> Vec<Arc<Obj>> {
         self.objects

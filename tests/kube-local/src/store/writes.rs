@@ -142,7 +142,7 @@ impl State {
         admit_custom(rt, None, &mut obj, opts.strict)?;
         obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
         obj["metadata"]["creationTimestamp"] = json!(now);
-        if rt.custom.is_some() {
+        if rt.tracks_generation() {
             obj["metadata"]["generation"] = json!(1);
         }
         let manager = default_manager(opts);
@@ -389,7 +389,7 @@ impl State {
             };
             fields::track_update(Some(old), &mut new, &writer, scope);
         }
-        if rt.custom.is_some() && !same_generation_basis(old, &new, rt.status_subresource) {
+        if rt.tracks_generation() && !same_generation_basis(old, &new, rt.status_subresource) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
             new["metadata"]["generation"] = json!(g + 1);
         }
@@ -651,7 +651,7 @@ impl State {
         let mut marked = current.clone();
         marked["metadata"]["deletionTimestamp"] = json!(util::now_rfc3339());
         marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-        if rt.custom.is_some() {
+        if rt.tracks_generation() {
             let g = current["metadata"]["generation"].as_i64().unwrap_or(1);
             marked["metadata"]["generation"] = json!(g + 1);
         }
