@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::auto_tests::{ambient, applied, auto, gateway, sidecar, unprotected, waypoint};
 use super::*;
-use crate::core::diagnosis::Diagnosis;
+use crate::core::diagnosis::{DeniedAt, Diagnosis, TokenProblem};
 use crate::core::endpoint::Endpoint;
 use crate::fixtures::{access, api_error, inference_service, token_record, ts};
 use crate::reconcile::conditions::State;
@@ -361,12 +361,62 @@ fn every_documented_reason() {
         ),
         (
             &token,
-            with_probe(Diagnosis::AccessDenied),
+            with_probe(Diagnosis::AccessDenied {
+                at: DeniedAt::BehindGateway,
+            }),
             (EV, "AccessDenied", False),
         ),
         (
             &token,
-            with_probe(Diagnosis::Unauthenticated { status: 302 }),
+            with_probe(Diagnosis::AccessDenied {
+                at: DeniedAt::Gateway,
+            }),
+            (EV, "GatewayAccessDenied", False),
+        ),
+        (
+            &token,
+            with_probe(Diagnosis::RedirectedToLogin {
+                status: 302,
+                location: "http://gw/dex/auth".into(),
+            }),
+            (EV, "RedirectedToLogin", False),
+        ),
+        (
+            &token,
+            with_probe(Diagnosis::SignInPage),
+            (EV, "SignInPage", False),
+        ),
+        (
+            &token,
+            with_probe(Diagnosis::ModelNotFound),
+            (EV, "ModelNotFound", False),
+        ),
+        (
+            &token,
+            with_probe(Diagnosis::TokenRejected {
+                problem: TokenProblem::Expired,
+            }),
+            (EV, "TokenExpired", False),
+        ),
+        (
+            &token,
+            with_probe(Diagnosis::TokenRejected {
+                problem: TokenProblem::Issuer,
+            }),
+            (EV, "IssuerNotAccepted", False),
+        ),
+        (
+            &token,
+            with_probe(Diagnosis::TokenRejected {
+                problem: TokenProblem::Audience,
+            }),
+            (EV, "AudienceNotAccepted", False),
+        ),
+        (
+            &token,
+            with_probe(Diagnosis::TokenRejected {
+                problem: TokenProblem::Other,
+            }),
             (EV, "Unauthenticated", False),
         ),
         (
