@@ -449,5 +449,8 @@ fn auto_check(plan: &Plan, detected: &Detected, result: &AutoResult) -> Check {
 #[path = "status_auto_tests.rs"]
 mod auto_tests;
 #[cfg(test)]
+#[path = "status_endpoint_tests.rs"]
+mod endpoint_tests;
+#[cfg(test)]
 #[path = "status_tests.rs"]
 mod tests;

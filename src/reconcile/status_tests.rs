@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::auto_tests::{ambient, applied, auto, gateway, sidecar, unprotected, waypoint};
 use super::*;
-use crate::core::diagnosis::{DeniedAt, Diagnosis, TokenProblem};
+use crate::core::diagnosis::{DeniedAt, Diagnosis};
 use crate::core::endpoint::Endpoint;
 use crate::fixtures::{access, api_error, inference_service, token_record, ts};
 use crate::reconcile::conditions::State;
@@ -132,7 +132,7 @@ pub(super) fn with_mesh(outcome: MeshOutcome) -> Outcomes {
     }
 }
 
-fn with_probe(diagnosis: Diagnosis) -> Outcomes {
+pub(super) fn with_probe(diagnosis: Diagnosis) -> Outcomes {
     Outcomes {
         verify: probed(diagnosis),
         ..all_ready(&token_plan())
@@ -365,59 +365,6 @@ fn every_documented_reason() {
                 at: DeniedAt::BehindGateway,
             }),
             (EV, "AccessDenied", False),
-        ),
-        (
-            &token,
-            with_probe(Diagnosis::AccessDenied {
-                at: DeniedAt::Gateway,
-            }),
-            (EV, "GatewayAccessDenied", False),
-        ),
-        (
-            &token,
-            with_probe(Diagnosis::RedirectedToLogin {
-                status: 302,
-                location: "http://gw/dex/auth".into(),
-            }),
-            (EV, "RedirectedToLogin", False),
-        ),
-        (
-            &token,
-            with_probe(Diagnosis::SignInPage),
-            (EV, "SignInPage", False),
-        ),
-        (
-            &token,
-            with_probe(Diagnosis::ModelNotFound),
-            (EV, "ModelNotFound", False),
-        ),
-        (
-            &token,
-            with_probe(Diagnosis::TokenRejected {
-                problem: TokenProblem::Expired,
-            }),
-            (EV, "TokenExpired", False),
-        ),
-        (
-            &token,
-            with_probe(Diagnosis::TokenRejected {
-                problem: TokenProblem::Issuer,
-            }),
-            (EV, "IssuerNotAccepted", False),
-        ),
-        (
-            &token,
-            with_probe(Diagnosis::TokenRejected {
-                problem: TokenProblem::Audience,
-            }),
-            (EV, "AudienceNotAccepted", False),
-        ),
-        (
-            &token,
-            with_probe(Diagnosis::TokenRejected {
-                problem: TokenProblem::Other,
-            }),
-            (EV, "Unauthenticated", False),
         ),
         (
             &token,
