@@ -160,9 +160,10 @@ impl Builder {
         self
     }
 
-    /// Start without the Istio CRDs (as a cluster without Istio).
+    /// Start without the Istio CRDs (as a cluster without Istio): no sidecar is injected either.
     pub fn without_istio(mut self) -> Self {
         self.istio = false;
+        self.kserve.istio_injection = false;
         self
     }
 
