@@ -11,6 +11,7 @@
 mod harness;
 mod prometheus;
 
+mod doctor;
 mod examples;
 mod refusals;
 mod scenarios;
