@@ -7,27 +7,12 @@ use std::time::Duration;
 
 use inference_access::gateway::client::GatewayClient;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use serde_json::{Value, json};
-use tokio::process::Command;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
 
 use crate::harness::*;
 
 const GATEWAY_ISSUER: &str = "https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE";
-
-/// Runs `doctor NAME -o json` as the admin: whether it exited 0, and its report.
-async fn doctor(env: &Env, name: &str) -> (bool, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_inference-access"))
-        .args(["doctor", name, "-n", NS, "-o", "json", "--kubeconfig"])
-        .arg(env.dir.path().join("admin.kubeconfig"))
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let report: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("doctor printed no JSON ({e}): {stdout}"));
-    (out.status.success(), report, stdout)
-}
 
 /// The report's failing hop and reason, after checking what every report must hold.
 async fn diagnose(env: &Env, name: &str, token: Option<&str>) -> (Option<String>, Option<String>) {
@@ -139,26 +124,6 @@ async fn doctor_names_the_sidecar_the_route_and_the_expired_token() {
     );
 }
 
-async fn apply_any(env: &Env, value: Value, plural: &str) {
-    let api_version = value["apiVersion"].as_str().unwrap();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let kind = value["kind"].as_str().unwrap();
-    let resource =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    let name = value["metadata"]["name"].as_str().unwrap();
-    let api: Api<DynamicObject> = match value["metadata"]["namespace"].as_str() {
-        Some(ns) => Api::namespaced_with(env.client.clone(), ns, &resource),
-        None => Api::all_with(env.client.clone(), &resource),
-    };
-    api.patch(
-        name,
-        &PatchParams::apply("e2e-test").force(),
-        &Patch::Apply(&value),
-    )
-    .await
-    .unwrap();
-}
-
 #[tokio::test]
 async fn doctor_names_the_gateway_for_an_issuer_mismatch_and_a_redirect_to_dex() {
     if skip_on_real_cluster("doctor_names_the_gateway_for_an_issuer_mismatch") {
@@ -172,19 +137,18 @@ async fn doctor_names_the_gateway_for_an_issuer_mismatch_and_a_redirect_to_dex()
     .await;
     let env = &data.env;
     // Kubeflow's m2m-token-issuer as the gateway double is configured (doctor reads it).
-    apply_any(
+    apply_object(
         env,
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
-        "namespaces",
     )
     .await;
-    apply_any(env, json!({
+    apply_object(env, json!({
         "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
         "metadata": {"name": "m2m-token-issuer", "namespace": "istio-system"},
         "spec": {"selector": {"matchLabels": {"istio": "ingressgateway"}},
                  "jwtRules": [{"issuer": GATEWAY_ISSUER, "forwardOriginalToken": true,
                                "outputClaimToHeaders": [{"header": "kubeflow-userid", "claim": "sub"}]}]}
-    }), "requestauthentications").await;
+    })).await;
     data.apply("AuthorizationPolicy").await;
     data.wait_endpoint("IssuerNotAccepted").await;
     let (ok, report, _) = doctor(env, ACCESS).await;

@@ -16,7 +16,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch};
 use kube::api::{PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::harness::*;
 
@@ -42,36 +42,6 @@ fn gateway_api_crds() -> Vec<PathBuf> {
         ))
     })
     .collect()
-}
-
-/// Server-side applies any object as the test (the cluster admin, or KServe).
-async fn apply(env: &Env, value: Value) -> DynamicObject {
-    let api_version = value["apiVersion"].as_str().unwrap();
-    let kind = value["kind"].as_str().unwrap();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let plural = match kind {
-        "GatewayClass" => "gatewayclasses".to_owned(),
-        "Gateway" | "Service" | "HTTPRoute" | "ReferenceGrant" | "RequestAuthentication" => {
-            format!("{}s", kind.to_ascii_lowercase())
-        }
-        "InferenceService" => "inferenceservices".to_owned(),
-        "Namespace" => "namespaces".to_owned(),
-        other => panic!("apply: unexpected kind {other}"),
-    };
-    let resource =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural);
-    let name = value["metadata"]["name"].as_str().unwrap();
-    let api: Api<DynamicObject> = match value["metadata"]["namespace"].as_str() {
-        Some(ns) => Api::namespaced_with(env.client.clone(), ns, &resource),
-        None => Api::all_with(env.client.clone(), &resource),
-    };
-    api.patch(
-        name,
-        &PatchParams::apply("e2e-test").force(),
-        &Patch::Apply(&value),
-    )
-    .await
-    .unwrap_or_else(|err| panic!("apply {kind} {name}: {err}"))
 }
 
 /// A token of another ServiceAccount of the namespace, for the gateway's audience.
@@ -180,7 +150,7 @@ async fn ambient_with_a_waypoint_admits_only_the_owner() {
     .await;
     let env = &data.env;
     // An ambient namespace whose Services use the waypoint, for ingress traffic too.
-    apply(
+    apply_object(
         env,
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {
         "istio.io/dataplane-mode": "ambient", "istio.io/use-waypoint": "waypoint",
@@ -189,13 +159,13 @@ async fn ambient_with_a_waypoint_admits_only_the_owner() {
     .await;
     // The waypoint `istioctl waypoint apply` creates, and the Service KServe puts before the
     // predictor.
-    apply(env, json!({
+    apply_object(env, json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
         "metadata": {"name": "waypoint", "namespace": NS, "labels": {"istio.io/waypoint-for": "service"}},
         "spec": {"gatewayClassName": "istio-waypoint", "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}
     }))
     .await;
-    apply(
+    apply_object(
         env,
         json!({
             "apiVersion": "v1", "kind": "Service",
@@ -254,7 +224,7 @@ async fn ambient_without_a_waypoint_writes_nothing_that_denies_everyone() {
     )
     .await;
     let env = &data.env;
-    apply(
+    apply_object(
         env,
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {
         "istio.io/dataplane-mode": "ambient"}}}),
@@ -285,7 +255,7 @@ async fn ambient_without_a_waypoint_writes_nothing_that_denies_everyone() {
 /// An InferenceService as a user creates it, with what KServe's Standard mode with Gateway API
 /// makes for it: the predictor Service and an HTTPRoute on the shared Gateway, owned by it.
 async fn standard_model(env: &Env, name: &str) -> String {
-    let isvc = apply(env, json!({
+    let isvc = apply_object(env, json!({
         "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
         "metadata": {"name": name, "namespace": NS, "annotations": {"sidecar.istio.io/inject": "false"}},
         "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"},
@@ -299,7 +269,7 @@ async fn standard_model(env: &Env, name: &str) -> String {
     )
     .await;
     let host = host_of(ready.url().unwrap());
-    apply(
+    apply_object(
         env,
         json!({
             "apiVersion": "v1", "kind": "Service",
@@ -309,7 +279,7 @@ async fn standard_model(env: &Env, name: &str) -> String {
         }),
     )
     .await;
-    apply(env, json!({
+    apply_object(env, json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
         "metadata": {"name": name, "namespace": NS, "ownerReferences": [{
             "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "name": name,
@@ -341,12 +311,12 @@ async fn a_grant_at_a_shared_gateway_leaves_the_other_model_alone() {
     let env = &data.env;
     // What the cluster admin installs: Istio's GatewayClass, KServe's Gateway, and a
     // RequestAuthentication on it for the cluster's ServiceAccount tokens.
-    apply(
+    apply_object(
         env,
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NS}}),
     )
     .await;
-    apply(
+    apply_object(
         env,
         json!({
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
@@ -354,14 +324,14 @@ async fn a_grant_at_a_shared_gateway_leaves_the_other_model_alone() {
         }),
     )
     .await;
-    apply(env, json!({
+    apply_object(env, json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
         "metadata": {"name": GATEWAY, "namespace": GATEWAY_NS},
         "spec": {"gatewayClassName": "istio", "listeners": [
             {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}]}
     }))
     .await;
-    apply(env, json!({
+    apply_object(env, json!({
         "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
         "metadata": {"name": "cluster-tokens", "namespace": GATEWAY_NS},
         "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY}],
@@ -392,7 +362,7 @@ async fn a_grant_at_a_shared_gateway_leaves_the_other_model_alone() {
     assert!(policies.get_opt(&name).await.unwrap().is_none());
 
     // The Gateway's owner consents for this namespace: the policy is written at the Gateway.
-    apply(env, json!({
+    apply_object(env, json!({
         "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
         "metadata": {"name": "inference-access", "namespace": GATEWAY_NS},
         "spec": {"from": [{"group": "inference-access.io", "kind": "InferenceAccess", "namespace": NS}],
@@ -449,6 +419,63 @@ async fn a_grant_at_a_shared_gateway_leaves_the_other_model_alone() {
         "second, anonymous",
     );
     data.wait_endpoint("EndpointReachable").await;
+    let (ok, report, _) = doctor(env, ACCESS).await;
+    assert!(ok, "{report:#}");
+    assert_eq!(report["meshPath"], "Gateway");
+
+    // The Gateway's owner adds a DENY of their own that catches this caller too: doctor names
+    // the gateway as the hop and that policy as the one that does not exempt it.
+    apply_object(env, json!({
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "maintenance", "namespace": GATEWAY_NS},
+        "spec": {"action": "DENY", "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY}],
+                 "rules": [{"to": [{"operation": {"paths": ["/v1/*"]}}]}]}
+    }))
+    .await;
+    let (ok, report, _) = doctor(env, ACCESS).await;
+    assert!(!ok);
+    assert_eq!(
+        (&report["failingHop"], &report["reason"]),
+        (&json!("gateway"), &json!("GatewayAccessDenied"))
+    );
+    let listed: Vec<(&str, &str, bool)> = report["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["hop"] == "gateway")
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["action"].as_str().unwrap(),
+                p["namesIdentity"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        listed.contains(&(&*format!("{GATEWAY_NS}/{name}"), "DENY", true)),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&("kserve/maintenance", "DENY", false)),
+        "{listed:?}"
+    );
+    assert_refused_by(
+        &predict(&gateway_url, &granted, Some(&owner)).await,
+        403,
+        "gateway",
+        "owner, maintenance",
+    );
+    Api::<DynamicObject>::namespaced_with(
+        env.client.clone(),
+        GATEWAY_NS,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("security.istio.io", "v1", "AuthorizationPolicy"),
+            "authorizationpolicies",
+        ),
+    )
+    .delete("maintenance", &DeleteParams::default())
+    .await
+    .unwrap();
 
     // Deleting the access deletes its policy in the Gateway's namespace (its finalizer).
     env.api::<InferenceAccess>()
