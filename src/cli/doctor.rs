@@ -136,7 +136,7 @@ fn pod_side(observed: &Observed, namespace: &str, labels: Place) -> (&'static st
         ),
         MeshPath::AmbientWithoutWaypoint => ("ztunnel", labels),
         MeshPath::Unprotected => ("pod", labels),
-        MeshPath::Sidecar | MeshPath::Gateway { .. } => ("sidecar", labels),
+        MeshPath::Sidecar | MeshPath::Gateway { .. } | MeshPath::Unknown => ("sidecar", labels),
     }
 }
 
