@@ -17,13 +17,14 @@ use super::doctor_checks::{
 };
 use super::doctor_hops::{gateway_hop, human, pod_hop_report, route_hop, target_hop, token_hop};
 use super::{Output, Target};
-use crate::api::{InferenceAccess, InferenceService};
+use crate::api::{InferenceAccess, InferenceService, TargetKind};
 use crate::core::credential::Credential;
 use crate::core::diagnosis::{Diagnosis, diagnose};
 use crate::core::secret_codec::ClientSecret;
 use crate::gateway::client::GatewayClient;
 use crate::gateway::probe;
 use crate::reconcile::detect::{self, Detected, MeshPath, Observed};
+use crate::reconcile::target;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -173,9 +174,8 @@ async fn examine(
     });
     let stored = stored.ok();
 
-    let isvc = Api::<InferenceService>::namespaced(client.clone(), &ns)
-        .get_opt(&model)
-        .await;
+    let llm = access.spec.inference_service.kind == TargetKind::LlmInferenceService;
+    let isvc = read_target(client, &ns, &model, llm).await;
     hops.push(target_hop(&ns, &model, &isvc, stored.as_ref()));
     let isvc = isvc.ok().flatten();
 
@@ -305,12 +305,14 @@ async fn examine(
 
     // The live request, judged as EndpointVerified judges it.
     let diagnosis = match &stored {
-        Some(stored) => Some(live_request(stored, &model, gateway_override).await),
+        Some(stored) => Some(live_request(stored, &model, llm, gateway_override).await),
         None => None,
     };
     let mut failing = None;
     if let (Some(stored), Some(diagnosis)) = (&stored, &diagnosis) {
-        let endpoint = endpoint(stored, &model, gateway_override).ok();
+        let endpoint = endpoint(stored, &model, gateway_override)
+            .ok()
+            .map(|e| if llm { e.openai() } else { e });
         let message = endpoint
             .as_ref()
             .map(|e| diagnosis.message(e))
@@ -374,8 +376,31 @@ async fn predictor_labels(client: &Client, namespace: &str, model: &str) -> Plac
     }
 }
 
-async fn live_request(stored: &ClientSecret, model: &str, gateway: Option<&str>) -> Diagnosis {
+/// The target as the reconcile sees it (an LLMInferenceService in the InferenceService view).
+async fn read_target(
+    client: &Client,
+    ns: &str,
+    model: &str,
+    llm: bool,
+) -> Result<Option<InferenceService>, kube::Error> {
+    if !llm {
+        return Api::<InferenceService>::namespaced(client.clone(), ns)
+            .get_opt(model)
+            .await;
+    }
+    let api =
+        Api::<DynamicObject>::namespaced_with(client.clone(), ns, &target::llm_inference_service());
+    Ok(api.get_opt(model).await?.map(target::llm_view))
+}
+
+async fn live_request(
+    stored: &ClientSecret,
+    model: &str,
+    llm: bool,
+    gateway: Option<&str>,
+) -> Diagnosis {
     let endpoint = match endpoint(stored, model, gateway) {
+        Ok(e) if llm => e.openai(),
         Ok(e) => e,
         Err(error) => return Diagnosis::GatewayUnreachable { error },
     };

@@ -822,6 +822,8 @@ pub async fn apply_object(env: &Env, value: Value) -> DynamicObject {
         }
         "InferenceService" => "inferenceservices".to_owned(),
         "AuthorizationPolicy" => "authorizationpolicies".to_owned(),
+        "LLMInferenceService" => "llminferenceservices".to_owned(),
+        "Pod" => "pods".to_owned(),
         "Namespace" => "namespaces".to_owned(),
         other => panic!("apply: unexpected kind {other}"),
     };

@@ -13,6 +13,7 @@ mod prometheus;
 
 mod doctor;
 mod examples;
+mod llm;
 mod refusals;
 mod scenarios;
 mod scoped;

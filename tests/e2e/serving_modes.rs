@@ -22,13 +22,13 @@ use crate::harness::*;
 
 const MODEL: &str = "sklearn-iris";
 const SECOND: &str = "second-model";
-const GATEWAY_NS: &str = "kserve";
-const GATEWAY: &str = "kserve-ingress-gateway";
+pub(crate) const GATEWAY_NS: &str = "kserve";
+pub(crate) const GATEWAY: &str = "kserve-ingress-gateway";
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 const AUDIENCE: &str = "istio-ingressgateway.istio-system.svc.cluster.local";
 
 /// The upstream Gateway API CRDs, which kube-local serves with their schemas and CEL rules.
-fn gateway_api_crds() -> Vec<PathBuf> {
+pub(crate) fn gateway_api_crds() -> Vec<PathBuf> {
     [
         "gatewayclasses",
         "gateways",
@@ -45,7 +45,7 @@ fn gateway_api_crds() -> Vec<PathBuf> {
 }
 
 /// A token of another ServiceAccount of the namespace, for the gateway's audience.
-async fn stranger_token(env: &Env) -> String {
+pub(crate) async fn stranger_token(env: &Env) -> String {
     let sas = env.api::<ServiceAccount>();
     let sa =
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "stranger"}});
@@ -71,7 +71,7 @@ async fn stranger_token(env: &Env) -> String {
     response.status.unwrap().token
 }
 
-async fn owner_token(env: &Env) -> String {
+pub(crate) async fn owner_token(env: &Env) -> String {
     let secret = env.api::<Secret>().get(SECRET).await.unwrap();
     secret_text(&secret, "token")
 }
@@ -105,7 +105,7 @@ fn assert_predicts(answer: &Response, who: &str) {
     );
 }
 
-fn assert_refused_by(answer: &Response, status: u16, hop: &str, who: &str) {
+pub(crate) fn assert_refused_by(answer: &Response, status: u16, hop: &str, who: &str) {
     assert_eq!(answer.status, status, "{who}: {}", answer.text());
     assert_eq!(
         answer.header(mesh_local::DENIED_BY_HEADER),
@@ -114,7 +114,7 @@ fn assert_refused_by(answer: &Response, status: u16, hop: &str, who: &str) {
     );
 }
 
-fn host_of(url: &str) -> String {
+pub(crate) fn host_of(url: &str) -> String {
     url.trim_start_matches("http://")
         .split('/')
         .next()
@@ -123,7 +123,7 @@ fn host_of(url: &str) -> String {
 }
 
 /// Waits until the access's `AccessPolicyReady` has `reason`.
-async fn wait_policy(env: &Env, reason: &'static str) -> InferenceAccess {
+pub(crate) async fn wait_policy(env: &Env, reason: &'static str) -> InferenceAccess {
     wait_for(
         &env.api::<InferenceAccess>(),
         ACCESS,
@@ -132,7 +132,7 @@ async fn wait_policy(env: &Env, reason: &'static str) -> InferenceAccess {
     .await
 }
 
-fn mesh_path(access: &InferenceAccess) -> Option<String> {
+pub(crate) fn mesh_path(access: &InferenceAccess) -> Option<String> {
     access.status.as_ref().and_then(|s| s.mesh_path.clone())
 }
 
@@ -292,25 +292,9 @@ async fn standard_model(env: &Env, name: &str) -> String {
     host
 }
 
-#[tokio::test]
-async fn a_grant_at_a_shared_gateway_leaves_the_other_model_alone() {
-    if skip_on_real_cluster("a_grant_at_a_shared_gateway_leaves_the_other_model_alone") {
-        return;
-    }
-    let mut data = DataPath::start_configured(
-        kube_local::ControlPlane::builder()
-            .load_crds(&gateway_api_crds())
-            .kserve_url_style(kube_local::UrlStyle::Standard),
-        |gateway| gateway.gateway_api(GATEWAY_NS, GATEWAY),
-    )
-    .await;
-    let gateway_url = data.gateway.gateway_api_url(GATEWAY_NS, GATEWAY).unwrap();
-    data.env
-        .restart_operator_with(&["--allowed-gateways", &gateway_url])
-        .await;
-    let env = &data.env;
-    // What the cluster admin installs: Istio's GatewayClass, KServe's Gateway, and a
-    // RequestAuthentication on it for the cluster's ServiceAccount tokens.
+/// What the cluster admin installs: Istio's GatewayClass, KServe's Gateway, and a
+/// RequestAuthentication on it for the cluster's ServiceAccount tokens.
+pub(crate) async fn install_shared_gateway(env: &Env) {
     apply_object(
         env,
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NS}}),
@@ -338,6 +322,37 @@ async fn a_grant_at_a_shared_gateway_leaves_the_other_model_alone() {
                  "jwtRules": [{"issuer": ISSUER, "audiences": [AUDIENCE], "forwardOriginalToken": true}]}
     }))
     .await;
+}
+
+/// The Gateway's owner consents to policies for this namespace's accesses.
+pub(crate) async fn consent(env: &Env) {
+    apply_object(env, json!({
+        "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"name": "inference-access", "namespace": GATEWAY_NS},
+        "spec": {"from": [{"group": "inference-access.io", "kind": "InferenceAccess", "namespace": NS}],
+                 "to": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY}]}
+    }))
+    .await;
+}
+
+#[tokio::test]
+async fn a_grant_at_a_shared_gateway_leaves_the_other_model_alone() {
+    if skip_on_real_cluster("a_grant_at_a_shared_gateway_leaves_the_other_model_alone") {
+        return;
+    }
+    let mut data = DataPath::start_configured(
+        kube_local::ControlPlane::builder()
+            .load_crds(&gateway_api_crds())
+            .kserve_url_style(kube_local::UrlStyle::Standard),
+        |gateway| gateway.gateway_api(GATEWAY_NS, GATEWAY),
+    )
+    .await;
+    let gateway_url = data.gateway.gateway_api_url(GATEWAY_NS, GATEWAY).unwrap();
+    data.env
+        .restart_operator_with(&["--allowed-gateways", &gateway_url])
+        .await;
+    let env = &data.env;
+    install_shared_gateway(env).await;
     let granted = standard_model(env, MODEL).await;
     let other = standard_model(env, SECOND).await;
     let stranger = stranger_token(env).await;
@@ -362,13 +377,7 @@ async fn a_grant_at_a_shared_gateway_leaves_the_other_model_alone() {
     assert!(policies.get_opt(&name).await.unwrap().is_none());
 
     // The Gateway's owner consents for this namespace: the policy is written at the Gateway.
-    apply_object(env, json!({
-        "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
-        "metadata": {"name": "inference-access", "namespace": GATEWAY_NS},
-        "spec": {"from": [{"group": "inference-access.io", "kind": "InferenceAccess", "namespace": NS}],
-                 "to": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY}]}
-    }))
-    .await;
+    consent(env).await;
     // Consent is not watched: a change to the access makes the operator look again.
     env.apply_value(json!({
         "apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess",
