@@ -16,8 +16,8 @@ use serde_json::json;
 
 use crate::harness::*;
 use crate::serving_modes::{
-    GATEWAY, GATEWAY_NS, assert_refused_by, consent, gateway_api_crds, host_of,
-    install_shared_gateway, mesh_path, owner_token, stranger_token, wait_policy,
+    GATEWAY, GATEWAY_NS, assert_refused_by, at_shared_gateway, consent, gateway_api_crds, host_of,
+    mesh_path, owner_token, stranger_token, wait_policy,
 };
 
 const LLM: &str = "llm";
@@ -171,21 +171,12 @@ async fn an_llm_inference_service_admits_only_the_owner_at_its_gateway() {
     crds.push(repo(
         "tests/mesh-local/tests/fixtures/crds/serving.kserve.io_llminferenceservices.yaml",
     ));
-    let mut data = DataPath::start_configured(
+    let (data, gateway_url) = at_shared_gateway(
         kube_local::ControlPlane::builder().load_crds(&crds),
-        |gateway| {
-            gateway
-                .gateway_api(GATEWAY_NS, GATEWAY)
-                .upstream_for_service(NS, WORKLOAD, &stub.url)
-        },
+        |gateway| gateway.upstream_for_service(NS, WORKLOAD, &stub.url),
     )
     .await;
-    let gateway_url = data.gateway.gateway_api_url(GATEWAY_NS, GATEWAY).unwrap();
-    data.env
-        .restart_operator_with(&["--allowed-gateways", &gateway_url])
-        .await;
     let env = &data.env;
-    install_shared_gateway(env).await;
     consent(env).await;
     let host = llm_as_kserve_makes_it(env).await;
     let stranger = stranger_token(env).await;

@@ -324,6 +324,25 @@ pub(crate) async fn install_shared_gateway(env: &Env) {
     .await;
 }
 
+/// The data path with the gateway double playing the shared Gateway (configured further by
+/// `configure`), the operator allowed to send credentials there, and the admin's Gateway
+/// installed; with the Gateway's URL.
+pub(crate) async fn at_shared_gateway(
+    builder: kube_local::Builder,
+    configure: impl FnOnce(mesh_local::GatewayBuilder) -> mesh_local::GatewayBuilder,
+) -> (DataPath, String) {
+    let mut data = DataPath::start_configured(builder, |gateway| {
+        configure(gateway.gateway_api(GATEWAY_NS, GATEWAY))
+    })
+    .await;
+    let gateway_url = data.gateway.gateway_api_url(GATEWAY_NS, GATEWAY).unwrap();
+    data.env
+        .restart_operator_with(&["--allowed-gateways", &gateway_url])
+        .await;
+    install_shared_gateway(&data.env).await;
+    (data, gateway_url)
+}
+
 /// The Gateway's owner consents to policies for this namespace's accesses.
 pub(crate) async fn consent(env: &Env) {
     apply_object(env, json!({
@@ -340,19 +359,14 @@ async fn a_grant_at_a_shared_gateway_leaves_the_other_model_alone() {
     if skip_on_real_cluster("a_grant_at_a_shared_gateway_leaves_the_other_model_alone") {
         return;
     }
-    let mut data = DataPath::start_configured(
+    let (data, gateway_url) = at_shared_gateway(
         kube_local::ControlPlane::builder()
             .load_crds(&gateway_api_crds())
             .kserve_url_style(kube_local::UrlStyle::Standard),
-        |gateway| gateway.gateway_api(GATEWAY_NS, GATEWAY),
+        |gateway| gateway,
     )
     .await;
-    let gateway_url = data.gateway.gateway_api_url(GATEWAY_NS, GATEWAY).unwrap();
-    data.env
-        .restart_operator_with(&["--allowed-gateways", &gateway_url])
-        .await;
     let env = &data.env;
-    install_shared_gateway(env).await;
     let granted = standard_model(env, MODEL).await;
     let other = standard_model(env, SECOND).await;
     let stranger = stranger_token(env).await;
