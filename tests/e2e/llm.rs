@@ -1,6 +1,6 @@
 //! An LLMInferenceService as the target, on the path KServe gives it: Gateway → HTTPRoute →
-//! the model's workload. The test plays KServe (the LLMInferenceService's status, its HTTPRoute
-//! and workload Service and Pod) and an OpenAI-style model server; the access, in mode Auto,
+//! the model's workload. kube-local's stand-in publishes its status; the test plays the rest of
+//! KServe (its HTTPRoute, workload Service and Pod) and an OpenAI-style model server; the access, in mode Auto,
 //! gets the DENY at the shared Gateway for the model's host: the owner's credential reaches
 //! `/v1/completions`, another ServiceAccount's is refused at the gateway.
 
@@ -11,7 +11,7 @@ use http::Method;
 use http_body_util::Full;
 use inference_access::gateway::client::GatewayClient;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
 use crate::harness::*;
@@ -74,8 +74,8 @@ async fn openai_stub() -> OpenAiStub {
 }
 
 /// What KServe makes for an LLMInferenceService on Gateway API: its status (URL, addresses,
-/// Ready), an HTTPRoute it controls on the shared Gateway, and the workload behind it (a Service
-/// and a Pod, here outside the mesh; KServe's backend is an InferencePool, which the gateway
+/// Ready: kube-local's stand-in), an HTTPRoute it controls on the shared Gateway, and the
+/// workload behind it (a Service and a Pod, played by the test, here outside the mesh; KServe's backend is an InferencePool, which the gateway
 /// double does not route to, so the route names the Service).
 async fn llm_as_kserve_makes_it(env: &Env) -> String {
     let llm = apply_object(
@@ -88,8 +88,7 @@ async fn llm_as_kserve_makes_it(env: &Env) -> String {
         }),
     )
     .await;
-    let host = format!("{LLM}-{NS}.example.com");
-    let url = format!("http://{host}");
+    // KServe (kube-local's stand-in) publishes the URL once the route is programmed.
     let llms = Api::<DynamicObject>::namespaced_with(
         env.client.clone(),
         NS,
@@ -98,17 +97,16 @@ async fn llm_as_kserve_makes_it(env: &Env) -> String {
             "llminferenceservices",
         ),
     );
-    llms.patch_status(
-        LLM,
-        &PatchParams::apply("kserve-controller").force(),
-        &Patch::Apply(json!({
-            "apiVersion": "serving.kserve.io/v1alpha2", "kind": "LLMInferenceService",
-            "status": {"url": url, "addresses": [{"name": "gateway-external", "url": url}],
-                       "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-12-01T00:00:00Z"}]}
-        })),
-    )
-    .await
-    .unwrap();
+    let published = wait_for(&llms, LLM, |o: Option<&DynamicObject>| {
+        o.is_some_and(|o| o.data["status"]["url"].is_string())
+    })
+    .await;
+    let url = published.data["status"]["url"].as_str().unwrap().to_owned();
+    assert_eq!(
+        published.data["status"]["addresses"][0]["url"],
+        url.as_str()
+    );
+    let host = host_of(&url);
     apply_object(env, json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "llm-kserve-workload", "namespace": NS,
@@ -172,7 +170,9 @@ async fn an_llm_inference_service_admits_only_the_owner_at_its_gateway() {
         "tests/mesh-local/tests/fixtures/crds/serving.kserve.io_llminferenceservices.yaml",
     ));
     let (data, gateway_url) = at_shared_gateway(
-        kube_local::ControlPlane::builder().load_crds(&crds),
+        kube_local::ControlPlane::builder()
+            .load_crds(&crds)
+            .kserve_url_style(kube_local::UrlStyle::Standard),
         |gateway| gateway.upstream_for_service(NS, WORKLOAD, &stub.url),
     )
     .await;

@@ -222,6 +222,11 @@ impl Builder {
             listener,
             shutdown_rx.clone(),
         ));
+        tasks.spawn(controllers::run_llm(
+            store.clone(),
+            kserve_rx.clone(),
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(controllers::run_kserve(store, kserve_rx, shutdown_rx));
         Ok(ControlPlane {
             shared,

@@ -1,17 +1,19 @@
-//! The controllers a cluster would run for the operator's sake, as stand-ins: today the KServe
-//! one (`kserve`). A stand-in follows the kinds it reacts to through the store's history
-//! ([`Watching`]), looks objects up through the store's indexes, and writes through the store
+//! The controllers a cluster would run for the operator's sake, as stand-ins: today KServe's
+//! (`kserve` for InferenceServices, `llm` for LLMInferenceServices). A stand-in follows the
+//! kinds it reacts to through the store's history ([`Watching`]), looks objects up through the store's indexes, and writes through the store
 //! like any client, so its work costs in proportion to the changes it sees, never to the size of
 //! the store. A new stand-in: a module with a `run_*` task started in `lib.rs`, built on
 //! [`Watching`].
 
 mod kserve;
+mod llm;
 
 use std::sync::Arc;
 
 use crate::store::{Event, Follower, Store};
 
 pub use kserve::{KserveSettings, UrlStyle, run_kserve};
+pub use llm::run_llm;
 
 /// What the followed kinds did next.
 pub enum Change {
