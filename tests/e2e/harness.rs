@@ -847,7 +847,7 @@ pub async fn apply_object(env: &Env, value: Value) -> DynamicObject {
 /// and its output as printed.
 pub async fn doctor(env: &Env, name: &str) -> (bool, serde_json::Value, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_inference-access"))
-        .args(["doctor", name, "-n", NS, "-o", "json", "--kubeconfig"])
+        .args(["doctor", name, "-n", env.ns(), "-o", "json", "--kubeconfig"])
         .arg(env.dir.path().join("admin.kubeconfig"))
         .output()
         .await
