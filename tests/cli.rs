@@ -790,6 +790,8 @@ async fn predict_through_the_gateway_to_the_real_model() {
         MODEL,
     )
     .unwrap();
+    // The route exists (the Host is the model's), the model server knows no such model.
+    let unknown_model = Endpoint::resolve(&url, &gw, "no-such-model").unwrap();
     let cookie_credential = {
         let (name, value) = cookie.split_once('=').unwrap();
         Credential::Cookie {
@@ -830,7 +832,12 @@ async fn predict_through_the_gateway_to_the_real_model() {
                 name: "oauth2_proxy_kubeflow".into(),
                 value: "stale".into(),
             },
-            "Unauthenticated",
+            "RedirectedToLogin",
+        ),
+        (
+            &unknown_model,
+            Credential::Bearer(token.clone()),
+            "ModelNotFound",
         ),
         (
             &unreachable,

@@ -117,11 +117,17 @@ fn enabled() -> bool {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.template) || !has(self.kind) || self.kind == 'InferenceService'").message("a template applies only to kind InferenceService: an LLMInferenceService is only read"))]
 pub struct InferenceServiceRef {
     /// Name of the InferenceService (`serving.kserve.io/v1beta1`) in this namespace.
     #[schemars(length(max = 63))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')").message("must be a DNS-1035 label, as KServe requires for an InferenceService name"))]
     pub name: String,
+    /// What `name` names: an `InferenceService` (default; KServe v1 paths) or an
+    /// `LLMInferenceService` (`serving.kserve.io/v1alpha2`; OpenAI-style paths, URL from its
+    /// status). Exactly one target either way.
+    #[serde(default, skip_serializing_if = "TargetKind::is_inference_service")]
+    pub kind: TargetKind,
     /// When set, the operator applies this InferenceService (server-side apply) and owns it;
     /// when absent, the InferenceService must already exist and is only read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,6 +162,21 @@ pub struct TemplateMetadata {
 
 /// Labels and annotations for the credential Secret, as cert-manager's `secretTemplate`.
 pub type SecretTemplate = TemplateMetadata;
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TargetKind {
+    #[default]
+    InferenceService,
+    /// KServe's LLMInferenceService: read, never applied.
+    #[serde(rename = "LLMInferenceService")]
+    LlmInferenceService,
+}
+
+impl TargetKind {
+    pub fn is_inference_service(&self) -> bool {
+        *self == TargetKind::InferenceService
+    }
+}
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AuthType {

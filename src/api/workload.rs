@@ -98,7 +98,7 @@ pub trait Workload: kube::Resource<DynamicType = ()> + Clone {
 
     /// Drops the status and, from the pod template, all but what says which Secrets it reads
     /// (every workload in scope is cached: most of each is of no use to the operator).
-    fn trim(&mut self);
+    fn keep_secret_references(&mut self);
 }
 
 impl Workload for Deployment {
@@ -108,7 +108,7 @@ impl Workload for Deployment {
         self.spec.as_ref().map(|s| &s.template)
     }
 
-    fn trim(&mut self) {
+    fn keep_secret_references(&mut self) {
         self.status = None;
         if let Some(spec) = self.spec.as_mut() {
             trim_template(&mut spec.template);
@@ -123,7 +123,7 @@ impl Workload for StatefulSet {
         self.spec.as_ref().map(|s| &s.template)
     }
 
-    fn trim(&mut self) {
+    fn keep_secret_references(&mut self) {
         self.status = None;
         if let Some(spec) = self.spec.as_mut() {
             spec.volume_claim_templates = None;
@@ -255,7 +255,7 @@ mod tests {
         }))
         .unwrap();
         let before = workload_reads(&d);
-        d.trim();
+        d.keep_secret_references();
         assert_eq!(workload_reads(&d), before);
         assert_eq!(
             serde_json::to_value(&d).unwrap(),

@@ -335,7 +335,7 @@ mod tests {
     fn kubectl_gets_subcommands_and_flags_then_the_directive() {
         let top = values(&[""]);
         for command in [
-            "predict", "status", "renew", "token", "curl", "login", "render",
+            "predict", "status", "renew", "token", "curl", "login", "render", "doctor",
         ] {
             assert!(top.contains(&command.to_owned()), "{top:?}");
         }

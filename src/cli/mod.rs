@@ -10,6 +10,9 @@
 mod access;
 pub mod completion;
 mod curl;
+mod doctor;
+mod doctor_checks;
+mod doctor_hops;
 pub mod limits;
 mod login;
 mod output;
@@ -42,6 +45,10 @@ pub enum Command {
     /// Log in to Dex through the gateway (the sample's get_istio_auth_session) and print the
     /// session cookie as name=value.
     Login(login::Args),
+    /// Walk the path to the model hop by hop (target, token, mesh path, gateway and its
+    /// RequestAuthentication, route, policies, sidecar or waypoint), send one request through
+    /// the gateway, and name the hop that refuses it with the fix. Exit code 1 when one does.
+    Doctor(doctor::Args),
     /// Print, offline, the objects the operator would create for the InferenceAccess in a file
     /// (Secret values redacted).
     Render(render::Args),
@@ -56,6 +63,7 @@ pub fn run(command: Command) -> Result<(), String> {
         Command::Token(args) => block_on(access::run_token(args)),
         Command::Curl(args) => block_on(curl::run(args)),
         Command::Login(args) => block_on(login::run(args)),
+        Command::Doctor(args) => block_on(doctor::run(args)),
     }
 }
 

@@ -11,6 +11,7 @@ use super::access::{Cluster, client_secret, endpoint};
 use super::{Output, Target};
 use crate::core::diagnosis::{self, Diagnosis};
 use crate::gateway::client::GatewayClient;
+use crate::gateway::probe;
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("body").required(true).args(["file", "data"])))]
@@ -84,7 +85,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         }
     };
     let text = response.text();
-    let diagnosis = diagnosis::diagnose(response.status, &text, &stored.host);
+    let diagnosis = diagnosis::diagnose(&probe::answer(&response, &text), &stored.host);
     if !diagnosis.is_reachable() {
         return Err(failure(&diagnosis, &endpoint, response.status, &url, &text));
     }
@@ -179,7 +180,9 @@ mod tests {
         )
         .unwrap();
         let denied = failure(
-            &Diagnosis::AccessDenied,
+            &Diagnosis::AccessDenied {
+                at: diagnosis::DeniedAt::BehindGateway,
+            },
             &endpoint,
             403,
             "http://u",

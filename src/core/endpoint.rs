@@ -21,6 +21,18 @@ pub struct Endpoint {
     /// The path prefix the gateway routes on: empty for host-based URLs.
     pub path_prefix: String,
     pub model_name: String,
+    pub protocol: Protocol,
+}
+
+/// The API the model speaks, which decides the paths clients call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// KServe's v1 (`/v1/models/<name>:predict`) and v2 (`/v2/models/<name>/infer`).
+    #[default]
+    KServe,
+    /// OpenAI-style, as an LLMInferenceService serves: `/v1/completions`,
+    /// `/v1/chat/completions`, `/v1/models`.
+    OpenAi,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,31 +63,46 @@ impl Endpoint {
             gateway_url: gateway.without_query().trim_end_matches('/').to_owned(),
             path_prefix: url.path().trim_end_matches('/').to_owned(),
             model_name: model_name.to_owned(),
+            protocol: Protocol::KServe,
         })
     }
 
-    /// KServe v1 protocol: `POST .../v1/models/<name>:predict`.
+    /// The same endpoint, spoken to with OpenAI-style paths.
+    pub fn openai(self) -> Self {
+        Self {
+            protocol: Protocol::OpenAi,
+            ..self
+        }
+    }
+
+    fn at(&self, path: &str) -> String {
+        format!("{}{}{path}", self.gateway_url, self.path_prefix)
+    }
+
+    /// KServe v1: `POST .../v1/models/<name>:predict`; OpenAI: `POST .../v1/completions`.
     pub fn predict_url(&self) -> String {
-        format!(
-            "{}{}/v1/models/{}:predict",
-            self.gateway_url, self.path_prefix, self.model_name
-        )
+        match self.protocol {
+            Protocol::KServe => self.at(&format!("/v1/models/{}:predict", self.model_name)),
+            Protocol::OpenAi => self.at("/v1/completions"),
+        }
     }
 
-    /// KServe v1 model readiness: `GET .../v1/models/<name>`.
+    /// What the probe asks for: KServe v1 model readiness `GET .../v1/models/<name>`; OpenAI's
+    /// model list `GET .../v1/models`.
     pub fn model_url(&self) -> String {
-        format!(
-            "{}{}/v1/models/{}",
-            self.gateway_url, self.path_prefix, self.model_name
-        )
+        match self.protocol {
+            Protocol::KServe => self.at(&format!("/v1/models/{}", self.model_name)),
+            Protocol::OpenAi => self.at("/v1/models"),
+        }
     }
 
-    /// Open Inference Protocol (v2): `POST .../v2/models/<name>/infer`.
+    /// Open Inference Protocol (v2): `POST .../v2/models/<name>/infer`; OpenAI: `POST
+    /// .../v1/chat/completions`.
     pub fn infer_url(&self) -> String {
-        format!(
-            "{}{}/v2/models/{}/infer",
-            self.gateway_url, self.path_prefix, self.model_name
-        )
+        match self.protocol {
+            Protocol::KServe => self.at(&format!("/v2/models/{}/infer", self.model_name)),
+            Protocol::OpenAi => self.at("/v1/chat/completions"),
+        }
     }
 }
 
@@ -148,5 +175,23 @@ mod tests {
         let endpoint =
             Endpoint::resolve("http://d.example/serving/ns/m", "http://gw", "m").unwrap();
         assert_eq!(endpoint.model_url(), "http://gw/serving/ns/m/v1/models/m");
+    }
+
+    #[test]
+    fn an_llm_inference_service_speaks_openai_paths() {
+        let e = Endpoint::resolve("http://llm-ns.example.com", "http://gw/", "llm")
+            .unwrap()
+            .openai();
+        assert_eq!(e.host, "llm-ns.example.com");
+        assert_eq!(e.predict_url(), "http://gw/v1/completions");
+        assert_eq!(e.infer_url(), "http://gw/v1/chat/completions");
+        assert_eq!(e.model_url(), "http://gw/v1/models");
+        let prefixed = Endpoint::resolve("http://d.example/serving/ns/llm", "http://gw", "llm")
+            .unwrap()
+            .openai();
+        assert_eq!(
+            prefixed.predict_url(),
+            "http://gw/serving/ns/llm/v1/completions"
+        );
     }
 }

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use crate::core::credential::Credential;
-use crate::core::diagnosis::{Diagnosis, diagnose};
+use crate::core::diagnosis::{Answer, Diagnosis, diagnose};
 use crate::core::endpoint::Endpoint;
-use crate::gateway::client::GatewayClient;
+use crate::gateway::client::{GatewayClient, Response};
 
 /// How long the probe waits for the gateway: it runs inside a reconcile.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,11 +23,21 @@ pub async fn verify(
     let (name, value) = credential.header();
     let headers = [("host", endpoint.host.as_str()), (name, value.as_str())];
     match client.get(&endpoint.model_url(), &headers).await {
-        Ok(response) => diagnose(response.status, &response.text(), &endpoint.host),
+        Ok(response) => diagnose(&answer(&response, &response.text()), &endpoint.host),
         // A bad URL or header lands here too: either way nothing reached the gateway.
         Err(error) => Diagnosis::GatewayUnreachable {
             error: error.to_string(),
         },
+    }
+}
+
+/// The parts of `response` (with its body as `text`) a diagnosis reads.
+pub fn answer<'a>(response: &'a Response, text: &'a str) -> Answer<'a> {
+    Answer {
+        status: response.status,
+        body: text,
+        location: response.header("location"),
+        from_upstream: response.header("x-envoy-upstream-service-time").is_some(),
     }
 }
 

@@ -18,6 +18,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::watcher;
 
+use crate::api::workload::Workload;
 use crate::api::{AuthorizationPolicy, InferenceAccess, InferenceService};
 
 /// A store and the writes it has not seen yet.
@@ -326,6 +327,11 @@ impl Cached for Deployment {
     fn cache(caches: &Caches) -> &Cache<Self> {
         &caches.deployments
     }
+
+    fn trim(&mut self) {
+        trim(self);
+        self.keep_secret_references();
+    }
 }
 
 impl Cached for StatefulSet {
@@ -333,6 +339,11 @@ impl Cached for StatefulSet {
 
     fn cache(caches: &Caches) -> &Cache<Self> {
         &caches.stateful_sets
+    }
+
+    fn trim(&mut self) {
+        trim(self);
+        self.keep_secret_references();
     }
 }
 

@@ -61,6 +61,7 @@ pub mod reason {
     pub const GATEWAY_POLICY_NOT_ALLOWED: &str = "GatewayPolicyNotAllowed";
     pub const GATEWAY_NOT_AUTHENTICATING: &str = "GatewayNotAuthenticating";
     pub const SESSION_AT_GATEWAY: &str = "SessionAtGateway";
+    pub const DATA_PATH_FORBIDDEN: &str = "DataPathForbidden";
     pub const PENDING: &str = "Pending";
     pub const VERIFICATION_DISABLED: &str = "VerificationDisabled";
 }

@@ -257,7 +257,10 @@ mod tests {
         };
         let mut outcomes = Outcomes::new(TargetOutcome::NotFound);
         outcomes.consumers = Some(ConsumersOutcome {
-            consumers: vec![reader("web", Via::Env, true), reader("files", Via::Volume, false)],
+            consumers: vec![
+                reader("web", Via::Env, true),
+                reader("files", Via::Volume, false),
+            ],
             restarted: vec![reader("web", Via::Env, true)],
             issued_at: Some(renewed),
             failed: None,

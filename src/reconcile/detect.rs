@@ -77,6 +77,8 @@ pub enum MeshPath {
     AmbientWithoutWaypoint,
     /// No sidecar, not ambient, no Istio Gateway.
     Unprotected,
+    /// The operator may not read what decides the path (`observe` was refused).
+    Unknown,
 }
 
 impl MeshPath {
@@ -88,6 +90,7 @@ impl MeshPath {
             MeshPath::Waypoint { .. } => "Waypoint",
             MeshPath::AmbientWithoutWaypoint => "Ambient",
             MeshPath::Unprotected => "None",
+            MeshPath::Unknown => "Unknown",
         }
     }
 }
@@ -212,15 +215,45 @@ pub fn gateway_api(kind: &str, plural: &str) -> ApiResource {
     )
 }
 
-/// A GET that takes "not found" and "kind not served" as absent.
-pub async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>, Error>
+/// A read of the data path failed: a 403 names the right the operator lacks (`verb resource
+/// where`, as RBAC would grant it), anything else is an API failure retried with backoff.
+fn read_failed(right: String) -> impl FnOnce(kube::Error) -> Error {
+    move |err| match api_status(&err) {
+        Some(403) => Error::Forbidden { right },
+        _ => Error::api(Kind::DataPath)(err),
+    }
+}
+
+/// Where a namespaced read happens, for the right it needs.
+fn in_ns(namespace: &str) -> String {
+    format!("in namespace {namespace}")
+}
+
+const CLUSTER_WIDE: &str = "(cluster-scoped)";
+
+/// A GET that takes "not found" and "kind not served" as absent; `right` names it for a 403.
+async fn get_opt<K>(api: &Api<K>, name: &str, right: String) -> Result<Option<K>, Error>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     match api.get_opt(name).await {
         Ok(found) => Ok(found),
         Err(err) if api_status(&err) == Some(404) => Ok(None),
-        Err(err) => Err(Error::api(Kind::DataPath)(err)),
+        Err(err) => Err(read_failed(right)(err)),
+    }
+}
+
+/// A LIST that takes "kind not served" as empty; `right` names it for a 403.
+async fn list_or_empty(
+    api: &Api<DynamicObject>,
+    params: &ListParams,
+    right: String,
+) -> Result<Vec<DynamicObject>, Error> {
+    match api.list(params).await {
+        Ok(list) => Ok(list.items),
+        // Gateway API or Istio is not installed.
+        Err(err) if api_status(&err) == Some(404) => Ok(Vec::new()),
+        Err(err) => Err(read_failed(right)(err)),
     }
 }
 
@@ -254,19 +287,23 @@ pub async fn observe(
     isvc: &str,
     isvc_uid: &str,
 ) -> Result<Observed, Error> {
-    let fail = |err| Error::api(Kind::DataPath)(err);
-    let namespace_labels = get_opt(&Api::<Namespace>::all(client.clone()), namespace)
-        .await?
-        .map(|n| n.labels().clone())
-        .unwrap_or_default();
+    let namespace_labels = get_opt(
+        &Api::<Namespace>::all(client.clone()),
+        namespace,
+        format!("get namespaces {CLUSTER_WIDE}"),
+    )
+    .await?
+    .map(|n| n.labels().clone())
+    .unwrap_or_default();
     let pods = Api::<Pod>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().labels(&format!("{INFERENCE_SERVICE_LABEL}={isvc}")))
         .await
-        .map_err(fail)?;
+        .map_err(read_failed(format!("list pods {}", in_ns(namespace))))?;
     let service_name = format!("{isvc}-predictor");
     let service = get_opt(
         &Api::<Service>::namespaced(client.clone(), namespace),
         &service_name,
+        format!("get services {}", in_ns(namespace)),
     )
     .await?
     .map(|s| (service_name.clone(), s.labels().clone()));
@@ -283,25 +320,37 @@ pub async fn observe(
             &gateway_api("Gateway", "gateways"),
         )
     };
+    let gateway_right = |ns: &str| format!("get gateways.gateway.networking.k8s.io {}", in_ns(ns));
     if let Some(waypoint) = waypoint_name(&observed) {
-        observed.waypoint_exists = get_opt(&gateways(namespace), &waypoint).await?.is_some();
+        observed.waypoint_exists =
+            get_opt(&gateways(namespace), &waypoint, gateway_right(namespace))
+                .await?
+                .is_some();
     }
     let routes = Api::<DynamicObject>::namespaced_with(
         client.clone(),
         namespace,
         &gateway_api("HTTPRoute", "httproutes"),
     );
-    let listed = match routes.list(&ListParams::default()).await {
-        Ok(list) => list.items,
-        // Gateway API is not installed.
-        Err(err) if api_status(&err) == Some(404) => Vec::new(),
-        Err(err) => return Err(fail(err)),
-    };
+    let listed = list_or_empty(
+        &routes,
+        &ListParams::default(),
+        format!(
+            "list httproutes.gateway.networking.k8s.io {}",
+            in_ns(namespace)
+        ),
+    )
+    .await?;
     if let Some(route) = listed.iter().find(|r| owned_by(r, isvc_uid)) {
         let parent = parent_gateway(route, namespace);
         let mut istio_gateway = None;
         if let Some(parent) = &parent
-            && let Some(gateway) = get_opt(&gateways(&parent.namespace), &parent.name).await?
+            && let Some(gateway) = get_opt(
+                &gateways(&parent.namespace),
+                &parent.name,
+                gateway_right(&parent.namespace),
+            )
+            .await?
         {
             let class = gateway.data["spec"]["gatewayClassName"]
                 .as_str()
@@ -310,9 +359,13 @@ pub async fn observe(
                 client.clone(),
                 &gateway_api("GatewayClass", "gatewayclasses"),
             );
-            let controller = get_opt(&classes, class)
-                .await?
-                .and_then(|c| c.data["spec"]["controllerName"].as_str().map(str::to_owned));
+            let controller = get_opt(
+                &classes,
+                class,
+                format!("get gatewayclasses.gateway.networking.k8s.io {CLUSTER_WIDE}"),
+            )
+            .await?
+            .and_then(|c| c.data["spec"]["controllerName"].as_str().map(str::to_owned));
             if controller.as_deref() == Some(ISTIO_CONTROLLER) {
                 istio_gateway = Some(parent.clone());
             }
@@ -334,11 +387,11 @@ pub async fn gateway_issuers(client: &Client, gateway: &GatewayRef) -> Result<Ve
         "requestauthentications",
     );
     let api = Api::<DynamicObject>::namespaced_with(client.clone(), &gateway.namespace, &resource);
-    let list = match api.list(&ListParams::default()).await {
-        Ok(list) => list.items,
-        Err(err) if api_status(&err) == Some(404) => Vec::new(),
-        Err(err) => return Err(Error::api(Kind::DataPath)(err)),
-    };
+    let right = format!(
+        "list requestauthentications.security.istio.io {}",
+        in_ns(&gateway.namespace)
+    );
+    let list = list_or_empty(&api, &ListParams::default(), right).await?;
     Ok(issuers_for(list.iter().map(|r| &r.data), &gateway.name))
 }
 
@@ -379,11 +432,11 @@ pub async fn gateway_consents(
         "referencegrants",
     );
     let api = Api::<DynamicObject>::namespaced_with(client.clone(), &gateway.namespace, &resource);
-    let list = match api.list(&ListParams::default()).await {
-        Ok(list) => list.items,
-        Err(err) if api_status(&err) == Some(404) => Vec::new(),
-        Err(err) => return Err(Error::api(Kind::DataPath)(err)),
-    };
+    let right = format!(
+        "list referencegrants.gateway.networking.k8s.io {}",
+        in_ns(&gateway.namespace)
+    );
+    let list = list_or_empty(&api, &ListParams::default(), right).await?;
     Ok(list
         .iter()
         .any(|grant| grant_admits(&grant.data, &gateway.name, access_namespace)))

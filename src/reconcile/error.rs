@@ -70,6 +70,10 @@ pub enum Error {
         /// Dex refused the username and password (not a network or gateway failure).
         refused: bool,
     },
+    /// mesh.mode Auto could not read how the model is reached: the API server refused (403)
+    /// the operator this right (an install for listed namespaces has no cluster-wide reads).
+    #[error("the operator may not {right}")]
+    Forbidden { right: String },
 }
 
 impl Error {
@@ -82,6 +86,7 @@ impl Error {
             Error::Api { kind, .. } => kind.category(),
             Error::EmptyTokenResponse => "token_request",
             Error::DexLogin { .. } => "dex_login",
+            Error::Forbidden { .. } => Kind::DataPath.category(),
         }
     }
 }

@@ -96,9 +96,10 @@ pub async fn ensure(applier: &Applier<'_>, plan: &Plan, inputs: Inputs<'_>) -> I
             "waiting for InferenceService {} to publish status.url",
             plan.target.name
         )),
-        Some(url) => {
-            Endpoint::resolve(url, &plan.gateway_url, &plan.target.name).map_err(|e| e.to_string())
-        }
+        Some(url) => plan
+            .target
+            .endpoint(url, &plan.gateway_url)
+            .map_err(|e| e.to_string()),
     };
     let endpoint = match resolved {
         Ok(endpoint) => endpoint,

@@ -67,6 +67,11 @@ pub enum AutoResult {
     /// Nothing on the path enforces a policy.
     Unprotected,
     IstioNotInstalled,
+    /// The API server refused the operator a read the path needs (`verb resource where`); an
+    /// install for listed namespaces has no cluster-wide reads. Nothing was written or removed.
+    Forbidden {
+        right: String,
+    },
 }
 
 pub async fn ensure(
@@ -101,15 +106,27 @@ async fn run(
                     result: AutoResult::IstioNotInstalled,
                 });
             }
-            let observed = detect::observe(
+            let observed = match detect::observe(
                 applier.client(),
                 &plan.access.namespace,
                 &plan.target.name,
                 &isvc.uid().unwrap_or_default(),
             )
-            .await?;
+            .await
+            {
+                Err(Error::Forbidden { right }) => {
+                    return Ok(MeshOutcome::Auto {
+                        detected: Detected {
+                            path: MeshPath::Unknown,
+                            why: format!("the operator may not {right}"),
+                        },
+                        result: AutoResult::Forbidden { right },
+                    });
+                }
+                observed => observed?,
+            };
             let detected = detect::choose(&observed);
-            let result = auto(
+            let result = match auto(
                 applier,
                 plan,
                 policy,
@@ -118,7 +135,11 @@ async fn run(
                 current,
                 &detected.path,
             )
-            .await?;
+            .await
+            {
+                Err(Error::Forbidden { right }) => AutoResult::Forbidden { right },
+                result => result?,
+            };
             return Ok(MeshOutcome::Auto { detected, result });
         }
         MeshPlan::Unmanaged => {

@@ -456,6 +456,12 @@ fn auto_check(plan: &Plan, detected: &Detected, result: &AutoResult) -> Check {
                 "{found}; a Dex session carries no token the Gateway verifies, so a policy there cannot admit it: use auth.type ServiceAccountToken"
             ),
         ),
+        (AutoResult::Forbidden { right }, _) => Check::failed(
+            reason::DATA_PATH_FORBIDDEN,
+            format!(
+                "{found}; mode Auto reads how the model is reached and the API server refused the operator: it may not {right} (an install for listed namespaces, chart controller.watchNamespaces, holds no cluster-wide reads nor any in the Gateway's namespace); nothing was written or removed: grant that read (docs/install.md) or pin spec.mesh.mode"
+            ),
+        ),
         (AutoResult::GatewayNotAllowed | AutoResult::GatewayNotAuthenticating, _)
         | (AutoResult::IstioNotInstalled, _) => Check::failed(
             reason::ISTIO_NOT_INSTALLED,
@@ -467,6 +473,9 @@ fn auto_check(plan: &Plan, detected: &Detected, result: &AutoResult) -> Check {
 #[cfg(test)]
 #[path = "status_auto_tests.rs"]
 mod auto_tests;
+#[cfg(test)]
+#[path = "status_endpoint_tests.rs"]
+mod endpoint_tests;
 #[cfg(test)]
 #[path = "status_tests.rs"]
 mod tests;

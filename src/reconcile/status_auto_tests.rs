@@ -77,3 +77,36 @@ fn auto_records_the_path_and_why() {
         None
     );
 }
+
+#[test]
+fn a_refused_read_names_the_missing_right() {
+    let token = token_plan();
+    let right = "get namespaces (cluster-scoped)".to_owned();
+    let outcome = MeshOutcome::Auto {
+        detected: Detected {
+            path: MeshPath::Unknown,
+            why: format!("the operator may not {right}"),
+        },
+        result: AutoResult::Forbidden {
+            right: right.clone(),
+        },
+    };
+    let found = checks(&token, &with_mesh(outcome), ts("2026-01-01T00:30:00Z"));
+    assert_eq!(found.mesh_path.as_deref(), Some("Unknown"));
+    let check = &found.access_policy;
+    assert_eq!(
+        (check.reason.as_str(), check.state),
+        (
+            "DataPathForbidden",
+            crate::reconcile::conditions::State::False
+        )
+    );
+    for needle in [
+        &*right,
+        "watchNamespaces",
+        "docs/install.md",
+        "spec.mesh.mode",
+    ] {
+        assert!(check.message.contains(needle), "{}", check.message);
+    }
+}

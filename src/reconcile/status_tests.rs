@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::auto_tests::{ambient, applied, auto, gateway, sidecar, unprotected, waypoint};
 use super::*;
-use crate::core::diagnosis::Diagnosis;
+use crate::core::diagnosis::{DeniedAt, Diagnosis};
 use crate::core::endpoint::Endpoint;
 use crate::fixtures::{access, api_error, inference_service, token_record, ts};
 use crate::reconcile::conditions::State;
@@ -133,7 +133,7 @@ pub(super) fn with_mesh(outcome: MeshOutcome) -> Outcomes {
     }
 }
 
-fn with_probe(diagnosis: Diagnosis) -> Outcomes {
+pub(super) fn with_probe(diagnosis: Diagnosis) -> Outcomes {
     Outcomes {
         verify: probed(diagnosis),
         ..all_ready(&token_plan())
@@ -362,13 +362,10 @@ fn every_documented_reason() {
         ),
         (
             &token,
-            with_probe(Diagnosis::AccessDenied),
+            with_probe(Diagnosis::AccessDenied {
+                at: DeniedAt::BehindGateway,
+            }),
             (EV, "AccessDenied", False),
-        ),
-        (
-            &token,
-            with_probe(Diagnosis::Unauthenticated { status: 302 }),
-            (EV, "Unauthenticated", False),
         ),
         (
             &token,

@@ -1,12 +1,18 @@
-//! Step 1: the InferenceService, applied from the template when there is one, read otherwise.
+//! Step 1: the InferenceService, applied from the template when there is one, read otherwise;
+//! or an LLMInferenceService, read, as the same view (its uid, status.url and conditions).
 
 use std::sync::Arc;
+
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 
 use super::apply::{Applied, Applier};
 use super::build;
 use super::error::{Error, Kind, api_status, describe};
 use super::plan::Plan;
 use crate::api::InferenceService;
+use crate::api::TargetKind;
+use crate::api::inference_service::InferenceServiceStatus;
 
 #[derive(Debug)]
 pub enum TargetOutcome {
@@ -40,6 +46,9 @@ impl TargetOutcome {
 }
 
 pub async fn resolve(applier: &Applier<'_>, plan: &Plan) -> TargetOutcome {
+    if plan.target.kind == TargetKind::LlmInferenceService {
+        return read_llm(applier.client(), plan).await;
+    }
     let Some(wanted) = build::templated_inference_service(plan) else {
         return match applier.cached::<InferenceService>(&plan.target.name) {
             Some(isvc) => TargetOutcome::Found {
@@ -72,5 +81,44 @@ pub async fn resolve(applier: &Applier<'_>, plan: &Plan) -> TargetOutcome {
             }
         }
         Err(err) => TargetOutcome::Failed(err),
+    }
+}
+
+/// KServe's LLMInferenceService, the version it stores.
+pub fn llm_inference_service() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("serving.kserve.io", "v1alpha2", "LLMInferenceService"),
+        "llminferenceservices",
+    )
+}
+
+/// A GET on each reconcile: the kind is not watched yet, so a changed status.url is seen at the
+/// next reconcile (within a minute while the URL is missing, else at the renewal).
+async fn read_llm(client: &Client, plan: &Plan) -> TargetOutcome {
+    let api = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        &plan.access.namespace,
+        &llm_inference_service(),
+    );
+    match api.get_opt(&plan.target.name).await {
+        Ok(Some(llm)) => TargetOutcome::Found {
+            isvc: Arc::new(llm_view(llm)),
+            applied: false,
+        },
+        Ok(None) => TargetOutcome::NotFound,
+        Err(err) if api_status(&err) == Some(404) => TargetOutcome::NotServed,
+        Err(err) => TargetOutcome::Failed(Error::api(Kind::InferenceService)(err)),
+    }
+}
+
+/// What the later steps read of an LLMInferenceService, in the InferenceService view: metadata,
+/// `status.url` and the conditions (its `Ready` has KServe's meaning).
+pub fn llm_view(llm: DynamicObject) -> InferenceService {
+    InferenceService {
+        kind: "LLMInferenceService".into(),
+        api_version: "serving.kserve.io/v1alpha2".into(),
+        status: serde_json::from_value::<InferenceServiceStatus>(llm.data["status"].clone()).ok(),
+        metadata: llm.metadata,
+        ..InferenceService::default()
     }
 }

@@ -175,10 +175,7 @@ where
     let mut listed: Vec<ObjectRef<InferenceAccess>> = Vec::new();
     events
         .default_backoff()
-        .modify(|workload| {
-            trim(workload);
-            workload.trim();
-        })
+        .modify(W::trim)
         .reflect(writer)
         .flat_map(move |event| {
             let event = match event {

@@ -9,12 +9,14 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Config, Resource};
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 pub const NS: &str = "kubeflow-user-example-com";
@@ -818,6 +820,54 @@ pub async fn wait_request(
         );
         tick.tick().await;
     }
+}
+
+/// Server-side applies any object as the test (the cluster admin, or KServe).
+pub async fn apply_object(env: &Env, value: Value) -> DynamicObject {
+    let api_version = value["apiVersion"].as_str().unwrap();
+    let kind = value["kind"].as_str().unwrap();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let plural = match kind {
+        "GatewayClass" => "gatewayclasses".to_owned(),
+        "Gateway" | "Service" | "HTTPRoute" | "ReferenceGrant" | "RequestAuthentication" => {
+            format!("{}s", kind.to_ascii_lowercase())
+        }
+        "InferenceService" => "inferenceservices".to_owned(),
+        "AuthorizationPolicy" => "authorizationpolicies".to_owned(),
+        "LLMInferenceService" => "llminferenceservices".to_owned(),
+        "Pod" => "pods".to_owned(),
+        "Namespace" => "namespaces".to_owned(),
+        other => panic!("apply: unexpected kind {other}"),
+    };
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural);
+    let name = value["metadata"]["name"].as_str().unwrap();
+    let api: Api<DynamicObject> = match value["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(env.client.clone(), ns, &resource),
+        None => Api::all_with(env.client.clone(), &resource),
+    };
+    api.patch(
+        name,
+        &PatchParams::apply("e2e-test").force(),
+        &Patch::Apply(&value),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("apply {kind} {name}: {err}"))
+}
+
+/// Runs `inference-access doctor NAME -o json` as the admin: whether it exited 0, its report,
+/// and its output as printed.
+pub async fn doctor(env: &Env, name: &str) -> (bool, serde_json::Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_inference-access"))
+        .args(["doctor", name, "-n", env.ns(), "-o", "json", "--kubeconfig"])
+        .arg(env.dir.path().join("admin.kubeconfig"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let report = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("doctor printed no JSON ({e}): {stdout}"));
+    (out.status.success(), report, stdout)
 }
 
 pub mod tempdir {

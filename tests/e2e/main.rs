@@ -12,7 +12,9 @@ mod harness;
 mod prometheus;
 
 mod consumers;
+mod doctor;
 mod examples;
+mod llm;
 mod refusals;
 mod scenarios;
 mod scoped;

@@ -4,6 +4,7 @@
 //! kube-local's request log shows the operator never listed or watched across the cluster and
 //! never reached into another namespace; its token cannot read a Secret there either.
 
+use inference_access::api::InferenceAccess;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -148,6 +149,61 @@ async fn a_scoped_install_works_with_the_charts_roles_alone() {
         Api::<Secret>::namespaced(operator, OTHER_NS)
             .list(&ListParams::default())
             .await,
+    );
+}
+
+#[tokio::test]
+async fn auto_under_a_scoped_install_names_the_read_it_lacks() {
+    if skip_on_real_cluster("auto_under_a_scoped_install_names_the_read_it_lacks") {
+        return;
+    }
+    let rendered = rendered_chart();
+    let flags = chart_flags(&rendered);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let env = Env::start_with_rendered_rbac(&rendered, &flags).await;
+    env.apply_example().await;
+    env.wait_ready(ACCESS).await;
+    // Auto needs the namespace's labels (ambient?), a cluster-scoped read a Role cannot grant:
+    // the access says which right is missing, and the credential keeps working.
+    env.api::<InferenceAccess>()
+        .patch(
+            ACCESS,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mesh": {"mode": "Auto"}}})),
+        )
+        .await
+        .unwrap();
+    let access = wait_for(
+        &env.api::<InferenceAccess>(),
+        ACCESS,
+        condition_reason("AccessPolicyReady", "DataPathForbidden"),
+    )
+    .await;
+    let status = access.status.unwrap();
+    assert_eq!(status.mesh_path.as_deref(), Some("Unknown"));
+    let policy = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "AccessPolicyReady")
+        .unwrap();
+    assert!(
+        policy.message.contains("get namespaces (cluster-scoped)"),
+        "{}",
+        policy.message
+    );
+    let credential = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "CredentialIssued")
+        .unwrap();
+    assert_eq!(credential.status, "True");
+    // Nothing was removed: the policy the access held before stays.
+    assert!(
+        env.api::<inference_access::api::AuthorizationPolicy>()
+            .get_opt(ACCESS)
+            .await
+            .unwrap()
+            .is_some()
     );
 }
 

@@ -16,19 +16,19 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch};
 use kube::api::{PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::harness::*;
 
 const MODEL: &str = "sklearn-iris";
 const SECOND: &str = "second-model";
-const GATEWAY_NS: &str = "kserve";
-const GATEWAY: &str = "kserve-ingress-gateway";
+pub(crate) const GATEWAY_NS: &str = "kserve";
+pub(crate) const GATEWAY: &str = "kserve-ingress-gateway";
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 const AUDIENCE: &str = "istio-ingressgateway.istio-system.svc.cluster.local";
 
 /// The upstream Gateway API CRDs, which kube-local serves with their schemas and CEL rules.
-fn gateway_api_crds() -> Vec<PathBuf> {
+pub(crate) fn gateway_api_crds() -> Vec<PathBuf> {
     [
         "gatewayclasses",
         "gateways",
@@ -44,38 +44,8 @@ fn gateway_api_crds() -> Vec<PathBuf> {
     .collect()
 }
 
-/// Server-side applies any object as the test (the cluster admin, or KServe).
-async fn apply(env: &Env, value: Value) -> DynamicObject {
-    let api_version = value["apiVersion"].as_str().unwrap();
-    let kind = value["kind"].as_str().unwrap();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let plural = match kind {
-        "GatewayClass" => "gatewayclasses".to_owned(),
-        "Gateway" | "Service" | "HTTPRoute" | "ReferenceGrant" | "RequestAuthentication" => {
-            format!("{}s", kind.to_ascii_lowercase())
-        }
-        "InferenceService" => "inferenceservices".to_owned(),
-        "Namespace" => "namespaces".to_owned(),
-        other => panic!("apply: unexpected kind {other}"),
-    };
-    let resource =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural);
-    let name = value["metadata"]["name"].as_str().unwrap();
-    let api: Api<DynamicObject> = match value["metadata"]["namespace"].as_str() {
-        Some(ns) => Api::namespaced_with(env.client.clone(), ns, &resource),
-        None => Api::all_with(env.client.clone(), &resource),
-    };
-    api.patch(
-        name,
-        &PatchParams::apply("e2e-test").force(),
-        &Patch::Apply(&value),
-    )
-    .await
-    .unwrap_or_else(|err| panic!("apply {kind} {name}: {err}"))
-}
-
 /// A token of another ServiceAccount of the namespace, for the gateway's audience.
-async fn stranger_token(env: &Env) -> String {
+pub(crate) async fn stranger_token(env: &Env) -> String {
     let sas = env.api::<ServiceAccount>();
     let sa =
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "stranger"}});
@@ -101,7 +71,7 @@ async fn stranger_token(env: &Env) -> String {
     response.status.unwrap().token
 }
 
-async fn owner_token(env: &Env) -> String {
+pub(crate) async fn owner_token(env: &Env) -> String {
     let secret = env.api::<Secret>().get(SECRET).await.unwrap();
     secret_text(&secret, "token")
 }
@@ -135,7 +105,7 @@ fn assert_predicts(answer: &Response, who: &str) {
     );
 }
 
-fn assert_refused_by(answer: &Response, status: u16, hop: &str, who: &str) {
+pub(crate) fn assert_refused_by(answer: &Response, status: u16, hop: &str, who: &str) {
     assert_eq!(answer.status, status, "{who}: {}", answer.text());
     assert_eq!(
         answer.header(mesh_local::DENIED_BY_HEADER),
@@ -144,7 +114,7 @@ fn assert_refused_by(answer: &Response, status: u16, hop: &str, who: &str) {
     );
 }
 
-fn host_of(url: &str) -> String {
+pub(crate) fn host_of(url: &str) -> String {
     url.trim_start_matches("http://")
         .split('/')
         .next()
@@ -153,7 +123,7 @@ fn host_of(url: &str) -> String {
 }
 
 /// Waits until the access's `AccessPolicyReady` has `reason`.
-async fn wait_policy(env: &Env, reason: &'static str) -> InferenceAccess {
+pub(crate) async fn wait_policy(env: &Env, reason: &'static str) -> InferenceAccess {
     wait_for(
         &env.api::<InferenceAccess>(),
         ACCESS,
@@ -162,7 +132,7 @@ async fn wait_policy(env: &Env, reason: &'static str) -> InferenceAccess {
     .await
 }
 
-fn mesh_path(access: &InferenceAccess) -> Option<String> {
+pub(crate) fn mesh_path(access: &InferenceAccess) -> Option<String> {
     access.status.as_ref().and_then(|s| s.mesh_path.clone())
 }
 
@@ -180,7 +150,7 @@ async fn ambient_with_a_waypoint_admits_only_the_owner() {
     .await;
     let env = &data.env;
     // An ambient namespace whose Services use the waypoint, for ingress traffic too.
-    apply(
+    apply_object(
         env,
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {
         "istio.io/dataplane-mode": "ambient", "istio.io/use-waypoint": "waypoint",
@@ -189,13 +159,13 @@ async fn ambient_with_a_waypoint_admits_only_the_owner() {
     .await;
     // The waypoint `istioctl waypoint apply` creates, and the Service KServe puts before the
     // predictor.
-    apply(env, json!({
+    apply_object(env, json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
         "metadata": {"name": "waypoint", "namespace": NS, "labels": {"istio.io/waypoint-for": "service"}},
         "spec": {"gatewayClassName": "istio-waypoint", "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}
     }))
     .await;
-    apply(
+    apply_object(
         env,
         json!({
             "apiVersion": "v1", "kind": "Service",
@@ -254,7 +224,7 @@ async fn ambient_without_a_waypoint_writes_nothing_that_denies_everyone() {
     )
     .await;
     let env = &data.env;
-    apply(
+    apply_object(
         env,
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {
         "istio.io/dataplane-mode": "ambient"}}}),
@@ -285,7 +255,7 @@ async fn ambient_without_a_waypoint_writes_nothing_that_denies_everyone() {
 /// An InferenceService as a user creates it, with what KServe's Standard mode with Gateway API
 /// makes for it: the predictor Service and an HTTPRoute on the shared Gateway, owned by it.
 async fn standard_model(env: &Env, name: &str) -> String {
-    let isvc = apply(env, json!({
+    let isvc = apply_object(env, json!({
         "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
         "metadata": {"name": name, "namespace": NS, "annotations": {"sidecar.istio.io/inject": "false"}},
         "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"},
@@ -299,7 +269,7 @@ async fn standard_model(env: &Env, name: &str) -> String {
     )
     .await;
     let host = host_of(ready.url().unwrap());
-    apply(
+    apply_object(
         env,
         json!({
             "apiVersion": "v1", "kind": "Service",
@@ -309,7 +279,7 @@ async fn standard_model(env: &Env, name: &str) -> String {
         }),
     )
     .await;
-    apply(env, json!({
+    apply_object(env, json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
         "metadata": {"name": name, "namespace": NS, "ownerReferences": [{
             "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "name": name,
@@ -322,31 +292,15 @@ async fn standard_model(env: &Env, name: &str) -> String {
     host
 }
 
-#[tokio::test]
-async fn a_grant_at_a_shared_gateway_leaves_the_other_model_alone() {
-    if skip_on_real_cluster("a_grant_at_a_shared_gateway_leaves_the_other_model_alone") {
-        return;
-    }
-    let mut data = DataPath::start_configured(
-        kube_local::ControlPlane::builder()
-            .load_crds(&gateway_api_crds())
-            .kserve_url_style(kube_local::UrlStyle::Standard),
-        |gateway| gateway.gateway_api(GATEWAY_NS, GATEWAY),
-    )
-    .await;
-    let gateway_url = data.gateway.gateway_api_url(GATEWAY_NS, GATEWAY).unwrap();
-    data.env
-        .restart_operator_with(&["--allowed-gateways", &gateway_url])
-        .await;
-    let env = &data.env;
-    // What the cluster admin installs: Istio's GatewayClass, KServe's Gateway, and a
-    // RequestAuthentication on it for the cluster's ServiceAccount tokens.
-    apply(
+/// What the cluster admin installs: Istio's GatewayClass, KServe's Gateway, and a
+/// RequestAuthentication on it for the cluster's ServiceAccount tokens.
+pub(crate) async fn install_shared_gateway(env: &Env) {
+    apply_object(
         env,
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NS}}),
     )
     .await;
-    apply(
+    apply_object(
         env,
         json!({
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
@@ -354,20 +308,65 @@ async fn a_grant_at_a_shared_gateway_leaves_the_other_model_alone() {
         }),
     )
     .await;
-    apply(env, json!({
+    apply_object(env, json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
         "metadata": {"name": GATEWAY, "namespace": GATEWAY_NS},
         "spec": {"gatewayClassName": "istio", "listeners": [
             {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}]}
     }))
     .await;
-    apply(env, json!({
+    apply_object(env, json!({
         "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
         "metadata": {"name": "cluster-tokens", "namespace": GATEWAY_NS},
         "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY}],
                  "jwtRules": [{"issuer": ISSUER, "audiences": [AUDIENCE], "forwardOriginalToken": true}]}
     }))
     .await;
+}
+
+/// The data path with the gateway double playing the shared Gateway (configured further by
+/// `configure`), the operator allowed to send credentials there, and the admin's Gateway
+/// installed; with the Gateway's URL.
+pub(crate) async fn at_shared_gateway(
+    builder: kube_local::Builder,
+    configure: impl FnOnce(mesh_local::GatewayBuilder) -> mesh_local::GatewayBuilder,
+) -> (DataPath, String) {
+    let mut data = DataPath::start_configured(builder, |gateway| {
+        configure(gateway.gateway_api(GATEWAY_NS, GATEWAY))
+    })
+    .await;
+    let gateway_url = data.gateway.gateway_api_url(GATEWAY_NS, GATEWAY).unwrap();
+    data.env
+        .restart_operator_with(&["--allowed-gateways", &gateway_url])
+        .await;
+    install_shared_gateway(&data.env).await;
+    (data, gateway_url)
+}
+
+/// The Gateway's owner consents to policies for this namespace's accesses.
+pub(crate) async fn consent(env: &Env) {
+    apply_object(env, json!({
+        "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"name": "inference-access", "namespace": GATEWAY_NS},
+        "spec": {"from": [{"group": "inference-access.io", "kind": "InferenceAccess", "namespace": NS}],
+                 "to": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY}]}
+    }))
+    .await;
+}
+
+#[tokio::test]
+async fn a_grant_at_a_shared_gateway_leaves_the_other_model_alone() {
+    if skip_on_real_cluster("a_grant_at_a_shared_gateway_leaves_the_other_model_alone") {
+        return;
+    }
+    let (data, gateway_url) = at_shared_gateway(
+        kube_local::ControlPlane::builder()
+            .load_crds(&gateway_api_crds())
+            .kserve_url_style(kube_local::UrlStyle::Standard),
+        |gateway| gateway,
+    )
+    .await;
+    let env = &data.env;
     let granted = standard_model(env, MODEL).await;
     let other = standard_model(env, SECOND).await;
     let stranger = stranger_token(env).await;
@@ -392,13 +391,7 @@ async fn a_grant_at_a_shared_gateway_leaves_the_other_model_alone() {
     assert!(policies.get_opt(&name).await.unwrap().is_none());
 
     // The Gateway's owner consents for this namespace: the policy is written at the Gateway.
-    apply(env, json!({
-        "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
-        "metadata": {"name": "inference-access", "namespace": GATEWAY_NS},
-        "spec": {"from": [{"group": "inference-access.io", "kind": "InferenceAccess", "namespace": NS}],
-                 "to": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY}]}
-    }))
-    .await;
+    consent(env).await;
     // Consent is not watched: a change to the access makes the operator look again.
     env.apply_value(json!({
         "apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess",
@@ -449,6 +442,63 @@ async fn a_grant_at_a_shared_gateway_leaves_the_other_model_alone() {
         "second, anonymous",
     );
     data.wait_endpoint("EndpointReachable").await;
+    let (ok, report, _) = doctor(env, ACCESS).await;
+    assert!(ok, "{report:#}");
+    assert_eq!(report["meshPath"], "Gateway");
+
+    // The Gateway's owner adds a DENY of their own that catches this caller too: doctor names
+    // the gateway as the hop and that policy as the one that does not exempt it.
+    apply_object(env, json!({
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "maintenance", "namespace": GATEWAY_NS},
+        "spec": {"action": "DENY", "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY}],
+                 "rules": [{"to": [{"operation": {"paths": ["/v1/*"]}}]}]}
+    }))
+    .await;
+    let (ok, report, _) = doctor(env, ACCESS).await;
+    assert!(!ok);
+    assert_eq!(
+        (&report["failingHop"], &report["reason"]),
+        (&json!("gateway"), &json!("GatewayAccessDenied"))
+    );
+    let listed: Vec<(&str, &str, bool)> = report["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["hop"] == "gateway")
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["action"].as_str().unwrap(),
+                p["namesIdentity"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        listed.contains(&(&*format!("{GATEWAY_NS}/{name}"), "DENY", true)),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&("kserve/maintenance", "DENY", false)),
+        "{listed:?}"
+    );
+    assert_refused_by(
+        &predict(&gateway_url, &granted, Some(&owner)).await,
+        403,
+        "gateway",
+        "owner, maintenance",
+    );
+    Api::<DynamicObject>::namespaced_with(
+        env.client.clone(),
+        GATEWAY_NS,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("security.istio.io", "v1", "AuthorizationPolicy"),
+            "authorizationpolicies",
+        ),
+    )
+    .delete("maintenance", &DeleteParams::default())
+    .await
+    .unwrap();
 
     // Deleting the access deletes its policy in the Gateway's namespace (its finalizer).
     env.api::<InferenceAccess>()

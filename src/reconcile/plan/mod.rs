@@ -14,11 +14,13 @@ use jiff::SignedDuration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
+use crate::api::TargetKind;
 use crate::api::keys::ANNOTATION_RENEW_REQUESTED_AT;
 use crate::api::{
     AuthType, CredentialsSecretRef, DexConnector, InferenceAccess, MeshMode, TemplateMetadata,
 };
 use crate::core::credential::TokenRequestInputs;
+use crate::core::endpoint::{Endpoint, EndpointError};
 use crate::core::secret_codec::CredentialKind;
 use crate::gateway::dex::Connector;
 use crate::reconcile::conditions::reason;
@@ -71,8 +73,20 @@ impl AccessRef {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TargetPlan {
     pub name: String,
+    pub kind: TargetKind,
     /// Set when the access applies and owns the InferenceService.
     pub template: Option<TemplatePlan>,
+}
+
+impl TargetPlan {
+    /// Where clients send requests, with the paths the target's protocol uses.
+    pub fn endpoint(&self, status_url: &str, gateway_url: &str) -> Result<Endpoint, EndpointError> {
+        let endpoint = Endpoint::resolve(status_url, gateway_url, &self.name)?;
+        Ok(match self.kind {
+            TargetKind::InferenceService => endpoint,
+            TargetKind::LlmInferenceService => endpoint.openai(),
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -292,6 +306,17 @@ pub fn validate(access: &InferenceAccess, limits: &Limits) -> Result<Plan, SpecE
         source_principals: spec.mesh.source_principals.clone(),
         probe_paths: spec.mesh.probe_paths.clone(),
     };
+    let llm = spec.inference_service.kind == TargetKind::LlmInferenceService;
+    if llm && template.is_some() {
+        return refuse(
+            "spec.inferenceService.template applies only to kind InferenceService: an LLMInferenceService is only read",
+        );
+    }
+    if llm && !matches!(spec.mesh.mode, MeshMode::Auto | MeshMode::Unmanaged) {
+        return refuse(
+            "an LLMInferenceService is reached through its Gateway (or a waypoint), not a predictor sidecar: set spec.mesh.mode to Auto, or Unmanaged",
+        );
+    }
     let mesh = match spec.mesh.mode {
         MeshMode::AuthorizationPolicy => {
             rules::mesh(&spec.mesh, limits)?;
@@ -329,6 +354,7 @@ pub fn validate(access: &InferenceAccess, limits: &Limits) -> Result<Plan, SpecE
         },
         target: TargetPlan {
             name: spec.inference_service.name.clone(),
+            kind: spec.inference_service.kind,
             template,
         },
         secret: SecretPlan {

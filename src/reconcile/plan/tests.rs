@@ -147,3 +147,35 @@ fn refusals_name_the_field() {
         assert!(err.message.contains(needle), "{spec}: {err}");
     }
 }
+
+#[test]
+fn an_llm_inference_service_is_read_and_reached_with_openai_paths() {
+    let llm = |extra: serde_json::Value| {
+        let mut spec = json!({"inferenceService": {"name": "llm", "kind": "LLMInferenceService"}});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            spec[k] = v.clone();
+        }
+        validate_default(&access(spec).build())
+    };
+    let plan = llm(json!({"mesh": {"mode": "Auto"}})).unwrap();
+    assert_eq!(
+        plan.target.kind,
+        crate::api::TargetKind::LlmInferenceService
+    );
+    let endpoint = plan
+        .target
+        .endpoint("http://llm-ns.example.com", &plan.gateway_url)
+        .unwrap();
+    assert_eq!(
+        endpoint.predict_url(),
+        "http://istio-ingressgateway.istio-system.svc.cluster.local/v1/completions"
+    );
+    assert!(llm(json!({"mesh": {"mode": "Unmanaged"}})).is_ok());
+    // A selector policy would select no LLM workload: refused, as is a template.
+    let refused = llm(json!({})).unwrap_err();
+    assert!(refused.message.contains("Auto"), "{}", refused.message);
+    let mut templated = json!({"inferenceService": {"name": "llm", "kind": "LLMInferenceService",
+        "template": {"spec": {}}}, "mesh": {"mode": "Auto"}});
+    let refused = validate_default(&access(templated.take()).build()).unwrap_err();
+    assert!(refused.message.contains("only read"), "{}", refused.message);
+}

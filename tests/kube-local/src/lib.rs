@@ -160,9 +160,10 @@ impl Builder {
         self
     }
 
-    /// Start without the Istio CRDs (as a cluster without Istio).
+    /// Start without the Istio CRDs (as a cluster without Istio): no sidecar is injected either.
     pub fn without_istio(mut self) -> Self {
         self.istio = false;
+        self.kserve.istio_injection = false;
         self
     }
 
@@ -223,6 +224,11 @@ impl Builder {
         ));
         tasks.spawn(controllers::run_workloads(
             store.clone(),
+            shutdown_rx.clone(),
+        ));
+        tasks.spawn(controllers::run_llm(
+            store.clone(),
+            kserve_rx.clone(),
             shutdown_rx.clone(),
         ));
         tasks.spawn(controllers::run_kserve(store, kserve_rx, shutdown_rx));

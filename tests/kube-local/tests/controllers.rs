@@ -85,6 +85,8 @@ async fn kserve_stand_in_makes_inference_services_ready() {
         p["metadata"]["annotations"]["sidecar.istio.io/inject"],
         "false"
     );
+    // Opted out of injection: no sidecar.
+    assert!(p["metadata"]["annotations"]["sidecar.istio.io/status"].is_null());
     assert_eq!(
         p["metadata"]["ownerReferences"][0]["uid"],
         o["metadata"]["uid"]
@@ -103,8 +105,11 @@ async fn kserve_stand_in_makes_inference_services_ready() {
         "new pod with the annotation",
         || async {
             let ps = pods(&cp, "sklearn-iris");
-            (ps.len() == 1 && ps[0]["metadata"]["annotations"]["sidecar.istio.io/inject"] == "true")
-                .then_some(())
+            // Injection on: the injector's record is on the new pod.
+            (ps.len() == 1
+                && ps[0]["metadata"]["annotations"]["sidecar.istio.io/inject"] == "true"
+                && ps[0]["metadata"]["annotations"]["sidecar.istio.io/status"].is_string())
+            .then_some(())
         },
     )
     .await;

@@ -1048,6 +1048,14 @@ fn denied_by(mut response: Response, hop: Hop) -> Response {
         HeaderName::from_static(DENIED_BY_HEADER),
         HeaderValue::from_static(hop.as_str()),
     );
+    // A sidecar's or waypoint's answer comes back through the gateway's Envoy, which adds
+    // this header to everything it proxied (clients tell the hops apart by it).
+    if matches!(hop, Hop::Sidecar | Hop::Waypoint) {
+        response.headers_mut().insert(
+            HeaderName::from_static("x-envoy-upstream-service-time"),
+            HeaderValue::from_static("1"),
+        );
+    }
     response
 }
 

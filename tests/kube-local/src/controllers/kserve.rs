@@ -36,6 +36,9 @@ pub struct KserveSettings {
     pub ready_delay: Duration,
     pub domain: String,
     pub url_style: UrlStyle,
+    /// Istio's sidecar injector runs: predictor pods get its status annotation where Istio
+    /// would inject (see `injects`).
+    pub istio_injection: bool,
 }
 
 impl Default for KserveSettings {
@@ -44,6 +47,7 @@ impl Default for KserveSettings {
             ready_delay: Duration::from_millis(200),
             domain: "example.com".into(),
             url_style: UrlStyle::Knative,
+            istio_injection: true,
         }
     }
 }
@@ -71,6 +75,41 @@ fn inherited_annotations(isvc: &Value) -> Value {
         .unwrap_or_default();
     a.remove("kubectl.kubernetes.io/last-applied-configuration");
     Value::Object(a)
+}
+
+/// The injector's record on a pod it gave a sidecar (what `kubectl get pod -o yaml` shows).
+const SIDECAR_STATUS: &str = "sidecar.istio.io/status";
+
+fn label_or_annotation<'a>(o: &'a Value, key: &str) -> Option<&'a str> {
+    o["metadata"]["labels"][key]
+        .as_str()
+        .or_else(|| o["metadata"]["annotations"][key].as_str())
+}
+
+/// Whether Istio's injector gives the InferenceService's predictor pods a sidecar, decided as
+/// tests/mesh-local decides a pod's dataplane: never when it opts out; in an ambient namespace
+/// only when asked for; elsewhere always (Kubeflow's profile namespaces inject).
+fn injects(store: &Store, ns: &str, isvc: &Value) -> bool {
+    let inject = label_or_annotation(isvc, "sidecar.istio.io/inject");
+    if inject == Some("false") {
+        return false;
+    }
+    let namespace = store.get("v1", "namespaces", None, ns).unwrap_or_default();
+    let ambient = namespace["metadata"]["labels"]["istio.io/dataplane-mode"] == "ambient";
+    !ambient
+        || inject == Some("true")
+        || namespace["metadata"]["labels"]["istio-injection"] == "enabled"
+}
+
+/// The annotations the predictor pod gets: the InferenceService's, plus the injector's.
+fn desired_annotations(store: &Store, settings: &KserveSettings, isvc: &Value) -> Value {
+    let mut annotations = inherited_annotations(isvc);
+    if settings.istio_injection && injects(store, meta(isvc, "namespace"), isvc) {
+        annotations[SIDECAR_STATUS] = json!(
+            "{\"initContainers\":[\"istio-init\"],\"containers\":[\"istio-proxy\"],\"volumes\":[\"istio-envoy\"]}"
+        );
+    }
+    annotations
 }
 
 fn pod_annotations(pod: &Value) -> Value {
@@ -132,7 +171,7 @@ fn needs_work(store: &Store, settings: &KserveSettings, isvc: &Value) -> bool {
             && isvc["status"]["observedGeneration"] == want["observedGeneration"]
             && isvc["status"]["address"] == want["address"]
     };
-    let annotations = inherited_annotations(isvc);
+    let annotations = desired_annotations(store, settings, isvc);
     let pods = predictor_pods(store, meta(isvc, "namespace"), meta(isvc, "name"));
     !status_ok || pods.len() != 1 || pods.iter().any(|p| pod_annotations(p) != annotations)
 }
@@ -150,7 +189,7 @@ fn reconcile(store: &Store, settings: &KserveSettings, ns: &str, name: &str) {
     if isvc["metadata"]["deletionTimestamp"].is_string() {
         return;
     }
-    let annotations = inherited_annotations(&isvc);
+    let annotations = desired_annotations(store, settings, &isvc);
     let pods = predictor_pods(store, ns, name);
     let current = pods
         .iter()

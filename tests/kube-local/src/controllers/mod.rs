@@ -1,11 +1,13 @@
 //! The controllers a cluster would run for the operator's sake, as stand-ins: KServe's
-//! (`kserve`) and the Deployment and StatefulSet controllers (`workloads`). A stand-in follows the kinds it reacts to through the store's history
-//! ([`Watching`]), looks objects up through the store's indexes, and writes through the store
+//! (`kserve` for InferenceServices, `llm` for LLMInferenceServices) and the Deployment and
+//! StatefulSet controllers (`workloads`). A stand-in follows the kinds it reacts to through the
+//! store's history ([`Watching`]), looks objects up through the store's indexes, and writes through the store
 //! like any client, so its work costs in proportion to the changes it sees, never to the size of
 //! the store. A new stand-in: a module with a `run_*` task started in `lib.rs`, built on
 //! [`Watching`].
 
 mod kserve;
+mod llm;
 mod workloads;
 
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use crate::store::{Event, Follower, Store, WriteOptions};
 use crate::util;
 
 pub use kserve::{KserveSettings, UrlStyle, run_kserve};
+pub use llm::run_llm;
 pub use workloads::run_workloads;
 
 /// Replaces the status of the object `name` of resource `(group, version, plural)`, as
