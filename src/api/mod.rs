@@ -8,6 +8,7 @@ pub mod authorization_policy;
 pub mod crd;
 pub mod inference_service;
 pub mod keys;
+mod schema;
 mod third_party;
 pub mod workload;
 
@@ -142,7 +143,7 @@ pub struct InferenceServiceTemplate {
     pub metadata: TemplateMetadata,
     /// The InferenceService spec, as in `kubectl apply -f sklearn.yaml`. Validated by KServe's
     /// own schema when applied.
-    #[schemars(schema_with = "preserve_unknown_object")]
+    #[schemars(schema_with = "schema::preserve_unknown_object")]
     pub spec: serde_json::Value,
 }
 
@@ -407,7 +408,7 @@ pub struct InferenceAccessStatus {
     /// DexSession: logins Dex refused in a row. At three the operator stops trying (no account
     /// lockout by the operator) until the spec or the credentials Secret changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "count_schema")]
+    #[schemars(schema_with = "schema::count_schema")]
     pub login_refusals: Option<u32>,
     /// The credentials Secret's resourceVersion those refusals were for. (Scalars rather than
     /// an object: server-side apply leaves an emptied object behind when it is dropped.)
@@ -418,7 +419,7 @@ pub struct InferenceAccessStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mesh_path: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "conditions_schema")]
+    #[schemars(schema_with = "schema::conditions_schema")]
     pub conditions: Vec<Condition>,
     /// The Deployments and StatefulSets in the namespace whose Pods read the Secret.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -469,35 +470,6 @@ fn default_probe_paths() -> Vec<String> {
 
 fn default_gateway_url() -> String {
     DEFAULT_GATEWAY_URL.to_owned()
-}
-
-fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true,
-    })
-}
-
-/// A count as Kubernetes types it: int32, without a `minimum`. The CRD types hold a minimum as a
-/// float, which YAML tools (kustomize) round-trip from `0.0` to `0`, which reads as drift; only
-/// the operator writes this count, so the bound guards nothing.
-fn count_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "integer",
-        "format": "int32",
-        "nullable": true,
-    })
-}
-
-/// Conditions as a map list keyed by type, so server-side apply merges them per condition.
-fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    let mut schema = generator.subschema_for::<Vec<Condition>>();
-    schema.insert("x-kubernetes-list-type".into(), "map".into());
-    schema.insert(
-        "x-kubernetes-list-map-keys".into(),
-        serde_json::json!(["type"]),
-    );
-    schema
 }
 
 #[cfg(test)]
