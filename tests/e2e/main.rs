@@ -14,6 +14,7 @@ mod prometheus;
 mod consumers;
 mod doctor;
 mod examples;
+mod helm;
 mod llm;
 mod refusals;
 mod scenarios;
