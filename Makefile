@@ -9,7 +9,7 @@ export HELM3 ?= $(TOOLS)/helm3
 # Bounded parallelism for a 2-core machine: suites run in parallel, builds do not thrash.
 export RUST_TEST_THREADS ?= 4
 
-.PHONY: help build test unit lint fmt crds sync verify tools model-server setup e2e-external demo bench bench-smoke image verify-image clean
+.PHONY: help build test unit lint fmt crds sync verify tools model-server setup e2e-external demo demo-standard bench bench-smoke image verify-image clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ e2e-external: tools ## The e2e suite twice against one cluster (INFERENCE_ACCESS
 
 demo: setup ## No cluster needed: the KServe sample end to end on kube-local, ending with a prediction
 	hack/demo.sh
+
+demo-standard: setup ## No cluster needed: KServe Standard mode, Gateway API and an ambient namespace (mesh.mode Auto), ending with a prediction
+	hack/demo.sh standard
 
 bench: tools ## Control-plane figures (tests/kube-local/README.md), then the operator benchmark into docs/performance/ (docs/performance.md; release builds, several minutes)
 	$(CARGO) run --release -p kube-local --example bench

@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
-# The no-cluster demo: the KServe Istio-Dex sample, end to end, on this machine.
+# The no-cluster demo, end to end, on this machine. `hack/demo.sh [sample|standard]`:
 #
-# Starts kube-local (a local Kubernetes API server, test substrate), the operator, the real KServe
-# model server and the gateway double, applies examples/sklearn-iris.yaml with the real kubectl,
-# waits for Ready, shows what a user looks at, and ends with a prediction through the gateway.
+# sample (default, `make demo`): the KServe Istio-Dex sample. Starts kube-local (a local
+#   Kubernetes API server, test substrate), the operator, the real KServe model server and the
+#   gateway double, applies examples/sklearn-iris.yaml with the real kubectl, waits for Ready,
+#   shows what a user looks at, and ends with a prediction through the gateway.
+# standard (`make demo-standard`): KServe's Standard mode with Gateway API, in an Istio ambient
+#   namespace. The admin's Gateway kserve/kserve-ingress-gateway (hack/demo-standard/
+#   platform.yaml), an InferenceAccess in mesh.mode Auto (access.yaml): the operator finds the
+#   HTTPRoute KServe made, writes its policy at the Gateway, and the prediction goes through
+#   the Gateway; another ServiceAccount's token is refused there.
 # Everything listens on 127.0.0.1 and stops when the script exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scenario=${1:-sample}
+case $scenario in
+  sample | standard) ;;
+  *) echo "usage: $0 [sample|standard]" >&2; exit 2 ;;
+esac
 root=$PWD
-work=$root/target/demo
+work=$root/target/demo-$scenario
 mkdir -p "$work"
 rm -f "$work"/*.kubeconfig "$work"/*.log "$work"/*.url
 kubectl=${KUBECTL:-$root/.tools/bin/kubectl}
@@ -44,8 +55,9 @@ start_url_server() {
   shift
   "$@" >"$work/$name.out" 2>"$work/$name.log" &
   pids+=($!)
-  local deadline=$((SECONDS + 120))
-  until [[ -s $work/$name.out ]] && head -1 "$work/$name.out" | grep -q '^http'; do
+  local deadline=$((SECONDS + 120)) url=""
+  # The line that was checked is the one recorded.
+  until url=$(head -1 "$work/$name.out") && [[ $url == http* ]]; do
     if ((SECONDS > deadline)); then
       echo "timed out waiting for $name; its log:" >&2
       cat "$work/$name.log" >&2
@@ -53,7 +65,7 @@ start_url_server() {
     fi
     sleep 0.2
   done
-  head -1 "$work/$name.out" >"$work/$name.url"
+  echo "$url" >"$work/$name.url"
 }
 
 step "build"
@@ -62,7 +74,16 @@ cargo build --quiet -p inference-access -p kube-local -p mesh-local --bins
 start=$SECONDS
 
 step "start the local control plane (kube-local: a test substrate, not a product)"
-"$bin/kube-local" serve --port 0 --kubeconfig "$work/admin.kubeconfig" >"$work/kube-local.log" 2>&1 &
+crds=tests/mesh-local/tests/fixtures/crds
+plane_args=()
+if [[ $scenario == standard ]]; then
+  # Gateway API served, and the KServe stand-in with enableGatewayApi.
+  plane_args=(--kserve-gateway-api)
+  for kind in gatewayclasses gateways httproutes referencegrants; do
+    plane_args+=(--crd "$crds/gateway.networking.k8s.io_$kind.yaml")
+  done
+fi
+"$bin/kube-local" serve --port 0 --kubeconfig "$work/admin.kubeconfig" "${plane_args[@]}" >"$work/kube-local.log" 2>&1 &
 pids+=($!)
 wait_file "$work/admin.kubeconfig" "kube-local"
 export KUBECONFIG=$work/admin.kubeconfig
@@ -71,18 +92,36 @@ grep server: "$KUBECONFIG"
 step "start the real KServe model server and the Istio gateway double"
 tests/model-server/setup.sh >/dev/null
 start_url_server model-server "$bin/mesh-local" model-server
-start_url_server gateway "$bin/mesh-local" gateway --kubeconfig "$KUBECONFIG" --upstream "$(cat "$work/model-server.url")"
+gateway_args=(--kubeconfig "$KUBECONFIG" --upstream "$(cat "$work/model-server.url")")
+if [[ $scenario == standard ]]; then
+  # A KServe install, not Kubeflow: no mesh-wide deny-all (in ambient, ztunnel would enforce it).
+  gateway_args+=(--gateway-api kserve/kserve-ingress-gateway --no-global-deny-all)
+fi
+start_url_server gateway "$bin/mesh-local" gateway "${gateway_args[@]}"
 gateway=$(cat "$work/gateway.url")
+if [[ $scenario == standard ]]; then
+  gateway=$(awk '$1 == "kserve/kserve-ingress-gateway" {print $2}' "$work/gateway.out")
+fi
 echo "model server $(cat "$work/model-server.url"), gateway $gateway"
 
 step "start the operator"
-"$bin/inference-access" controller --metrics-addr 127.0.0.1:0 >"$work/operator.log" 2>&1 &
+# The cluster admin lets credentials go to this gateway (the default is the in-cluster one).
+"$bin/inference-access" controller --metrics-addr 127.0.0.1:0 --allowed-gateways "$gateway" >"$work/operator.log" 2>&1 &
 pids+=($!)
 
-step "kubectl apply -f crds/ -f examples/sklearn-iris.yaml"
-"$kubectl" apply -f crds/
-"$kubectl" wait --for=condition=Established crd/inferenceaccesses.inference-access.io --timeout=60s
-"$kubectl" apply -f examples/sklearn-iris.yaml
+if [[ $scenario == sample ]]; then
+  step "kubectl apply -f crds/ -f examples/sklearn-iris.yaml"
+  "$kubectl" apply -f crds/
+  "$kubectl" wait --for=condition=Established crd/inferenceaccesses.inference-access.io --timeout=60s
+  "$kubectl" apply -f examples/sklearn-iris.yaml
+else
+  step "the admin's platform: Gateway API, KServe's Gateway, an ambient namespace (hack/demo-standard/platform.yaml)"
+  "$kubectl" apply -f crds/
+  "$kubectl" wait --for=condition=Established crd/inferenceaccesses.inference-access.io --timeout=60s
+  "$kubectl" apply -f hack/demo-standard/platform.yaml
+  step "kubectl apply -f hack/demo-standard/access.yaml (Standard mode, mesh.mode Auto)"
+  "$kubectl" apply -f hack/demo-standard/access.yaml
+fi
 # The demo's gateway listens on loopback, not at the in-cluster default address.
 "$kubectl" patch inferenceaccess "$access" -n "$ns" --type merge -p "{\"spec\":{\"gateway\":{\"url\":\"$gateway\"}}}"
 
@@ -103,8 +142,26 @@ for key in sorted(data):
         value = value[:12] + "... (%d bytes, redacted)" % len(value)
     print(f"  {key:12} {value}")'
 
-step "the AuthorizationPolicy the operator applied"
-"$kubectl" get authorizationpolicy "$access" -n "$ns" -o yaml | sed -n '/^spec:/,$p'
+if [[ $scenario == sample ]]; then
+  step "the AuthorizationPolicy the operator applied"
+  "$kubectl" get authorizationpolicy "$access" -n "$ns" -o yaml | sed -n '/^spec:/,$p'
+else
+  step "what KServe's Standard mode made (the stand-in): Deployment, Service, HTTPRoute"
+  "$kubectl" get deployment,service -n "$ns"
+  "$kubectl" get httproute sklearn-iris -n "$ns" -o yaml | sed -n '/^spec:/,/^status:/p'
+  step "the path the operator found, and the policy it wrote at the Gateway (namespace kserve)"
+  "$kubectl" get inferenceaccess "$access" -n "$ns" -o jsonpath='{.status.meshPath}: {.status.conditions[?(@.type=="AccessPolicyReady")].message}{"\n"}'
+  "$kubectl" get authorizationpolicy "inference-access.$ns.sklearn-iris" -n kserve -o yaml | sed -n '/^spec:/,$p'
+  step "another ServiceAccount's token is refused at the Gateway"
+  "$kubectl" create serviceaccount stranger -n "$ns"
+  stranger=$("$kubectl" create token stranger -n "$ns" --audience=istio-ingressgateway.istio-system.svc.cluster.local)
+  host=$("$kubectl" get inferenceaccess "$access" -n "$ns" -o jsonpath='{.status.host}')
+  code=$(curl -s -o "$work/stranger.out" -w '%{http_code}' -H "Host: $host" -H "Authorization: Bearer $stranger" \
+    -H 'Content-Type: application/json' -d @tests/model-server/iris-input.json \
+    "$gateway/v1/models/sklearn-iris:predict")
+  echo "HTTP $code $(cat "$work/stranger.out")"
+  [[ $code == 403 ]] || { echo "expected 403 for another ServiceAccount" >&2; exit 1; }
+fi
 
 step "predict through the gateway (the sample's iris-input.json)"
 "$bin/inference-access" predict "$access" -n "$ns" -f tests/model-server/iris-input.json

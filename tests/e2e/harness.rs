@@ -38,6 +38,10 @@ enum Rights {
     Cluster(Box<ClusterRole>),
     /// Exactly the RBAC objects among these (rendered by the chart).
     Rendered(Vec<serde_json::Value>),
+    /// Whatever the real Helm installed from the chart (`helm install`, no values): its CRD,
+    /// ServiceAccount and roles; the operator runs with the flags of the chart's Deployment and
+    /// a token of its ServiceAccount bound to the Pod the Deployment runs.
+    HelmRelease,
 }
 
 /// A test's world: a control plane (kube-local unless a cluster is given), an admin client and
@@ -95,6 +99,18 @@ impl Env {
         Self::start_with(kube_local::ControlPlane::builder().rbac(true), Some(role)).await
     }
 
+    /// kube-local with RBAC enforced and the chart installed by the real Helm as a cluster admin
+    /// does (`helm install --wait`, no values); the operator runs as the chart's Deployment
+    /// would (see `Rights::HelmRelease`). kube-local only: the chart's image is not run.
+    pub async fn start_with_helm_release() -> Self {
+        Self::start_full(
+            kube_local::ControlPlane::builder().rbac(true),
+            Rights::HelmRelease,
+            &[],
+        )
+        .await
+    }
+
     /// kube-local with RBAC enforced; the operator gets exactly the RBAC objects among
     /// `rendered` (what `helm template` prints, applied as they are: a scoped install's Roles)
     /// and runs with `operator_args` from its first start.
@@ -140,7 +156,26 @@ impl Env {
             }
         };
         let client = client_for(&admin_kubeconfig).await;
-        install_crd(&client).await;
+        if matches!(rights, Rights::HelmRelease) {
+            // The chart's crds/ is what installs the CRD.
+            helm(
+                &dir,
+                &[
+                    "install",
+                    RELEASE,
+                    &packaging_tests::chart_dir().to_string_lossy(),
+                    "--namespace",
+                    OPERATOR_NS,
+                    "--create-namespace",
+                    "--wait",
+                    "--timeout",
+                    "60s",
+                ],
+            )
+            .await;
+        } else {
+            install_crd(&client).await;
+        }
         let ns = match &plane {
             Some(_) => NS.to_owned(),
             None => {
@@ -158,14 +193,28 @@ impl Env {
                 name
             }
         };
+        let mut operator_args: Vec<String> =
+            operator_args.iter().map(|a| (*a).to_owned()).collect();
         let operator_kubeconfig = match &plane {
             Some(plane) => {
-                let token = operator_token(&client).await;
-                match rights {
-                    Rights::Unbound => {}
-                    Rights::Cluster(role) => bind_operator_rbac(&client, *role).await,
-                    Rights::Rendered(objects) => apply_rendered_rbac(&client, &objects).await,
-                }
+                let token = match rights {
+                    Rights::HelmRelease => {
+                        let (token, flags) = chart_operator(&client).await;
+                        operator_args = flags;
+                        token
+                    }
+                    rights => {
+                        let token = operator_token(&client).await;
+                        match rights {
+                            Rights::Cluster(role) => bind_operator_rbac(&client, *role).await,
+                            Rights::Rendered(objects) => {
+                                apply_rendered_rbac(&client, &objects).await
+                            }
+                            Rights::Unbound | Rights::HelmRelease => {}
+                        }
+                        token
+                    }
+                };
                 let path = dir.path().join("operator.kubeconfig");
                 std::fs::write(&path, plane.kubeconfig_for_token(&token)).unwrap();
                 path
@@ -178,7 +227,7 @@ impl Env {
             dir,
             operator: None,
             operator_kubeconfig,
-            operator_args: operator_args.iter().map(|a| (*a).to_owned()).collect(),
+            operator_args,
             ns,
         };
         env.start_operator();
@@ -207,6 +256,37 @@ impl Env {
     pub async fn restart_operator_with(&mut self, args: &[&str]) {
         self.stop_operator().await;
         self.operator_args = args.iter().map(|a| (*a).to_owned()).collect();
+        self.start_operator();
+    }
+
+    /// `helm upgrade --reuse-values --wait` of the release `start_with_helm_release` installed,
+    /// with `set` values; then the operator runs as the rolled-out Deployment would: its new
+    /// flags, and a token bound to its new Pod (the old Pod's token died with it).
+    pub async fn helm_upgrade(&mut self, set: &[&str]) {
+        self.stop_operator().await;
+        let chart = packaging_tests::chart_dir();
+        let mut args = vec![
+            "upgrade",
+            RELEASE,
+            chart.to_str().unwrap(),
+            "--namespace",
+            OPERATOR_NS,
+            "--reuse-values",
+            "--wait",
+            "--timeout",
+            "60s",
+        ];
+        for value in set {
+            args.extend(["--set", value]);
+        }
+        helm(&self.dir, &args).await;
+        let (token, flags) = chart_operator(&self.client).await;
+        std::fs::write(
+            &self.operator_kubeconfig,
+            self.plane().kubeconfig_for_token(&token),
+        )
+        .unwrap();
+        self.operator_args = flags;
         self.start_operator();
     }
 
@@ -461,7 +541,22 @@ impl DataPath {
         builder: kube_local::Builder,
         configure: impl FnOnce(mesh_local::GatewayBuilder) -> mesh_local::GatewayBuilder,
     ) -> Self {
-        let mut env = Env::start_with(builder, None).await;
+        let mut data = Self::around(Env::start_with(builder, None).await, configure).await;
+        // The cluster admin allows credentials to go to this gateway, as a real install allows
+        // the in-cluster ingress gateway.
+        let url = data.gateway.url();
+        data.env
+            .restart_operator_with(&["--allowed-gateways", &url])
+            .await;
+        data
+    }
+
+    /// The model server and the gateway double (configured by `configure`) around `env`, with
+    /// the sample's namespace; the operator keeps the flags it has.
+    pub async fn around(
+        env: Env,
+        configure: impl FnOnce(mesh_local::GatewayBuilder) -> mesh_local::GatewayBuilder,
+    ) -> Self {
         env.apply_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
             .await;
         let model = mesh_local::ModelServer::start().await.unwrap();
@@ -473,10 +568,6 @@ impl DataPath {
         .start()
         .await
         .unwrap();
-        // The cluster admin allows credentials to go to this gateway, as a real install allows
-        // the in-cluster ingress gateway.
-        env.restart_operator_with(&["--allowed-gateways", &gateway.url()])
-            .await;
         Self {
             env,
             gateway,
@@ -652,6 +743,104 @@ async fn apply_rendered_rbac(client: &Client, objects: &[serde_json::Value]) {
             _ => {}
         }
     }
+}
+
+/// The Helm release `start_with_helm_release` installs: named so that its objects are the
+/// operator's usual `OPERATOR_NS/OPERATOR_SA`.
+const RELEASE: &str = "inference-access";
+
+/// Runs the real Helm as the admin, with its caches in the test's directory; fails the test
+/// with Helm's output.
+async fn helm(dir: &tempdir::Dir, args: &[&str]) -> String {
+    let helm = packaging_tests::tool_path(packaging_tests::Tool::Helm)
+        .unwrap_or_else(|err| panic!("{err}"));
+    let home = dir.path().join("helm");
+    // Async: kube-local serves from this test's own runtime.
+    let out = Command::new(&helm)
+        .args(args)
+        .env("KUBECONFIG", dir.path().join("admin.kubeconfig"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "helm {args:?} failed:\n{text}");
+    text
+}
+
+/// The controller flags of the chart's container, but those the harness sets itself (where to
+/// serve metrics, how to log).
+pub fn controller_flags(deployment: &Value) -> Vec<String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|arg| {
+            *arg != "controller"
+                && !["--metrics-addr", "--log-level", "--log-format"]
+                    .iter()
+                    .any(|flag| arg.starts_with(flag))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What the kubelet would give the installed chart's operator: a token of the Deployment's
+/// ServiceAccount bound to its running Pod; and the Deployment's controller flags.
+async fn chart_operator(client: &Client) -> (String, Vec<String>) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::authentication::v1::BoundObjectReference;
+    use k8s_openapi::api::core::v1::Pod;
+    let deployment = Api::<Deployment>::namespaced(client.clone(), OPERATOR_NS)
+        .get(RELEASE)
+        .await
+        .unwrap();
+    let deployment = serde_json::to_value(&deployment).unwrap();
+    let pod_spec = &deployment["spec"]["template"]["spec"];
+    let sa = pod_spec["serviceAccountName"].as_str().unwrap().to_owned();
+    let selector: Vec<String> = deployment["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+        .collect();
+    // `helm --wait` returned, so the rollout is done: one Pod of the current template.
+    let pods = Api::<Pod>::namespaced(client.clone(), OPERATOR_NS)
+        .list(&kube::api::ListParams::default().labels(&selector.join(",")))
+        .await
+        .unwrap();
+    let pod = match pods.items.as_slice() {
+        [pod] => pod,
+        other => panic!("the chart's Deployment runs {} Pods", other.len()),
+    };
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let response: TokenRequest = Api::<ServiceAccount>::namespaced(client.clone(), OPERATOR_NS)
+        .create_subresource("token", &sa, &PostParams::default(), &request)
+        .await
+        .unwrap();
+    (
+        response.status.unwrap().token,
+        controller_flags(&deployment),
+    )
 }
 
 /// A ServiceAccount token for the operator, so requests are accounted to it.

@@ -12,8 +12,10 @@ mod harness;
 mod prometheus;
 
 mod consumers;
+mod demo;
 mod doctor;
 mod examples;
+mod helm;
 mod llm;
 mod refusals;
 mod scenarios;

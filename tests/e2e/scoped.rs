@@ -35,26 +35,13 @@ fn rendered_chart() -> Vec<Value> {
     .unwrap_or_else(|err| panic!("{err}"))
 }
 
-/// The controller flags of the rendered Deployment, but those the harness sets itself (where
-/// to serve metrics, how to log).
+/// The controller flags of the rendered Deployment (`controller_flags`).
 fn chart_flags(rendered: &[Value]) -> Vec<String> {
     let deployment = rendered
         .iter()
         .find(|o| o["kind"] == "Deployment")
         .expect("the chart renders the Deployment");
-    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .filter(|arg| {
-            *arg != "controller"
-                && !["--metrics-addr", "--log-level", "--log-format"]
-                    .iter()
-                    .any(|flag| arg.starts_with(flag))
-        })
-        .map(str::to_owned)
-        .collect()
+    controller_flags(deployment)
 }
 
 #[tokio::test]

@@ -77,7 +77,7 @@ pub(crate) async fn owner_token(env: &Env) -> String {
 }
 
 /// POSTs the sample's input to `model`'s v1 predict path at `base`, for `host`.
-async fn predict(base: &str, host: &str, token: Option<&str>) -> Response {
+pub(crate) async fn predict(base: &str, host: &str, token: Option<&str>) -> Response {
     let bearer = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("host", host), ("content-type", "application/json")];
     if let Some(bearer) = &bearer {
@@ -97,7 +97,7 @@ async fn predict(base: &str, host: &str, token: Option<&str>) -> Response {
         .unwrap()
 }
 
-fn assert_predicts(answer: &Response, who: &str) {
+pub(crate) fn assert_predicts(answer: &Response, who: &str) {
     assert_eq!(
         (answer.status, answer.text()),
         (200, r#"{"predictions":[1,1]}"#.to_owned()),
@@ -157,26 +157,24 @@ async fn ambient_with_a_waypoint_admits_only_the_owner() {
         "istio.io/ingress-use-waypoint": "true"}}}),
     )
     .await;
-    // The waypoint `istioctl waypoint apply` creates, and the Service KServe puts before the
-    // predictor.
+    // The waypoint `istioctl waypoint apply` creates.
     apply_object(env, json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
         "metadata": {"name": "waypoint", "namespace": NS, "labels": {"istio.io/waypoint-for": "service"}},
         "spec": {"gatewayClassName": "istio-waypoint", "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}
     }))
     .await;
-    apply_object(
-        env,
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": format!("{MODEL}-predictor"), "namespace": NS},
-            "spec": {"selector": {"serving.kserve.io/inferenceservice": MODEL},
-                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
-        }),
-    )
-    .await;
     let stranger = stranger_token(env).await;
-    data.apply("Auto").await;
+    // KServe's Standard mode (its default since 0.17): the stand-in puts the Service
+    // `sklearn-iris-predictor` before the predictor's Deployment, as KServe does.
+    data.apply_sample(json!({
+        "mesh": {"mode": "Auto"},
+        "inferenceService": {"name": MODEL, "template": {
+            "metadata": {"annotations": {"serving.kserve.io/deploymentMode": "Standard"}},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"},
+                "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model"}}}}},
+    }))
+    .await;
     let access = wait_policy(env, "WaypointPolicyApplied").await;
     assert_eq!(mesh_path(&access).as_deref(), Some("Waypoint"));
     let access = env.wait_ready(ACCESS).await;
@@ -252,12 +250,14 @@ async fn ambient_without_a_waypoint_writes_nothing_that_denies_everyone() {
     );
 }
 
-/// An InferenceService as a user creates it, with what KServe's Standard mode with Gateway API
-/// makes for it: the predictor Service and an HTTPRoute on the shared Gateway, owned by it.
+/// An InferenceService as a user creates it in KServe's Standard mode; the KServe stand-in
+/// (with `enableGatewayApi`) makes its predictor Deployment, Service and the HTTPRoute on the
+/// shared Gateway, as KServe does. Its host.
 async fn standard_model(env: &Env, name: &str) -> String {
-    let isvc = apply_object(env, json!({
+    apply_object(env, json!({
         "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-        "metadata": {"name": name, "namespace": NS, "annotations": {"sidecar.istio.io/inject": "false"}},
+        "metadata": {"name": name, "namespace": NS, "annotations": {
+            "serving.kserve.io/deploymentMode": "Standard", "sidecar.istio.io/inject": "false"}},
         "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"},
                  "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model"}}}
     }))
@@ -268,28 +268,7 @@ async fn standard_model(env: &Env, name: &str) -> String {
         |i: Option<&InferenceService>| i.is_some_and(|i| i.url().is_some()),
     )
     .await;
-    let host = host_of(ready.url().unwrap());
-    apply_object(
-        env,
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": format!("{name}-predictor"), "namespace": NS},
-            "spec": {"selector": {"serving.kserve.io/inferenceservice": name},
-                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
-        }),
-    )
-    .await;
-    apply_object(env, json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": name, "namespace": NS, "ownerReferences": [{
-            "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "name": name,
-            "uid": isvc.metadata.uid.unwrap(), "controller": true}]},
-        "spec": {"parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY, "namespace": GATEWAY_NS}],
-                 "hostnames": [host],
-                 "rules": [{"backendRefs": [{"kind": "Service", "name": format!("{name}-predictor"), "port": 80}]}]}
-    }))
-    .await;
-    host
+    host_of(ready.url().unwrap())
 }
 
 /// What the cluster admin installs: Istio's GatewayClass, KServe's Gateway, and a
@@ -362,7 +341,7 @@ async fn a_grant_at_a_shared_gateway_leaves_the_other_model_alone() {
     let (data, gateway_url) = at_shared_gateway(
         kube_local::ControlPlane::builder()
             .load_crds(&gateway_api_crds())
-            .kserve_url_style(kube_local::UrlStyle::Standard),
+            .kserve_gateway_api(true),
         |gateway| gateway,
     )
     .await;

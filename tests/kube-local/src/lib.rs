@@ -160,6 +160,13 @@ impl Builder {
         self
     }
 
+    /// KServe's `enableGatewayApi`: Standard-mode InferenceServices get an HTTPRoute on the
+    /// Gateway `kserve/kserve-ingress-gateway` (load the Gateway API CRDs with `load_crds`).
+    pub fn kserve_gateway_api(mut self, enabled: bool) -> Self {
+        self.kserve.gateway_api = enabled;
+        self
+    }
+
     /// Start without the Istio CRDs (as a cluster without Istio): no sidecar is injected either.
     pub fn without_istio(mut self) -> Self {
         self.istio = false;

@@ -47,6 +47,10 @@ enum Command {
         kserve_domain: String,
         #[arg(long, value_enum, default_value_t = Style::Knative)]
         kserve_url_style: Style,
+        /// KServe's enableGatewayApi: an HTTPRoute on kserve/kserve-ingress-gateway for each
+        /// Standard-mode InferenceService (with the Gateway API CRDs given by --crd).
+        #[arg(long)]
+        kserve_gateway_api: bool,
         /// Start without the Istio CRDs.
         #[arg(long)]
         without_istio: bool,
@@ -69,6 +73,7 @@ async fn main() -> std::process::ExitCode {
         kserve_ready_delay_ms,
         kserve_domain,
         kserve_url_style,
+        kserve_gateway_api,
         without_istio,
         crds,
         tls,
@@ -85,6 +90,7 @@ async fn main() -> std::process::ExitCode {
         .kserve_ready_delay(Duration::from_millis(kserve_ready_delay_ms))
         .kserve_domain(&kserve_domain)
         .kserve_url_style(style)
+        .kserve_gateway_api(kserve_gateway_api)
         .load_crds(&crds);
     if without_istio {
         builder = builder.without_istio();

@@ -175,6 +175,27 @@ fn service_account(n: u64) -> Option<(&'static str, Kind, bool)> {
     })
 }
 
+fn preconditions(n: u64) -> Option<(&'static str, Kind, bool)> {
+    Some(match n {
+        1 => ("uid", Kind::Str, false),
+        2 => ("resourceVersion", Kind::Str, false),
+        _ => return None,
+    })
+}
+
+/// meta/v1 DeleteOptions, which client-go's typed deletes send (Helm's uninstall of its release
+/// Secret, for one).
+fn delete_options(n: u64) -> Option<(&'static str, Kind, bool)> {
+    Some(match n {
+        1 => ("gracePeriodSeconds", Kind::Int, false),
+        2 => ("preconditions", Kind::Msg(preconditions), false),
+        3 => ("orphanDependents", Kind::Bool, false),
+        4 => ("propagationPolicy", Kind::Str, false),
+        5 => ("dryRun", Kind::Str, true),
+        _ => return None,
+    })
+}
+
 /// One wire field: number, varint value (Null otherwise), length-delimited payload.
 type WireField<'a> = (u64, Value, Option<&'a [u8]>);
 
@@ -326,12 +347,13 @@ pub fn to_json(body: &[u8]) -> Result<Value, ApiError> {
         "ServiceAccount" => service_account,
         "SelfSubjectAccessReview" => self_subject_access_review,
         "SelfSubjectReview" => metadata_only,
+        "DeleteOptions" => delete_options,
         other => {
             return Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
                 format!(
-                    "kube-local decodes protobuf only for Namespace, TokenRequest, Secret, ConfigMap, ServiceAccount SelfSubjectAccessReview and SelfSubjectReview (got {other}); send JSON"
+                    "kube-local decodes protobuf only for Namespace, TokenRequest, Secret, ConfigMap, ServiceAccount, SelfSubjectAccessReview, SelfSubjectReview and DeleteOptions (got {other}); send JSON"
                 ),
             ));
         }
@@ -366,6 +388,18 @@ mod tests {
         assert_eq!(
             v,
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "labels": {"k": "v"}}})
+        );
+    }
+
+    #[test]
+    fn decodes_delete_options() {
+        let options = [field(4, b"Background"), field(2, &field(1, b"uid-1"))].concat();
+        let type_meta = [field(1, b"v1"), field(2, b"DeleteOptions")].concat();
+        let envelope = [MAGIC.to_vec(), field(1, &type_meta), field(2, &options)].concat();
+        let v = to_json(&envelope).unwrap_or_default();
+        assert_eq!(
+            v,
+            json!({"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background", "preconditions": {"uid": "uid-1"}})
         );
     }
 }

@@ -122,6 +122,7 @@ pub fn builtins() -> Vec<ResourceType> {
         ResourceType::builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[]),
         ResourceType::builtin("apps", "v1", "deployments", "Deployment", true, &["deploy"]),
         ResourceType::builtin("apps", "v1", "statefulsets", "StatefulSet", true, &["sts"]),
+        ResourceType::builtin("apps", "v1", "replicasets", "ReplicaSet", true, &["rs"]),
         ResourceType::builtin(
             "rbac.authorization.k8s.io",
             "v1",
@@ -204,6 +205,7 @@ pub fn builtins() -> Vec<ResourceType> {
                 | "customresourcedefinitions"
                 | "deployments"
                 | "statefulsets"
+                | "replicasets"
         ) {
             rt.status_subresource = true;
         }
@@ -212,7 +214,7 @@ pub fn builtins() -> Vec<ResourceType> {
         }
         if matches!(
             rt.plural.as_str(),
-            "pods" | "services" | "deployments" | "statefulsets"
+            "pods" | "services" | "deployments" | "statefulsets" | "replicasets"
         ) {
             rt.categories = vec!["all".to_string()];
         }

@@ -148,6 +148,163 @@ async fn kserve_stand_in_makes_inference_services_ready() {
 }
 
 #[tokio::test]
+async fn kserve_stand_in_serves_standard_mode_as_kserve_does() {
+    let routes = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../mesh-local/tests/fixtures/crds/gateway.networking.k8s.io_httproutes.yaml");
+    let cp = ControlPlane::builder()
+        .kserve_ready_delay(Duration::from_millis(10))
+        .kserve_gateway_api(true)
+        .load_crds(&[routes])
+        .start()
+        .await
+        .expect("start");
+    let c = admin(&cp).await;
+    // Knative-style first: one revision pod owned by the InferenceService.
+    post(&c, ISVC, isvc("iris")).await;
+    ready(&c, "iris", 1).await;
+    assert_eq!(
+        pods(&cp, "iris")[0]["metadata"]["ownerReferences"][0]["kind"],
+        "InferenceService"
+    );
+
+    // The old name of the mode, then the new one: what KServe 0.17 makes for it.
+    for (mode, generation) in [("RawDeployment", 1), ("Standard", 1)] {
+        let annotated = patch(
+            &c,
+            &format!("{ISVC}/iris"),
+            "application/merge-patch+json",
+            json!({"metadata": {"annotations": {"serving.kserve.io/deploymentMode": mode}}}),
+        )
+        .await;
+        assert_eq!(annotated.code, 200, "{}", annotated.text);
+        let o = eventually(Duration::from_secs(10), "Standard mode", || async {
+            let o = get(&c, &format!("{ISVC}/iris")).await.body;
+            let pods = pods(&cp, "iris");
+            (o["status"]["deploymentMode"] == "Standard"
+                && pods.len() == 1
+                && pods[0]["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet")
+                .then_some(o)
+        })
+        .await;
+        assert_eq!(o["metadata"]["generation"], generation);
+        assert_eq!(o["status"]["url"], "http://iris-default.example.com");
+        assert_eq!(
+            o["status"]["address"]["url"],
+            "http://iris-predictor.default.svc.cluster.local"
+        );
+        assert_eq!(o["status"]["components"], json!({"predictor": {}}));
+    }
+    let uid = get(&c, &format!("{ISVC}/iris")).await.body["metadata"]["uid"].clone();
+    let owned_by_isvc = |o: &Value| {
+        assert_eq!(
+            o["metadata"]["ownerReferences"][0]["kind"],
+            "InferenceService"
+        );
+        assert_eq!(o["metadata"]["ownerReferences"][0]["uid"], uid);
+    };
+    let deployment = get(
+        &c,
+        "/apis/apps/v1/namespaces/default/deployments/iris-predictor",
+    )
+    .await;
+    assert_eq!(deployment.code, 200, "{}", deployment.text);
+    owned_by_isvc(&deployment.body);
+    let labels = &deployment.body["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(
+        labels,
+        &json!({"app": "isvc.iris-predictor", "serving.kserve.io/inferenceservice": "iris", "component": "predictor"})
+    );
+    // The pod carries what the operator and the gateway double look for.
+    let pod = &pods(&cp, "iris")[0];
+    assert_eq!(
+        pod["metadata"]["annotations"]["sidecar.istio.io/inject"],
+        "false"
+    );
+    assert!(pod["metadata"]["annotations"]["sidecar.istio.io/status"].is_null());
+    let service = get(&c, "/api/v1/namespaces/default/services/iris-predictor").await;
+    assert_eq!(service.code, 200, "{}", service.text);
+    owned_by_isvc(&service.body);
+    assert_eq!(
+        service.body["spec"]["selector"],
+        json!({"app": "isvc.iris-predictor"})
+    );
+    assert_eq!(service.body["spec"]["ports"][0]["port"], 80);
+    let route = get(
+        &c,
+        "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/iris",
+    )
+    .await;
+    assert_eq!(route.code, 200, "{}", route.text);
+    owned_by_isvc(&route.body);
+    assert_eq!(
+        route.body["spec"]["parentRefs"][0],
+        json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "kserve", "name": "kserve-ingress-gateway"})
+    );
+    assert_eq!(
+        route.body["spec"]["hostnames"],
+        json!(["iris-default.example.com"])
+    );
+    assert_eq!(
+        route.body["spec"]["rules"][0]["backendRefs"][0]["name"],
+        "iris-predictor"
+    );
+
+    // A deleted Deployment is made again, as KServe's controller would.
+    delete(
+        &c,
+        "/apis/apps/v1/namespaces/default/deployments/iris-predictor",
+        None,
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the Deployment again", || async {
+        let d = get(
+            &c,
+            "/apis/apps/v1/namespaces/default/deployments/iris-predictor",
+        )
+        .await;
+        (d.code == 200 && d.body["metadata"]["uid"] != deployment.body["metadata"]["uid"])
+            .then_some(())
+    })
+    .await;
+
+    // Back to the Knative path: Standard mode's objects go, a revision pod comes.
+    patch(
+        &c,
+        &format!("{ISVC}/iris"),
+        "application/json-patch+json",
+        json!([{"op": "remove", "path": "/metadata/annotations/serving.kserve.io~1deploymentMode"}]),
+    )
+    .await;
+    eventually(Duration::from_secs(10), "Knative again", || async {
+        let gone = get(
+            &c,
+            "/apis/apps/v1/namespaces/default/deployments/iris-predictor",
+        )
+        .await
+        .code
+            == 404
+            && get(
+                &c,
+                "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/iris",
+            )
+            .await
+            .code
+                == 404;
+        let pods = pods(&cp, "iris");
+        (gone
+            && pods.len() == 1
+            && pods[0]["metadata"]["ownerReferences"][0]["kind"] == "InferenceService")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(&c, &format!("{ISVC}/iris")).await.body["status"]["url"],
+        "http://iris.default.example.com"
+    );
+    cp.shutdown().await;
+}
+
+#[tokio::test]
 async fn builder_settings_and_istio_absence() {
     let cp = ControlPlane::builder()
         .kserve_url_style(UrlStyle::Standard)

@@ -67,14 +67,44 @@ async fn a_deployment_runs_its_template_and_a_new_template_rolls_new_pods() {
                 .unwrap()
                 .starts_with(&format!("web-{hash}-"))
         );
-        assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "Deployment");
+        assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "ReplicaSet");
         assert_eq!(
-            p["metadata"]["ownerReferences"][0]["uid"],
-            d["metadata"]["uid"]
+            p["metadata"]["ownerReferences"][0]["name"],
+            format!("web-{hash}")
         );
         assert_eq!(p["status"]["phase"], "Running");
         assert_eq!(p["spec"]["containers"][0]["env"][0]["name"], "TOKEN");
     }
+    // The ReplicaSet of this template, owned by the Deployment, as the deployment controller
+    // makes it (what `helm install --wait` and `kubectl describe deployment` read).
+    let rs = get(
+        &c,
+        &format!("/apis/apps/v1/namespaces/default/replicasets/web-{hash}"),
+    )
+    .await;
+    assert_eq!(rs.code, 200, "{}", rs.text);
+    let rs = rs.body;
+    assert_eq!(rs["metadata"]["ownerReferences"][0]["kind"], "Deployment");
+    assert_eq!(
+        rs["metadata"]["ownerReferences"][0]["uid"],
+        d["metadata"]["uid"]
+    );
+    assert_eq!(
+        rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
+    assert_eq!(
+        rs["spec"]["selector"]["matchLabels"],
+        json!({"app": "web", "pod-template-hash": hash})
+    );
+    assert_eq!(
+        (
+            &rs["status"]["replicas"],
+            &rs["status"]["readyReplicas"],
+            &rs["status"]["availableReplicas"]
+        ),
+        (&json!(2), &json!(2), &json!(2))
+    );
     let available = d["status"]["conditions"]
         .as_array()
         .unwrap()
@@ -107,6 +137,17 @@ async fn a_deployment_runs_its_template_and_a_new_template_rolls_new_pods() {
     rolled_out(&c, &path, 2).await;
     let second = pods(&cp, "web");
     assert_eq!(second.len(), 2);
+    // The new template's ReplicaSet is revision 2; the old one is gone with its Pods.
+    let sets = cp
+        .store()
+        .list("apps/v1", "replicasets", Some("default"), "app=web")
+        .unwrap();
+    assert_eq!(sets.len(), 1);
+    assert_ne!(sets[0]["metadata"]["name"], format!("web-{hash}").as_str());
+    assert_eq!(
+        sets[0]["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "2"
+    );
     for p in &second {
         assert_ne!(p["metadata"]["labels"]["pod-template-hash"], hash.as_str());
         assert_eq!(
@@ -134,12 +175,25 @@ async fn a_deployment_runs_its_template_and_a_new_template_rolls_new_pods() {
     })
     .await;
 
-    // The garbage collector takes the Pods with the Deployment.
+    // A deleted ReplicaSet is made again.
+    let rs_name = sets[0]["metadata"]["name"].as_str().unwrap().to_owned();
+    let rs_path = format!("/apis/apps/v1/namespaces/default/replicasets/{rs_name}");
+    let old_uid = sets[0]["metadata"]["uid"].clone();
+    delete(&c, &rs_path, None).await;
+    eventually(Duration::from_secs(5), "the ReplicaSet again", || async {
+        let rs = get(&c, &rs_path).await.body;
+        (rs["metadata"]["uid"].is_string() && rs["metadata"]["uid"] != old_uid).then_some(())
+    })
+    .await;
+    rolled_out(&c, &path, 1).await;
+
+    // The garbage collector takes the ReplicaSet and Pods with the Deployment.
     assert_eq!(delete(&c, &path, None).await.code, 200);
     eventually(Duration::from_secs(5), "pods collected", || async {
         pods(&cp, "web").is_empty().then_some(())
     })
     .await;
+    assert_eq!(get(&c, &rs_path).await.code, 404);
     cp.shutdown().await;
 }
 

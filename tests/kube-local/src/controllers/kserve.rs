@@ -1,5 +1,6 @@
 //! The KServe stand-in: makes InferenceServices ready (URL, address, conditions, a predictor
-//! pod), as KServe's controller would.
+//! pod), as KServe's controller would: Knative-style (a revision's predictor pod) by default,
+//! or in Standard mode when the InferenceService asks for it (`kserve_standard`).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::kserve_standard as standard;
 use super::{Change, Watching, run_pod, write_status};
 use crate::selectors::{FieldSelector, Filter, LabelSelector};
 use crate::store::{EventType, Store};
@@ -15,9 +17,11 @@ use crate::util;
 
 const ISVC_KEY: &str = "inferenceservices.serving.kserve.io";
 const PODS_KEY: &str = "pods";
-const MANAGER: &str = "kserve-controller";
-/// The label that ties a predictor pod to its InferenceService.
-const ISVC_LABEL: &str = "serving.kserve.io/inferenceservice";
+const DEPLOYMENTS_KEY: &str = "deployments.apps";
+pub(super) const MANAGER: &str = "kserve-controller";
+/// The label that ties a predictor pod (and in Standard mode its Deployment) to its
+/// InferenceService.
+pub(super) const ISVC_LABEL: &str = "serving.kserve.io/inferenceservice";
 
 /// How the KServe stand-in builds `status.url` (KServe's ingress `urlScheme`/`pathTemplate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,6 +43,9 @@ pub struct KserveSettings {
     /// Istio's sidecar injector runs: predictor pods get its status annotation where Istio
     /// would inject (see `injects`).
     pub istio_injection: bool,
+    /// KServe's `enableGatewayApi`: a Standard-mode InferenceService gets an HTTPRoute on the
+    /// Gateway `kserve/kserve-ingress-gateway` (when the HTTPRoute kind is served).
+    pub gateway_api: bool,
 }
 
 impl Default for KserveSettings {
@@ -48,11 +55,27 @@ impl Default for KserveSettings {
             domain: "example.com".into(),
             url_style: UrlStyle::Knative,
             istio_injection: true,
+            gateway_api: false,
         }
     }
 }
 
 impl KserveSettings {
+    /// The host of KServe's default domain template, `{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}`.
+    pub fn standard_host(&self, ns: &str, name: &str) -> String {
+        format!("{name}-{ns}.{}", self.domain)
+    }
+
+    /// `status.url` of an InferenceService: in Standard mode from the domain template (or the
+    /// path template, when that style is chosen), else in the chosen style.
+    fn url_of(&self, isvc: &Value) -> String {
+        let (ns, name) = (meta(isvc, "namespace"), meta(isvc, "name"));
+        match standard::is_standard(isvc) && self.url_style != UrlStyle::PathTemplate {
+            true => format!("http://{}", self.standard_host(ns, name)),
+            false => self.url(ns, name),
+        }
+    }
+
     pub fn url(&self, ns: &str, name: &str) -> String {
         let d = &self.domain;
         match self.url_style {
@@ -63,7 +86,7 @@ impl KserveSettings {
     }
 }
 
-fn meta<'a>(o: &'a Value, k: &str) -> &'a str {
+pub(super) fn meta<'a>(o: &'a Value, k: &str) -> &'a str {
     o["metadata"][k].as_str().unwrap_or_default()
 }
 
@@ -150,15 +173,20 @@ fn desired_status(settings: &KserveSettings, isvc: &Value) -> Value {
             .map(str::to_string);
         json!({"type": t, "status": "True", "lastTransitionTime": kept.unwrap_or_else(|| now.clone())})
     };
-    let url = settings.url(ns, name);
-    json!({
-        "url": url,
+    let mut status = json!({
+        "url": settings.url_of(isvc),
         "address": {"url": format!("http://{name}-predictor.{ns}.svc.cluster.local")},
         "components": {"predictor": {"url": format!("http://{name}-predictor-{ns}.{}", settings.domain), "latestReadyRevision": format!("{name}-predictor-00001"), "latestCreatedRevision": format!("{name}-predictor-00001")}},
         "conditions": [condition("IngressReady"), condition("PredictorReady"), condition("Ready")],
         "observedGeneration": isvc["metadata"]["generation"],
         "modelStatus": {"states": {"activeModelState": "Loaded", "targetModelState": "Loaded"}, "transitionStatus": "UpToDate"},
-    })
+    });
+    if standard::is_standard(isvc) {
+        // No Knative revisions in Standard mode.
+        status["components"] = json!({"predictor": {}});
+        status["deploymentMode"] = json!("Standard");
+    }
+    status
 }
 
 fn needs_work(store: &Store, settings: &KserveSettings, isvc: &Value) -> bool {
@@ -172,6 +200,9 @@ fn needs_work(store: &Store, settings: &KserveSettings, isvc: &Value) -> bool {
             && isvc["status"]["address"] == want["address"]
     };
     let annotations = desired_annotations(store, settings, isvc);
+    if standard::is_standard(isvc) {
+        return !status_ok || !standard::settled(store, settings, isvc, &annotations);
+    }
     let pods = predictor_pods(store, meta(isvc, "namespace"), meta(isvc, "name"));
     !status_ok || pods.len() != 1 || pods.iter().any(|p| pod_annotations(p) != annotations)
 }
@@ -190,6 +221,21 @@ fn reconcile(store: &Store, settings: &KserveSettings, ns: &str, name: &str) {
         return;
     }
     let annotations = desired_annotations(store, settings, &isvc);
+    if standard::is_standard(&isvc) {
+        standard::reconcile(store, settings, &isvc, &annotations);
+    } else {
+        standard::remove(store, &isvc);
+        run_revision(store, ns, name, &isvc, annotations);
+    }
+    let want = desired_status(settings, &isvc);
+    if isvc["status"] != want {
+        let gvr = ("serving.kserve.io", "v1beta1", "inferenceservices");
+        write_status(store, gvr, ns, name, want, MANAGER);
+    }
+}
+
+/// Knative-style: one predictor pod of the current revision, owned by the InferenceService.
+fn run_revision(store: &Store, ns: &str, name: &str, isvc: &Value, annotations: Value) {
     let pods = predictor_pods(store, ns, name);
     let current = pods
         .iter()
@@ -213,11 +259,6 @@ fn reconcile(store: &Store, settings: &KserveSettings, ns: &str, name: &str) {
         });
         run_pod(store, ns, pod, MANAGER);
     }
-    let want = desired_status(settings, &isvc);
-    if isvc["status"] != want {
-        let gvr = ("serving.kserve.io", "v1beta1", "inferenceservices");
-        write_status(store, gvr, ns, name, want, MANAGER);
-    }
 }
 
 /// Runs the KServe stand-in until `shutdown` flips.
@@ -226,7 +267,7 @@ pub async fn run_kserve(
     mut settings_rx: watch::Receiver<KserveSettings>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut watching = Watching::start(&store, &[ISVC_KEY, PODS_KEY]);
+    let mut watching = Watching::start(&store, &[ISVC_KEY, PODS_KEY, DEPLOYMENTS_KEY]);
     let mut pending: HashSet<(String, String)> = HashSet::new();
     let mut timers: JoinSet<(String, String)> = JoinSet::new();
     // Everything is looked at once at start, and again only when the settings change or the
@@ -253,8 +294,9 @@ pub async fn run_kserve(
                         schedule(&store, &settings, &ev.object.value(), &mut pending, &mut timers);
                     }
                 }
-                Change::Events(_pods, events) => {
-                    // A deleted predictor pod: its InferenceService needs a new one.
+                Change::Events(_pods_or_deployments, events) => {
+                    // A deleted predictor pod or (Standard mode) Deployment: its
+                    // InferenceService needs a new one.
                     for ev in events.iter().filter(|e| e.kind == EventType::Deleted) {
                         if let Some(owner) = ev.object.label(ISVC_LABEL)
                             && let Ok(isvc) = store.get("serving.kserve.io/v1beta1", "inferenceservices", Some(ev.object.namespace()), owner) {

@@ -1,5 +1,5 @@
 //! The controllers a cluster would run for the operator's sake, as stand-ins: KServe's
-//! (`kserve` for InferenceServices, `llm` for LLMInferenceServices) and the Deployment and
+//! (`kserve` for InferenceServices, with `kserve_standard` for its Standard mode, `llm` for LLMInferenceServices) and the Deployment and
 //! StatefulSet controllers (`workloads`). A stand-in follows the kinds it reacts to through the
 //! store's history ([`Watching`]), looks objects up through the store's indexes, and writes through the store
 //! like any client, so its work costs in proportion to the changes it sees, never to the size of
@@ -7,6 +7,7 @@
 //! [`Watching`].
 
 mod kserve;
+mod kserve_standard;
 mod llm;
 mod workloads;
 

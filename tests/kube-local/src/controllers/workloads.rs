@@ -1,7 +1,9 @@
-//! The workload stand-in: Deployments and StatefulSets run their pod template as Pods, as the
-//! deployment and statefulset controllers would, minus ReplicaSets and ControllerRevisions.
-//! A changed template (a new `pod-template-hash`) replaces every Pod at once; Pods are owned
-//! by the workload itself, so the garbage collector removes them with it.
+//! The workload stand-in: Deployments run their pod template through a ReplicaSet per template
+//! (`<name>-<pod-template-hash>`), ReplicaSets and StatefulSets run Pods, as the deployment,
+//! replicaset and statefulset controllers would, minus ControllerRevisions. A changed Deployment
+//! template gets a new ReplicaSet at once and the old one is deleted (its Pods with it); Pods are
+//! owned by their ReplicaSet or StatefulSet, ReplicaSets by their Deployment, so the garbage
+//! collector removes everything with the workload.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -9,18 +11,22 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::{Change, Watching, run_pod, write_status};
-use crate::store::{EventType, Obj, Store};
+use crate::store::{EventType, Obj, Store, WriteOptions};
 
 pub(super) const DEPLOYMENTS_KEY: &str = "deployments.apps";
 pub(super) const STATEFULSETS_KEY: &str = "statefulsets.apps";
+const REPLICASETS_KEY: &str = "replicasets.apps";
 const PODS_KEY: &str = "pods";
 const MANAGER: &str = "kube-controller-manager";
+/// The Deployment revision a ReplicaSet runs, as the deployment controller records it.
+const REVISION: &str = "deployment.kubernetes.io/revision";
 
-/// The two kinds, and what tells their Pods' template apart.
+/// The kinds, and what tells their Pods' template apart.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Deployment,
     StatefulSet,
+    ReplicaSet,
 }
 
 impl Kind {
@@ -28,6 +34,7 @@ impl Kind {
         match key {
             DEPLOYMENTS_KEY => Some(Kind::Deployment),
             STATEFULSETS_KEY => Some(Kind::StatefulSet),
+            REPLICASETS_KEY => Some(Kind::ReplicaSet),
             _ => None,
         }
     }
@@ -36,6 +43,7 @@ impl Kind {
         match self {
             Kind::Deployment => "deployments",
             Kind::StatefulSet => "statefulsets",
+            Kind::ReplicaSet => "replicasets",
         }
     }
 
@@ -43,14 +51,7 @@ impl Kind {
         match self {
             Kind::Deployment => "Deployment",
             Kind::StatefulSet => "StatefulSet",
-        }
-    }
-
-    /// The label that carries the template's revision, and its value.
-    fn revision_label(self, workload: &str, hash: &str) -> (&'static str, String) {
-        match self {
-            Kind::Deployment => ("pod-template-hash", hash.to_owned()),
-            Kind::StatefulSet => ("controller-revision-hash", format!("{workload}-{hash}")),
+            Kind::ReplicaSet => "ReplicaSet",
         }
     }
 }
@@ -66,8 +67,105 @@ fn meta<'a>(o: &'a Value, k: &str) -> &'a str {
     o["metadata"][k].as_str().unwrap_or_default()
 }
 
-/// Brings one workload's Pods and status to its spec.
+fn owned_by(store: &Store, key: &str, uid: &str) -> Vec<Value> {
+    store
+        .lock()
+        .dependents_of(key, uid)
+        .iter()
+        .map(|o| Obj::value(o))
+        .collect()
+}
+
+fn controller_ref(kind: Kind, name: &str, uid: &str) -> Value {
+    json!([{"apiVersion": "apps/v1", "kind": kind.name(), "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}])
+}
+
 fn reconcile(store: &Store, kind: Kind, ns: &str, name: &str) {
+    match kind {
+        Kind::Deployment => reconcile_deployment(store, ns, name),
+        Kind::StatefulSet | Kind::ReplicaSet => reconcile_pods(store, kind, ns, name),
+    }
+}
+
+/// A Deployment: one ReplicaSet for its current template, scaled to its replicas; the
+/// ReplicaSets of earlier templates deleted; its status from that ReplicaSet's.
+fn reconcile_deployment(store: &Store, ns: &str, name: &str) {
+    let Ok(deployment) = store.get("apps/v1", "deployments", Some(ns), name) else {
+        return;
+    };
+    if deployment["metadata"]["deletionTimestamp"].is_string() {
+        return;
+    }
+    let uid = meta(&deployment, "uid").to_owned();
+    let hash = template_hash(&deployment["spec"]["template"]);
+    let rs_name = format!("{name}-{hash}");
+    let replicas = deployment["spec"]["replicas"].clone();
+    let owned = owned_by(store, REPLICASETS_KEY, &uid);
+    let mut newest_revision = 0;
+    for rs in &owned {
+        let revision = rs["metadata"]["annotations"][REVISION]
+            .as_str()
+            .and_then(|r| r.parse::<u64>().ok())
+            .unwrap_or_default();
+        newest_revision = newest_revision.max(revision);
+        if meta(rs, "name") != rs_name {
+            let _ = store.delete("apps/v1", "replicasets", Some(ns), meta(rs, "name"));
+        }
+    }
+    match owned.iter().find(|rs| meta(rs, "name") == rs_name) {
+        Some(rs) if rs["spec"]["replicas"] != replicas => {
+            let scale = json!({"spec": {"replicas": replicas}});
+            let _ = store.merge_patch("apps/v1", "replicasets", Some(ns), &rs_name, scale, false);
+        }
+        Some(_) => {}
+        None => {
+            let mut template = deployment["spec"]["template"].clone();
+            template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+            let mut selector = deployment["spec"]["selector"].clone();
+            selector["matchLabels"]["pod-template-hash"] = json!(hash);
+            let rs = json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {
+                    "name": rs_name, "namespace": ns,
+                    "labels": template["metadata"]["labels"],
+                    "annotations": {REVISION: (newest_revision + 1).to_string()},
+                    "ownerReferences": controller_ref(Kind::Deployment, name, &uid),
+                },
+                "spec": {"replicas": replicas, "selector": selector, "template": template},
+            });
+            let rt = store.lock().registry.get("apps", "v1", "replicasets");
+            let opts = WriteOptions {
+                field_manager: Some(MANAGER.into()),
+                ..Default::default()
+            };
+            if let Some(rt) = rt {
+                let _ = store.lock().create(&rt, ns, rs, &opts);
+            }
+        }
+    }
+    // Its Pods at once, so the Deployment's status below is the rolled-out one.
+    reconcile_pods(store, Kind::ReplicaSet, ns, &rs_name);
+    let running = store
+        .get("apps/v1", "replicasets", Some(ns), &rs_name)
+        .map(|rs| rs["status"]["replicas"].as_u64().unwrap_or_default())
+        .unwrap_or_default() as usize;
+    let want = desired_status(Kind::Deployment, &deployment, running, &hash);
+    if deployment["status"] != want {
+        write_status(
+            store,
+            ("apps", "v1", "deployments"),
+            ns,
+            name,
+            want,
+            MANAGER,
+        );
+    }
+}
+
+/// A ReplicaSet or StatefulSet: `spec.replicas` Pods of its template. A StatefulSet replaces
+/// Pods of an earlier template (its `controller-revision-hash`); a ReplicaSet, as the real
+/// one, never looks at its Pods' template.
+fn reconcile_pods(store: &Store, kind: Kind, ns: &str, name: &str) {
     let Ok(workload) = store.get("apps/v1", kind.plural(), Some(ns), name) else {
         return;
     };
@@ -76,21 +174,18 @@ fn reconcile(store: &Store, kind: Kind, ns: &str, name: &str) {
     }
     let uid = meta(&workload, "uid").to_owned();
     let template = &workload["spec"]["template"];
-    let (label, revision) = kind.revision_label(name, &template_hash(template));
+    let revision = format!("{name}-{}", template_hash(template));
     let replicas = workload["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
-    let pods: Vec<Value> = store
-        .lock()
-        .dependents_of(PODS_KEY, &uid)
-        .iter()
-        .map(|p| Obj::value(p))
-        .collect();
-    let current = |p: &&Value| p["metadata"]["labels"][label] == revision.as_str();
-    // A new template replaces every Pod (a rollout with maxSurge = replicas, minus the wait).
+    let pods = owned_by(store, PODS_KEY, &uid);
+    let current = |p: &Value| {
+        kind == Kind::ReplicaSet
+            || p["metadata"]["labels"]["controller-revision-hash"] == revision.as_str()
+    };
     let mut kept = 0;
     for pod in &pods {
         let wanted = match kind {
-            Kind::Deployment => current(&pod) && kept < replicas,
-            Kind::StatefulSet => current(&pod) && ordinal(name, meta(pod, "name")) < Some(replicas),
+            Kind::StatefulSet => current(pod) && ordinal(name, meta(pod, "name")) < Some(replicas),
+            _ => kept < replicas,
         };
         if wanted {
             kept += 1;
@@ -100,25 +195,22 @@ fn reconcile(store: &Store, kind: Kind, ns: &str, name: &str) {
     }
     let new_pod = |pod_name: Option<String>| {
         let mut labels = template["metadata"]["labels"].clone();
-        labels[label] = json!(revision);
+        if kind == Kind::StatefulSet {
+            labels["controller-revision-hash"] = json!(revision);
+        }
         let mut metadata = json!({
             "namespace": ns,
             "labels": labels,
             "annotations": template["metadata"]["annotations"].as_object().cloned().unwrap_or_default(),
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": kind.name(), "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
+            "ownerReferences": controller_ref(kind, name, &uid),
         });
         match pod_name {
             Some(n) => metadata["name"] = json!(n),
-            None => metadata["generateName"] = json!(format!("{name}-{revision}-")),
+            None => metadata["generateName"] = json!(format!("{name}-")),
         }
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]})
     };
     match kind {
-        Kind::Deployment => {
-            for _ in kept..replicas {
-                run_pod(store, ns, new_pod(None), MANAGER);
-            }
-        }
         Kind::StatefulSet => {
             let stored = store.lock();
             let missing: Vec<String> = (0..replicas)
@@ -130,14 +222,17 @@ fn reconcile(store: &Store, kind: Kind, ns: &str, name: &str) {
                 run_pod(store, ns, new_pod(Some(n)), MANAGER);
             }
         }
+        _ => {
+            for _ in kept..replicas {
+                run_pod(store, ns, new_pod(None), MANAGER);
+            }
+        }
     }
-    let updated = store
-        .lock()
-        .dependents_of(PODS_KEY, &uid)
+    let running = owned_by(store, PODS_KEY, &uid)
         .iter()
-        .filter(|p| p.label(label) == Some(revision.as_str()))
+        .filter(|p| current(p))
         .count();
-    let want = desired_status(kind, &workload, updated, &revision);
+    let want = desired_status(kind, &workload, running, &revision);
     if workload["status"] != want {
         write_status(
             store,
@@ -160,12 +255,12 @@ fn desired_status(kind: Kind, workload: &Value, updated: usize, revision: &str) 
     let mut status = json!({
         "observedGeneration": workload["metadata"]["generation"],
         "replicas": updated,
-        "updatedReplicas": updated,
         "readyReplicas": updated,
         "availableReplicas": updated,
     });
     match kind {
         Kind::Deployment => {
+            status["updatedReplicas"] = json!(updated);
             let old = &workload["status"]["conditions"];
             let condition = |t: &str, reason: &str, message: String| {
                 let kept = old
@@ -194,23 +289,28 @@ fn desired_status(kind: Kind, workload: &Value, updated: usize, revision: &str) 
             ]);
         }
         Kind::StatefulSet => {
+            status["updatedReplicas"] = json!(updated);
             status["currentReplicas"] = json!(updated);
             status["currentRevision"] = json!(revision);
             status["updateRevision"] = json!(revision);
             status["collisionCount"] = json!(0);
         }
+        Kind::ReplicaSet => status["fullyLabeledReplicas"] = json!(updated),
     }
     status
 }
 
 /// Runs the workload stand-in until `shutdown` flips.
 pub async fn run_workloads(store: Store, mut shutdown: watch::Receiver<bool>) {
-    let mut watching = Watching::start(&store, &[DEPLOYMENTS_KEY, STATEFULSETS_KEY, PODS_KEY]);
+    let mut watching = Watching::start(
+        &store,
+        &[DEPLOYMENTS_KEY, STATEFULSETS_KEY, REPLICASETS_KEY, PODS_KEY],
+    );
     let mut rescan = true;
     loop {
         if rescan {
             rescan = false;
-            for key in [DEPLOYMENTS_KEY, STATEFULSETS_KEY] {
+            for key in [DEPLOYMENTS_KEY, STATEFULSETS_KEY, REPLICASETS_KEY] {
                 let all = store.lock().objects_of(key);
                 for o in all {
                     if let Some(kind) = Kind::of_key(key) {
@@ -224,26 +324,37 @@ pub async fn run_workloads(store: Store, mut shutdown: watch::Receiver<bool>) {
             change = watching.next() => match change {
                 Change::Events(key, events) => match Kind::of_key(&key) {
                     Some(kind) => {
-                        for ev in events.iter().filter(|e| e.kind != EventType::Deleted) {
-                            reconcile(&store, kind, ev.object.namespace(), ev.object.name());
+                        for ev in events.iter() {
+                            if ev.kind != EventType::Deleted {
+                                reconcile(&store, kind, ev.object.namespace(), ev.object.name());
+                            }
+                            // A ReplicaSet's status or deletion is its Deployment's news.
+                            if kind == Kind::ReplicaSet {
+                                reconcile_owners(&store, &ev.object);
+                            }
                         }
                     }
                     None => {
                         // A deleted Pod: its workload runs a new one.
                         for ev in events.iter().filter(|e| e.kind == EventType::Deleted) {
-                            for owner in ev.object.owners() {
-                                let at = store.lock().locate(&owner.uid);
-                                if let Some(at) = at
-                                    && let Some(kind) = Kind::of_key(&at.key)
-                                {
-                                    reconcile(&store, kind, &at.ns, &at.name);
-                                }
-                            }
+                            reconcile_owners(&store, &ev.object);
                         }
                     }
                 },
                 Change::Resync => rescan = true,
             },
+        }
+    }
+}
+
+/// Reconciles the workloads that own `object`.
+fn reconcile_owners(store: &Store, object: &Obj) {
+    for owner in object.owners() {
+        let at = store.lock().locate(&owner.uid);
+        if let Some(at) = at
+            && let Some(kind) = Kind::of_key(&at.key)
+        {
+            reconcile(store, kind, &at.ns, &at.name);
         }
     }
 }

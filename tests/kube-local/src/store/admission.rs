@@ -67,7 +67,9 @@ pub(super) fn admit_kind(
                 errs.push(FieldError::required("spec.containers", ""));
             }
         }
-        ("apps", "deployments" | "statefulsets") => admit_workload(old, obj, &mut errs),
+        ("apps", "deployments" | "statefulsets" | "replicasets") => {
+            admit_workload(old, obj, &mut errs)
+        }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             let spec = &obj["spec"];
             let group = spec["group"].as_str().unwrap_or_default();
@@ -98,7 +100,7 @@ pub(super) fn admit_kind(
     }
 }
 
-/// Deployments and StatefulSets: `replicas` defaults to 1; the selector is required, must
+/// Deployments, StatefulSets and ReplicaSets: `replicas` defaults to 1; the selector is required, must
 /// select the template's labels and never changes; the template needs a container.
 fn admit_workload(old: Option<&Value>, obj: &mut Value, errs: &mut Vec<FieldError>) {
     if obj["spec"]["replicas"].is_null() {
