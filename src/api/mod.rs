@@ -8,6 +8,7 @@ pub mod authorization_policy;
 pub mod crd;
 pub mod inference_service;
 pub mod keys;
+mod schema;
 mod third_party;
 pub mod workload;
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use authorization_policy::AuthorizationPolicy;
 pub use inference_service::InferenceService;
+use schema::{conditions_schema, count_schema, preserve_unknown_object};
 pub(crate) use third_party::{api_version, kind, namespaced_resource};
 
 /// The audience Kubeflow's ingress gateway accepts for ServiceAccount tokens.
@@ -117,12 +119,25 @@ fn enabled() -> bool {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("!has(self.template) || !has(self.kind) || self.kind == 'InferenceService'").message("a template applies only to kind InferenceService: an LLMInferenceService is only read"))]
+#[x_kube(
+    validation = kube::core::Rule::new("!has(self.template) || !has(self.kind) || self.kind == 'InferenceService'").message("a template applies only to kind InferenceService: an LLMInferenceService is only read"),
+    validation = kube::core::Rule::new("!has(self.template) || !has(self.namespace)").message("a template creates the InferenceService in the access's own namespace: drop namespace, or reference an existing InferenceService there without a template"),
+    validation = kube::core::Rule::new("!has(self.namespace) || !has(self.kind) || self.kind == 'InferenceService'").message("only an InferenceService can be reached in another namespace")
+)]
 pub struct InferenceServiceRef {
-    /// Name of the InferenceService (`serving.kserve.io/v1beta1`) in this namespace.
+    /// Name of the InferenceService (`serving.kserve.io/v1beta1`), in this namespace or in
+    /// `namespace`.
     #[schemars(length(max = 63))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')").message("must be a DNS-1035 label, as KServe requires for an InferenceService name"))]
     pub name: String,
+    /// The InferenceService's namespace, when it is not the access's. Its owner consents with a
+    /// ReferenceGrant there (from group `inference-access.io`, kind `InferenceAccess`, this
+    /// namespace; to group `serving.kserve.io`, kind `InferenceService`, this name or none);
+    /// until then the access is `ConsentPending`: no token, no policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')").message("must be a namespace name (a DNS-1123 label)"))]
+    pub namespace: Option<String>,
     /// What `name` names: an `InferenceService` (default; KServe v1 paths) or an
     /// `LLMInferenceService` (`serving.kserve.io/v1alpha2`; OpenAI-style paths, URL from its
     /// status). Exactly one target either way.
@@ -469,35 +484,6 @@ fn default_probe_paths() -> Vec<String> {
 
 fn default_gateway_url() -> String {
     DEFAULT_GATEWAY_URL.to_owned()
-}
-
-fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true,
-    })
-}
-
-/// A count as Kubernetes types it: int32, without a `minimum`. The CRD types hold a minimum as a
-/// float, which YAML tools (kustomize) round-trip from `0.0` to `0`, which reads as drift; only
-/// the operator writes this count, so the bound guards nothing.
-fn count_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "integer",
-        "format": "int32",
-        "nullable": true,
-    })
-}
-
-/// Conditions as a map list keyed by type, so server-side apply merges them per condition.
-fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    let mut schema = generator.subschema_for::<Vec<Condition>>();
-    schema.insert("x-kubernetes-list-type".into(), "map".into());
-    schema.insert(
-        "x-kubernetes-list-map-keys".into(),
-        serde_json::json!(["type"]),
-    );
-    schema
 }
 
 #[cfg(test)]
