@@ -77,7 +77,7 @@ pub(crate) async fn owner_token(env: &Env) -> String {
 }
 
 /// POSTs the sample's input to `model`'s v1 predict path at `base`, for `host`.
-async fn predict(base: &str, host: &str, token: Option<&str>) -> Response {
+pub(crate) async fn predict(base: &str, host: &str, token: Option<&str>) -> Response {
     let bearer = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("host", host), ("content-type", "application/json")];
     if let Some(bearer) = &bearer {
