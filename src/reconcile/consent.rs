@@ -14,6 +14,7 @@ use kube::core::PartialObjectMeta;
 use serde_json::Value;
 
 use super::apply::Applier;
+use super::conditions::{Check, reason};
 use super::detect::{in_ns, list_or_empty};
 use super::error::{Error, Kind};
 use super::mesh;
@@ -120,6 +121,18 @@ pub async fn withdraw(applier: &Applier<'_>, plan: &Plan) -> Result<(), Error> {
     let secret = applier.cached::<PartialObjectMeta<Secret>>(&plan.secret.name);
     applier.remove(Kind::Secret, secret).await?;
     Ok(())
+}
+
+/// The check for an access whose model's owner has not consented: who can fix it, and how.
+pub fn pending(plan: &Plan) -> Check {
+    let (name, from) = (&plan.target.name, &plan.access.namespace);
+    let ns = plan.target.other_namespace.as_deref().unwrap_or_default();
+    Check::failed(
+        reason::CONSENT_PENDING,
+        format!(
+            "no ReferenceGrant in namespace {ns} lets InferenceAccesses from namespace {from} refer to InferenceService {name}; its owner creates one (from group inference-access.io, kind InferenceAccess, namespace {from}; to group serving.kserve.io, kind InferenceService, name {name}); until then no token and no policy"
+        ),
+    )
 }
 
 #[cfg(test)]

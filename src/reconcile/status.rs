@@ -181,28 +181,16 @@ fn target_check(plan: &Plan, outcome: &TargetOutcome) -> Check {
                     .to_owned(),
             ),
         },
-        TargetOutcome::NotFound => match &plan.target.other_namespace {
-            Some(ns) => Check::failed(
-                reason::INFERENCE_SERVICE_NOT_FOUND,
-                format!("InferenceService {name} does not exist in namespace {ns}"),
-            ),
-            None => Check::failed(
-                reason::INFERENCE_SERVICE_NOT_FOUND,
-                format!(
+        TargetOutcome::NotFound => Check::failed(
+            reason::INFERENCE_SERVICE_NOT_FOUND,
+            match &plan.target.other_namespace {
+                Some(ns) => format!("InferenceService {name} does not exist in namespace {ns}"),
+                None => format!(
                     "InferenceService {name} does not exist in this namespace: create it, or set spec.inferenceService.template"
                 ),
-            ),
-        },
-        TargetOutcome::ConsentPending { .. } => {
-            let ns = plan.target.other_namespace.as_deref().unwrap_or_default();
-            Check::failed(
-                reason::CONSENT_PENDING,
-                format!(
-                    "no ReferenceGrant in namespace {ns} lets InferenceAccesses from namespace {} refer to InferenceService {name}; its owner creates one (from group inference-access.io, kind InferenceAccess, namespace {}; to group serving.kserve.io, kind InferenceService, name {name}); until then no token and no policy",
-                    plan.access.namespace, plan.access.namespace
-                ),
-            )
-        }
+            },
+        ),
+        TargetOutcome::ConsentPending { .. } => super::consent::pending(plan),
         TargetOutcome::NotServed => Check::failed(
             reason::INFERENCE_SERVICE_NOT_FOUND,
             "the InferenceService resource (serving.kserve.io/v1beta1) is not served: KServe is not installed",
