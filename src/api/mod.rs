@@ -119,10 +119,11 @@ fn enabled() -> bool {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+// `namespace` is a CEL reserved word: Kubernetes' CEL reads the field as `__namespace__`.
 #[x_kube(
     validation = kube::core::Rule::new("!has(self.template) || !has(self.kind) || self.kind == 'InferenceService'").message("a template applies only to kind InferenceService: an LLMInferenceService is only read"),
-    validation = kube::core::Rule::new("!has(self.template) || !has(self.namespace)").message("a template creates the InferenceService in the access's own namespace: drop namespace, or reference an existing InferenceService there without a template"),
-    validation = kube::core::Rule::new("!has(self.namespace) || !has(self.kind) || self.kind == 'InferenceService'").message("only an InferenceService can be reached in another namespace")
+    validation = kube::core::Rule::new("!has(self.template) || !has(self.__namespace__)").message("a template creates the InferenceService in the access's own namespace: drop namespace, or reference an existing InferenceService there without a template"),
+    validation = kube::core::Rule::new("!has(self.__namespace__) || !has(self.kind) || self.kind == 'InferenceService'").message("only an InferenceService can be reached in another namespace")
 )]
 pub struct InferenceServiceRef {
     /// Name of the InferenceService (`serving.kserve.io/v1beta1`), in this namespace or in
