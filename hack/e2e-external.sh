@@ -18,7 +18,9 @@ if [[ -z $kubeconfig ]]; then
   cargo build --quiet -p kube-local
   kubeconfig=$work/cluster.kubeconfig
   rm -f "$kubeconfig"
-  "$root/target/debug/kube-local" serve --kubeconfig "$kubeconfig" >"$work/kube-local.log" 2>&1 &
+  # ReferenceGrant: the consent an access across namespaces needs (tests/e2e/cross_namespace.rs).
+  "$root/target/debug/kube-local" serve --kubeconfig "$kubeconfig" \
+    --crd "$root/tests/mesh-local/tests/fixtures/crds/gateway.networking.k8s.io_referencegrants.yaml" >"$work/kube-local.log" 2>&1 &
   pid=$!
   deadline=$((SECONDS + 60))
   # The kubeconfig is written once the server listens.

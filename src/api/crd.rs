@@ -23,4 +23,66 @@ mod tests {
             "crds/inference-access.io_inferenceaccesses.yaml is stale: run `make crds`"
         );
     }
+
+    /// Kubernetes' CEL escapes property names that are CEL reserved words (`namespace` above
+    /// all): `self.namespace` does not compile on a real API server, which then refuses the CRD.
+    #[test]
+    fn no_rule_names_a_reserved_word_unescaped() {
+        const RESERVED: [&str; 17] = [
+            "as",
+            "break",
+            "const",
+            "continue",
+            "else",
+            "for",
+            "function",
+            "if",
+            "import",
+            "let",
+            "loop",
+            "package",
+            "namespace",
+            "return",
+            "var",
+            "void",
+            "while",
+        ];
+        let crd =
+            serde_json::to_value(<crate::api::InferenceAccess as kube::CustomResourceExt>::crd())
+                .unwrap();
+        let mut rules = Vec::new();
+        fn collect(value: &serde_json::Value, rules: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (key, inner) in map {
+                        if key == "rule"
+                            && let Some(rule) = inner.as_str()
+                        {
+                            rules.push(rule.to_owned());
+                        }
+                        collect(inner, rules);
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|i| collect(i, rules)),
+                _ => {}
+            }
+        }
+        collect(&crd, &mut rules);
+        assert!(
+            rules.iter().any(|r| r.contains("__namespace__")),
+            "{rules:?}"
+        );
+        for rule in &rules {
+            for word in RESERVED {
+                for prefix in ["self.", "oldSelf."] {
+                    let access = format!("{prefix}{word}");
+                    let unescaped = rule.match_indices(&access).any(|(at, _)| {
+                        !rule[at + access.len()..]
+                            .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                    });
+                    assert!(!unescaped, "{rule}: write {prefix}__{word}__");
+                }
+            }
+        }
+    }
 }

@@ -118,12 +118,26 @@ fn enabled() -> bool {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("!has(self.template) || !has(self.kind) || self.kind == 'InferenceService'").message("a template applies only to kind InferenceService: an LLMInferenceService is only read"))]
+// `namespace` is a CEL reserved word: Kubernetes' CEL reads the field as `__namespace__`.
+#[x_kube(
+    validation = kube::core::Rule::new("!has(self.template) || !has(self.kind) || self.kind == 'InferenceService'").message("a template applies only to kind InferenceService: an LLMInferenceService is only read"),
+    validation = kube::core::Rule::new("!has(self.template) || !has(self.__namespace__)").message("a template creates the InferenceService in the access's own namespace: drop namespace, or reference an existing InferenceService there without a template"),
+    validation = kube::core::Rule::new("!has(self.__namespace__) || !has(self.kind) || self.kind == 'InferenceService'").message("only an InferenceService can be reached in another namespace")
+)]
 pub struct InferenceServiceRef {
-    /// Name of the InferenceService (`serving.kserve.io/v1beta1`) in this namespace.
+    /// Name of the InferenceService (`serving.kserve.io/v1beta1`), in this namespace or in
+    /// `namespace`.
     #[schemars(length(max = 63))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')").message("must be a DNS-1035 label, as KServe requires for an InferenceService name"))]
     pub name: String,
+    /// The InferenceService's namespace, when it is not the access's. Its owner consents with a
+    /// ReferenceGrant there (from group `inference-access.io`, kind `InferenceAccess`, this
+    /// namespace; to group `serving.kserve.io`, kind `InferenceService`, this name or none);
+    /// until then the access is `ConsentPending`: no token, no policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')").message("must be a namespace name (a DNS-1123 label)"))]
+    pub namespace: Option<String>,
     /// What `name` names: an `InferenceService` (default; KServe v1 paths) or an
     /// `LLMInferenceService` (`serving.kserve.io/v1alpha2`; OpenAI-style paths, URL from its
     /// status). Exactly one target either way.

@@ -163,9 +163,11 @@ pub fn render(
                 .user_id(namespace)
                 .unwrap_or_else(|| format!("<the username in Secret {}>", dex_secret_name(&plan))),
         };
-        objects.push(to_value(&build::authorization_policy(
-            &plan, policy, &user_id,
-        ))?);
+        let wanted = match &plan.target.other_namespace {
+            Some(model_ns) => build::consumer_policy(&plan, policy, &user_id, model_ns),
+            None => build::authorization_policy(&plan, policy, &user_id),
+        };
+        objects.push(to_value(&wanted)?);
     }
     Ok(objects)
 }

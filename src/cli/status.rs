@@ -131,12 +131,19 @@ async fn gather(cluster: &Cluster, access: &InferenceAccess) -> Report {
     let name = access.metadata.name.clone().unwrap_or_default();
     let status = access.status.clone().unwrap_or_default();
     let isvc_name = access.spec.inference_service.name.clone();
+    // A model in another namespace is read there (what the user's own rights show them).
+    let model_ns = access
+        .spec
+        .inference_service
+        .namespace
+        .as_ref()
+        .unwrap_or(ns);
 
     let mut inference_service = InferenceServiceView {
         name: isvc_name.clone(),
         ..Default::default()
     };
-    match Api::<InferenceService>::namespaced(cluster.client.clone(), ns)
+    match Api::<InferenceService>::namespaced(cluster.client.clone(), model_ns)
         .get_opt(&isvc_name)
         .await
     {
@@ -180,9 +187,14 @@ async fn gather(cluster: &Cluster, access: &InferenceAccess) -> Report {
         ..Default::default()
     };
     if access.spec.mesh.mode == MeshMode::AuthorizationPolicy {
-        // Named after the access, as plan::policy_name says.
-        let policy_name = name.clone();
-        match Api::<AuthorizationPolicy>::namespaced(cluster.client.clone(), ns)
+        // Named after the access, as plan::policy_name says; in the model's namespace after
+        // its consumer (gateway_policy::consumer_policy_name).
+        let policy_name = if model_ns == ns {
+            name.clone()
+        } else {
+            format!("from-{ns}.{name}")
+        };
+        match Api::<AuthorizationPolicy>::namespaced(cluster.client.clone(), model_ns)
             .get_opt(&policy_name)
             .await
         {

@@ -116,6 +116,12 @@ impl<'a> Applier<'a> {
         K::cache(self.caches).get(&self.namespace, name)
     }
 
+    /// The object in another namespace as the caches know it: a model another namespace's
+    /// owner lets this access reach (the caches cover every namespace when that is allowed).
+    pub fn cached_in<K: Cached>(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        K::cache(self.caches).get(namespace, name)
+    }
+
     /// The object as the API server has it now (one request): for objects no watch covers.
     pub async fn fetch<K: Object>(&self, kind: Kind, name: &str) -> Result<Option<K>, Error> {
         self.api::<K>()

@@ -8,7 +8,10 @@ use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, T
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-pub use super::gateway_policy::{ModelAtGateway, gateway_policy, gateway_policy_name};
+use super::gateway_policy::foreign_meta;
+pub use super::gateway_policy::{
+    ModelAtGateway, consumer_policy_name, gateway_policy, gateway_policy_name,
+};
 use super::plan::{Plan, PolicyPlan, policy_name};
 use crate::api::authorization_policy::{self as ap, AuthorizationPolicy};
 use crate::api::inference_service::{InferenceService, SIDECAR_INJECT_ANNOTATION};
@@ -167,6 +170,19 @@ pub fn authorization_policy(
         },
         ..AuthorizationPolicy::default()
     }
+}
+
+/// A model in another namespace, with its owner's consent: the same policy, in the model's
+/// namespace, named after the consumer and labelled instead of owned.
+pub fn consumer_policy(
+    plan: &Plan,
+    policy: &PolicyPlan,
+    user_id: &str,
+    model_namespace: &str,
+) -> AuthorizationPolicy {
+    let mut wanted = authorization_policy(plan, policy, user_id);
+    wanted.metadata = foreign_meta(plan, model_namespace, consumer_policy_name(plan));
+    wanted
 }
 
 /// Ambient: the same rules, attached to the predictor Service so its waypoint enforces them. A

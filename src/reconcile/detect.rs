@@ -225,7 +225,7 @@ fn read_failed(right: String) -> impl FnOnce(kube::Error) -> Error {
 }
 
 /// Where a namespaced read happens, for the right it needs.
-fn in_ns(namespace: &str) -> String {
+pub(super) fn in_ns(namespace: &str) -> String {
     format!("in namespace {namespace}")
 }
 
@@ -244,7 +244,7 @@ where
 }
 
 /// A LIST that takes "kind not served" as empty; `right` names it for a 403.
-async fn list_or_empty(
+pub(super) async fn list_or_empty(
     api: &Api<DynamicObject>,
     params: &ListParams,
     right: String,
@@ -418,48 +418,6 @@ pub fn issuers_for<'a>(specs: impl Iterator<Item = &'a Value>, gateway: &str) ->
     issuers.sort();
     issuers.dedup();
     issuers
-}
-
-/// Whether a ReferenceGrant in the Gateway's namespace lets InferenceAccesses of
-/// `access_namespace` refer to the Gateway: its owner's consent to policies there.
-pub async fn gateway_consents(
-    client: &Client,
-    gateway: &GatewayRef,
-    access_namespace: &str,
-) -> Result<bool, Error> {
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1beta1", "ReferenceGrant"),
-        "referencegrants",
-    );
-    let api = Api::<DynamicObject>::namespaced_with(client.clone(), &gateway.namespace, &resource);
-    let right = format!(
-        "list referencegrants.gateway.networking.k8s.io {}",
-        in_ns(&gateway.namespace)
-    );
-    let list = list_or_empty(&api, &ListParams::default(), right).await?;
-    Ok(list
-        .iter()
-        .any(|grant| grant_admits(&grant.data, &gateway.name, access_namespace)))
-}
-
-/// Pure part of `gateway_consents`.
-pub fn grant_admits(grant: &Value, gateway: &str, access_namespace: &str) -> bool {
-    let spec = &grant["spec"];
-    let from = spec["from"].as_array().is_some_and(|from| {
-        from.iter().any(|f| {
-            f["group"] == "inference-access.io"
-                && f["kind"] == "InferenceAccess"
-                && f["namespace"] == access_namespace
-        })
-    });
-    let to = spec["to"].as_array().is_some_and(|to| {
-        to.iter().any(|t| {
-            t["group"] == "gateway.networking.k8s.io"
-                && t["kind"] == "Gateway"
-                && t["name"].as_str().is_none_or(|n| n == gateway)
-        })
-    });
-    from && to
 }
 
 #[cfg(test)]

@@ -144,22 +144,3 @@ fn issuers_come_from_request_authentications_attached_to_the_gateway() {
         ["https://a", "https://b"]
     );
 }
-
-#[test]
-fn a_reference_grant_names_the_access_namespace_and_the_gateway() {
-    let grant = |ns: &str, to: Value| json!({"spec": {"from": [{"group": "inference-access.io", "kind": "InferenceAccess", "namespace": ns}], "to": [to]}});
-    let gateway = |name: Option<&str>| match name {
-        Some(n) => json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": n}),
-        None => json!({"group": "gateway.networking.k8s.io", "kind": "Gateway"}),
-    };
-    let g = "kserve-ingress-gateway";
-    assert!(grant_admits(&grant("team", gateway(Some(g))), g, "team"));
-    assert!(grant_admits(&grant("team", gateway(None)), g, "team"));
-    assert!(!grant_admits(&grant("other", gateway(Some(g))), g, "team"));
-    assert!(!grant_admits(&grant("team", gateway(Some("x"))), g, "team"));
-    assert!(!grant_admits(
-        &grant("team", json!({"group": "", "kind": "Service"})),
-        g,
-        "team"
-    ));
-}

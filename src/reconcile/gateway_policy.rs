@@ -1,4 +1,5 @@
-//! The policy at a shared Gateway (mesh.mode Auto, path Gateway), built from the plan: pure.
+//! Policies outside the access's namespace, built from the plan: pure. At a shared Gateway
+//! (mesh.mode Auto, path Gateway), and on a model in another namespace (its consumer's policy).
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,33 @@ pub fn gateway_policy_name(plan: &Plan) -> String {
         "inference-access.{}.{}",
         plan.access.namespace, plan.target.name
     )
+}
+
+/// The policy on a model in another namespace is named after its consumer: the access's
+/// namespace and name (DNS labels and a DNS subdomain: the dot keeps them apart).
+pub fn consumer_policy_name(plan: &Plan) -> String {
+    format!("from-{}.{}", plan.access.namespace, plan.access.name)
+}
+
+/// Metadata of a policy the access writes outside its namespace: the operator's labels, the
+/// access's namespace in a label (both found by selector when it goes) and its uid in an
+/// annotation (an object of that name without it is someone else's).
+pub fn foreign_meta(plan: &Plan, namespace: &str, name: String) -> ObjectMeta {
+    let mut labels = keys::owned_labels(&plan.access.name);
+    labels.insert(
+        keys::ACCESS_NAMESPACE_LABEL.into(),
+        plan.access.namespace.clone(),
+    );
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(labels),
+        annotations: Some(BTreeMap::from([(
+            keys::ANNOTATION_ACCESS_UID.to_owned(),
+            plan.access.uid.clone(),
+        )])),
+        ..ObjectMeta::default()
+    }
 }
 
 /// What a request to this model at the Gateway looks like: its host (with any port) and, for
@@ -41,21 +69,7 @@ pub fn gateway_policy(
     subject: &str,
     model: &ModelAtGateway,
 ) -> AuthorizationPolicy {
-    let mut labels = keys::owned_labels(&plan.access.name);
-    labels.insert(
-        keys::ACCESS_NAMESPACE_LABEL.into(),
-        plan.access.namespace.clone(),
-    );
-    let metadata = ObjectMeta {
-        name: Some(gateway_policy_name(plan)),
-        namespace: Some(gateway.namespace.clone()),
-        labels: Some(labels),
-        annotations: Some(BTreeMap::from([(
-            keys::ANNOTATION_ACCESS_UID.to_owned(),
-            plan.access.uid.clone(),
-        )])),
-        ..ObjectMeta::default()
-    };
+    let metadata = foreign_meta(plan, &gateway.namespace, gateway_policy_name(plan));
     let paths = match model.path_prefix.as_str() {
         "" => Vec::new(),
         prefix => vec![prefix.to_owned(), format!("{prefix}/*")],

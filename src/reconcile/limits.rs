@@ -43,6 +43,9 @@ pub struct Limits {
     /// Whether an access may template (create) its InferenceService: creating an
     /// InferenceService runs pods, a right RBAC grants separately.
     pub templates: bool,
+    /// Whether an access may reach a model in another namespace (with its owner's consent):
+    /// only an operator that watches every namespace follows consents as they change.
+    pub cross_namespace: bool,
     /// Audiences never minted (the API server's).
     pub api_audiences: Vec<String>,
 }
@@ -56,6 +59,7 @@ impl Default for Limits {
             allowed_user_id_headers: vec![DEFAULT_USER_ID_HEADER.to_owned()],
             allowed_source_principals: vec![DEFAULT_GATEWAY_PRINCIPAL.to_owned()],
             templates: true,
+            cross_namespace: true,
             api_audiences: API_AUDIENCES.iter().map(|a| (*a).to_owned()).collect(),
         }
     }

@@ -9,7 +9,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 
 use super::apply::{Applied, Applier, contains};
 use super::build::{self, ModelAtGateway};
-use super::detect::{self, Detected, GatewayRef, MeshPath};
+use super::consent::{self, Referent};
+use super::detect::{self, Detected, MeshPath};
 use super::error::{Error, Kind};
 use super::plan::{IdentityPlan, MeshPlan, Plan, PolicyPlan, policy_name};
 use crate::api::keys;
@@ -157,6 +158,21 @@ async fn run(
     if !applier.policies_served() {
         return Ok(MeshOutcome::IstioNotInstalled);
     }
+    if let Some(model_namespace) = &plan.target.other_namespace {
+        // The policy goes where the model is; one left here from before the move goes.
+        applier.remove(Kind::AuthorizationPolicy, current).await?;
+        let wanted = build::consumer_policy(plan, policy, user_id, model_namespace);
+        return Ok(
+            match ensure_foreign_policy(applier, plan, &wanted, user_id).await? {
+                AutoResult::Applied { user_id, applied } => MeshOutcome::PolicyReady {
+                    user_id,
+                    applied,
+                    no_sidecar: isvc.sidecar_disabled(),
+                },
+                _ => MeshOutcome::PolicyConflict,
+            },
+        );
+    }
     remove_gateway_policies(applier, plan).await?;
     let wanted = build::authorization_policy(plan, policy, user_id);
     let applied = match applier.ensure(Kind::AuthorizationPolicy, &wanted).await? {
@@ -213,7 +229,14 @@ async fn auto(
     let client = applier.client();
     let refused = if !matches!(plan.identity, IdentityPlan::ServiceAccount { .. }) {
         Some(AutoResult::SessionAtGateway)
-    } else if !detect::gateway_consents(client, gateway, &plan.access.namespace).await? {
+    } else if !consent::consents(
+        client,
+        &gateway.namespace,
+        Referent::gateway(&gateway.name),
+        &plan.access.namespace,
+    )
+    .await?
+    {
         Some(AutoResult::GatewayNotAllowed)
     } else {
         None
@@ -240,21 +263,22 @@ async fn auto(
         return Ok(refused.unwrap_or(AutoResult::Unprotected));
     };
     let wanted = build::gateway_policy(plan, gateway, &issuers, user_id, &model);
-    ensure_gateway_policy(applier, plan, gateway, &wanted, user_id).await
+    ensure_foreign_policy(applier, plan, &wanted, user_id).await
 }
 
-/// The policy at the Gateway, in the Gateway's namespace: no owner reference can point at the
-/// access there, so the access carries a finalizer that deletes it, and the policy names the
-/// access's uid (an object of that name without it is someone else's and left alone).
-async fn ensure_gateway_policy(
+/// A policy outside the access's namespace (at a Gateway, or where a model in another namespace
+/// is): no owner reference can point at the access there, so the access carries a finalizer
+/// that deletes it, and the policy names the access's uid (an object of that name without it
+/// is someone else's and left alone). Only `Applied` and `Conflict` come back.
+async fn ensure_foreign_policy(
     applier: &Applier<'_>,
     plan: &Plan,
-    gateway: &GatewayRef,
     wanted: &AuthorizationPolicy,
     user_id: &str,
 ) -> Result<AutoResult, Error> {
     let client = applier.client();
-    let api = Api::<AuthorizationPolicy>::namespaced(client.clone(), &gateway.namespace);
+    let namespace = wanted.namespace().unwrap_or_default();
+    let api = Api::<AuthorizationPolicy>::namespaced(client.clone(), &namespace);
     let name = wanted.name_any();
     let fail = |err| Error::api(Kind::AuthorizationPolicy)(err);
     let current = api.get_opt(&name).await.map_err(fail)?;
@@ -276,8 +300,8 @@ async fn ensure_gateway_policy(
         }
     }
     add_finalizer(applier, plan).await?;
-    // Another Gateway (the route moved): the policy at the old one goes.
-    remove_gateway_policies_except(applier, &Owner::of(plan), Some(&gateway.namespace)).await?;
+    // Another Gateway (the route moved) or model namespace: the policy there goes.
+    remove_gateway_policies_except(applier, &Owner::of(plan), Some(&namespace)).await?;
     api.patch(
         &name,
         &PatchParams::apply(keys::FIELD_MANAGER).force(),

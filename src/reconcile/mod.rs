@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod build;
 pub mod cache;
 pub mod conditions;
+pub mod consent;
 pub mod consumers;
 pub mod context;
 pub mod detect;

@@ -45,7 +45,10 @@ impl Outcomes {
     /// The first step failure, in pipeline order: what the reconcile backs off on.
     pub fn into_error(self) -> Option<Error> {
         let target = match self.target {
-            TargetOutcome::Failed(err) => Some(err),
+            TargetOutcome::Failed(err)
+            | TargetOutcome::ConsentPending {
+                withdraw_failed: Some(err),
+            } => Some(err),
             _ => None,
         };
         let identity = match self.identity {
@@ -180,10 +183,14 @@ fn target_check(plan: &Plan, outcome: &TargetOutcome) -> Check {
         },
         TargetOutcome::NotFound => Check::failed(
             reason::INFERENCE_SERVICE_NOT_FOUND,
-            format!(
-                "InferenceService {name} does not exist in this namespace: create it, or set spec.inferenceService.template"
-            ),
+            match &plan.target.other_namespace {
+                Some(ns) => format!("InferenceService {name} does not exist in namespace {ns}"),
+                None => format!(
+                    "InferenceService {name} does not exist in this namespace: create it, or set spec.inferenceService.template"
+                ),
+            },
         ),
+        TargetOutcome::ConsentPending { .. } => super::consent::pending(plan),
         TargetOutcome::NotServed => Check::failed(
             reason::INFERENCE_SERVICE_NOT_FOUND,
             "the InferenceService resource (serving.kserve.io/v1beta1) is not served: KServe is not installed",
@@ -342,7 +349,10 @@ fn issue_check(
 
 fn mesh_check(plan: &Plan, outcome: &MeshOutcome) -> Check {
     let isvc = &plan.target.name;
-    let policy = policy_name(plan);
+    let policy = match &plan.target.other_namespace {
+        Some(ns) => format!("{ns}/{}", build::consumer_policy_name(plan)),
+        None => policy_name(plan).to_owned(),
+    };
     match outcome {
         MeshOutcome::PolicyReady {
             no_sidecar: true, ..

@@ -8,6 +8,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 
 use super::apply::{Applied, Applier};
 use super::build;
+use super::consent;
 use super::error::{Error, Kind, api_status, describe};
 use super::plan::Plan;
 use crate::api::InferenceService;
@@ -23,6 +24,12 @@ pub enum TargetOutcome {
     },
     /// Referenced, and not there.
     NotFound,
+    /// In another namespace, and no ReferenceGrant there admits this access: the model was not
+    /// even looked up (whether it exists is its owner's to tell).
+    ConsentPending {
+        /// What the consent let the access have could not be removed.
+        withdraw_failed: Option<Error>,
+    },
     /// The InferenceService kind is not served: KServe is not installed.
     NotServed,
     /// Templated, but it exists and this access does not control it.
@@ -46,6 +53,23 @@ impl TargetOutcome {
 }
 
 pub async fn resolve(applier: &Applier<'_>, plan: &Plan) -> TargetOutcome {
+    if let Some(model_namespace) = &plan.target.other_namespace {
+        return match consent::model_consents(applier.client(), plan).await {
+            Ok(true) => {
+                match applier.cached_in::<InferenceService>(model_namespace, &plan.target.name) {
+                    Some(isvc) => TargetOutcome::Found {
+                        isvc,
+                        applied: false,
+                    },
+                    None => TargetOutcome::NotFound,
+                }
+            }
+            Ok(false) => TargetOutcome::ConsentPending {
+                withdraw_failed: consent::withdraw(applier, plan).await.err(),
+            },
+            Err(err) => TargetOutcome::Failed(err),
+        };
+    }
     if plan.target.kind == TargetKind::LlmInferenceService {
         return read_llm(applier.client(), plan).await;
     }

@@ -27,6 +27,7 @@ use crate::reconcile::{Context, error_policy, reconcile};
 use crate::runtime::index::ReferenceIndex;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::ops::Health;
+use crate::runtime::triggers::{self, owners};
 
 pub struct Settings {
     /// Namespaces to watch; empty watches the whole cluster.
@@ -64,10 +65,15 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     // The issuer this cluster signs tokens with is one more audience never to mint for.
-    let limits = match cluster_issuer(&client).await {
+    let mut limits = match cluster_issuer(&client).await {
         Some(issuer) => settings.limits.clone().with_api_audience(&issuer),
         None => settings.limits.clone(),
     };
+    // A consent the operator does not watch could be revoked unseen: across namespaces only
+    // when one controller watches the whole cluster and ReferenceGrants are served.
+    let grants_served =
+        settings.namespaces.is_empty() && triggers::reference_grants_served(&client).await;
+    limits.cross_namespace = grants_served;
     let recorder = Recorder::new(client.clone(), reporter);
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
@@ -82,6 +88,7 @@ pub async fn run(
         let scope = Scope {
             namespace,
             istio_installed,
+            grants_served,
             concurrency: settings.concurrency,
         };
         let base = Base {
@@ -107,6 +114,8 @@ where
 struct Scope {
     namespace: Option<String>,
     istio_installed: bool,
+    /// Watch ReferenceGrants (cluster-wide): consents to reach models across namespaces.
+    grants_served: bool,
     concurrency: u16,
 }
 
@@ -270,9 +279,9 @@ async fn controller(
             .with_metrics(base.metrics)
             .with_limits(base.limits),
     );
-    let models = Arc::new(ReferenceIndex::new(|a| {
-        Some(a.spec.inference_service.name.clone())
-    }));
+    let models = Arc::new(ReferenceIndex::across(triggers::model_of));
+    // Accesses by the namespace whose ReferenceGrants decide them (the key's name is empty).
+    let consents = Arc::new(ReferenceIndex::across(triggers::consent_namespace));
     let identities = Arc::new(ReferenceIndex::new(|a| a.spec.service_account.name.clone()));
     let logins = Arc::new(ReferenceIndex::new(|a| {
         a.spec
@@ -287,9 +296,10 @@ async fn controller(
     // Only objects carrying the operator's label: never every Secret in the cluster.
     let owned = watcher::Config::default().labels(OWNED_SELECTOR);
     let access_events = {
-        let (ctx, models, logins, identities, credentials) = (
+        let (ctx, models, consents, logins, identities, credentials) = (
             ctx.clone(),
             models.clone(),
+            consents.clone(),
             logins.clone(),
             identities.clone(),
             credentials.clone(),
@@ -306,6 +316,7 @@ async fn controller(
             if let Ok(event) = event {
                 ctx.caches.accesses.observe(event);
                 models.observe(event);
+                consents.observe(event);
                 logins.observe(event);
                 identities.observe(event);
                 credentials.observe(event);
@@ -386,13 +397,25 @@ async fn controller(
             ctx.clone(),
             credentials,
         ));
+    if scope.grants_served {
+        controller = controller.reconcile_on(triggers::grants(client, consents));
+    }
     if scope.istio_installed {
-        controller = controller.owns_stream(cached(
-            watcher::watcher(api::<AuthorizationPolicy>(client, namespace), owned),
-            policy_writer,
-            ctx.clone(),
-            |c| &c.policies,
-        ));
+        // A policy outside its access's namespace (a Gateway's, a model's in another
+        // namespace) has no owner reference: its labels name the access.
+        controller = controller.watches_stream(
+            cached(
+                watcher::watcher(api::<AuthorizationPolicy>(client, namespace), owned),
+                policy_writer,
+                ctx.clone(),
+                |c| &c.policies,
+            ),
+            |policy| {
+                let mut accesses = owners(&policy);
+                accesses.extend(triggers::labelled_access(&policy));
+                accesses
+            },
+        );
     } else {
         // Nothing will fill it: it is complete as it is.
         drop(policy_writer);
@@ -430,19 +453,6 @@ async fn controller(
             }
         });
     futures::join!(run, synced);
-}
-
-/// The accesses that control `object` (owner references).
-fn owners<K: Resource>(object: &K) -> Vec<ObjectRef<InferenceAccess>> {
-    let namespace = object.meta().namespace.clone().unwrap_or_default();
-    object
-        .meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .filter(|r| r.controller == Some(true) && r.kind == InferenceAccess::kind(&()))
-        .map(|r| ObjectRef::new(&r.name).within(&namespace))
-        .collect()
 }
 
 /// Whether a kind is served (its CRD installed and established): a list of at most one object

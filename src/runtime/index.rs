@@ -1,5 +1,6 @@
-//! Which accesses name a given object: the InferenceService they reach, the Dex Secret they log
-//! in with, the credential Secret they write. Kept up to date from the access watch, so an event on such an object finds its
+//! Which accesses name a given object: the InferenceService they reach (in any namespace), the
+//! namespace whose consent they need, the Dex Secret they log in with, the credential Secret
+//! they write. Kept up to date from the access watch, so an event on such an object finds its
 //! accesses by lookup, never by a scan of every access.
 
 use std::collections::{BTreeSet, HashMap};
@@ -12,23 +13,38 @@ use kube::{Resource, ResourceExt};
 use crate::api::InferenceAccess;
 
 type Key = (String, String);
+/// What an access refers to, as `(namespace, name)`.
+type Reference = Box<dyn Fn(&InferenceAccess) -> Option<Key> + Send + Sync>;
 
-/// Accesses by the name of an object in their namespace that they refer to.
+/// Accesses by the object they refer to: by name in their own namespace ([`Self::new`]), or by
+/// namespace and name anywhere ([`Self::across`]).
 pub struct ReferenceIndex {
-    reference: fn(&InferenceAccess) -> Option<String>,
+    reference: Reference,
     inner: Mutex<Inner>,
 }
 
 #[derive(Default)]
 struct Inner {
-    /// (namespace, referenced name) → access names.
-    by_reference: HashMap<Key, BTreeSet<String>>,
-    /// (namespace, access name) → referenced name.
-    of_access: HashMap<Key, String>,
+    /// (namespace, referenced name) → accesses (namespace, name).
+    by_reference: HashMap<Key, BTreeSet<Key>>,
+    /// (namespace, access name) → (namespace, referenced name).
+    of_access: HashMap<Key, Key>,
 }
 
 impl ReferenceIndex {
+    /// An object in the access's namespace, by name.
     pub fn new(reference: fn(&InferenceAccess) -> Option<String>) -> Self {
+        Self::across_with(Box::new(move |access| {
+            reference(access).map(|name| (access.namespace().unwrap_or_default(), name))
+        }))
+    }
+
+    /// An object in any namespace: `(namespace, name)`.
+    pub fn across(reference: fn(&InferenceAccess) -> Option<Key>) -> Self {
+        Self::across_with(Box::new(reference))
+    }
+
+    fn across_with(reference: Reference) -> Self {
         Self {
             reference,
             inner: Mutex::default(),
@@ -53,25 +69,23 @@ impl ReferenceIndex {
         }
     }
 
-    fn set(&self, access: &InferenceAccess, referenced: Option<String>) {
-        let namespace = access.namespace().unwrap_or_default();
-        let access_key = (namespace.clone(), access.name_any());
+    fn set(&self, access: &InferenceAccess, referenced: Option<Key>) {
+        let access_key = (access.namespace().unwrap_or_default(), access.name_any());
         let mut inner = self.inner();
-        if let Some(old) = inner.of_access.remove(&access_key) {
-            let old_key = (namespace.clone(), old);
-            if let Some(names) = inner.by_reference.get_mut(&old_key) {
-                names.remove(&access_key.1);
-                if names.is_empty() {
-                    inner.by_reference.remove(&old_key);
-                }
+        if let Some(old) = inner.of_access.remove(&access_key)
+            && let Some(accesses) = inner.by_reference.get_mut(&old)
+        {
+            accesses.remove(&access_key);
+            if accesses.is_empty() {
+                inner.by_reference.remove(&old);
             }
         }
         if let Some(referenced) = referenced {
             inner
                 .by_reference
-                .entry((namespace, referenced.clone()))
+                .entry(referenced.clone())
                 .or_default()
-                .insert(access_key.1.clone());
+                .insert(access_key.clone());
             inner.of_access.insert(access_key, referenced);
         }
     }
@@ -91,7 +105,7 @@ impl ReferenceIndex {
             .get(&key)
             .into_iter()
             .flatten()
-            .map(|name| ObjectRef::new(name).within(namespace))
+            .map(|(namespace, name)| ObjectRef::new(name).within(namespace))
             .collect()
     }
 }
@@ -141,5 +155,28 @@ mod tests {
         let mut elsewhere = isvc.clone();
         elsewhere.metadata.namespace = Some("team-b".into());
         assert!(index.accesses_of(&elsewhere).is_empty());
+    }
+
+    #[test]
+    fn an_access_is_found_from_the_namespace_it_refers_to() {
+        let index = ReferenceIndex::across(|a| {
+            let target = &a.spec.inference_service;
+            Some((target.namespace.clone()?, target.name.clone()))
+        });
+        let b = access(json!({"inferenceService": {"name": "m", "namespace": "team-a"}}))
+            .name("client")
+            .namespace("team-b")
+            .build();
+        let local = access(json!({"inferenceService": {"name": "m"}}))
+            .name("local")
+            .namespace("team-b")
+            .build();
+        index.observe(&watcher::Event::Apply(b.clone()));
+        index.observe(&watcher::Event::Apply(local));
+        let found = index.accesses_named("team-a", "m");
+        assert_eq!(found, [ObjectRef::new("client").within("team-b")]);
+        assert!(index.accesses_named("team-b", "m").is_empty());
+        index.observe(&watcher::Event::Delete(b));
+        assert!(index.accesses_named("team-a", "m").is_empty());
     }
 }

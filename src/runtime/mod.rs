@@ -6,3 +6,4 @@ pub mod leader;
 pub mod metrics;
 pub mod ops;
 pub mod run;
+pub mod triggers;

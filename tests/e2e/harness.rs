@@ -57,6 +57,8 @@ pub struct Env {
     /// The scenario's namespace: `NS` on its own kube-local; on a shared cluster one of its own,
     /// so scenarios (and the suite run twice) never meet.
     ns: String,
+    /// More namespaces of this scenario ([`Env::second_ns`]), deleted with `ns`.
+    more_ns: std::sync::Mutex<Vec<String>>,
 }
 
 /// The operator's identity on kube-local, so request accounting can tell it from the test.
@@ -229,6 +231,7 @@ impl Env {
             operator_kubeconfig,
             operator_args,
             ns,
+            more_ns: std::sync::Mutex::default(),
         };
         env.start_operator();
         env
@@ -347,6 +350,31 @@ impl Env {
     /// The scenario's namespace (`NS` on kube-local).
     pub fn ns(&self) -> &str {
         &self.ns
+    }
+
+    /// Another namespace for this scenario (a consumer's, a third party's), created now: `role`
+    /// itself on the scenario's own kube-local; on a shared cluster a fresh one of its own, so
+    /// runs never meet, deleted with the scenario's namespace.
+    pub async fn second_ns(&self, role: &str) -> String {
+        let name = match &self.plane {
+            Some(_) => role.to_owned(),
+            None => format!("{}-{role}", scenario_namespace()),
+        };
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": name, "labels": {"inference-access.io/e2e": "true"}}});
+        Api::<Namespace>::all(self.client.clone())
+            .patch(
+                &name,
+                &PatchParams::apply("e2e-test"),
+                &Patch::Apply(&namespace),
+            )
+            .await
+            .unwrap();
+        self.more_ns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(name.clone());
+        name
     }
 
     /// Applies every document of a YAML file as the test user (server-side apply).
@@ -508,8 +536,18 @@ impl Drop for Env {
         if self.plane.is_none() {
             // Best effort, not waited for: the next run uses other namespaces anyway.
             if let Ok(kubectl) = packaging_tests::tool_path(packaging_tests::Tool::Kubectl) {
+                let mut namespaces = vec!["delete".to_owned(), "namespace".to_owned()];
+                namespaces.push(self.ns.clone());
+                namespaces.extend(
+                    self.more_ns
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .iter()
+                        .cloned(),
+                );
+                namespaces.push("--wait=false".to_owned());
                 let _ = std::process::Command::new(kubectl)
-                    .args(["delete", "namespace", &self.ns, "--wait=false"])
+                    .args(&namespaces)
                     .env("KUBECONFIG", self.dir.path().join("admin.kubeconfig"))
                     .output();
             }

@@ -12,6 +12,7 @@ mod harness;
 mod prometheus;
 
 mod consumers;
+mod cross_namespace;
 mod demo;
 mod doctor;
 mod examples;

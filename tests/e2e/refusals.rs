@@ -97,6 +97,26 @@ fn cases() -> Vec<(&'static str, Value, Expect)> {
             Apply("must be of type string"),
         ),
         (
+            "namespace-with-template",
+            json!({"inferenceService": {"name": "sklearn-iris", "namespace": "team-a", "template": {"spec": {}}}}),
+            Apply("a template creates the InferenceService in the access's own namespace"),
+        ),
+        (
+            "namespace-llm",
+            json!({"inferenceService": {"name": "sklearn-iris", "namespace": "team-a", "kind": "LLMInferenceService"}, "mesh": {"mode": "Auto"}}),
+            Apply("only an InferenceService can be reached in another namespace"),
+        ),
+        (
+            "namespace-upper",
+            with("inferenceService.namespace", json!("Team_A")),
+            Apply("must be a namespace name"),
+        ),
+        (
+            "namespace-auto",
+            json!({"inferenceService": {"name": "sklearn-iris", "namespace": "team-a"}, "mesh": {"mode": "Auto"}}),
+            Reason("InvalidSpec", "mesh.mode AuthorizationPolicy"),
+        ),
+        (
             "template-not-object",
             with("inferenceService.template", json!({"spec": "x"})),
             Apply("must be of type object"),

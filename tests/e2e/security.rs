@@ -73,7 +73,12 @@ impl Attack {
     /// The operator with the shipped RBAC and `operator_args`; Mallory; a victim ServiceAccount
     /// and a Secret she may not read; her host.
     async fn start(operator_args: &[&str]) -> Self {
-        let mut env = Env::start_with_rbac(shipped_role()).await;
+        Self::start_in(kube_local::ControlPlane::builder(), operator_args).await
+    }
+
+    /// As [`Attack::start`], on a control plane built from `builder` (e.g. with more CRDs).
+    async fn start_in(builder: kube_local::Builder, operator_args: &[&str]) -> Self {
+        let mut env = Env::start_with(builder.rbac(true), Some(shipped_role())).await;
         env.apply_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
             .await;
         if !operator_args.is_empty() {
@@ -668,6 +673,119 @@ async fn a_wrong_password_is_tried_three_times_then_waits_for_a_change() {
     apply(secret("12341234")).await;
     let ready = data.env.wait_ready(ACCESS).await;
     assert_eq!(ready.status.unwrap().login_refusals, None);
+}
+
+/// The policies in `namespace`, name and spec, as their owners wrote them.
+async fn policies_in(env: &Env, namespace: &str) -> Vec<(String, Value)> {
+    let mut policies: Vec<(String, Value)> =
+        Api::<AuthorizationPolicy>::namespaced(env.client.clone(), namespace)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|p| {
+                let spec = serde_json::to_value(&p.spec).unwrap();
+                (p.metadata.name.unwrap_or_default(), spec)
+            })
+            .collect();
+    policies.sort_by(|a, b| a.0.cmp(&b.0));
+    policies
+}
+
+/// Mallory names team A's model from her namespace. A consented to another namespace and, for
+/// hers, to another model only: she gets no token and the operator neither writes nor deletes
+/// anything of A's, not a policy named as hers would be, not one carrying her labels (no uid).
+#[tokio::test]
+async fn a_model_in_another_namespace_gives_nothing_without_its_owner_consent() {
+    let attack = Attack::start_in(
+        kube_local::ControlPlane::builder().load_crds(&crate::serving_modes::gateway_api_crds()),
+        &[],
+    )
+    .await;
+    let env = &attack.env;
+    let victim = env.second_ns("team-a").await;
+    apply_object(
+        env,
+        json!({
+            "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": "sklearn-iris", "namespace": victim}, "spec": sample_model()["template"]["spec"],
+        }),
+    )
+    .await;
+    let theirs = json!({"action": "ALLOW", "rules": [{"from": [{"source": {"principals": [format!("cluster.local/ns/{victim}/sa/own")]}}]}]});
+    let labels = json!({"app.kubernetes.io/managed-by": "inference-access",
+        "inference-access.io/access": "steal", "inference-access.io/access-namespace": NS});
+    for (name, labels) in [
+        (format!("from-{NS}.steal"), json!({})),
+        ("forged".to_owned(), labels),
+    ] {
+        apply_object(
+            env,
+            json!({
+                "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": {"name": name, "namespace": victim, "labels": labels}, "spec": theirs,
+            }),
+        )
+        .await;
+    }
+    let before = policies_in(env, &victim).await;
+    for (name, from, to) in [
+        (
+            "team-c-may",
+            "team-c",
+            json!({"group": "serving.kserve.io", "kind": "InferenceService"}),
+        ),
+        (
+            "another-model",
+            NS,
+            json!({"group": "serving.kserve.io", "kind": "InferenceService", "name": "another"}),
+        ),
+    ] {
+        apply_object(env, json!({
+            "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+            "metadata": {"name": name, "namespace": victim},
+            "spec": {"from": [{"group": "inference-access.io", "kind": "InferenceAccess", "namespace": from}], "to": [to]},
+        }))
+        .await;
+    }
+    attack
+        .apply(
+            "steal",
+            json!({"inferenceService": {"name": "sklearn-iris", "namespace": victim}}),
+        )
+        .await
+        .unwrap();
+    let access = attack.wait_reason("steal", "ConsentPending").await;
+    assert_eq!(access.status.unwrap().token_expiration_time, None);
+    assert_eq!(attack.tokens_minted_for("steal"), 0);
+    assert_eq!(policies_in(env, &victim).await, before);
+    // Her own consent is not hers to give: the editor role creates no ReferenceGrant there.
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(victim.clone()),
+                verb: Some("create".into()),
+                group: Some("gateway.networking.k8s.io".into()),
+                resource: Some("referencegrants".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = Api::<SelfSubjectAccessReview>::all(attack.mallory.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap();
+    assert!(!answer.status.unwrap().allowed);
+    // Deleting her access deletes nothing of A's either.
+    Api::<InferenceAccess>::namespaced(attack.mallory.clone(), NS)
+        .delete("steal", &Default::default())
+        .await
+        .unwrap();
+    wait_deleted(&env.api::<InferenceAccess>(), "steal").await;
+    assert_eq!(policies_in(env, &victim).await, before);
 }
 
 fn reason_message(access: &InferenceAccess, type_: &str) -> String {

@@ -73,12 +73,20 @@ impl AccessRef {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TargetPlan {
     pub name: String,
+    /// The model's namespace when it is not the access's: its owner's ReferenceGrant there
+    /// decides whether the access gets a token and a policy at all.
+    pub other_namespace: Option<String>,
     pub kind: TargetKind,
     /// Set when the access applies and owns the InferenceService.
     pub template: Option<TemplatePlan>,
 }
 
 impl TargetPlan {
+    /// The namespace the model lives in.
+    pub fn namespace<'a>(&'a self, access: &'a AccessRef) -> &'a str {
+        self.other_namespace.as_deref().unwrap_or(&access.namespace)
+    }
+
     /// Where clients send requests, with the paths the target's protocol uses.
     pub fn endpoint(&self, status_url: &str, gateway_url: &str) -> Result<Endpoint, EndpointError> {
         let endpoint = Endpoint::resolve(status_url, gateway_url, &self.name)?;
@@ -317,6 +325,15 @@ pub fn validate(access: &InferenceAccess, limits: &Limits) -> Result<Plan, SpecE
             "an LLMInferenceService is reached through its Gateway (or a waypoint), not a predictor sidecar: set spec.mesh.mode to Auto, or Unmanaged",
         );
     }
+    // The model's own namespace named explicitly is no other namespace.
+    let other_namespace = spec
+        .inference_service
+        .namespace
+        .clone()
+        .filter(|ns| *ns != namespace);
+    if let Some(other) = &other_namespace {
+        rules::cross_namespace(other, spec, template.is_some(), limits)?;
+    }
     let mesh = match spec.mesh.mode {
         MeshMode::AuthorizationPolicy => {
             rules::mesh(&spec.mesh, limits)?;
@@ -354,6 +371,7 @@ pub fn validate(access: &InferenceAccess, limits: &Limits) -> Result<Plan, SpecE
         },
         target: TargetPlan {
             name: spec.inference_service.name.clone(),
+            other_namespace,
             kind: spec.inference_service.kind,
             template,
         },

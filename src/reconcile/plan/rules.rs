@@ -6,7 +6,7 @@
 use jiff::SignedDuration;
 
 use super::SpecError;
-use crate::api::{MeshSpec, TemplateMetadata};
+use crate::api::{AuthType, InferenceAccessSpec, MeshMode, MeshSpec, TargetKind, TemplateMetadata};
 use crate::core::renewal::MIN_TOKEN_LIFETIME;
 use crate::core::url::HttpUrl;
 use crate::reconcile::conditions::reason;
@@ -29,6 +29,48 @@ pub fn access_name(name: &str) -> Result<(), SpecError> {
             format!(
                 "the name must be at most {MAX_ACCESS_NAME} characters: it becomes a label value and the name of the ServiceAccount and AuthorizationPolicy"
             ),
+        );
+    }
+    Ok(())
+}
+
+/// An InferenceService in another namespace: read, never templated, reached by a
+/// ServiceAccount token through a policy in that namespace (or none, Unmanaged). Whether its
+/// owner consents is read at each reconcile, not here.
+pub fn cross_namespace(
+    other: &str,
+    spec: &InferenceAccessSpec,
+    templated: bool,
+    limits: &Limits,
+) -> Result<(), SpecError> {
+    if !limits.cross_namespace {
+        return refuse(
+            reason::CROSS_NAMESPACE_NOT_AVAILABLE,
+            format!(
+                "spec.inferenceService.namespace {other}: this operator cannot follow a consent there: it watches listed namespaces only (controller.watchNamespaces), or ReferenceGrant (gateway.networking.k8s.io) was not served cluster-wide when it started; cross-namespace access needs the cluster-wide install and the Gateway API CRDs (docs/install.md)"
+            ),
+        );
+    }
+    let invalid = |message: &str| refuse(reason::INVALID_SPEC, message.to_owned());
+    if templated {
+        return invalid(
+            "spec.inferenceService.template creates the InferenceService in the access's own namespace: drop spec.inferenceService.namespace, or drop the template",
+        );
+    }
+    if spec.inference_service.kind != TargetKind::InferenceService {
+        return invalid("only an InferenceService can be reached in another namespace");
+    }
+    if spec.auth.type_ != AuthType::ServiceAccountToken {
+        return invalid(
+            "a model in another namespace is reached with a ServiceAccount token of this namespace, the identity its owner's consent names: spec.auth.type must be ServiceAccountToken",
+        );
+    }
+    if !matches!(
+        spec.mesh.mode,
+        MeshMode::AuthorizationPolicy | MeshMode::Unmanaged
+    ) {
+        return invalid(
+            "a model in another namespace gets a policy on its predictor there (mesh.mode AuthorizationPolicy) or none (Unmanaged)",
         );
     }
     Ok(())

@@ -179,3 +179,68 @@ fn an_llm_inference_service_is_read_and_reached_with_openai_paths() {
     let refused = validate_default(&access(templated.take()).build()).unwrap_err();
     assert!(refused.message.contains("only read"), "{}", refused.message);
 }
+
+#[test]
+fn a_model_in_another_namespace_is_planned_only_as_a_consumer_of_it() {
+    let plan = |spec: serde_json::Value, limits: &Limits| validate(&access(spec).build(), limits);
+    let allowed = Limits::default();
+    let other = plan(
+        json!({"inferenceService": {"name": "m", "namespace": "team-a"}}),
+        &allowed,
+    )
+    .unwrap();
+    assert_eq!(other.target.other_namespace.as_deref(), Some("team-a"));
+    assert_eq!(other.target.namespace(&other.access), "team-a");
+    // Its own namespace, named: no consent needed.
+    let own = plan(
+        json!({"inferenceService": {"name": "m", "namespace": "ns"}}),
+        &allowed,
+    )
+    .unwrap();
+    assert_eq!(own.target.other_namespace, None);
+    let refused = |spec: serde_json::Value, limits: &Limits| plan(spec, limits).unwrap_err();
+    let cases = [
+        (
+            json!({"inferenceService": {"name": "m", "namespace": "team-a", "template": {"spec": {}}}}),
+            reason::INVALID_SPEC,
+            "template",
+        ),
+        (
+            json!({"inferenceService": {"name": "m", "namespace": "team-a", "kind": "LLMInferenceService"}, "mesh": {"mode": "Auto"}}),
+            reason::INVALID_SPEC,
+            "only an InferenceService",
+        ),
+        (
+            json!({"inferenceService": {"name": "m", "namespace": "team-a"}, "mesh": {"mode": "Auto"}}),
+            reason::INVALID_SPEC,
+            "mesh.mode",
+        ),
+        (
+            json!({"inferenceService": {"name": "m", "namespace": "team-a"}, "auth": {"type": "DexSession", "dexSession": {"credentialsSecret": {"name": "s"}}}}),
+            reason::INVALID_SPEC,
+            "ServiceAccountToken",
+        ),
+    ];
+    for (spec, why, needle) in cases {
+        let error = refused(spec.clone(), &allowed);
+        assert_eq!(error.reason, why, "{spec}");
+        assert!(error.message.contains(needle), "{spec}: {}", error.message);
+    }
+    // An operator that cannot follow consents (a scoped install) refuses every such access.
+    let scoped = Limits {
+        cross_namespace: false,
+        ..Limits::default()
+    };
+    let error = refused(
+        json!({"inferenceService": {"name": "m", "namespace": "team-a"}}),
+        &scoped,
+    );
+    assert_eq!(error.reason, reason::CROSS_NAMESPACE_NOT_AVAILABLE);
+    assert!(
+        plan(
+            json!({"inferenceService": {"name": "m", "namespace": "ns"}}),
+            &scoped
+        )
+        .is_ok()
+    );
+}

@@ -40,7 +40,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use controllers::{KserveSettings, UrlStyle};
+pub use controllers::{KserveSettings, PROFILE_LABEL, PROFILE_OWNER_ANNOTATION, UrlStyle};
 pub use error::{ApiError, FieldError};
 pub use faults::{FaultRule, Faults};
 pub use requests::{Request, RequestLog};
@@ -230,6 +230,10 @@ impl Builder {
             shutdown_rx.clone(),
         ));
         tasks.spawn(controllers::run_workloads(
+            store.clone(),
+            shutdown_rx.clone(),
+        ));
+        tasks.spawn(controllers::run_profiles(
             store.clone(),
             shutdown_rx.clone(),
         ));

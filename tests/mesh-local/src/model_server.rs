@@ -216,3 +216,32 @@ fn free_port() -> std::io::Result<u16> {
         .local_addr()?
         .port())
 }
+
+/// Runs the KServe sample's own `get_istio_auth_session` (Python, taken from the sample README,
+/// `tests/model-server/sample_login.py`) against `url` in the model server's venv; returns the
+/// session it prints as JSON, or what it wrote to stderr.
+pub async fn sample_login(
+    url: &str,
+    username: &str,
+    password: &str,
+) -> Result<serde_json::Value, String> {
+    let venv = ensure_venv().await.map_err(|err| err.to_string())?;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../model-server/sample_login.py"
+    );
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::process::Command::new(venv.join("bin/python"))
+            .args([script, url, username, password])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| "the sample's login did not finish within 60 s".to_owned())?
+    .map_err(|err| err.to_string())?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    serde_json::from_slice(&output.stdout).map_err(|err| err.to_string())
+}

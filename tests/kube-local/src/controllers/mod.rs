@@ -1,6 +1,7 @@
 //! The controllers a cluster would run for the operator's sake, as stand-ins: KServe's
-//! (`kserve` for InferenceServices, with `kserve_standard` for its Standard mode, `llm` for LLMInferenceServices) and the Deployment and
-//! StatefulSet controllers (`workloads`). A stand-in follows the kinds it reacts to through the
+//! (`kserve` for InferenceServices, with `kserve_standard` for its Standard mode, `llm` for
+//! LLMInferenceServices), the Deployment and StatefulSet controllers (`workloads`), and
+//! Kubeflow's profile controller (`profiles`). A stand-in follows the kinds it reacts to through the
 //! store's history ([`Watching`]), looks objects up through the store's indexes, and writes through the store
 //! like any client, so its work costs in proportion to the changes it sees, never to the size of
 //! the store. A new stand-in: a module with a `run_*` task started in `lib.rs`, built on
@@ -9,6 +10,7 @@
 mod kserve;
 mod kserve_standard;
 mod llm;
+mod profiles;
 mod workloads;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use crate::util;
 
 pub use kserve::{KserveSettings, UrlStyle, run_kserve};
 pub use llm::run_llm;
+pub use profiles::{OWNER_ANNOTATION as PROFILE_OWNER_ANNOTATION, PROFILE_LABEL, run_profiles};
 pub use workloads::run_workloads;
 
 /// Replaces the status of the object `name` of resource `(group, version, plural)`, as

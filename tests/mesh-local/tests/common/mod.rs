@@ -483,30 +483,12 @@ pub async fn log_in(browser: &mut Browser, start: &str) -> Answer {
     done
 }
 
-/// Runs the KServe sample's own `get_istio_auth_session` (Python, taken from the sample README)
-/// against `url`; returns the session it prints as JSON.
+/// Runs the KServe sample's own `get_istio_auth_session` against `url`; returns the session it
+/// prints as JSON.
 pub async fn sample_login(url: &str, username: &str, password: &str) -> Value {
-    let venv = mesh_local::model_server::ensure_venv().await.unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../model-server/sample_login.py"
-    );
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(venv.join("bin/python"))
-            .args([script, url, username, password])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    mesh_local::model_server::sample_login(url, username, password)
+        .await
+        .unwrap_or_else(|err| panic!("{err}"))
 }
 
 /// POSTs a JSON body through the gateway with the sample's Host and bearer token.
