@@ -167,6 +167,10 @@ async fn an_opted_in_env_reader_is_restarted_once_per_renewal_and_no_other_workl
     let secret = env.api::<Secret>().get(SECRET).await.unwrap();
     let seen = wait_restarted_for(&env, &secret).await;
     assert_eq!(generation(&seen), 1, "a record is no rollout");
+    // The StatefulSet's record too: a reader first seen after a renewal is recorded with the
+    // new credential, not restarted, so renewing before it is recorded would test nothing.
+    let sts: StatefulSet = wait_started_with(&env, "sts-reader", &secret).await;
+    assert_eq!(sts.metadata.generation, Some(1), "a record is no rollout");
     for name in ["env-reader", "volume-reader", "no-consent"] {
         let d = deployments.get(name).await.unwrap();
         assert_eq!(restarted_at(&d), None, "{name}");
