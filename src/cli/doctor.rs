@@ -23,6 +23,7 @@ use crate::core::diagnosis::{Diagnosis, diagnose};
 use crate::core::secret_codec::ClientSecret;
 use crate::gateway::client::GatewayClient;
 use crate::gateway::probe;
+use crate::reconcile::consent::{self, Referent};
 use crate::reconcile::detect::{self, Detected, MeshPath, Observed};
 use crate::reconcile::target;
 
@@ -153,6 +154,18 @@ async fn examine(
     let model = access.spec.inference_service.name.clone();
     let mut hops = Vec::new();
 
+    // A model in another namespace: its pods, path and policies are there. Without its
+    // owner's consent nothing else can work, so that hop comes first.
+    let model_ns = access
+        .spec
+        .inference_service
+        .namespace
+        .clone()
+        .unwrap_or_else(|| ns.clone());
+    if model_ns != ns {
+        hops.push(consent_hop(client, &model_ns, &model, &ns).await);
+    }
+
     let stored = match cluster.access_and_secret(&name).await {
         Ok((_, secret)) => client_secret(&secret, &name, &ns),
         Err(error) => Err(error),
@@ -175,8 +188,8 @@ async fn examine(
     let stored = stored.ok();
 
     let llm = access.spec.inference_service.kind == TargetKind::LlmInferenceService;
-    let isvc = read_target(client, &ns, &model, llm).await;
-    hops.push(target_hop(&ns, &model, &isvc, stored.as_ref()));
+    let isvc = read_target(client, &model_ns, &model, llm).await;
+    hops.push(target_hop(&model_ns, &model, &isvc, stored.as_ref()));
     let isvc = isvc.ok().flatten();
 
     let claims = match stored.as_ref().map(|s| &s.credential) {
@@ -189,7 +202,7 @@ async fn examine(
     let detected: Result<(Observed, Detected), String> = match &isvc {
         Some(isvc) => {
             let uid = isvc.metadata.uid.clone().unwrap_or_default();
-            detect::observe(client, &ns, &model, &uid)
+            detect::observe(client, &model_ns, &model, &uid)
                 .await
                 .map(|o| {
                     let d = detect::choose(&o);
@@ -243,15 +256,15 @@ async fn examine(
         },
         None => Place::kubeflow_gateway(),
     };
-    let pod_labels = predictor_labels(client, &ns, &model).await;
+    let pod_labels = predictor_labels(client, &model_ns, &model).await;
     let observed = detected
         .as_ref()
         .map(|(o, _)| o.clone())
         .unwrap_or_default();
-    let (pod_hop, pod_place) = pod_side(&observed, &ns, pod_labels);
+    let (pod_hop, pod_place) = pod_side(&observed, &model_ns, pod_labels);
 
     let mut errors = Vec::new();
-    let mut namespaces = vec![ns.clone(), ROOT_NAMESPACE.to_owned()];
+    let mut namespaces = vec![model_ns.clone(), ROOT_NAMESPACE.to_owned()];
     if let Some(g) = &gateway_ref {
         namespaces.push(g.namespace.clone());
     }
@@ -349,6 +362,39 @@ async fn examine(
         reason: diagnosis
             .filter(|d| !d.is_reachable())
             .map(|d| d.reason().to_owned()),
+    }
+}
+
+/// Whether the owner of a model in `model_ns` consented to accesses of `access_ns`, as the
+/// operator reads it.
+async fn consent_hop(client: &Client, model_ns: &str, model: &str, access_ns: &str) -> Hop {
+    match consent::consents(
+        client,
+        model_ns,
+        Referent::inference_service(model),
+        access_ns,
+    )
+    .await
+    {
+        Ok(true) => Hop::new(
+            "consent",
+            Verdict::Ok,
+            format!(
+                "a ReferenceGrant in namespace {model_ns} lets InferenceAccesses from {access_ns} refer to InferenceService {model}"
+            ),
+        ),
+        Ok(false) => Hop::new(
+            "consent",
+            Verdict::Fail,
+            consent::missing_model_grant(model_ns, model, access_ns),
+        )
+        .fix("ask the model's owner for the ReferenceGrant; until then the operator mints nothing"),
+        Err(error) => Hop::new(
+            "consent",
+            Verdict::Warn,
+            format!("the consent could not be read: {error}"),
+        )
+        .fix("doctor reads ReferenceGrants in the model's namespace with your kubeconfig's rights"),
     }
 }
 

@@ -125,13 +125,21 @@ pub async fn withdraw(applier: &Applier<'_>, plan: &Plan) -> Result<(), Error> {
 
 /// The check for an access whose model's owner has not consented: who can fix it, and how.
 pub fn pending(plan: &Plan) -> Check {
-    let (name, from) = (&plan.target.name, &plan.access.namespace);
     let ns = plan.target.other_namespace.as_deref().unwrap_or_default();
     Check::failed(
         reason::CONSENT_PENDING,
         format!(
-            "no ReferenceGrant in namespace {ns} lets InferenceAccesses from namespace {from} refer to InferenceService {name}; its owner creates one (from group inference-access.io, kind InferenceAccess, namespace {from}; to group serving.kserve.io, kind InferenceService, name {name}); until then no token and no policy"
+            "{}; until then no token and no policy",
+            missing_model_grant(ns, &plan.target.name, &plan.access.namespace)
         ),
+    )
+}
+
+/// What is missing for a model in `model_namespace` to admit accesses of `access_namespace`,
+/// and who adds it (the status and `doctor` say it alike).
+pub fn missing_model_grant(model_namespace: &str, model: &str, access_namespace: &str) -> String {
+    format!(
+        "no ReferenceGrant in namespace {model_namespace} lets InferenceAccesses from namespace {access_namespace} refer to InferenceService {model}; its owner creates one (from group {FROM_GROUP}, kind {FROM_KIND}, namespace {access_namespace}; to group serving.kserve.io, kind InferenceService, name {model})"
     )
 }
 

@@ -321,6 +321,18 @@ async fn consent_opens_the_gateway_and_revocation_closes_it() {
         condition_reason("Ready", "ConsentPending"),
     )
     .await;
+    // doctor names the missing consent as the failing hop, and who gives it.
+    let (ok, report, _) = doctor_in(env, &b, PIPELINE).await;
+    assert!(!ok, "{report:#}");
+    assert_eq!(report["failingHop"], "consent", "{report:#}");
+    let consent = hop(&report, "consent");
+    assert_eq!(consent["verdict"], "fail", "{report:#}");
+    assert!(
+        consent["finding"]
+            .as_str()
+            .is_some_and(|f| f.contains(&format!("no ReferenceGrant in namespace {a}"))),
+        "{report:#}"
+    );
 
     grant(env, &a, "team-b-may", &b, Some(MODEL)).await;
     let access = wait_for(
@@ -339,6 +351,17 @@ async fn consent_opens_the_gateway_and_revocation_closes_it() {
     assert_eq!(
         (answer.status, answer.text()),
         (200, r#"{"predictions":[1,1]}"#.to_owned())
+    );
+    // With consent doctor follows the model into A: its pods, and the policy there that
+    // admits B's identity.
+    let (ok, report, _) = doctor_in(env, &b, PIPELINE).await;
+    assert!(ok, "{report:#}");
+    assert_eq!(hop(&report, "consent")["verdict"], "ok", "{report:#}");
+    assert!(
+        report["policies"].as_array().is_some_and(|p| p
+            .iter()
+            .any(|p| p["name"] == format!("{a}/from-{b}.{PIPELINE}"))),
+        "the consumer's policy in A is listed: {report:#}"
     );
 
     // Revoked: the policy is gone within seconds, and the token B still holds is refused.
@@ -500,4 +523,12 @@ async fn an_operator_kept_to_listed_namespaces_refuses_models_elsewhere() {
         .unwrap();
     assert!(secret.is_none());
     assert_eq!(policies_for(&env, &b, &a).await, Vec::<String>::new());
+}
+
+/// The hop named `name` in a doctor report.
+fn hop<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["hops"]
+        .as_array()
+        .and_then(|hops| hops.iter().find(|h| h["hop"] == name))
+        .unwrap_or_else(|| panic!("no {name} hop: {report:#}"))
 }

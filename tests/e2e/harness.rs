@@ -1085,8 +1085,25 @@ pub async fn apply_object(env: &Env, value: Value) -> DynamicObject {
 /// Runs `inference-access doctor NAME -o json` as the admin: whether it exited 0, its report,
 /// and its output as printed.
 pub async fn doctor(env: &Env, name: &str) -> (bool, serde_json::Value, String) {
+    doctor_in(env, env.ns(), name).await
+}
+
+/// [`doctor`] for an access in `namespace`.
+pub async fn doctor_in(
+    env: &Env,
+    namespace: &str,
+    name: &str,
+) -> (bool, serde_json::Value, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_inference-access"))
-        .args(["doctor", name, "-n", env.ns(), "-o", "json", "--kubeconfig"])
+        .args([
+            "doctor",
+            name,
+            "-n",
+            namespace,
+            "-o",
+            "json",
+            "--kubeconfig",
+        ])
         .arg(env.dir.path().join("admin.kubeconfig"))
         .output()
         .await
