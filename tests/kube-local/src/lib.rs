@@ -11,6 +11,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod cel_rules;
 mod controllers;
 mod discovery;
 mod error;

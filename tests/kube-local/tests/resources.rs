@@ -72,6 +72,33 @@ async fn crds_are_served_once_established_and_cleaned_up() {
 }
 
 #[tokio::test]
+async fn a_crd_whose_cel_rule_does_not_compile_is_refused() {
+    let cp = start().await;
+    let c = admin(&cp).await;
+    for (rule, why) in [
+        ("self.size <=", "Syntax error"),
+        ("self.namespace == 'a'", "undefined field 'namespace'"),
+    ] {
+        let mut crd = widget_crd();
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
+            [0]["rule"] = json!(rule);
+        let refused = post(&c, CRDS, crd).await;
+        assert_eq!(refused.code, 422, "{rule}: {}", refused.text);
+        let message = refused.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule")
+                && message.contains("compilation failed")
+                && message.contains(why),
+            "{rule}: {message}"
+        );
+        assert_eq!(
+            get(&c, &format!("{CRDS}/widgets.example.io")).await.code,
+            404
+        );
+    }
+}
+
+#[tokio::test]
 async fn custom_resources_are_validated_defaulted_and_pruned() {
     let cp = start().await;
     let c = admin(&cp).await;
