@@ -221,19 +221,18 @@ where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
     events.flat_map(move |event| {
-        let objects: Vec<Result<K, watcher::Error>> = match event {
+        let objects: Vec<Result<Arc<K>, watcher::Error>> = match event {
             Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
-                vec![Ok(object)]
+                vec![Ok(Arc::new(object))]
             }
-            Ok(watcher::Event::InitDone) => store
-                .state()
-                .into_iter()
-                .map(|object| Ok((*object).clone()))
-                .collect(),
+            // The store's own objects, each copied only when the controller takes it, not a
+            // copy of every object of the kind at once on each relist.
+            Ok(watcher::Event::InitDone) => store.state().into_iter().map(Ok).collect(),
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => Vec::new(),
             Err(err) => vec![Err(err)],
         };
         futures::stream::iter(objects)
+            .map(|object| object.map(|o| Arc::try_unwrap(o).unwrap_or_else(|o| (*o).clone())))
     })
 }
 
