@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Controller, Error as ControllerError};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
 use kube::runtime::reflector::store::Writer;
@@ -27,6 +27,7 @@ use crate::reconcile::{Context, error_policy, reconcile};
 use crate::runtime::index::ReferenceIndex;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::ops::Health;
+use crate::runtime::recorder::Recorder;
 
 pub struct Settings {
     /// Namespaces to watch; empty watches the whole cluster.

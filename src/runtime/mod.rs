@@ -5,4 +5,5 @@ pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod ops;
+pub mod recorder;
 pub mod run;
