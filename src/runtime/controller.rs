@@ -47,6 +47,16 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    // Each scope's caches count as syncing from here, before the requests below.
+    for _ in &scopes {
+        health.cache_started();
+    }
+    health.controllers_registered();
     let probe = settings.namespaces.first().map(String::as_str);
     let istio_installed = match served::<AuthorizationPolicy>(&client, probe).await {
         Ok(served) => served,
@@ -70,11 +80,6 @@ pub async fn run(
         None => settings.limits.clone(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
-    };
     let controllers = scopes.into_iter().map(|namespace| {
         info!(
             namespace = namespace.as_deref().unwrap_or("<all>"),
@@ -398,7 +403,6 @@ async fn controller(
         drop(policy_writer);
         ctx.caches.policies.mark_synced();
     }
-    health.cache_started();
     let synced = {
         let ctx = ctx.clone();
         async move {
