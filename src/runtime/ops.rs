@@ -152,8 +152,12 @@ mod tests {
         let metrics = Metrics::default();
         let status = |h: &Health| route("/readyz", &metrics, h).status();
         assert_eq!(status(&health), StatusCode::SERVICE_UNAVAILABLE);
-        health.controllers_starting();
+        // A standby replica runs no controllers: the CRD is all it waits for.
         health.crd_established();
+        assert_eq!(status(&health), StatusCode::OK);
+        // A leader (or a replica without election) is not ready from the moment its
+        // controllers start until their caches hold the first list.
+        health.controllers_starting();
         assert_eq!(status(&health), StatusCode::SERVICE_UNAVAILABLE);
         health.cache_started();
         health.controllers_registered();
