@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use kube::Client;
-use kube::runtime::events::Recorder;
 
 use super::backoff::Counter;
 use super::cache::Caches;
 use super::limits::Limits;
 use crate::gateway::client::GatewayClient;
 use crate::runtime::metrics::Metrics;
+use crate::runtime::recorder::Recorder;
 
 pub struct Context {
     pub client: Client,

@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Controller, Error as ControllerError};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
 use kube::runtime::reflector::store::Writer;
@@ -27,6 +27,7 @@ use crate::reconcile::{Context, error_policy, reconcile};
 use crate::runtime::index::ReferenceIndex;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::ops::Health;
+use crate::runtime::recorder::Recorder;
 use crate::runtime::triggers::{self, owners};
 
 pub struct Settings {
@@ -47,6 +48,16 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    // Each scope's caches count as syncing from here, before the requests below.
+    for _ in &scopes {
+        health.cache_started();
+    }
+    health.controllers_registered();
     let probe = settings.namespaces.first().map(String::as_str);
     let istio_installed = match served::<AuthorizationPolicy>(&client, probe).await {
         Ok(served) => served,
@@ -75,11 +86,6 @@ pub async fn run(
         settings.namespaces.is_empty() && triggers::reference_grants_served(&client).await;
     limits.cross_namespace = grants_served;
     let recorder = Recorder::new(client.clone(), reporter);
-    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
-    };
     let controllers = scopes.into_iter().map(|namespace| {
         info!(
             namespace = namespace.as_deref().unwrap_or("<all>"),
@@ -230,19 +236,18 @@ where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
     events.flat_map(move |event| {
-        let objects: Vec<Result<K, watcher::Error>> = match event {
+        let objects: Vec<Result<Arc<K>, watcher::Error>> = match event {
             Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
-                vec![Ok(object)]
+                vec![Ok(Arc::new(object))]
             }
-            Ok(watcher::Event::InitDone) => store
-                .state()
-                .into_iter()
-                .map(|object| Ok((*object).clone()))
-                .collect(),
+            // The store's own objects, each copied only when the controller takes it, not a
+            // copy of every object of the kind at once on each relist.
+            Ok(watcher::Event::InitDone) => store.state().into_iter().map(Ok).collect(),
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => Vec::new(),
             Err(err) => vec![Err(err)],
         };
         futures::stream::iter(objects)
+            .map(|object| object.map(|o| Arc::try_unwrap(o).unwrap_or_else(|o| (*o).clone())))
     })
 }
 
@@ -421,7 +426,6 @@ async fn controller(
         drop(policy_writer);
         ctx.caches.policies.mark_synced();
     }
-    health.cache_started();
     let synced = {
         let ctx = ctx.clone();
         async move {

@@ -5,5 +5,6 @@ pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod ops;
+pub mod recorder;
 pub mod run;
 pub mod triggers;

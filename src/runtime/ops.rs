@@ -32,6 +32,17 @@ impl Health {
         self.crd_established.store(true, Ordering::SeqCst);
     }
 
+    /// Controllers are about to start: not ready until they have registered their caches
+    /// (`controllers_registered`). Without it `/readyz` answered 200 between the CRD check and
+    /// the controllers' first cache, before anything was listed.
+    pub fn controllers_starting(&self) {
+        self.caches_syncing.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn controllers_registered(&self) {
+        self.caches_syncing.fetch_sub(1, Ordering::SeqCst);
+    }
+
     pub fn cache_started(&self) {
         self.caches_syncing.fetch_add(1, Ordering::SeqCst);
     }
@@ -141,9 +152,15 @@ mod tests {
         let metrics = Metrics::default();
         let status = |h: &Health| route("/readyz", &metrics, h).status();
         assert_eq!(status(&health), StatusCode::SERVICE_UNAVAILABLE);
+        // A standby replica runs no controllers: the CRD is all it waits for.
         health.crd_established();
         assert_eq!(status(&health), StatusCode::OK);
+        // A leader (or a replica without election) is not ready from the moment its
+        // controllers start until their caches hold the first list.
+        health.controllers_starting();
+        assert_eq!(status(&health), StatusCode::SERVICE_UNAVAILABLE);
         health.cache_started();
+        health.controllers_registered();
         assert_eq!(status(&health), StatusCode::SERVICE_UNAVAILABLE);
         health.cache_synced();
         assert_eq!(status(&health), StatusCode::OK);

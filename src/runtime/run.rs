@@ -87,12 +87,15 @@ async fn work(
             _ = stopped.wait_for(|s| *s) => return Ok(()),
         }
     }
+    if options.leader.is_none() {
+        health.controllers_starting();
+    }
     health.crd_established();
     let run_controllers = controller::run(
         client.clone(),
         options.controller,
         metrics.clone(),
-        health,
+        health.clone(),
         stopped.clone(),
     );
     let Some(settings) = options.leader else {
@@ -105,6 +108,8 @@ async fn work(
     if !elector.acquire(&mut stopped).await {
         return Ok(());
     }
+    // A standby is ready; a new leader is not until its caches have synced.
+    health.controllers_starting();
     metrics.leading(true);
     let result = tokio::select! {
         () = run_controllers => {
