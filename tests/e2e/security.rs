@@ -698,6 +698,10 @@ async fn policies_in(env: &Env, namespace: &str) -> Vec<(String, Value)> {
 /// anything of A's, not a policy named as hers would be, not one carrying her labels (no uid).
 #[tokio::test]
 async fn a_model_in_another_namespace_gives_nothing_without_its_owner_consent() {
+    if skip_on_real_cluster("a_model_in_another_namespace_gives_nothing_without_its_owner_consent")
+    {
+        return;
+    }
     let attack = Attack::start_in(
         kube_local::ControlPlane::builder().load_crds(&crate::serving_modes::gateway_api_crds()),
         &[],
