@@ -356,10 +356,17 @@ impl Cached for InferenceAccess {
 }
 
 /// Drops what no reconcile reads before an object is cached: managedFields are often larger
-/// than the rest of the object.
+/// than the rest of the object, and `kubectl apply` (and GitOps tools applying client-side)
+/// keep a whole copy of what was applied in an annotation.
 pub fn trim<K: Resource>(object: &mut K) {
-    object.meta_mut().managed_fields = None;
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
 }
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 #[cfg(test)]
 mod tests {
@@ -371,6 +378,21 @@ mod tests {
             "metadata": {"name": "client", "namespace": "ns", "resourceVersion": rv, "labels": {"v": label}}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn trimming_keeps_every_annotation_but_kubectls_copy() {
+        let mut account: ServiceAccount = serde_json::from_value(json!({"metadata": {
+            "name": "client", "namespace": "ns",
+            "annotations": {LAST_APPLIED: "{\"kind\":\"ServiceAccount\"}", "team": "a"},
+            "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+        }}))
+        .unwrap();
+        trim(&mut account);
+        assert_eq!(
+            serde_json::to_value(&account.metadata).unwrap(),
+            json!({"name": "client", "namespace": "ns", "annotations": {"team": "a"}})
+        );
     }
 
     #[test]
