@@ -166,6 +166,37 @@ async fn open_watch(url: &str, token: &str, path: &str) -> TcpStream {
     stream
 }
 
+/// Reads up to the end of the response head (the server answered: the watch is registered).
+/// A watch sends no event before a change, so nothing after the head is lost.
+async fn read_response_head(stream: &mut TcpStream) {
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while find(&head, b"\r\n\r\n").is_none() {
+        let n = stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "watch closed before its response");
+        head.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads until the server ends the response (a watch's timeoutSeconds): the chunked body's
+/// last chunk, or the connection closed.
+async fn read_to_end(stream: &mut TcpStream) {
+    const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+    let mut tail = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(n) if n > 0 => tail.extend_from_slice(&chunk[..n]),
+            _ => return,
+        }
+        if tail.ends_with(LAST_CHUNK) {
+            return;
+        }
+        let keep = tail.len().saturating_sub(LAST_CHUNK.len());
+        tail.drain(..keep);
+    }
+}
+
 async fn read_watch_events(stream: &mut TcpStream, want: usize) {
     let mut seen = 0;
     let mut carry = Vec::new();
@@ -269,11 +300,12 @@ fn basic() {
         let rv = store.resource_version();
         let mut watchers = Vec::new();
         for _ in 0..10 {
-            let (url, token) = (url.clone(), token.clone());
             let path = format!("/api/v1/namespaces/default/secrets?watch=true&resourceVersion={rv}&timeoutSeconds=60");
-            watchers.push(tokio::spawn(async move { count_watch_events(&url, &token, &path, 1000).await }));
+            // Writes start once every watch is answered, so the timing covers only fan-out.
+            let mut stream = open_watch(&url, &token, &path).await;
+            read_response_head(&mut stream).await;
+            watchers.push(tokio::spawn(async move { read_watch_events(&mut stream, 1000).await }));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
         let t = Instant::now();
         for i in 0..1000 {
             bulk.send("PATCH", &format!("/api/v1/namespaces/default/secrets/s{i}"), "application/merge-patch+json", r#"{"metadata":{"labels":{"touched":"yes"}}}"#).await;
@@ -690,14 +722,17 @@ fn worlds(sizes: &[usize]) {
             // A label-selected watch's start (initial state: one InferenceService).
             let watch_sel = {
                 let begun = server.begin();
+                let mut started = Vec::new();
                 for j in 0..200 {
                     let i = (j * 7919) % span;
                     let path = if size == 0 { format!("/apis/serving.kserve.io/v1beta1/namespaces/bench-0/inferenceservices?watch=true&labelSelector=inference-access.io%2Faccess%3Dprobe-0-{j}&timeoutSeconds=1") } else { format!("/apis/serving.kserve.io/v1beta1/namespaces/{}/inferenceservices?watch=true&labelSelector=inference-access.io%2Faccess%3Da{i}&timeoutSeconds=1", ns_of(i)) };
                     let mut w = open_watch(&url, &token, &path).await;
                     read_watch_events(&mut w, 1).await;
+                    started.push(w);
                 }
-                server.per_request(begun, 200)
+                (server.per_request(begun, 200), started)
             };
+            let (watch_sel, mut started) = watch_sel;
             // 20 InferenceService watches stay open while 1,000 ConfigMaps change: a change of
             // another kind should cost the watches nothing.
             let mut idle = Vec::new();
@@ -709,10 +744,12 @@ fn worlds(sizes: &[usize]) {
             c.ok("POST", "/api/v1/namespaces/default/configmaps", "application/json", &json!({"metadata": {"name": cm}, "data": {"n": "0"}}).to_string()).await;
             let reqs = (0..1000).map(|j| ("PATCH", format!("/api/v1/namespaces/default/configmaps/{cm}"), "application/merge-patch+json", json!({"data": {"n": j.to_string()}}).to_string()));
             let other_kind = cpu_per_request(&server, &mut c, reqs.collect()).await;
-            drop(idle);
             let (rss, peak) = server.rss_mib();
-            // Let every watch of this round time out on the server before the next round.
-            tokio::time::sleep(Duration::from_millis(2500)).await;
+            // Every watch of this round ends on the server (its timeoutSeconds) before the next.
+            started.append(&mut idle);
+            for w in &mut started {
+                read_to_end(w).await;
+            }
             println!("{size:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {build:>10} {rss:>9.0} {peak:>9.0}",
                 ssa_new, ssa_noop, get, list_sel, list_ns, token_request, watch_sel, other_kind);
         }
