@@ -35,8 +35,32 @@ const RESERVED: [&str; 21] = [
     "while",
 ];
 
+/// Adds an error for each rule of a CRD's `spec` (every version's schema) that does not
+/// compile.
+pub fn check_crd(spec: &Value, errs: &mut Vec<FieldError>) {
+    for (i, version) in spec["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        check(
+            &version["schema"]["openAPIV3Schema"],
+            &format!("spec.versions[{i}].schema.openAPIV3Schema"),
+            errs,
+        );
+    }
+}
+
+/// The CEL rules of `crd` that the API server would refuse to compile, as its messages.
+pub fn crd_rule_errors(crd: &Value) -> Vec<String> {
+    let mut errs = Vec::new();
+    check_crd(&crd["spec"], &mut errs);
+    errs.iter().map(ToString::to_string).collect()
+}
+
 /// Adds an error for each rule under `schema` (at `path`) that does not compile.
-pub fn check(schema: &Value, path: &str, errs: &mut Vec<FieldError>) {
+fn check(schema: &Value, path: &str, errs: &mut Vec<FieldError>) {
     for (i, rule) in schema["x-kubernetes-validations"]
         .as_array()
         .into_iter()

@@ -41,6 +41,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+pub use cel_rules::crd_rule_errors;
 pub use controllers::{KserveSettings, PROFILE_LABEL, PROFILE_OWNER_ANNOTATION, UrlStyle};
 pub use error::{ApiError, FieldError};
 pub use faults::{FaultRule, Faults};

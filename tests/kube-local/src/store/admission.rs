@@ -90,18 +90,7 @@ pub(super) fn admit_kind(
             if spec["names"]["kind"].as_str().is_none_or(str::is_empty) {
                 errs.push(FieldError::required("spec.names.kind", ""));
             }
-            for (i, version) in spec["versions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                crate::cel_rules::check(
-                    &version["schema"]["openAPIV3Schema"],
-                    &format!("spec.versions[{i}].schema.openAPIV3Schema"),
-                    &mut errs,
-                );
-            }
+            crate::cel_rules::check_crd(spec, &mut errs);
         }
         _ => {}
     }
