@@ -243,6 +243,16 @@ impl Env {
             .expect("this scenario runs on kube-local only")
     }
 
+    /// Every request the operator sent, in order (kube-local's request log).
+    pub fn operator_requests(&self) -> Vec<kube_local::Request> {
+        self.plane()
+            .requests()
+            .snapshot()
+            .into_iter()
+            .filter(|r| r.caller == operator_caller())
+            .collect()
+    }
+
     /// A client with the operator's own credentials (on kube-local, its ServiceAccount token):
     /// what the operator's rights let it do.
     pub async fn operator_client(&self) -> Client {

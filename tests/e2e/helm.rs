@@ -57,13 +57,7 @@ async fn the_chart_installed_by_helm_runs_the_sample_with_its_own_rights() {
 
     // Everything the operator did, it did as the chart's ServiceAccount, and the chart's
     // roles were enough: RBAC refused none of its requests.
-    let requests: Vec<kube_local::Request> = env
-        .plane()
-        .requests()
-        .snapshot()
-        .into_iter()
-        .filter(|r| r.caller == operator_caller())
-        .collect();
+    let requests = env.operator_requests();
     for (verb, resource, subresource) in [
         ("patch", "inferenceservices", None),
         ("create", "serviceaccounts", Some("token")),

@@ -84,13 +84,7 @@ async fn a_scoped_install_works_with_the_charts_roles_alone() {
 
     // Everything the operator asked for stayed in its namespace (and the Lease's), and the
     // Roles were enough: no request was refused.
-    let requests: Vec<kube_local::Request> = env
-        .plane()
-        .requests()
-        .snapshot()
-        .into_iter()
-        .filter(|r| r.caller == operator_caller())
-        .collect();
+    let requests = env.operator_requests();
     assert!(
         requests.iter().any(|r| r.verb == "watch"),
         "no watch by the operator: {requests:#?}"
