@@ -225,6 +225,29 @@ impl Attack {
         .await
     }
 
+    /// Whether Mallory's own RBAC lets her create ReferenceGrants (give a consent) in
+    /// `namespace`.
+    async fn may_create_reference_grants_in(&self, namespace: &str) -> bool {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(namespace.into()),
+                    verb: Some("create".into()),
+                    group: Some("gateway.networking.k8s.io".into()),
+                    resource: Some("referencegrants".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = Api::<SelfSubjectAccessReview>::all(self.mallory.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .unwrap();
+        answer.status.unwrap().allowed
+    }
+
     /// TokenRequests the operator sent for `service_account`.
     fn tokens_minted_for(&self, service_account: &str) -> usize {
         self.env
@@ -765,24 +788,7 @@ async fn a_model_in_another_namespace_gives_nothing_without_its_owner_consent() 
     assert_eq!(attack.tokens_minted_for("steal"), 0);
     assert_eq!(policies_in(env, &victim).await, before);
     // Her own consent is not hers to give: the editor role creates no ReferenceGrant there.
-    let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                namespace: Some(victim.clone()),
-                verb: Some("create".into()),
-                group: Some("gateway.networking.k8s.io".into()),
-                resource: Some("referencegrants".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let answer = Api::<SelfSubjectAccessReview>::all(attack.mallory.clone())
-        .create(&PostParams::default(), &review)
-        .await
-        .unwrap();
-    assert!(!answer.status.unwrap().allowed);
+    assert!(!attack.may_create_reference_grants_in(&victim).await);
     // Deleting her access deletes nothing of A's either.
     Api::<InferenceAccess>::namespaced(attack.mallory.clone(), NS)
         .delete("steal", &Default::default())
@@ -790,6 +796,49 @@ async fn a_model_in_another_namespace_gives_nothing_without_its_owner_consent() 
         .unwrap();
     wait_deleted(&env.api::<InferenceAccess>(), "steal").await;
     assert_eq!(policies_in(env, &victim).await, before);
+}
+
+/// Mallory sets `mesh.mode: Auto` on a model served through the shared Gateway: a policy
+/// there is written in the Gateway owner's namespace, so without that owner's ReferenceGrant
+/// the operator writes nothing there, and she cannot give the consent herself.
+#[tokio::test]
+async fn auto_writes_nothing_at_a_shared_gateway_without_its_owner_consent() {
+    if skip_on_real_cluster("auto_writes_nothing_at_a_shared_gateway_without_its_owner_consent") {
+        return;
+    }
+    use crate::serving_modes::{
+        GATEWAY_NS, gateway_api_crds, install_shared_gateway, standard_model,
+    };
+    let attack = Attack::start_in(
+        kube_local::ControlPlane::builder()
+            .load_crds(&gateway_api_crds())
+            .kserve_gateway_api(true),
+        &[],
+    )
+    .await;
+    let env = &attack.env;
+    install_shared_gateway(env).await;
+    standard_model(env, "routed").await;
+    let before = policies_in(env, GATEWAY_NS).await;
+    attack
+        .apply(
+            "gate",
+            json!({"inferenceService": {"name": "routed"}, "mesh": {"mode": "Auto"}}),
+        )
+        .await
+        .unwrap();
+    let access = wait_for(
+        &env.api::<InferenceAccess>(),
+        "gate",
+        condition_reason("AccessPolicyReady", "GatewayPolicyNotAllowed"),
+    )
+    .await;
+    assert_eq!(
+        access.status.and_then(|s| s.mesh_path).as_deref(),
+        Some("Gateway")
+    );
+    assert_eq!(policies_in(env, GATEWAY_NS).await, before);
+    assert!(!attack.may_create_reference_grants_in(GATEWAY_NS).await);
 }
 
 fn reason_message(access: &InferenceAccess, type_: &str) -> String {

@@ -253,7 +253,7 @@ async fn ambient_without_a_waypoint_writes_nothing_that_denies_everyone() {
 /// An InferenceService as a user creates it in KServe's Standard mode; the KServe stand-in
 /// (with `enableGatewayApi`) makes its predictor Deployment, Service and the HTTPRoute on the
 /// shared Gateway, as KServe does. Its host.
-async fn standard_model(env: &Env, name: &str) -> String {
+pub(crate) async fn standard_model(env: &Env, name: &str) -> String {
     apply_object(env, json!({
         "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
         "metadata": {"name": name, "namespace": NS, "annotations": {
