@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod cel_rules;
+mod cel_validation;
 mod controllers;
 mod discovery;
 mod error;

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::cel_validation::CelRules;
+
 /// What a CRD version adds to a served resource.
 #[derive(Debug, Clone)]
 pub struct CustomSchema {
@@ -13,8 +15,8 @@ pub struct CustomSchema {
     pub printer_columns: Vec<Value>,
     /// Name of the CRD (`plural.group`).
     pub crd_name: String,
-    /// Whether the schema has CEL rules (so writes without any skip the CEL walk).
-    pub has_cel: bool,
+    /// The schema's CEL rules, compiled (None: it has none, so writes skip the CEL walk).
+    pub cel: Option<Arc<CelRules>>,
 }
 
 #[derive(Debug, Clone)]
@@ -400,7 +402,7 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
                     .cloned()
                     .unwrap_or_default(),
                 crd_name: crd_name.clone(),
-                has_cel: v["schema"].to_string().contains("x-kubernetes-validations"),
+                cel: CelRules::compile(&v["schema"]["openAPIV3Schema"]).map(Arc::new),
             }),
             storage_version: storage_version.clone(),
         })

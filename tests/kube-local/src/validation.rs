@@ -127,7 +127,7 @@ fn type_matches(want: &str, v: &Value) -> bool {
     }
 }
 
-fn shown(v: &Value) -> Value {
+pub(crate) fn shown(v: &Value) -> Value {
     match v {
         Value::Object(_) | Value::Array(_) | Value::Null => Value::String(type_name(v).to_string()),
         other => other.clone(),
@@ -512,31 +512,6 @@ pub fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
-/// Runs the schema's `x-kubernetes-validations` (CEL), with transition rules seeing `old`.
-pub fn validate_cel(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
-    thread_local! {
-        static VALIDATOR: kube_cel::Validator = kube_cel::Validator::new();
-    }
-    VALIDATOR.with(|validator| match validator.validate(schema, obj, old) {
-        Ok(()) => Vec::new(),
-        Err(errors) => errors
-            .iter()
-            .map(|e| {
-                let field = if e.field_path.is_empty() {
-                    "<nil>".to_string()
-                } else {
-                    e.field_path.clone()
-                };
-                let mut at = obj;
-                for seg in e.field_path.split('.').filter(|s| !s.is_empty()) {
-                    at = &at[seg];
-                }
-                FieldError::invalid(&field, &shown(at), e.message.clone())
-            })
-            .collect(),
-    })
-}
-
 /// Checks every object's metadata the way the API server does for all kinds.
 pub fn validate_metadata(obj: &Value, name_is_label: bool) -> Vec<FieldError> {
     let mut errs = Vec::new();
@@ -673,21 +648,6 @@ mod tests {
         assert_eq!(
             (errs[0].reason, errs[0].field.as_str()),
             ("FieldValueDuplicate", "<root>[1]")
-        );
-    }
-
-    #[test]
-    fn cel_rules_run() {
-        let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
-            "x-kubernetes-validations": [{"rule": "self.a < self.b", "message": "a must be below b"}],
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}}});
-        assert!(validate_cel(&schema, &json!({"spec": {"a": 1, "b": 2}}), None).is_empty());
-        let errs = validate_cel(&schema, &json!({"spec": {"a": 3, "b": 2}}), None);
-        assert_eq!(errs.len(), 1);
-        assert!(
-            errs[0].to_string().contains("a must be below b"),
-            "{}",
-            errs[0]
         );
     }
 

@@ -168,8 +168,10 @@ pub(super) fn admit_custom(
         )));
     }
     errs.extend(validation::validate_schema(schema, obj));
-    if errs.is_empty() && rt.custom.as_ref().is_some_and(|c| c.has_cel) {
-        errs.extend(validation::validate_cel(schema, obj, old));
+    if errs.is_empty()
+        && let Some(rules) = rt.custom.as_ref().and_then(|c| c.cel.as_ref())
+    {
+        errs.extend(rules.validate(obj, old));
     }
     if errs.is_empty() {
         Ok(())
