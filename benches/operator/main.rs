@@ -43,7 +43,7 @@ struct Args {
     #[arg(long, default_value_t = 5_000)]
     crowded_inference_services: usize,
     /// Renewal storm: accesses with 10-minute tokens, all due this long after their issue.
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = 10_000)]
     storm_accesses: usize,
     #[arg(long, default_value = "60", value_parser = parse_secs)]
     storm_due_after: Duration,
