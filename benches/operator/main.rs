@@ -42,10 +42,12 @@ struct Args {
     crowded_secrets: usize,
     #[arg(long, default_value_t = 5_000)]
     crowded_inference_services: usize,
-    /// Renewal storm: accesses with 10-minute tokens, all due this long after their issue.
+    /// Renewal storm: accesses with 10-minute tokens, all due this long after their issue
+    /// (longer than the burst takes to issue them all, so no access renews twice before the
+    /// last renews once).
     #[arg(long, default_value_t = 10_000)]
     storm_accesses: usize,
-    #[arg(long, default_value = "60", value_parser = parse_secs)]
+    #[arg(long, default_value = "240", value_parser = parse_secs)]
     storm_due_after: Duration,
     /// Parts to run.
     #[arg(long, value_delimiter = ',', default_value = "sizes,crowded,storm")]
