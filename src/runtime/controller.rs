@@ -9,8 +9,6 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Controller, Error as ControllerError};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::reflector::Store;
-use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use kube::runtime::{Predicate, WatchStreamExt, predicates};
 use kube::{Api, Client, Resource};
@@ -21,7 +19,7 @@ use crate::api::InferenceAccess;
 use crate::api::keys::{DEX_LOGIN_LABEL, FIELD_MANAGER, OWNED_SELECTOR};
 use crate::api::workload::Workload;
 use crate::api::{AuthorizationPolicy, InferenceService};
-use crate::reconcile::cache::{Cache, Cached, Caches, trim};
+use crate::reconcile::cache::{Cache, Cached, Caches, Objects, Stored, encoded, trim};
 use crate::reconcile::limits::Limits;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::runtime::index::ReferenceIndex;
@@ -154,24 +152,24 @@ impl kube::runtime::utils::Backoff for EachWatchBacksOff {
 /// the controller's triggers.
 fn cached<K>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    writer: Writer<K>,
+    mut writer: encoded::Writer<K>,
     ctx: Arc<Context>,
     cache: fn(&Caches) -> &Cache<K>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Cached + std::fmt::Debug + Send + Sync + 'static,
 {
-    let store = writer.as_reader();
+    let objects = cache(&ctx.caches).objects().clone();
     let observed = events
         .default_backoff()
         .modify(K::trim)
-        .reflect(writer)
         .inspect(move |event| {
             if let Ok(event) = event {
+                writer.apply_watcher_event(event);
                 cache(&ctx.caches).observe(event);
             }
         });
-    changed(observed, store)
+    changed(observed, objects)
 }
 
 /// A watch of every workload of kind `W` (their pod specs say which Secrets they read, which no
@@ -180,7 +178,7 @@ where
 /// listed workload, once the cache holds the list.
 fn workload_triggers<W>(
     events: impl Stream<Item = Result<watcher::Event<W>, watcher::Error>> + Send + 'static,
-    writer: Writer<W>,
+    mut writer: encoded::Writer<W>,
     ctx: Arc<Context>,
     credentials: Arc<ReferenceIndex>,
 ) -> impl Stream<Item = ObjectRef<InferenceAccess>> + Send + 'static
@@ -191,10 +189,12 @@ where
     events
         .default_backoff()
         .modify(W::trim)
-        .reflect(writer)
         .flat_map(move |event| {
             let event = match event {
-                Ok(event) => event,
+                Ok(event) => {
+                    writer.apply_watcher_event(&event);
+                    event
+                }
                 Err(err) => {
                     warn!(kind = W::KIND.as_str(), error = %err, "workload watch");
                     return futures::stream::iter(Vec::new());
@@ -230,24 +230,24 @@ where
 /// reconcile triggered by one of them earlier could read the state before the list.)
 fn changed<K>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    store: Store<K>,
+    objects: Objects<K>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    K: Cached + Send + Sync + 'static,
 {
     events.flat_map(move |event| {
-        let objects: Vec<Result<Arc<K>, watcher::Error>> = match event {
+        let objects: Vec<Result<Stored<K>, watcher::Error>> = match event {
             Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
-                vec![Ok(Arc::new(object))]
+                vec![Ok(Stored::Typed(Arc::new(object)))]
             }
-            // The store's own objects, each copied only when the controller takes it, not a
-            // copy of every object of the kind at once on each relist.
-            Ok(watcher::Event::InitDone) => store.state().into_iter().map(Ok).collect(),
+            // The store's own objects, each copied (or decoded) only when the controller takes
+            // it, not a copy of every object of the kind at once on each relist.
+            Ok(watcher::Event::InitDone) => objects.listed().into_iter().map(Ok).collect(),
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => Vec::new(),
             Err(err) => vec![Err(err)],
         };
         futures::stream::iter(objects)
-            .map(|object| object.map(|o| Arc::try_unwrap(o).unwrap_or_else(|o| (*o).clone())))
+            .filter_map(|object| futures::future::ready(object.map(Stored::into_owned).transpose()))
     })
 }
 
@@ -259,14 +259,14 @@ async fn controller(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let namespace = scope.namespace.as_deref();
-    let (access_cache, access_writer) = Cache::<InferenceAccess>::detached();
-    let (isvc_cache, isvc_writer) = Cache::<InferenceService>::detached();
-    let (sa_cache, sa_writer) = Cache::<ServiceAccount>::detached();
-    let (secret_cache, secret_writer) = Cache::<PartialObjectMeta<Secret>>::detached();
-    let (policy_cache, policy_writer) = Cache::<AuthorizationPolicy>::detached();
-    let (deployment_cache, deployment_writer) = Cache::<Deployment>::detached();
-    let (stateful_set_cache, stateful_set_writer) = Cache::<StatefulSet>::detached();
-    let accesses = access_cache.store().clone();
+    let (accesses, access_writer) = kube::runtime::reflector::store::<InferenceAccess>();
+    let access_cache = Cache::new(Objects::Typed(accesses.clone()));
+    let (isvc_cache, isvc_writer) = Cache::<InferenceService>::encoded();
+    let (sa_cache, sa_writer) = Cache::<ServiceAccount>::encoded();
+    let (secret_cache, secret_writer) = Cache::<PartialObjectMeta<Secret>>::encoded();
+    let (policy_cache, policy_writer) = Cache::<AuthorizationPolicy>::encoded();
+    let (deployment_cache, deployment_writer) = Cache::<Deployment>::encoded();
+    let (stateful_set_cache, stateful_set_writer) = Cache::<StatefulSet>::encoded();
     base.metrics.watch_expiry(accesses.clone());
     let caches = Caches {
         accesses: access_cache,
@@ -309,7 +309,7 @@ async fn controller(
             identities.clone(),
             credentials.clone(),
         );
-        let reader = access_writer.as_reader();
+        let reader = Objects::Typed(accesses.clone());
         let observed = watcher::watcher(
             api::<InferenceAccess>(client, namespace),
             watcher::Config::default(),
