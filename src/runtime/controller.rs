@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Controller, Error as ControllerError};
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::runtime::{Predicate, WatchStreamExt, predicates};
 use kube::{Api, Client, Resource};
@@ -17,9 +16,8 @@ use tracing::{debug, info, warn};
 
 use crate::api::InferenceAccess;
 use crate::api::keys::{DEX_LOGIN_LABEL, FIELD_MANAGER, OWNED_SELECTOR};
-use crate::api::workload::Workload;
 use crate::api::{AuthorizationPolicy, InferenceService};
-use crate::reconcile::cache::{Cache, Cached, Caches, Objects, Stored, encoded, trim};
+use crate::reconcile::cache::{Cache, Caches, Objects, trim};
 use crate::reconcile::limits::Limits;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::runtime::index::ReferenceIndex;
@@ -27,6 +25,7 @@ use crate::runtime::metrics::Metrics;
 use crate::runtime::ops::Health;
 use crate::runtime::recorder::Recorder;
 use crate::runtime::triggers::{self, owners};
+use crate::runtime::watches::{cached, changed, listed, workload_triggers};
 
 pub struct Settings {
     /// Namespaces to watch; empty watches the whole cluster.
@@ -148,109 +147,6 @@ impl kube::runtime::utils::Backoff for EachWatchBacksOff {
     fn reset(&mut self) {}
 }
 
-/// A watch of `K` that keeps `cache` (through `writer`) and yields the objects it changed, for
-/// the controller's triggers.
-fn cached<K>(
-    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    mut writer: encoded::Writer<K>,
-    ctx: Arc<Context>,
-    cache: fn(&Caches) -> &Cache<K>,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
-where
-    K: Cached + std::fmt::Debug + Send + Sync + 'static,
-{
-    let objects = cache(&ctx.caches).objects().clone();
-    let observed = events
-        .default_backoff()
-        .modify(K::trim)
-        .inspect(move |event| {
-            if let Ok(event) = event {
-                writer.apply_watcher_event(event);
-                cache(&ctx.caches).observe(event);
-            }
-        });
-    changed(observed, objects)
-}
-
-/// A watch of every workload of kind `W` (their pod specs say which Secrets they read, which no
-/// label can select) that keeps its cache and the Secret-readers index, and yields the accesses
-/// whose Secret a changed workload read before or reads now. After a (re)list, those of every
-/// listed workload, once the cache holds the list.
-fn workload_triggers<W>(
-    events: impl Stream<Item = Result<watcher::Event<W>, watcher::Error>> + Send + 'static,
-    mut writer: encoded::Writer<W>,
-    ctx: Arc<Context>,
-    credentials: Arc<ReferenceIndex>,
-) -> impl Stream<Item = ObjectRef<InferenceAccess>> + Send + 'static
-where
-    W: Workload + Cached + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned,
-{
-    let mut listed: Vec<ObjectRef<InferenceAccess>> = Vec::new();
-    events
-        .default_backoff()
-        .modify(W::trim)
-        .flat_map(move |event| {
-            let event = match event {
-                Ok(event) => {
-                    writer.apply_watcher_event(&event);
-                    event
-                }
-                Err(err) => {
-                    warn!(kind = W::KIND.as_str(), error = %err, "workload watch");
-                    return futures::stream::iter(Vec::new());
-                }
-            };
-            W::cache(&ctx.caches).observe(&event);
-            let touched = ctx.caches.readers.observe(&event);
-            let accesses = |object: &W| -> Vec<ObjectRef<InferenceAccess>> {
-                let namespace = object.meta().namespace.clone().unwrap_or_default();
-                touched
-                    .iter()
-                    .flat_map(|secret| credentials.accesses_named(&namespace, secret))
-                    .collect()
-            };
-            let ready = match &event {
-                watcher::Event::Apply(object) | watcher::Event::Delete(object) => accesses(object),
-                watcher::Event::InitApply(object) => {
-                    listed.extend(accesses(object));
-                    Vec::new()
-                }
-                watcher::Event::Init => {
-                    listed.clear();
-                    Vec::new()
-                }
-                watcher::Event::InitDone => std::mem::take(&mut listed),
-            };
-            futures::stream::iter(ready)
-        })
-}
-
-/// The objects to reconcile for: each one changed, and after a (re)list every object, once the
-/// store holds the list. (A list's objects are not in the store until it is complete: a
-/// reconcile triggered by one of them earlier could read the state before the list.)
-fn changed<K>(
-    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    objects: Objects<K>,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
-where
-    K: Cached + Send + Sync + 'static,
-{
-    events.flat_map(move |event| {
-        let objects: Vec<Result<Stored<K>, watcher::Error>> = match event {
-            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
-                vec![Ok(Stored::Typed(Arc::new(object)))]
-            }
-            // The store's own objects, each copied (or decoded) only when the controller takes
-            // it, not a copy of every object of the kind at once on each relist.
-            Ok(watcher::Event::InitDone) => objects.listed().into_iter().map(Ok).collect(),
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => Vec::new(),
-            Err(err) => vec![Err(err)],
-        };
-        futures::stream::iter(objects)
-            .filter_map(|object| futures::future::ready(object.map(Stored::into_owned).transpose()))
-    })
-}
-
 async fn controller(
     client: &Client,
     scope: Scope,
@@ -299,7 +195,7 @@ async fn controller(
         Some(crate::reconcile::plan::secret_name(a))
     }));
     // Only objects carrying the operator's label: never every Secret in the cluster.
-    let owned = watcher::Config::default().labels(OWNED_SELECTOR);
+    let owned = listed().labels(OWNED_SELECTOR);
     let access_events = {
         let (ctx, models, consents, logins, identities, credentials) = (
             ctx.clone(),
@@ -310,23 +206,20 @@ async fn controller(
             credentials.clone(),
         );
         let reader = Objects::Typed(accesses.clone());
-        let observed = watcher::watcher(
-            api::<InferenceAccess>(client, namespace),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(trim)
-        .reflect(access_writer)
-        .inspect(move |event| {
-            if let Ok(event) = event {
-                ctx.caches.accesses.observe(event);
-                models.observe(event);
-                consents.observe(event);
-                logins.observe(event);
-                identities.observe(event);
-                credentials.observe(event);
-            }
-        });
+        let observed = watcher::watcher(api::<InferenceAccess>(client, namespace), listed())
+            .default_backoff()
+            .modify(trim)
+            .reflect(access_writer)
+            .inspect(move |event| {
+                if let Ok(event) = event {
+                    ctx.caches.accesses.observe(event);
+                    models.observe(event);
+                    consents.observe(event);
+                    logins.observe(event);
+                    identities.observe(event);
+                    credentials.observe(event);
+                }
+            });
         changed(observed, reader)
             // The operator's own status writes change neither: they trigger nothing.
             .predicate_filter(
@@ -346,10 +239,7 @@ async fn controller(
     // Every ServiceAccount, not only the operator's: a named one's consent annotation is read
     // here, and a foreign one named like a dedicated one is seen before it could be applied to.
     let service_accounts = cached(
-        watcher::watcher(
-            api::<ServiceAccount>(client, namespace),
-            watcher::Config::default(),
-        ),
+        watcher::watcher(api::<ServiceAccount>(client, namespace), listed()),
         sa_writer,
         ctx.clone(),
         |c| &c.service_accounts,
@@ -357,10 +247,7 @@ async fn controller(
     // Owned and merely referenced InferenceServices alike: a changed status.url must reach the
     // Secret of every access that points at it.
     let inference_services = cached(
-        watcher::watcher(
-            api::<InferenceService>(client, namespace),
-            watcher::Config::default(),
-        ),
+        watcher::watcher(api::<InferenceService>(client, namespace), listed()),
         isvc_writer,
         ctx.clone(),
         |c| &c.inference_services,
@@ -369,7 +256,7 @@ async fn controller(
     // login, and no password is kept in memory.
     let dex_logins = watcher::watcher(
         api::<PartialObjectMeta<Secret>>(client, namespace),
-        watcher::Config::default().labels(&format!("{DEX_LOGIN_LABEL}=true")),
+        listed().labels(&format!("{DEX_LOGIN_LABEL}=true")),
     )
     .default_backoff()
     .touched_objects();
@@ -385,19 +272,13 @@ async fn controller(
         .watches_stream(inference_services, move |isvc| models.accesses_of(&isvc))
         .watches_stream(dex_logins, move |secret| logins.accesses_of(&secret))
         .reconcile_on(workload_triggers(
-            watcher::watcher(
-                api::<Deployment>(client, namespace),
-                watcher::Config::default(),
-            ),
+            watcher::watcher(api::<Deployment>(client, namespace), listed()),
             deployment_writer,
             ctx.clone(),
             credentials.clone(),
         ))
         .reconcile_on(workload_triggers(
-            watcher::watcher(
-                api::<StatefulSet>(client, namespace),
-                watcher::Config::default(),
-            ),
+            watcher::watcher(api::<StatefulSet>(client, namespace), listed()),
             stateful_set_writer,
             ctx.clone(),
             credentials,
