@@ -25,7 +25,7 @@ use crate::runtime::metrics::Metrics;
 use crate::runtime::ops::Health;
 use crate::runtime::recorder::Recorder;
 use crate::runtime::triggers::{self, owners};
-use crate::runtime::watches::{cached, changed, listed, workload_triggers};
+use crate::runtime::watches::{cached, changed, workload_triggers};
 
 pub struct Settings {
     /// Namespaces to watch; empty watches the whole cluster.
@@ -195,7 +195,7 @@ async fn controller(
         Some(crate::reconcile::plan::secret_name(a))
     }));
     // Only objects carrying the operator's label: never every Secret in the cluster.
-    let owned = listed().labels(OWNED_SELECTOR);
+    let owned = watcher::Config::default().labels(OWNED_SELECTOR);
     let access_events = {
         let (ctx, models, consents, logins, identities, credentials) = (
             ctx.clone(),
@@ -206,20 +206,23 @@ async fn controller(
             credentials.clone(),
         );
         let reader = Objects::Typed(accesses.clone());
-        let observed = watcher::watcher(api::<InferenceAccess>(client, namespace), listed())
-            .default_backoff()
-            .modify(trim)
-            .reflect(access_writer)
-            .inspect(move |event| {
-                if let Ok(event) = event {
-                    ctx.caches.accesses.observe(event);
-                    models.observe(event);
-                    consents.observe(event);
-                    logins.observe(event);
-                    identities.observe(event);
-                    credentials.observe(event);
-                }
-            });
+        let observed = watcher::watcher(
+            api::<InferenceAccess>(client, namespace),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(trim)
+        .reflect(access_writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                ctx.caches.accesses.observe(event);
+                models.observe(event);
+                consents.observe(event);
+                logins.observe(event);
+                identities.observe(event);
+                credentials.observe(event);
+            }
+        });
         changed(observed, reader)
             // The operator's own status writes change neither: they trigger nothing.
             .predicate_filter(
@@ -239,7 +242,10 @@ async fn controller(
     // Every ServiceAccount, not only the operator's: a named one's consent annotation is read
     // here, and a foreign one named like a dedicated one is seen before it could be applied to.
     let service_accounts = cached(
-        watcher::watcher(api::<ServiceAccount>(client, namespace), listed()),
+        watcher::watcher(
+            api::<ServiceAccount>(client, namespace),
+            watcher::Config::default(),
+        ),
         sa_writer,
         ctx.clone(),
         |c| &c.service_accounts,
@@ -247,7 +253,10 @@ async fn controller(
     // Owned and merely referenced InferenceServices alike: a changed status.url must reach the
     // Secret of every access that points at it.
     let inference_services = cached(
-        watcher::watcher(api::<InferenceService>(client, namespace), listed()),
+        watcher::watcher(
+            api::<InferenceService>(client, namespace),
+            watcher::Config::default(),
+        ),
         isvc_writer,
         ctx.clone(),
         |c| &c.inference_services,
@@ -256,7 +265,7 @@ async fn controller(
     // login, and no password is kept in memory.
     let dex_logins = watcher::watcher(
         api::<PartialObjectMeta<Secret>>(client, namespace),
-        listed().labels(&format!("{DEX_LOGIN_LABEL}=true")),
+        watcher::Config::default().labels(&format!("{DEX_LOGIN_LABEL}=true")),
     )
     .default_backoff()
     .touched_objects();
@@ -272,13 +281,19 @@ async fn controller(
         .watches_stream(inference_services, move |isvc| models.accesses_of(&isvc))
         .watches_stream(dex_logins, move |secret| logins.accesses_of(&secret))
         .reconcile_on(workload_triggers(
-            watcher::watcher(api::<Deployment>(client, namespace), listed()),
+            watcher::watcher(
+                api::<Deployment>(client, namespace),
+                watcher::Config::default(),
+            ),
             deployment_writer,
             ctx.clone(),
             credentials.clone(),
         ))
         .reconcile_on(workload_triggers(
-            watcher::watcher(api::<StatefulSet>(client, namespace), listed()),
+            watcher::watcher(
+                api::<StatefulSet>(client, namespace),
+                watcher::Config::default(),
+            ),
             stateful_set_writer,
             ctx.clone(),
             credentials,

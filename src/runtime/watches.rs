@@ -15,15 +15,6 @@ use crate::reconcile::Context;
 use crate::reconcile::cache::{Cache, Cached, Caches, Objects, Stored, encoded};
 use crate::runtime::index::ReferenceIndex;
 
-/// Objects per list page. A page is decoded whole, managedFields and all (a typed object's
-/// managedFields alone take about 16 KiB of maps), and the watches list concurrently on a
-/// restart: at kube's 500 the pages, not the caches, were the restart's peak.
-pub const LIST_PAGE: u32 = 100;
-
-pub fn listed() -> watcher::Config {
-    watcher::Config::default().page_size(LIST_PAGE)
-}
-
 /// A watch of `K` that keeps `cache` (through `writer`) and yields the objects it changed, for
 /// the controller's triggers.
 pub fn cached<K>(
