@@ -29,7 +29,7 @@ fn sklearn_iris_example_is_a_valid_access_for_the_sample() {
     // The sample's model, and no sidecar annotation: that is mesh.mode's job.
     let template = access.spec.inference_service.template.as_ref().unwrap();
     assert_eq!(
-        template.spec["predictor"]["model"]["storageUri"],
+        template.spec.value()["predictor"]["model"]["storageUri"],
         "gs://kfserving-examples/models/sklearn/1.0/model"
     );
     assert!(template.metadata.annotations.is_empty());

@@ -7,6 +7,7 @@
 pub mod authorization_policy;
 pub mod crd;
 pub mod inference_service;
+pub mod json_text;
 pub mod keys;
 mod schema;
 mod third_party;
@@ -158,7 +159,7 @@ pub struct InferenceServiceTemplate {
     /// The InferenceService spec, as in `kubectl apply -f sklearn.yaml`. Validated by KServe's
     /// own schema when applied.
     #[schemars(schema_with = "schema::preserve_unknown_object")]
-    pub spec: serde_json::Value,
+    pub spec: json_text::JsonText,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

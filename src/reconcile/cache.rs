@@ -17,13 +17,83 @@ use kube::Resource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::watcher;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::api::workload::Workload;
 use crate::api::{AuthorizationPolicy, InferenceAccess, InferenceService};
 
+pub mod encoded;
+
+/// What a cache keeps its watched objects in.
+pub enum Objects<K: Resource<DynamicType = ()> + Clone + 'static> {
+    /// Typed objects in a reflector store: the accesses, whose store the controller reads.
+    Typed(Store<K>),
+    /// JSON bytes, decoded on each read: every other kind, a fraction of the memory.
+    Encoded(encoded::Shelf<K>),
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Objects<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Objects::Typed(store) => Objects::Typed(store.clone()),
+            Objects::Encoded(shelf) => Objects::Encoded(shelf.clone()),
+        }
+    }
+}
+
+/// One watched object, not decoded yet.
+pub enum Stored<K> {
+    Typed(Arc<K>),
+    Encoded(encoded::Entry),
+}
+
+impl<K: Resource + Clone + DeserializeOwned> Stored<K> {
+    fn version(&self) -> Option<u64> {
+        match self {
+            Stored::Typed(object) => version(&**object),
+            Stored::Encoded(entry) => entry.version,
+        }
+    }
+
+    fn into_shared(self) -> Option<Arc<K>> {
+        match self {
+            Stored::Typed(object) => Some(object),
+            Stored::Encoded(entry) => entry.decode().map(Arc::new),
+        }
+    }
+
+    /// The object, copied only if the store still shares it.
+    pub fn into_owned(self) -> Option<K> {
+        match self {
+            Stored::Typed(object) => Some(Arc::try_unwrap(object).unwrap_or_else(|o| (*o).clone())),
+            Stored::Encoded(entry) => entry.decode(),
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Objects<K> {
+    fn get(&self, namespace: &str, name: &str) -> Option<Stored<K>> {
+        match self {
+            Objects::Typed(store) => store
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(Stored::Typed),
+            Objects::Encoded(shelf) => shelf.get(namespace, name).map(Stored::Encoded),
+        }
+    }
+
+    /// Every object, each decoded (or copied) only when taken.
+    pub fn listed(&self) -> Vec<Stored<K>> {
+        match self {
+            Objects::Typed(store) => store.state().into_iter().map(Stored::Typed).collect(),
+            Objects::Encoded(shelf) => shelf.entries().into_iter().map(Stored::Encoded).collect(),
+        }
+    }
+}
+
 /// A store and the writes it has not seen yet.
 pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
-    store: Store<K>,
+    objects: Objects<K>,
     written: Mutex<HashMap<ObjectRef<K>, Written<K>>>,
     /// True once the first full list is in. (A channel any number of reconciles may wait on:
     /// a reflector store's own readiness wakes only one waiter.)
@@ -41,10 +111,13 @@ fn version<K: Resource>(object: &K) -> Option<u64> {
     object.meta().resource_version.as_deref()?.parse().ok()
 }
 
-impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
-    pub fn new(store: Store<K>) -> Self {
+impl<K> Cache<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + 'static,
+{
+    pub fn new(objects: Objects<K>) -> Self {
         Self {
-            store,
+            objects,
             written: Mutex::default(),
             synced: tokio::sync::watch::Sender::new(false),
         }
@@ -62,15 +135,20 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
         let _ = synced.wait_for(|synced| *synced).await;
     }
 
-    /// An empty cache that no watch feeds, and the writer that fills it (tests, and kinds
-    /// that are not served).
+    /// An empty cache of typed objects that no watch feeds, and the writer that fills it.
     pub fn detached() -> (Self, Writer<K>) {
         let (store, writer) = kube::runtime::reflector::store();
-        (Self::new(store), writer)
+        (Self::new(Objects::Typed(store)), writer)
     }
 
-    pub fn store(&self) -> &Store<K> {
-        &self.store
+    /// An empty cache of encoded objects that no watch feeds, and the writer that fills it.
+    pub fn encoded() -> (Self, encoded::Writer<K>) {
+        let (shelf, writer) = encoded::shelf();
+        (Self::new(Objects::Encoded(shelf)), writer)
+    }
+
+    pub fn objects(&self) -> &Objects<K> {
+        &self.objects
     }
 
     fn written(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<K>, Written<K>>> {
@@ -80,13 +158,13 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
     /// The newest state the operator knows of.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
         let key = ObjectRef::new(name).within(namespace);
-        let stored = self.store.get(&key);
+        let stored = self.objects.get(namespace, name);
         let mut written = self.written();
         if let Some(mine) = written.get(&key) {
             // The watch may have delivered this write, and a newer change, before the write's
             // response was recorded: then no later event removes the override, and the store
             // (e.g. KServe's status on the InferenceService just applied) must win here.
-            let stored_version = stored.as_deref().and_then(version);
+            let stored_version = stored.as_ref().and_then(Stored::version);
             let store_is_newer = match (stored_version, mine.version, &mine.object) {
                 (Some(theirs), Some(ours), Some(_)) => theirs >= ours,
                 // Deleted by the operator: only a recreation is newer.
@@ -98,9 +176,9 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
             }
             written.remove(&key);
         }
-        stored
+        drop(written);
+        stored.and_then(Stored::into_shared)
     }
-
     /// Records an object the operator just wrote (as the API server returned it).
     pub fn wrote(&self, object: K) -> Arc<K> {
         let object = Arc::new(object);
@@ -150,8 +228,10 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
             // A relist: keep only the writes its list did not include yet.
             watcher::Event::InitDone => {
                 self.written().retain(|key, written| {
-                    match (self.store.get(key), written.version) {
-                        (Some(listed), Some(mine)) => version(&*listed).is_some_and(|v| v < mine),
+                    let namespace = key.namespace.as_deref().unwrap_or_default();
+                    let listed = self.objects.get(namespace, &key.name);
+                    match (listed, written.version) {
+                        (Some(listed), Some(mine)) => listed.version().is_some_and(|v| v < mine),
                         (None, _) => written.object.is_some(),
                         (Some(_), None) => false,
                     }
@@ -210,23 +290,23 @@ impl Caches {
 /// The writers of detached caches, to fill them by hand.
 pub struct Writers {
     pub accesses: Writer<InferenceAccess>,
-    pub inference_services: Writer<InferenceService>,
-    pub service_accounts: Writer<ServiceAccount>,
-    pub secrets: Writer<PartialObjectMeta<Secret>>,
-    pub policies: Writer<AuthorizationPolicy>,
-    pub deployments: Writer<Deployment>,
-    pub stateful_sets: Writer<StatefulSet>,
+    pub inference_services: encoded::Writer<InferenceService>,
+    pub service_accounts: encoded::Writer<ServiceAccount>,
+    pub secrets: encoded::Writer<PartialObjectMeta<Secret>>,
+    pub policies: encoded::Writer<AuthorizationPolicy>,
+    pub deployments: encoded::Writer<Deployment>,
+    pub stateful_sets: encoded::Writer<StatefulSet>,
 }
 
 impl Caches {
     pub fn detached() -> (Self, Writers) {
         let (accesses, a) = Cache::detached();
-        let (inference_services, i) = Cache::detached();
-        let (service_accounts, s) = Cache::detached();
-        let (secrets, m) = Cache::detached();
-        let (policies, p) = Cache::detached();
-        let (deployments, d) = Cache::detached();
-        let (stateful_sets, t) = Cache::detached();
+        let (inference_services, i) = Cache::encoded();
+        let (service_accounts, s) = Cache::encoded();
+        let (secrets, m) = Cache::encoded();
+        let (policies, p) = Cache::encoded();
+        let (deployments, d) = Cache::encoded();
+        let (stateful_sets, t) = Cache::encoded();
         (
             Self {
                 accesses,
@@ -253,7 +333,9 @@ impl Caches {
 }
 
 /// A kind with a cache.
-pub trait Cached: Resource<DynamicType = ()> + Clone + Sized + 'static {
+pub trait Cached:
+    Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Sized + 'static
+{
     /// Whether the cache sees every object of the kind in its scope. When it sees only the
     /// operator's own (label-selected), an object it does not show may still exist, someone
     /// else's: it is created, never applied, so such an object is never taken over.
@@ -369,121 +451,4 @@ pub fn trim<K: Resource>(object: &mut K) {
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn sa(rv: &str, label: &str) -> ServiceAccount {
-        serde_json::from_value(json!({
-            "metadata": {"name": "client", "namespace": "ns", "resourceVersion": rv, "labels": {"v": label}}
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn trimming_keeps_every_annotation_but_kubectls_copy() {
-        let mut account: ServiceAccount = serde_json::from_value(json!({"metadata": {
-            "name": "client", "namespace": "ns",
-            "annotations": {LAST_APPLIED: "{\"kind\":\"ServiceAccount\"}", "team": "a"},
-            "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
-        }}))
-        .unwrap();
-        trim(&mut account);
-        assert_eq!(
-            serde_json::to_value(&account.metadata).unwrap(),
-            json!({"name": "client", "namespace": "ns", "annotations": {"team": "a"}})
-        );
-    }
-
-    #[test]
-    fn a_write_wins_until_the_watch_catches_up() {
-        let (cache, mut writer) = Cache::<ServiceAccount>::detached();
-        writer.apply_watcher_event(&watcher::Event::Apply(sa("5", "old")));
-        cache.wrote(sa("7", "mine"));
-        let label = |c: &Cache<ServiceAccount>| {
-            c.get("ns", "client")
-                .and_then(|s| s.metadata.labels.clone())
-                .map(|l| l["v"].clone())
-        };
-        assert_eq!(label(&cache).as_deref(), Some("mine"));
-        // An older event arrives late: still ours.
-        let late = watcher::Event::Apply(sa("6", "older"));
-        writer.apply_watcher_event(&late);
-        cache.observe(&late);
-        assert_eq!(label(&cache).as_deref(), Some("mine"));
-        // The watch delivers our write (or anything newer): the store is the truth again.
-        let ours = watcher::Event::Apply(sa("7", "mine"));
-        writer.apply_watcher_event(&ours);
-        cache.observe(&ours);
-        let newer = watcher::Event::Apply(sa("9", "theirs"));
-        writer.apply_watcher_event(&newer);
-        cache.observe(&newer);
-        assert_eq!(label(&cache).as_deref(), Some("theirs"));
-    }
-
-    #[test]
-    fn a_write_recorded_after_the_watch_delivered_newer_changes_does_not_hide_them() {
-        let (cache, mut writer) = Cache::<ServiceAccount>::detached();
-        // The watch delivers the write (7) and a change made right after it (8) before the
-        // write's response is recorded.
-        for event in [
-            watcher::Event::Apply(sa("7", "mine")),
-            watcher::Event::Apply(sa("8", "theirs")),
-        ] {
-            writer.apply_watcher_event(&event);
-            cache.observe(&event);
-        }
-        cache.wrote(sa("7", "mine"));
-        let label = cache
-            .get("ns", "client")
-            .and_then(|s| s.metadata.labels.clone())
-            .map(|l| l["v"].clone());
-        assert_eq!(label.as_deref(), Some("theirs"));
-    }
-
-    #[test]
-    fn an_inference_service_no_access_controls_is_cached_without_its_spec() {
-        let isvc = |owners: serde_json::Value| -> InferenceService {
-            serde_json::from_value(json!({
-                "metadata": {"name": "m", "namespace": "ns", "ownerReferences": owners,
-                    "managedFields": [{"manager": "kserve"}]},
-                "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}}}},
-                "status": {"url": "http://m.ns.example.com", "components": {"predictor": {}},
-                    "conditions": [{"type": "Ready", "status": "True"}]},
-            }))
-            .unwrap()
-        };
-        let mut theirs = isvc(json!([]));
-        Cached::trim(&mut theirs);
-        let mut ours = isvc(json!([{"apiVersion": "inference-access.io/v1alpha1",
-            "kind": "InferenceAccess", "name": "a", "uid": "u", "controller": true}]));
-        Cached::trim(&mut ours);
-        for trimmed in [&theirs, &ours] {
-            let status = trimmed.status.as_ref().unwrap();
-            assert_eq!(status.url.as_deref(), Some("http://m.ns.example.com"));
-            assert_eq!(status.conditions.len(), 1);
-            assert!(status.rest.is_empty() && trimmed.metadata.managed_fields.is_none());
-        }
-        assert!(theirs.spec.is_null());
-        assert_eq!(
-            ours.spec["predictor"]["model"]["modelFormat"]["name"],
-            "sklearn"
-        );
-    }
-
-    #[test]
-    fn a_delete_is_seen_at_once_and_a_recreation_after() {
-        let (cache, mut writer) = Cache::<ServiceAccount>::detached();
-        writer.apply_watcher_event(&watcher::Event::Apply(sa("5", "old")));
-        cache.removed(&sa("5", "old"));
-        assert!(cache.get("ns", "client").is_none());
-        let gone = watcher::Event::Delete(sa("5", "old"));
-        writer.apply_watcher_event(&gone);
-        cache.observe(&gone);
-        assert!(cache.get("ns", "client").is_none());
-        let again = watcher::Event::Apply(sa("8", "new"));
-        writer.apply_watcher_event(&again);
-        cache.observe(&again);
-        assert!(cache.get("ns", "client").is_some());
-    }
-}
+mod tests;

@@ -2,15 +2,12 @@
 
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Controller, Error as ControllerError};
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::reflector::Store;
-use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use kube::runtime::{Predicate, WatchStreamExt, predicates};
 use kube::{Api, Client, Resource};
@@ -19,9 +16,8 @@ use tracing::{debug, info, warn};
 
 use crate::api::InferenceAccess;
 use crate::api::keys::{DEX_LOGIN_LABEL, FIELD_MANAGER, OWNED_SELECTOR};
-use crate::api::workload::Workload;
 use crate::api::{AuthorizationPolicy, InferenceService};
-use crate::reconcile::cache::{Cache, Cached, Caches, trim};
+use crate::reconcile::cache::{Cache, Caches, Objects, trim};
 use crate::reconcile::limits::Limits;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::runtime::index::ReferenceIndex;
@@ -29,6 +25,7 @@ use crate::runtime::metrics::Metrics;
 use crate::runtime::ops::Health;
 use crate::runtime::recorder::Recorder;
 use crate::runtime::triggers::{self, owners};
+use crate::runtime::watches::{cached, changed, workload_triggers};
 
 pub struct Settings {
     /// Namespaces to watch; empty watches the whole cluster.
@@ -150,107 +147,6 @@ impl kube::runtime::utils::Backoff for EachWatchBacksOff {
     fn reset(&mut self) {}
 }
 
-/// A watch of `K` that keeps `cache` (through `writer`) and yields the objects it changed, for
-/// the controller's triggers.
-fn cached<K>(
-    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    writer: Writer<K>,
-    ctx: Arc<Context>,
-    cache: fn(&Caches) -> &Cache<K>,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
-where
-    K: Cached + std::fmt::Debug + Send + Sync + 'static,
-{
-    let store = writer.as_reader();
-    let observed = events
-        .default_backoff()
-        .modify(K::trim)
-        .reflect(writer)
-        .inspect(move |event| {
-            if let Ok(event) = event {
-                cache(&ctx.caches).observe(event);
-            }
-        });
-    changed(observed, store)
-}
-
-/// A watch of every workload of kind `W` (their pod specs say which Secrets they read, which no
-/// label can select) that keeps its cache and the Secret-readers index, and yields the accesses
-/// whose Secret a changed workload read before or reads now. After a (re)list, those of every
-/// listed workload, once the cache holds the list.
-fn workload_triggers<W>(
-    events: impl Stream<Item = Result<watcher::Event<W>, watcher::Error>> + Send + 'static,
-    writer: Writer<W>,
-    ctx: Arc<Context>,
-    credentials: Arc<ReferenceIndex>,
-) -> impl Stream<Item = ObjectRef<InferenceAccess>> + Send + 'static
-where
-    W: Workload + Cached + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned,
-{
-    let mut listed: Vec<ObjectRef<InferenceAccess>> = Vec::new();
-    events
-        .default_backoff()
-        .modify(W::trim)
-        .reflect(writer)
-        .flat_map(move |event| {
-            let event = match event {
-                Ok(event) => event,
-                Err(err) => {
-                    warn!(kind = W::KIND.as_str(), error = %err, "workload watch");
-                    return futures::stream::iter(Vec::new());
-                }
-            };
-            W::cache(&ctx.caches).observe(&event);
-            let touched = ctx.caches.readers.observe(&event);
-            let accesses = |object: &W| -> Vec<ObjectRef<InferenceAccess>> {
-                let namespace = object.meta().namespace.clone().unwrap_or_default();
-                touched
-                    .iter()
-                    .flat_map(|secret| credentials.accesses_named(&namespace, secret))
-                    .collect()
-            };
-            let ready = match &event {
-                watcher::Event::Apply(object) | watcher::Event::Delete(object) => accesses(object),
-                watcher::Event::InitApply(object) => {
-                    listed.extend(accesses(object));
-                    Vec::new()
-                }
-                watcher::Event::Init => {
-                    listed.clear();
-                    Vec::new()
-                }
-                watcher::Event::InitDone => std::mem::take(&mut listed),
-            };
-            futures::stream::iter(ready)
-        })
-}
-
-/// The objects to reconcile for: each one changed, and after a (re)list every object, once the
-/// store holds the list. (A list's objects are not in the store until it is complete: a
-/// reconcile triggered by one of them earlier could read the state before the list.)
-fn changed<K>(
-    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    store: Store<K>,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
-where
-    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
-{
-    events.flat_map(move |event| {
-        let objects: Vec<Result<Arc<K>, watcher::Error>> = match event {
-            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
-                vec![Ok(Arc::new(object))]
-            }
-            // The store's own objects, each copied only when the controller takes it, not a
-            // copy of every object of the kind at once on each relist.
-            Ok(watcher::Event::InitDone) => store.state().into_iter().map(Ok).collect(),
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => Vec::new(),
-            Err(err) => vec![Err(err)],
-        };
-        futures::stream::iter(objects)
-            .map(|object| object.map(|o| Arc::try_unwrap(o).unwrap_or_else(|o| (*o).clone())))
-    })
-}
-
 async fn controller(
     client: &Client,
     scope: Scope,
@@ -259,14 +155,14 @@ async fn controller(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let namespace = scope.namespace.as_deref();
-    let (access_cache, access_writer) = Cache::<InferenceAccess>::detached();
-    let (isvc_cache, isvc_writer) = Cache::<InferenceService>::detached();
-    let (sa_cache, sa_writer) = Cache::<ServiceAccount>::detached();
-    let (secret_cache, secret_writer) = Cache::<PartialObjectMeta<Secret>>::detached();
-    let (policy_cache, policy_writer) = Cache::<AuthorizationPolicy>::detached();
-    let (deployment_cache, deployment_writer) = Cache::<Deployment>::detached();
-    let (stateful_set_cache, stateful_set_writer) = Cache::<StatefulSet>::detached();
-    let accesses = access_cache.store().clone();
+    let (accesses, access_writer) = kube::runtime::reflector::store::<InferenceAccess>();
+    let access_cache = Cache::new(Objects::Typed(accesses.clone()));
+    let (isvc_cache, isvc_writer) = Cache::<InferenceService>::encoded();
+    let (sa_cache, sa_writer) = Cache::<ServiceAccount>::encoded();
+    let (secret_cache, secret_writer) = Cache::<PartialObjectMeta<Secret>>::encoded();
+    let (policy_cache, policy_writer) = Cache::<AuthorizationPolicy>::encoded();
+    let (deployment_cache, deployment_writer) = Cache::<Deployment>::encoded();
+    let (stateful_set_cache, stateful_set_writer) = Cache::<StatefulSet>::encoded();
     base.metrics.watch_expiry(accesses.clone());
     let caches = Caches {
         accesses: access_cache,
@@ -309,7 +205,7 @@ async fn controller(
             identities.clone(),
             credentials.clone(),
         );
-        let reader = access_writer.as_reader();
+        let reader = Objects::Typed(accesses.clone());
         let observed = watcher::watcher(
             api::<InferenceAccess>(client, namespace),
             watcher::Config::default(),

@@ -3,8 +3,8 @@
 //! they write. Kept up to date from the access watch, so an event on such an object finds its
 //! accesses by lookup, never by a scan of every access.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -23,12 +23,20 @@ pub struct ReferenceIndex {
     inner: Mutex<Inner>,
 }
 
+/// `namespace/name` in one allocation (neither contains a slash): the index holds a few entries
+/// per access, and a pair of Strings and a set per entry took about 1 KiB each.
+type Packed = Arc<str>;
+
+fn pack(namespace: &str, name: &str) -> Packed {
+    format!("{namespace}/{name}").into()
+}
+
 #[derive(Default)]
 struct Inner {
-    /// (namespace, referenced name) → accesses (namespace, name).
-    by_reference: HashMap<Key, BTreeSet<Key>>,
-    /// (namespace, access name) → (namespace, referenced name).
-    of_access: HashMap<Key, Key>,
+    /// Referenced object → the accesses that refer to it, sorted (most often one).
+    by_reference: HashMap<Packed, Vec<Packed>>,
+    /// Access → the object it refers to.
+    of_access: HashMap<Packed, Packed>,
 }
 
 impl ReferenceIndex {
@@ -65,48 +73,62 @@ impl ReferenceIndex {
             watcher::Event::Delete(access) => self.set(access, None),
             // A relist: what was there before is replayed as InitApply.
             watcher::Event::Init => *self.inner() = Inner::default(),
-            watcher::Event::InitDone => {}
+            watcher::Event::InitDone => self.inner().shrink(),
         }
     }
 
     fn set(&self, access: &InferenceAccess, referenced: Option<Key>) {
-        let access_key = (access.namespace().unwrap_or_default(), access.name_any());
+        let access_key = pack(&access.namespace().unwrap_or_default(), &access.name_any());
+        let referenced = referenced.map(|(namespace, name)| pack(&namespace, &name));
         let mut inner = self.inner();
+        if inner.of_access.get(&access_key) == referenced.as_ref() {
+            return;
+        }
         if let Some(old) = inner.of_access.remove(&access_key)
             && let Some(accesses) = inner.by_reference.get_mut(&old)
         {
-            accesses.remove(&access_key);
+            accesses.retain(|a| *a != access_key);
             if accesses.is_empty() {
                 inner.by_reference.remove(&old);
             }
         }
         if let Some(referenced) = referenced {
-            inner
-                .by_reference
-                .entry(referenced.clone())
-                .or_default()
-                .insert(access_key.clone());
+            let accesses = inner.by_reference.entry(referenced.clone()).or_default();
+            if let Err(at) = accesses.binary_search(&access_key) {
+                accesses.insert(at, access_key.clone());
+                accesses.shrink_to_fit();
+            }
             inner.of_access.insert(access_key, referenced);
         }
     }
 
     /// The accesses that refer to `object`.
     pub fn accesses_of<K: Resource>(&self, object: &K) -> Vec<ObjectRef<InferenceAccess>> {
-        let namespace = object.meta().namespace.clone().unwrap_or_default();
-        let name = object.meta().name.clone().unwrap_or_default();
-        self.accesses_named(&namespace, &name)
+        let meta = object.meta();
+        self.accesses_named(
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        )
     }
 
     /// The accesses that refer to the object `name` in `namespace`.
     pub fn accesses_named(&self, namespace: &str, name: &str) -> Vec<ObjectRef<InferenceAccess>> {
-        let key = (namespace.to_owned(), name.to_owned());
         self.inner()
             .by_reference
-            .get(&key)
+            .get(&*pack(namespace, name))
             .into_iter()
             .flatten()
+            .filter_map(|access| access.split_once('/'))
             .map(|(namespace, name)| ObjectRef::new(name).within(namespace))
             .collect()
+    }
+}
+
+impl Inner {
+    /// After a relist: the tables sized for what is there.
+    fn shrink(&mut self) {
+        self.by_reference.shrink_to_fit();
+        self.of_access.shrink_to_fit();
     }
 }
 

@@ -8,3 +8,4 @@ pub mod ops;
 pub mod recorder;
 pub mod run;
 pub mod triggers;
+pub mod watches;

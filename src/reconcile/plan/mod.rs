@@ -256,7 +256,7 @@ pub fn validate(access: &InferenceAccess, limits: &Limits) -> Result<Plan, SpecE
             )?;
             Some(TemplatePlan {
                 metadata: template.metadata.clone(),
-                spec: template.spec.clone(),
+                spec: template.spec.value(),
             })
         }
         None => None,

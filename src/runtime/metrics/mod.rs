@@ -192,19 +192,65 @@ struct ConditionLabels {
     status: &'static str,
 }
 
-/// One per-access gauge family, written at scrape time.
+/// One per-access gauge family, written at scrape time. The series are made one at a time as
+/// they are written: a list of every access's series first took about 2 KiB per access on
+/// every scrape, on top of the text.
 fn gauge_family<L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    series: &[(L, i64)],
+    series: impl Iterator<Item = (L, i64)>,
 ) -> Result<(), std::fmt::Error> {
     let mut family =
         encoder.encode_descriptor(name, help, None, ConstGauge::new(0_i64).metric_type())?;
     for (labels, value) in series {
-        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
+}
+
+fn access_labels(access: &InferenceAccess) -> AccessLabels {
+    AccessLabels {
+        namespace: access.namespace().unwrap_or_default(),
+        name: access.name_any(),
+        secret_name: crate::reconcile::plan::secret_name(access),
+    }
+}
+
+fn expiry(access: &InferenceAccess) -> Option<Timestamp> {
+    Some(access.status.as_ref()?.token_expiration_time.as_ref()?.0)
+}
+
+/// An access's condition series: for each condition it has (and Ready, Unknown when missing),
+/// 1 for its status and 0 for the others.
+fn condition_series(access: &InferenceAccess) -> impl Iterator<Item = (ConditionLabels, i64)> {
+    let conditions = access
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    CONDITION_TYPES.into_iter().flat_map(move |r#type| {
+        let current = conditions
+            .iter()
+            .find(|c| c.type_ == r#type)
+            .map(|c| c.status.as_str());
+        // No Ready condition yet is Ready Unknown; the others may not apply at all.
+        let current = match current {
+            None if r#type == READY => Some("Unknown"),
+            current => current,
+        };
+        current.into_iter().flat_map(move |current| {
+            CONDITION_STATUSES.into_iter().map(move |status| {
+                let labels = ConditionLabels {
+                    namespace: access.namespace().unwrap_or_default(),
+                    name: access.name_any(),
+                    r#type,
+                    status,
+                };
+                (labels, i64::from(status == current))
+            })
+        })
+    })
 }
 
 impl Collector for AccessCollector {
@@ -215,84 +261,55 @@ impl Collector for AccessCollector {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let accesses: Vec<_> = stores.iter().flat_map(|store| store.state()).collect();
-        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        let cached: HashSet<AccessKey> = accesses
-            .iter()
-            .map(|a| (a.namespace().unwrap_or_default(), a.name_any()))
-            .collect();
-        // A deleted access's record goes once its credential has expired: never while a cache
-        // that is still filling could miss an access that exists.
-        let now = Timestamp::now();
-        issued.retain(|key, (_, expires)| cached.contains(key) || *expires > now);
-
-        let (mut expiry, mut issue, mut renewal, mut conditions) = (vec![], vec![], vec![], vec![]);
-        for access in &accesses {
-            let (namespace, name) = (access.namespace().unwrap_or_default(), access.name_any());
-            let labels = AccessLabels {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                secret_name: crate::reconcile::plan::secret_name(access),
-            };
-            let status = access.status.as_ref();
-            let expires = status.and_then(|s| s.token_expiration_time.as_ref());
-            if let Some(at) = expires {
-                expiry.push((labels.clone(), at.0.as_second()));
-            }
-            if let Some(at) = status.and_then(|s| s.renewal_time.as_ref()) {
-                renewal.push((labels.clone(), at.0.as_second()));
-            }
-            // Only the issue time of the credential the status shows: a lifetime from the issue
-            // time of one credential and the expiry of another would mean nothing.
-            if let Some((at, held_expiry)) = issued.get(&(namespace.clone(), name.clone()))
-                && expires.is_some_and(|e| e.0 == *held_expiry)
-            {
-                issue.push((labels, at.as_second()));
-            }
-            for r#type in CONDITION_TYPES {
-                let current = status
-                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == r#type))
-                    .map(|c| c.status.as_str());
-                // No Ready condition yet is Ready Unknown; the others may not apply at all.
-                let current = match current {
-                    None if r#type == READY => "Unknown",
-                    None => continue,
-                    Some(current) => current,
-                };
-                for status in CONDITION_STATUSES {
-                    let labels = ConditionLabels {
-                        namespace: namespace.clone(),
-                        name: name.clone(),
-                        r#type,
-                        status,
-                    };
-                    conditions.push((labels, i64::from(status == current)));
-                }
-            }
+        {
+            let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+            let cached: HashSet<AccessKey> = accesses
+                .iter()
+                .map(|a| (a.namespace().unwrap_or_default(), a.name_any()))
+                .collect();
+            // A deleted access's record goes once its credential has expired: never while a
+            // cache that is still filling could miss an access that exists.
+            let now = Timestamp::now();
+            issued.retain(|key, (_, expires)| cached.contains(key) || *expires > now);
         }
-        drop(issued);
         gauge_family(
             &mut encoder,
             "credential_expiration_timestamp_seconds",
             "When the credential of each access expires (Unix time), as cert-manager's certificate_expiration_timestamp_seconds",
-            &expiry,
+            accesses
+                .iter()
+                .filter_map(|a| Some((access_labels(a), expiry(a)?.as_second()))),
         )?;
-        gauge_family(
-            &mut encoder,
-            "credential_issued_timestamp_seconds",
-            "When the credential of each access was issued (Unix time); with the expiry, its lifetime",
-            &issue,
-        )?;
+        {
+            let issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+            // Only the issue time of the credential the status shows: a lifetime from the issue
+            // time of one credential and the expiry of another would mean nothing.
+            let issue = |a: &InferenceAccess| {
+                let key = (a.namespace().unwrap_or_default(), a.name_any());
+                let (at, held_expiry) = issued.get(&key)?;
+                (expiry(a)? == *held_expiry).then(|| (access_labels(a), at.as_second()))
+            };
+            gauge_family(
+                &mut encoder,
+                "credential_issued_timestamp_seconds",
+                "When the credential of each access was issued (Unix time); with the expiry, its lifetime",
+                accesses.iter().filter_map(|a| issue(a)),
+            )?;
+        }
         gauge_family(
             &mut encoder,
             "credential_renewal_timestamp_seconds",
             "When the operator renews the credential of each access (Unix time), as cert-manager's certificate_renewal_timestamp_seconds",
-            &renewal,
+            accesses.iter().filter_map(|a| {
+                let at = a.status.as_ref()?.renewal_time.as_ref()?;
+                Some((access_labels(a), at.0.as_second()))
+            }),
         )?;
         gauge_family(
             &mut encoder,
             "status_condition",
             "Each access's conditions: 1 for the status a condition has, 0 for the others (a missing Ready counts as Unknown)",
-            &conditions,
+            accesses.iter().flat_map(|a| condition_series(a)),
         )
     }
 }

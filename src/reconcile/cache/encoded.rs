@@ -1,0 +1,144 @@
+//! A watch cache that keeps each object as its JSON bytes and decodes it when read.
+//!
+//! A typed Kubernetes object takes several times its JSON size in memory: every string and
+//! every map (a B-tree node of hundreds of bytes even for one label) is an allocation of its
+//! own. The operator keeps one InferenceService, ServiceAccount, policy and Secret's metadata
+//! per access and reads each a few times per reconcile, so it keeps the bytes and pays a
+//! decode per read instead.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use kube::Resource;
+use kube::runtime::watcher;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::error;
+
+/// One object: its resourceVersion (to compare with the operator's writes without decoding)
+/// and its JSON.
+#[derive(Clone)]
+pub struct Entry {
+    pub version: Option<u64>,
+    json: Arc<[u8]>,
+}
+
+impl Entry {
+    fn of<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> Option<Self> {
+        match serde_json::to_vec(object) {
+            Ok(json) => Some(Self {
+                version: super::version(object),
+                json: json.into(),
+            }),
+            Err(err) => {
+                error!(kind = %K::kind(&()), error = %err, "cannot encode a watched object");
+                None
+            }
+        }
+    }
+
+    pub fn decode<K: DeserializeOwned>(&self) -> Option<K> {
+        match serde_json::from_slice(&self.json) {
+            Ok(object) => Some(object),
+            Err(err) => {
+                // Bytes this module encoded from the same type: a bug, not bad input.
+                error!(error = %err, "cannot decode a cached object");
+                None
+            }
+        }
+    }
+}
+
+type Objects = HashMap<Box<str>, Entry>;
+
+/// `namespace/name`: one allocation (a name cannot contain a slash).
+fn key(namespace: &str, name: &str) -> Box<str> {
+    format!("{namespace}/{name}").into_boxed_str()
+}
+
+fn key_of<K: Resource>(object: &K) -> Box<str> {
+    let meta = object.meta();
+    key(
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// The objects, shared between the cache that reads them and the writer the watch feeds.
+pub struct Shelf<K> {
+    objects: Arc<Mutex<Objects>>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for Shelf<K> {
+    fn clone(&self) -> Self {
+        Self {
+            objects: self.objects.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> Shelf<K> {
+    fn objects(&self) -> MutexGuard<'_, Objects> {
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Entry> {
+        self.objects().get(&*key(namespace, name)).cloned()
+    }
+
+    /// Every object (their bytes shared, not copied), to decode one at a time.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.objects().values().cloned().collect()
+    }
+}
+
+/// Applies a watch's events to a [`Shelf`], as a reflector's writer does to its store: a
+/// (re)list is gathered aside and replaces the objects when it is complete.
+pub struct Writer<K> {
+    shelf: Shelf<K>,
+    listing: Option<Objects>,
+}
+
+impl<K: Resource<DynamicType = ()> + Serialize> Writer<K> {
+    pub fn apply_watcher_event(&mut self, event: &watcher::Event<K>) {
+        match event {
+            watcher::Event::Apply(object) => {
+                if let Some(entry) = Entry::of(object) {
+                    self.shelf.objects().insert(key_of(object), entry);
+                }
+            }
+            watcher::Event::Delete(object) => {
+                self.shelf.objects().remove(&key_of(object));
+            }
+            watcher::Event::Init => self.listing = Some(Objects::new()),
+            watcher::Event::InitApply(object) => {
+                if let Some(entry) = Entry::of(object) {
+                    self.listing
+                        .get_or_insert_default()
+                        .insert(key_of(object), entry);
+                }
+            }
+            watcher::Event::InitDone => {
+                let mut listed = self.listing.take().unwrap_or_default();
+                listed.shrink_to_fit();
+                *self.shelf.objects() = listed;
+            }
+        }
+    }
+}
+
+/// An empty shelf and the writer that fills it.
+pub fn shelf<K>() -> (Shelf<K>, Writer<K>) {
+    let shelf = Shelf {
+        objects: Arc::default(),
+        kind: PhantomData,
+    };
+    let writer = Writer {
+        shelf: shelf.clone(),
+        listing: None,
+    };
+    (shelf, writer)
+}

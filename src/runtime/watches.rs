@@ -1,0 +1,119 @@
+//! The watches that keep the caches: each applies its events to its cache, then yields what
+//! the controller's triggers map to accesses.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use tracing::warn;
+
+use crate::api::InferenceAccess;
+use crate::api::workload::Workload;
+use crate::reconcile::Context;
+use crate::reconcile::cache::{Cache, Cached, Caches, Objects, Stored, encoded};
+use crate::runtime::index::ReferenceIndex;
+
+/// A watch of `K` that keeps `cache` (through `writer`) and yields the objects it changed, for
+/// the controller's triggers.
+pub fn cached<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    mut writer: encoded::Writer<K>,
+    ctx: Arc<Context>,
+    cache: fn(&Caches) -> &Cache<K>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Cached + std::fmt::Debug + Send + Sync + 'static,
+{
+    let objects = cache(&ctx.caches).objects().clone();
+    let observed = events
+        .default_backoff()
+        .modify(K::trim)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                writer.apply_watcher_event(event);
+                cache(&ctx.caches).observe(event);
+            }
+        });
+    changed(observed, objects)
+}
+
+/// A watch of every workload of kind `W` (their pod specs say which Secrets they read, which no
+/// label can select) that keeps its cache and the Secret-readers index, and yields the accesses
+/// whose Secret a changed workload read before or reads now. After a (re)list, those of every
+/// listed workload, once the cache holds the list.
+pub fn workload_triggers<W>(
+    events: impl Stream<Item = Result<watcher::Event<W>, watcher::Error>> + Send + 'static,
+    mut writer: encoded::Writer<W>,
+    ctx: Arc<Context>,
+    credentials: Arc<ReferenceIndex>,
+) -> impl Stream<Item = ObjectRef<InferenceAccess>> + Send + 'static
+where
+    W: Workload + Cached + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned,
+{
+    let mut listed: Vec<ObjectRef<InferenceAccess>> = Vec::new();
+    events
+        .default_backoff()
+        .modify(W::trim)
+        .flat_map(move |event| {
+            let event = match event {
+                Ok(event) => {
+                    writer.apply_watcher_event(&event);
+                    event
+                }
+                Err(err) => {
+                    warn!(kind = W::KIND.as_str(), error = %err, "workload watch");
+                    return futures::stream::iter(Vec::new());
+                }
+            };
+            W::cache(&ctx.caches).observe(&event);
+            let touched = ctx.caches.readers.observe(&event);
+            let accesses = |object: &W| -> Vec<ObjectRef<InferenceAccess>> {
+                let namespace = object.meta().namespace.clone().unwrap_or_default();
+                touched
+                    .iter()
+                    .flat_map(|secret| credentials.accesses_named(&namespace, secret))
+                    .collect()
+            };
+            let ready = match &event {
+                watcher::Event::Apply(object) | watcher::Event::Delete(object) => accesses(object),
+                watcher::Event::InitApply(object) => {
+                    listed.extend(accesses(object));
+                    Vec::new()
+                }
+                watcher::Event::Init => {
+                    listed.clear();
+                    Vec::new()
+                }
+                watcher::Event::InitDone => std::mem::take(&mut listed),
+            };
+            futures::stream::iter(ready)
+        })
+}
+
+/// The objects to reconcile for: each one changed, and after a (re)list every object, once the
+/// store holds the list. (A list's objects are not in the store until it is complete: a
+/// reconcile triggered by one of them earlier could read the state before the list.)
+pub fn changed<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    objects: Objects<K>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Cached + Send + Sync + 'static,
+{
+    events.flat_map(move |event| {
+        let objects: Vec<Result<Stored<K>, watcher::Error>> = match event {
+            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
+                vec![Ok(Stored::Typed(Arc::new(object)))]
+            }
+            // The store's own objects, each copied (or decoded) only when the controller takes
+            // it, not a copy of every object of the kind at once on each relist.
+            Ok(watcher::Event::InitDone) => objects.listed().into_iter().map(Ok).collect(),
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => Vec::new(),
+            Err(err) => vec![Err(err)],
+        };
+        futures::stream::iter(objects)
+            .filter_map(|object| futures::future::ready(object.map(Stored::into_owned).transpose()))
+    })
+}
