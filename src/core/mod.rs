@@ -15,3 +15,9 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
+
+/// `namespace/name` in one allocation (neither can contain a slash): the key of the operator's
+/// in-memory maps, which hold a few per access.
+pub fn packed_name<T: From<String>>(namespace: &str, name: &str) -> T {
+    format!("{namespace}/{name}").into()
+}

@@ -11,6 +11,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
 use crate::api::InferenceAccess;
+use crate::core::packed_name;
 
 type Key = (String, String);
 /// What an access refers to, as `(namespace, name)`.
@@ -23,12 +24,12 @@ pub struct ReferenceIndex {
     inner: Mutex<Inner>,
 }
 
-/// `namespace/name` in one allocation (neither contains a slash): the index holds a few entries
-/// per access, and a pair of Strings and a set per entry took about 1 KiB each.
+/// `namespace/name` ([`packed_name`]): a pair of Strings and a set per entry took about 1 KiB
+/// each.
 type Packed = Arc<str>;
 
 fn pack(namespace: &str, name: &str) -> Packed {
-    format!("{namespace}/{name}").into()
+    packed_name(namespace, name)
 }
 
 #[derive(Default)]

@@ -16,6 +16,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::error;
 
+use crate::core::packed_name;
+
 /// One object: its resourceVersion (to compare with the operator's writes without decoding)
 /// and its JSON.
 #[derive(Clone)]
@@ -52,14 +54,9 @@ impl Entry {
 
 type Objects = HashMap<Box<str>, Entry>;
 
-/// `namespace/name`: one allocation (a name cannot contain a slash).
-fn key(namespace: &str, name: &str) -> Box<str> {
-    format!("{namespace}/{name}").into_boxed_str()
-}
-
 fn key_of<K: Resource>(object: &K) -> Box<str> {
     let meta = object.meta();
-    key(
+    packed_name(
         meta.namespace.as_deref().unwrap_or_default(),
         meta.name.as_deref().unwrap_or_default(),
     )
@@ -86,7 +83,9 @@ impl<K> Shelf<K> {
     }
 
     pub fn get(&self, namespace: &str, name: &str) -> Option<Entry> {
-        self.objects().get(&*key(namespace, name)).cloned()
+        self.objects()
+            .get(&*packed_name::<Box<str>>(namespace, name))
+            .cloned()
     }
 
     /// Every object (their bytes shared, not copied), to decode one at a time.
