@@ -10,6 +10,7 @@
 //! correlates deeper, so here an update that changes `spec.a` still fails on an invalid
 //! unchanged `spec.b` that the API server would let through.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -120,13 +121,17 @@ impl CelRules {
             if unchanged && !self.transitions.contains(key) {
                 continue;
             }
+            // Borrowed but for metadata, which rules see only in part.
             let (value, previous) = if key == "metadata" {
-                (visible_metadata(value), previous.map(visible_metadata))
+                (
+                    Cow::Owned(visible_metadata(value)),
+                    previous.map(|p| Cow::Owned(visible_metadata(p))),
+                )
             } else {
-                (value.clone(), previous.cloned())
+                (Cow::Borrowed(value), previous.map(Cow::Borrowed))
             };
             errors.extend(
-                run(compiled, &value, previous.as_ref())
+                run(compiled, &value, previous.as_deref())
                     .into_iter()
                     .map(|mut e| {
                         e.field_path = under(key, &e.field_path);
