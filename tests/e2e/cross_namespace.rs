@@ -127,18 +127,29 @@ async fn create_namespace(env: &Env, name: &str) {
         .await;
 }
 
+/// A scenario's own kube-local with the Gateway API CRDs, or `None` on a shared cluster: there
+/// each scenario's operator keeps to its namespace and cannot follow a consent elsewhere (the
+/// scoped refusal below runs there instead).
+async fn consent_env(test: &str) -> Option<Env> {
+    if skip_on_real_cluster(test) {
+        return None;
+    }
+    Some(
+        Env::start_with(
+            kube_local::ControlPlane::builder().load_crds(&gateway_api_crds()),
+            None,
+        )
+        .await,
+    )
+}
+
 #[tokio::test]
 async fn a_model_in_another_namespace_is_reached_only_with_its_owner_consent() {
-    // On a shared cluster each scenario's operator keeps to its namespace: it cannot follow a
-    // consent elsewhere (the scoped refusal below runs there instead).
-    if skip_on_real_cluster("a_model_in_another_namespace_is_reached_only_with_its_owner_consent") {
+    let Some(env) =
+        consent_env("a_model_in_another_namespace_is_reached_only_with_its_owner_consent").await
+    else {
         return;
-    }
-    let env = Env::start_with(
-        kube_local::ControlPlane::builder().load_crds(&gateway_api_crds()),
-        None,
-    )
-    .await;
+    };
     let a = env.ns().to_owned();
     create_namespace(&env, &a).await;
     let (b, c) = (env.second_ns("team-b").await, env.second_ns("team-c").await);
@@ -237,16 +248,10 @@ async fn a_model_in_another_namespace_is_reached_only_with_its_owner_consent() {
 
 #[tokio::test]
 async fn an_access_cannot_take_over_a_policy_of_the_model_owner() {
-    // On a shared cluster each scenario's operator keeps to its namespace: it cannot follow a
-    // consent elsewhere (the scoped refusal below runs there instead).
-    if skip_on_real_cluster("an_access_cannot_take_over_a_policy_of_the_model_owner") {
+    let Some(env) = consent_env("an_access_cannot_take_over_a_policy_of_the_model_owner").await
+    else {
         return;
-    }
-    let env = Env::start_with(
-        kube_local::ControlPlane::builder().load_crds(&gateway_api_crds()),
-        None,
-    )
-    .await;
+    };
     let a = env.ns().to_owned();
     create_namespace(&env, &a).await;
     let b = env.second_ns("team-b").await;

@@ -181,17 +181,8 @@ impl Env {
         let ns = match &plane {
             Some(_) => NS.to_owned(),
             None => {
-                let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
-                    "name": scenario_namespace(), "labels": {"inference-access.io/e2e": "true"}}});
-                let name = namespace["metadata"]["name"].as_str().unwrap().to_owned();
-                Api::<Namespace>::all(client.clone())
-                    .patch(
-                        &name,
-                        &PatchParams::apply("e2e-test"),
-                        &Patch::Apply(&namespace),
-                    )
-                    .await
-                    .unwrap();
+                let name = scenario_namespace();
+                apply_scenario_namespace(&client, &name).await;
                 name
             }
         };
@@ -370,16 +361,7 @@ impl Env {
             Some(_) => role.to_owned(),
             None => format!("{}-{role}", scenario_namespace()),
         };
-        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
-            "name": name, "labels": {"inference-access.io/e2e": "true"}}});
-        Api::<Namespace>::all(self.client.clone())
-            .patch(
-                &name,
-                &PatchParams::apply("e2e-test"),
-                &Patch::Apply(&namespace),
-            )
-            .await
-            .unwrap();
+        apply_scenario_namespace(&self.client, &name).await;
         self.more_ns
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -1154,4 +1136,18 @@ pub mod tempdir {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+}
+
+/// Creates (or keeps) one of a scenario's namespaces, labelled as the e2e suite's.
+async fn apply_scenario_namespace(client: &Client, name: &str) {
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": name, "labels": {"inference-access.io/e2e": "true"}}});
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::apply("e2e-test"),
+            &Patch::Apply(&namespace),
+        )
+        .await
+        .unwrap();
 }
