@@ -111,15 +111,21 @@ impl World {
         for object in &self.0 {
             let value = object.clone();
             match object["kind"].as_str().unwrap() {
-                "InferenceService" => writers
-                    .inference_services
-                    .apply_watcher_event(&Event::Apply(serde_json::from_value(value).unwrap())),
-                "ServiceAccount" => writers
-                    .service_accounts
-                    .apply_watcher_event(&Event::Apply(serde_json::from_value(value).unwrap())),
-                "AuthorizationPolicy" => writers
-                    .policies
-                    .apply_watcher_event(&Event::Apply(serde_json::from_value(value).unwrap())),
+                "InferenceService" => {
+                    writers
+                        .inference_services
+                        .apply_watcher_event(&Event::Apply(serde_json::from_value(value).unwrap()));
+                }
+                "ServiceAccount" => {
+                    writers
+                        .service_accounts
+                        .apply_watcher_event(&Event::Apply(serde_json::from_value(value).unwrap()));
+                }
+                "AuthorizationPolicy" => {
+                    writers
+                        .policies
+                        .apply_watcher_event(&Event::Apply(serde_json::from_value(value).unwrap()));
+                }
                 "InferenceAccess" => writers
                     .accesses
                     .apply_watcher_event(&Event::Apply(serde_json::from_value(value).unwrap())),

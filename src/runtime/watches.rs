@@ -16,7 +16,7 @@ use crate::reconcile::cache::{Cache, Cached, Caches, Objects, Stored, encoded};
 use crate::runtime::index::ReferenceIndex;
 
 /// A watch of `K` that keeps `cache` (through `writer`) and yields the objects it changed, for
-/// the controller's triggers.
+/// the controller's triggers: each changed one, and after a relist what the relist changed.
 pub fn cached<K>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     mut writer: encoded::Writer<K>,
@@ -26,17 +26,29 @@ pub fn cached<K>(
 where
     K: Cached + std::fmt::Debug + Send + Sync + 'static,
 {
-    let objects = cache(&ctx.caches).objects().clone();
-    let observed = events
+    events
         .default_backoff()
         .modify(K::trim)
-        .inspect(move |event| {
-            if let Ok(event) = event {
-                writer.apply_watcher_event(event);
-                cache(&ctx.caches).observe(event);
-            }
-        });
-    changed(observed, objects)
+        .flat_map(move |event| {
+            let changed: Vec<Result<K, watcher::Error>> = match event {
+                Ok(event) => {
+                    let relisted = writer.apply_watcher_event(&event);
+                    cache(&ctx.caches).observe(&event);
+                    match event {
+                        watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
+                            vec![Ok(object)]
+                        }
+                        _ => relisted
+                            .iter()
+                            .filter_map(encoded::Entry::decode)
+                            .map(Ok)
+                            .collect(),
+                    }
+                }
+                Err(err) => vec![Err(err)],
+            };
+            futures::stream::iter(changed)
+        })
 }
 
 /// A watch of every workload of kind `W` (their pod specs say which Secrets they read, which no

@@ -99,10 +99,18 @@ impl<K> Shelf<K> {
 pub struct Writer<K> {
     shelf: Shelf<K>,
     listing: Option<Objects>,
+    /// Whether a list has completed: the first one fills an empty shelf.
+    filled: bool,
 }
 
 impl<K: Resource<DynamicType = ()> + Serialize> Writer<K> {
-    pub fn apply_watcher_event(&mut self, event: &watcher::Event<K>) {
+    /// Applies one event. A completed relist returns what it changed: the objects that are new
+    /// or at another resourceVersion, and those it no longer holds (as they were). The first
+    /// list returns nothing: every access is reconciled after its own first list, and no
+    /// reconcile runs before every cache holds its first list, so triggering each access again
+    /// for each of its objects would only decode every object once more while the operator
+    /// starts.
+    pub fn apply_watcher_event(&mut self, event: &watcher::Event<K>) -> Vec<Entry> {
         match event {
             watcher::Event::Apply(object) => {
                 if let Some(entry) = Entry::of(object) {
@@ -123,9 +131,30 @@ impl<K: Resource<DynamicType = ()> + Serialize> Writer<K> {
             watcher::Event::InitDone => {
                 let mut listed = self.listing.take().unwrap_or_default();
                 listed.shrink_to_fit();
-                *self.shelf.objects() = listed;
+                let mut objects = self.shelf.objects();
+                let before = std::mem::replace(&mut *objects, listed);
+                if !std::mem::replace(&mut self.filled, true) {
+                    return Vec::new();
+                }
+                let mut changed: Vec<Entry> = objects
+                    .iter()
+                    .filter(|(key, entry)| {
+                        before
+                            .get(*key)
+                            .is_none_or(|was| was.version.is_none() || was.version != entry.version)
+                    })
+                    .map(|(_, entry)| entry.clone())
+                    .collect();
+                changed.extend(
+                    before
+                        .into_iter()
+                        .filter(|(key, _)| !objects.contains_key(key))
+                        .map(|(_, entry)| entry),
+                );
+                return changed;
             }
         }
+        Vec::new()
     }
 }
 
@@ -138,6 +167,7 @@ pub fn shelf<K>() -> (Shelf<K>, Writer<K>) {
     let writer = Writer {
         shelf: shelf.clone(),
         listing: None,
+        filled: false,
     };
     (shelf, writer)
 }

@@ -15,7 +15,7 @@ fn caches() -> Vec<(Cache<ServiceAccount>, Feed)> {
         (
             encoded,
             Box::new(move |e: &watcher::Event<ServiceAccount>| {
-                encoded_writer.apply_watcher_event(e)
+                encoded_writer.apply_watcher_event(e);
             }),
         ),
     ]
@@ -194,4 +194,59 @@ fn an_encoded_object_reads_back_as_it_was_cached() {
         serde_json::to_value(&isvc).unwrap()
     );
     assert!(cache.get("ns", "other").is_none() && cache.get("other", "m").is_none());
+}
+
+#[test]
+fn a_relist_yields_only_what_it_changed_and_the_first_list_nothing() {
+    let account = |name: &str, rv: &str| -> ServiceAccount {
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "namespace": "ns", "resourceVersion": rv}}),
+        )
+        .unwrap()
+    };
+    let (_cache, mut writer) = Cache::<ServiceAccount>::encoded();
+    let mut list = |objects: &[ServiceAccount]| -> Vec<String> {
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for object in objects {
+            writer.apply_watcher_event(&watcher::Event::InitApply(object.clone()));
+        }
+        let mut changed: Vec<String> = writer
+            .apply_watcher_event(&watcher::Event::InitDone)
+            .iter()
+            .filter_map(encoded::Entry::decode::<ServiceAccount>)
+            .map(|sa| {
+                format!(
+                    "{}@{}",
+                    sa.metadata.name.unwrap(),
+                    sa.metadata.resource_version.unwrap()
+                )
+            })
+            .collect();
+        changed.sort();
+        changed
+    };
+    assert!(
+        list(&[
+            account("same", "1"),
+            account("edited", "2"),
+            account("gone", "3")
+        ])
+        .is_empty()
+    );
+    assert_eq!(
+        list(&[
+            account("same", "1"),
+            account("edited", "5"),
+            account("new", "6")
+        ]),
+        ["edited@5", "gone@3", "new@6"]
+    );
+    assert!(
+        list(&[
+            account("same", "1"),
+            account("edited", "5"),
+            account("new", "6")
+        ])
+        .is_empty()
+    );
 }
