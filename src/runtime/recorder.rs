@@ -4,7 +4,8 @@
 //! kube's `Recorder` keeps every Event it sent for six minutes, whole, with a copy of its
 //! ObjectReference as the key (about 2 KiB each in a table that never shrinks), and scans them
 //! all on every publish: at 10,000 accesses (two Events each on first issuance) that table was
-//! the largest thing in the operator. Here a repeat needs the Event's name and its count.
+//! the largest thing in the operator. Here a repeat needs when the first Event was sent (its
+//! name is built from it) and its count.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Reporter};
-use kube::{Client, Resource};
+use kube::Client;
 
 /// How long a repeat joins the series of the first Event (kube's and client-go's figure).
 const SERIES_WINDOW: SignedDuration = SignedDuration::from_mins(6);
@@ -31,18 +32,18 @@ pub struct Recorder {
 }
 
 /// What makes two Events one series: the object (by uid, which also tells a recreated object
-/// of the same name apart), and the Event's type, reason and action.
+/// of the same name apart) and which Event it is (its type, reason and action, numbered in
+/// [`Recent::events`]). Two Events per access on first issuance are 20,000 series at 10,000
+/// accesses, so a series keeps only this key and what a repeat needs.
 #[derive(Hash, PartialEq, Eq)]
 struct Key {
-    namespace: String,
-    uid: String,
-    warning: bool,
-    reason: String,
-    action: String,
+    object: Box<str>,
+    event: usize,
 }
 
 struct Sent {
-    name: String,
+    /// When the first Event was created: its name is built from it.
+    created: Timestamp,
     count: i32,
     last: Timestamp,
 }
@@ -50,6 +51,8 @@ struct Sent {
 #[derive(Default)]
 struct Recent {
     series: HashMap<Key, Sent>,
+    /// Each (warning, reason, action) seen, in the order first seen: a handful.
+    events: Vec<(bool, String, String)>,
     swept: Option<Timestamp>,
 }
 
@@ -64,6 +67,32 @@ impl Recent {
         // A burst's table is given back once its series have expired.
         if self.series.capacity() > 2 * self.series.len() + 64 {
             self.series.shrink_to_fit();
+        }
+    }
+
+    fn key(&mut self, event: &Event, regarding: &ObjectReference) -> Key {
+        let object = match (&regarding.uid, &regarding.name) {
+            (Some(uid), _) => uid.as_str().into(),
+            (None, name) => crate::core::packed_name(
+                regarding.namespace.as_deref().unwrap_or_default(),
+                name.as_deref().unwrap_or_default(),
+            ),
+        };
+        let warning = matches!(event.type_, EventType::Warning);
+        let which = |(w, reason, action): &(bool, String, String)| {
+            *w == warning && *reason == event.reason && *action == event.action
+        };
+        let index = match self.events.iter().position(which) {
+            Some(index) => index,
+            None => {
+                self.events
+                    .push((warning, event.reason.clone(), event.action.clone()));
+                self.events.len() - 1
+            }
+        };
+        Key {
+            object,
+            event: index,
         }
     }
 }
@@ -98,56 +127,61 @@ impl Recorder {
             .namespace
             .clone()
             .unwrap_or_else(|| "default".into());
-        let key = Key {
-            namespace: namespace.clone(),
-            uid: regarding
-                .uid
-                .clone()
-                .or_else(|| regarding.name.clone())
-                .unwrap_or_default(),
-            warning: matches!(event.type_, EventType::Warning),
-            reason: event.reason.clone(),
-            action: event.action.clone(),
-        };
-        let repeat = {
+        let (key, repeat) = {
             let mut recent = self.recent();
             recent.sweep(now);
-            recent
+            let key = recent.key(event, regarding);
+            let repeat = recent
                 .series
                 .get(&key)
                 .filter(|sent| sent.last + SERIES_WINDOW > now)
-                .map(|sent| (sent.name.clone(), sent.count + 1))
+                .map(|sent| (sent.created, sent.count + 1));
+            (key, repeat)
         };
         let api = Api::<K8sEvent>::namespaced(self.client.clone(), &namespace);
-        let (name, count) = match repeat {
-            Some((name, count)) => {
+        let (created, count) = match repeat {
+            Some((created, count)) => {
                 let series = serde_json::json!({
                     "reason": event.reason,
                     "series": EventSeries { count, last_observed_time: MicroTime(now) },
                 });
+                let name = self.event_name(regarding, created);
                 match api
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&series))
                     .await
                 {
-                    Ok(_) => (name, count),
+                    Ok(_) => (created, count),
                     // Deleted meanwhile (its TTL, or by hand): a new one starts a new series.
                     Err(err) if crate::reconcile::error::api_status(&err) == Some(404) => {
-                        (self.create(&api, event, regarding, now).await?, 1)
+                        self.create(&api, event, regarding, now).await?;
+                        (now, 1)
                     }
                     Err(err) => return Err(err),
                 }
             }
-            None => (self.create(&api, event, regarding, now).await?, 1),
+            None => {
+                self.create(&api, event, regarding, now).await?;
+                (now, 1)
+            }
         };
         self.recent().series.insert(
             key,
             Sent {
-                name,
+                created,
                 count,
                 last: now,
             },
         );
         Ok(())
+    }
+
+    /// The name of the Event about `regarding` first sent at `created`.
+    fn event_name(&self, regarding: &ObjectReference, created: Timestamp) -> String {
+        format!(
+            "{}.{:x}",
+            regarding.name.as_deref().unwrap_or(&self.controller),
+            created.as_nanosecond()
+        )
     }
 
     async fn create(
@@ -156,12 +190,8 @@ impl Recorder {
         event: &Event,
         regarding: &ObjectReference,
         now: Timestamp,
-    ) -> Result<String, kube::Error> {
-        let name = format!(
-            "{}.{:x}",
-            regarding.name.as_deref().unwrap_or(&self.controller),
-            now.as_nanosecond()
-        );
+    ) -> Result<(), kube::Error> {
+        let name = self.event_name(regarding, now);
         let body = K8sEvent {
             action: Some(event.action.clone()),
             reason: Some(event.reason.clone()),
@@ -185,8 +215,8 @@ impl Recorder {
             ),
             ..K8sEvent::default()
         };
-        let created = api.create(&PostParams::default(), &body).await?;
-        Ok(created.meta().name.clone().unwrap_or_default())
+        api.create(&PostParams::default(), &body).await?;
+        Ok(())
     }
 }
 
@@ -194,22 +224,56 @@ impl Recorder {
 mod tests {
     use super::*;
 
-    fn key(reason: &str) -> Key {
+    fn key(object: &str) -> Key {
         Key {
-            namespace: "ns".into(),
-            uid: "u".into(),
-            warning: false,
-            reason: reason.into(),
-            action: "Issue".into(),
+            object: object.into(),
+            event: 0,
         }
     }
 
     fn sent(last: Timestamp) -> Sent {
         Sent {
-            name: "a.1".into(),
+            created: last,
             count: 1,
             last,
         }
+    }
+
+    fn event(type_: EventType, reason: &str) -> Event {
+        Event {
+            type_,
+            reason: reason.into(),
+            note: None,
+            action: "Issue".into(),
+            secondary: None,
+        }
+    }
+
+    fn regarding(uid: Option<&str>, name: &str) -> ObjectReference {
+        ObjectReference {
+            namespace: Some("ns".into()),
+            name: Some(name.into()),
+            uid: uid.map(Into::into),
+            ..ObjectReference::default()
+        }
+    }
+
+    #[test]
+    fn one_series_per_object_and_event() {
+        let mut recent = Recent::default();
+        let issued = event(EventType::Normal, "Issued");
+        let a = regarding(Some("uid-a"), "a");
+        let first = recent.key(&issued, &a);
+        assert!(first == recent.key(&issued, &a));
+        assert!(first != recent.key(&event(EventType::Warning, "Issued"), &a));
+        assert!(first != recent.key(&event(EventType::Normal, "Renewed"), &a));
+        // A recreated object of the same name starts its own series.
+        assert!(first != recent.key(&issued, &regarding(Some("uid-b"), "a")));
+        // Without a uid, the namespace and name tell objects apart.
+        let named = recent.key(&issued, &regarding(None, "a"));
+        assert!(named == recent.key(&issued, &regarding(None, "a")));
+        assert!(named != recent.key(&issued, &regarding(None, "b")));
+        assert_eq!(recent.events.len(), 3, "each distinct Event numbered once");
     }
 
     #[test]
