@@ -171,6 +171,7 @@ async fn restart(
     let mark = server.plane.requests().mark();
     let operator = Operator::spawn(server, "operator.log")?;
     let readyz = operator.ready().await?;
+    let cpu_at_readyz = operator.cpu()?;
     while operator
         .metric("inference_access_reconciles_total", "")
         .await?
@@ -197,6 +198,7 @@ async fn restart(
     Ok((
         json!({
             "readyzSeconds": readyz.as_secs_f64(),
+            "operatorCpuSecondsToReadyz": cpu_at_readyz.as_secs_f64(),
             "writes": writes,
             "tokensMinted": requests.get("tokenrequest").copied().unwrap_or(0),
             "requests": requests,

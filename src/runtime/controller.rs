@@ -21,6 +21,7 @@ use crate::reconcile::cache::{Cache, Caches, Objects, trim};
 use crate::reconcile::limits::Limits;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::runtime::index::ReferenceIndex;
+use crate::runtime::lean::{self, Lean};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::ops::Health;
 use crate::runtime::recorder::Recorder;
@@ -206,8 +207,8 @@ async fn controller(
             credentials.clone(),
         );
         let reader = Objects::Typed(accesses.clone());
-        let observed = watcher::watcher(
-            api::<InferenceAccess>(client, namespace),
+        let observed = lean::watcher(
+            api::<Lean<InferenceAccess>>(client, namespace),
             watcher::Config::default(),
         )
         .default_backoff()
@@ -231,8 +232,8 @@ async fn controller(
             )
     };
     let secrets = cached(
-        watcher::watcher(
-            api::<PartialObjectMeta<Secret>>(client, namespace),
+        lean::watcher(
+            api::<Lean<PartialObjectMeta<Secret>>>(client, namespace),
             owned.clone(),
         ),
         secret_writer,
@@ -242,8 +243,8 @@ async fn controller(
     // Every ServiceAccount, not only the operator's: a named one's consent annotation is read
     // here, and a foreign one named like a dedicated one is seen before it could be applied to.
     let service_accounts = cached(
-        watcher::watcher(
-            api::<ServiceAccount>(client, namespace),
+        lean::watcher(
+            api::<Lean<ServiceAccount>>(client, namespace),
             watcher::Config::default(),
         ),
         sa_writer,
@@ -253,8 +254,8 @@ async fn controller(
     // Owned and merely referenced InferenceServices alike: a changed status.url must reach the
     // Secret of every access that points at it.
     let inference_services = cached(
-        watcher::watcher(
-            api::<InferenceService>(client, namespace),
+        lean::watcher(
+            api::<Lean<InferenceService>>(client, namespace),
             watcher::Config::default(),
         ),
         isvc_writer,
@@ -263,8 +264,8 @@ async fn controller(
     );
     // Only Secrets marked as Dex logins, metadata only: a changed password retries a stopped
     // login, and no password is kept in memory.
-    let dex_logins = watcher::watcher(
-        api::<PartialObjectMeta<Secret>>(client, namespace),
+    let dex_logins = lean::watcher(
+        api::<Lean<PartialObjectMeta<Secret>>>(client, namespace),
         watcher::Config::default().labels(&format!("{DEX_LOGIN_LABEL}=true")),
     )
     .default_backoff()
@@ -281,8 +282,8 @@ async fn controller(
         .watches_stream(inference_services, move |isvc| models.accesses_of(&isvc))
         .watches_stream(dex_logins, move |secret| logins.accesses_of(&secret))
         .reconcile_on(workload_triggers(
-            watcher::watcher(
-                api::<Deployment>(client, namespace),
+            lean::watcher(
+                api::<Lean<Deployment>>(client, namespace),
                 watcher::Config::default(),
             ),
             deployment_writer,
@@ -290,8 +291,8 @@ async fn controller(
             credentials.clone(),
         ))
         .reconcile_on(workload_triggers(
-            watcher::watcher(
-                api::<StatefulSet>(client, namespace),
+            lean::watcher(
+                api::<Lean<StatefulSet>>(client, namespace),
                 watcher::Config::default(),
             ),
             stateful_set_writer,
@@ -306,7 +307,7 @@ async fn controller(
         // namespace) has no owner reference: its labels name the access.
         controller = controller.watches_stream(
             cached(
-                watcher::watcher(api::<AuthorizationPolicy>(client, namespace), owned),
+                lean::watcher(api::<Lean<AuthorizationPolicy>>(client, namespace), owned),
                 policy_writer,
                 ctx.clone(),
                 |c| &c.policies,

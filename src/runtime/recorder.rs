@@ -14,9 +14,9 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Reporter};
-use kube::Client;
 
 /// How long a repeat joins the series of the first Event (kube's and client-go's figure).
 const SERIES_WINDOW: SignedDuration = SignedDuration::from_mins(6);
