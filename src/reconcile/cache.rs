@@ -358,13 +358,14 @@ impl Cached for InferenceService {
     }
 
     /// Every InferenceService in scope is cached, most of them no access's. Of KServe's status
-    /// only the URL, address and conditions are read; the spec only of one an access controls
-    /// (compared with its template): others keep metadata and that status, about a third of
-    /// the memory.
+    /// only the URL, address and `Ready` condition are read (KServe reports up to eight); the
+    /// spec only of one an access controls (compared with its template): others keep metadata
+    /// and that status, about a third of the memory.
     fn trim(&mut self) {
         trim(self);
         if let Some(status) = self.status.as_mut() {
             status.rest.clear();
+            status.conditions.retain(|c| c.type_ == "Ready");
         }
         let controlled = self
             .metadata
