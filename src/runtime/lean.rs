@@ -83,7 +83,7 @@ macro_rules! forward_deserialize {
     )*};
 }
 
-/// Forwards every `visit_*` of a visitor wrapper to `self.0`, but `visit_map`.
+/// Forwards every `visit_*` of a visitor wrapper to `self.0`, but `visit_map` and `visit_some`.
 macro_rules! forward_visits {
     ($($method:ident: $ty:ty)*) => {
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
