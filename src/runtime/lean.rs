@@ -74,7 +74,7 @@ where
     })
 }
 
-/// Forwards every `deserialize_*` of a wrapper over `self.0` unchanged, but those listed.
+/// Forwards the listed `deserialize_*` methods of a wrapper to `self.0` unchanged.
 macro_rules! forward_deserialize {
     ($($method:ident)*) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
