@@ -4,9 +4,16 @@
 //! leaves a stale series behind. `config/prometheus/rules.yaml` alerts on them and
 //! `config/grafana/inference-access.json` charts them; a test keeps both to the names here.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures::Stream;
+use hyper::body::Bytes;
+use tokio::sync::mpsc;
+use tracing::debug;
 
 use jiff::Timestamp;
 use kube::ResourceExt;
@@ -154,6 +161,79 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
     }
+
+    /// The exposition, handed to the reader in chunks as it is written: at 10,000 accesses the
+    /// text is about 16 MB, which a scrape held whole (in a String of 32 MiB) until it was sent.
+    pub fn stream(self: Arc<Self>) -> impl Stream<Item = Bytes> + Send + 'static {
+        let (sender, receiver) = mpsc::channel(1);
+        tokio::task::spawn_blocking(move || {
+            let mut chunks = Chunks {
+                text: String::with_capacity(CHUNK),
+                sender,
+            };
+            let written = prometheus_client::encoding::text::encode(&mut chunks, &self.registry)
+                .and_then(|()| chunks.hand_over());
+            if written.is_err() {
+                debug!("a metrics scrape ended before its text did (the reader went away)");
+            }
+        });
+        futures::stream::unfold(receiver, |mut receiver| async move {
+            let chunk = receiver.recv().await?;
+            Some((chunk, receiver))
+        })
+    }
+}
+
+/// How much text a scrape gathers before it hands it to the reader.
+const CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// Set while the per-access families are written: the registry's own families hold their
+    /// lock while they write (a reconcile counting would wait on it), the per-access ones hold
+    /// none, so only they may wait for a slow reader.
+    static MAY_HAND_OVER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sets [`MAY_HAND_OVER`] while it lives.
+struct HandOverAllowed;
+
+impl HandOverAllowed {
+    fn new() -> Self {
+        MAY_HAND_OVER.set(true);
+        Self
+    }
+}
+
+impl Drop for HandOverAllowed {
+    fn drop(&mut self) {
+        MAY_HAND_OVER.set(false);
+    }
+}
+
+/// The text of one scrape, handed over a chunk at a time.
+struct Chunks {
+    text: String,
+    sender: mpsc::Sender<Bytes>,
+}
+
+impl Chunks {
+    fn hand_over(&mut self) -> fmt::Result {
+        let chunk = std::mem::replace(&mut self.text, String::with_capacity(CHUNK));
+        self.sender
+            .blocking_send(Bytes::from(chunk))
+            .map_err(|_| fmt::Error)
+    }
+}
+
+impl fmt::Write for Chunks {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.text.push_str(s);
+        if self.text.len() >= CHUNK && MAY_HAND_OVER.get() {
+            self.hand_over()
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// The condition types exported per access (a fixed set: the status is the operator's own, but
@@ -261,7 +341,9 @@ impl Collector for AccessCollector {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let accesses: Vec<_> = stores.iter().flat_map(|store| store.state()).collect();
-        {
+        // A copy: the families below may wait for a slow reader, and a reconcile must never
+        // wait for a scrape.
+        let issued = {
             let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
             let cached: HashSet<AccessKey> = accesses
                 .iter()
@@ -271,7 +353,9 @@ impl Collector for AccessCollector {
             // cache that is still filling could miss an access that exists.
             let now = Timestamp::now();
             issued.retain(|key, (_, expires)| cached.contains(key) || *expires > now);
-        }
+            issued.clone()
+        };
+        let _hand_over = HandOverAllowed::new();
         gauge_family(
             &mut encoder,
             "credential_expiration_timestamp_seconds",
@@ -281,7 +365,6 @@ impl Collector for AccessCollector {
                 .filter_map(|a| Some((access_labels(a), expiry(a)?.as_second()))),
         )?;
         {
-            let issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
             // Only the issue time of the credential the status shows: a lifetime from the issue
             // time of one credential and the expiry of another would mean nothing.
             let issue = |a: &InferenceAccess| {

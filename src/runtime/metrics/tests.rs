@@ -334,3 +334,100 @@ fn alerts_and_dashboard_query_only_metrics_the_operator_exports() {
         }
     }
 }
+
+/// `count` accesses with a credential and four conditions each, in one cache.
+fn many_accesses(count: usize) -> (Arc<Metrics>, Writer<InferenceAccess>) {
+    let (metrics, mut writer) = watching();
+    let condition = |type_: &str| serde_json::json!({"type": type_, "status": "True", "reason": "R", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"});
+    for i in 0..count {
+        let mut access = cached_access(serde_json::json!({
+            "tokenExpirationTime": "2026-01-01T01:00:00Z",
+            "renewalTime": "2026-01-01T00:40:00Z",
+            "conditions": [condition("Ready"), condition("CredentialIssued"),
+                condition("InferenceServiceReady"), condition("AccessPolicyReady")]
+        }));
+        access.metadata.name = Some(format!("a-{i}"));
+        writer.apply_watcher_event(&Event::Apply(access));
+        metrics.credential_held(
+            "ns",
+            &format!("a-{i}"),
+            ts("2026-01-01T00:00:00Z"),
+            ts("2026-01-01T01:00:00Z"),
+        );
+    }
+    (Arc::new(metrics), writer)
+}
+
+#[tokio::test]
+async fn a_streamed_scrape_is_the_exposition_in_chunks() {
+    use futures::StreamExt;
+    let (metrics, _writer) = many_accesses(500);
+    let whole = metrics.encode().unwrap();
+    let chunks: Vec<_> = metrics.clone().stream().collect().await;
+    assert!(
+        chunks.len() > 5,
+        "{} chunks for {} bytes",
+        chunks.len(),
+        whole.len()
+    );
+    assert!(chunks.iter().all(|c| c.len() < 2 * CHUNK));
+    let streamed: Vec<u8> = chunks.concat();
+    assert_eq!(String::from_utf8(streamed).unwrap(), whole);
+    assert!(whole.ends_with("# EOF\n"));
+}
+
+/// A scrape whose reader stops reading holds no lock a reconcile takes: here it waits in the
+/// middle of the issue-time family, whose records a reconcile writes, and counting and recording
+/// a credential go on.
+#[tokio::test]
+async fn a_scrape_nobody_reads_blocks_no_reconcile() {
+    use futures::StreamExt;
+    let (metrics, _writer) = many_accesses(3_000);
+    let whole = metrics.encode().unwrap();
+    let family = |name: &str| {
+        whole
+            .find(&format!("# HELP inference_access_{name}"))
+            .unwrap()
+    };
+    let (issued, renewal) = (
+        family("credential_issued_timestamp_seconds"),
+        family("credential_renewal_timestamp_seconds"),
+    );
+    // The writer waits to hand over the chunk after the one the channel holds: the one that
+    // ends (read + 2) chunks in, for `read` chunks read.
+    let read = (issued / CHUNK).saturating_sub(1);
+    assert!(
+        (read + 2) * CHUNK > issued && (read + 3) * CHUNK < renewal,
+        "the issue-time family spans {issued}..{renewal}: too short to wait in"
+    );
+    let mut scrape = Box::pin(metrics.clone().stream());
+    for _ in 0..read {
+        assert!(!scrape.next().await.unwrap().is_empty());
+    }
+    let counting = {
+        let metrics = metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            for i in 0..100 {
+                metrics.reconciled(Duration::from_millis(1), Some("token_request"));
+                metrics.credential_minted(i % 2 == 0);
+                metrics.credential_held(
+                    "ns",
+                    &format!("new-{i}"),
+                    ts("2026-01-01T00:00:00Z"),
+                    ts("2026-01-01T01:00:00Z"),
+                );
+            }
+        })
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), counting)
+        .await
+        .expect("a reconcile waited for the scrape")
+        .unwrap();
+    drop(scrape);
+    assert!(
+        metrics
+            .encode()
+            .unwrap()
+            .contains("inference_access_reconciles_total 100\n")
+    );
+}
