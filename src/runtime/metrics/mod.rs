@@ -12,9 +12,6 @@ use std::time::Duration;
 
 use futures::Stream;
 use hyper::body::Bytes;
-use tokio::sync::mpsc;
-use tracing::debug;
-
 use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
@@ -25,6 +22,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+use tracing::debug;
 
 use crate::api::InferenceAccess;
 use crate::reconcile::conditions::{
