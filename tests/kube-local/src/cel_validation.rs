@@ -16,11 +16,14 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::cel_patterns::{ConstantPatterns, Failure};
 use crate::error::FieldError;
 
 /// The compiled rules of one schema.
 pub struct CelRules {
     compiled: kube_cel::CompiledSchema,
+    /// Rules that only match a constant pattern, run here rather than by kube-cel.
+    patterns: ConstantPatterns,
     root: Option<RootRules>,
     /// Top-level properties with a transition rule somewhere below them.
     transitions: BTreeSet<String>,
@@ -48,6 +51,16 @@ impl CelRules {
         if !schema.to_string().contains("x-kubernetes-validations") {
             return None;
         }
+        let mut schema = schema.clone();
+        let patterns = ConstantPatterns::take_from(&mut schema);
+        Some(Self {
+            patterns,
+            ..Self::compile_in_kube_cel(&schema)
+        })
+    }
+
+    /// Every rule of `schema` run by kube-cel.
+    fn compile_in_kube_cel(schema: &Value) -> Self {
         let transitions = schema["properties"]
             .as_object()
             .into_iter()
@@ -62,21 +75,22 @@ impl CelRules {
                 compiled: kube_cel::compile_schema(&root_rules_only(schema)),
                 reads: read_properties(rules),
             });
-        Some(Self {
+        Self {
             compiled: kube_cel::compile_schema(schema),
+            patterns: ConstantPatterns::default(),
             root,
             transitions,
-        })
+        }
     }
 
     /// The rules' errors for `obj` (with `old` on an update).
     pub fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
-        let errors = if obj.is_object() {
+        let failures = if obj.is_object() {
             self.by_property(obj, old)
         } else {
             run(&self.compiled, obj, old)
         };
-        errors
+        failures
             .into_iter()
             .map(|e| {
                 let field = if e.field_path.is_empty() {
@@ -88,15 +102,15 @@ impl CelRules {
                 for seg in e.field_path.split('.').filter(|s| !s.is_empty()) {
                     at = &at[seg];
                 }
-                FieldError::invalid(&field, &crate::validation::shown(at), e.message.clone())
+                FieldError::invalid(&field, &crate::validation::shown(at), e.message)
             })
             .collect()
     }
 
     /// The root's rules on what they read, then each top-level property on its own: on an
     /// update only the changed ones (and those with a transition rule).
-    fn by_property(&self, obj: &Value, old: Option<&Value>) -> Vec<kube_cel::ValidationError> {
-        let mut errors = match &self.root {
+    fn by_property(&self, obj: &Value, old: Option<&Value>) -> Vec<Failure> {
+        let mut failures = match &self.root {
             Some(root) => {
                 let old = old.map(|old| visible(old, root.reads.as_ref()));
                 run(
@@ -107,13 +121,16 @@ impl CelRules {
             }
             None => Vec::new(),
         };
-        for (key, compiled) in &self.compiled.properties {
+        let keys: BTreeSet<&str> = (self.compiled.properties.keys().map(String::as_str))
+            .chain(self.patterns.properties())
+            .collect();
+        for key in keys {
+            let compiled = self.compiled.properties.get(key);
             let previous = old.and_then(|old| old.get(key));
             let Some(value) = obj.get(key) else {
                 // Absent: the whole walk would only default it; let it.
-                if compiled.default.is_some() {
-                    let old = old.map(|old| visible(old, None));
-                    return run(&self.compiled, &visible(obj, None), old.as_ref());
+                if compiled.is_some_and(|c| c.default.is_some()) {
+                    return self.whole(obj, old);
                 }
                 continue;
             };
@@ -121,25 +138,38 @@ impl CelRules {
             if unchanged && !self.transitions.contains(key) {
                 continue;
             }
-            // Borrowed but for metadata, which rules see only in part.
-            let (value, previous) = if key == "metadata" {
-                (
-                    Cow::Owned(visible_metadata(value)),
-                    previous.map(|p| Cow::Owned(visible_metadata(p))),
-                )
-            } else {
-                (Cow::Borrowed(value), previous.map(Cow::Borrowed))
-            };
-            errors.extend(
-                run(compiled, &value, previous.as_deref())
-                    .into_iter()
-                    .map(|mut e| {
+            if let Some(compiled) = compiled {
+                // Borrowed but for metadata, which rules see only in part.
+                let (value, previous) = if key == "metadata" {
+                    (
+                        Cow::Owned(visible_metadata(value)),
+                        previous.map(|p| Cow::Owned(visible_metadata(p))),
+                    )
+                } else {
+                    (Cow::Borrowed(value), previous.map(Cow::Borrowed))
+                };
+                failures.extend(run(compiled, &value, previous.as_deref()).into_iter().map(
+                    |mut e| {
                         e.field_path = under(key, &e.field_path);
                         e
-                    }),
-            );
+                    },
+                ));
+            }
+            self.patterns.check(key, value, &mut failures);
         }
-        errors
+        failures
+    }
+
+    /// Every rule on the whole object.
+    fn whole(&self, obj: &Value, old: Option<&Value>) -> Vec<Failure> {
+        let old = old.map(|old| visible(old, None));
+        let mut failures = run(&self.compiled, &visible(obj, None), old.as_ref());
+        for key in self.patterns.properties() {
+            if let Some(value) = obj.get(key) {
+                self.patterns.check(key, value, &mut failures);
+            }
+        }
+        failures
     }
 }
 
@@ -207,20 +237,24 @@ fn read_properties(rules: &[Value]) -> Option<BTreeSet<String>> {
     Some(reads)
 }
 
-fn run(
-    compiled: &kube_cel::CompiledSchema,
-    obj: &Value,
-    old: Option<&Value>,
-) -> Vec<kube_cel::ValidationError> {
+fn run(compiled: &kube_cel::CompiledSchema, obj: &Value, old: Option<&Value>) -> Vec<Failure> {
     thread_local! {
         static VALIDATOR: kube_cel::Validator = kube_cel::Validator::new();
     }
-    VALIDATOR.with(
-        |validator| match validator.validate_compiled(compiled, obj, old) {
-            Ok(()) => Vec::new(),
-            Err(errors) => errors.into_vec(),
-        },
-    )
+    let errors =
+        VALIDATOR.with(
+            |validator| match validator.validate_compiled(compiled, obj, old) {
+                Ok(()) => Vec::new(),
+                Err(errors) => errors.into_vec(),
+            },
+        );
+    errors
+        .into_iter()
+        .map(|e| Failure {
+            field_path: e.field_path,
+            message: e.message,
+        })
+        .collect()
 }
 
 /// `schema` without the rules below its root.
@@ -362,6 +396,77 @@ mod tests {
         );
         assert_eq!(reads(json!([{"rule": "self == oldSelf"}])), None);
         assert_eq!(reads(json!([{"rule": "self['spec'] != null"}])), None);
+    }
+
+    /// The operator's CRD, whose constant patterns run outside kube-cel: the same errors for
+    /// every value the patterns check as with every rule in kube-cel.
+    #[test]
+    fn constant_patterns_fail_as_kube_cel_does() {
+        let crd: Value = serde_yaml::from_str(include_str!(
+            "../../../crds/inference-access.io_inferenceaccesses.yaml"
+        ))
+        .unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let split = CelRules::compile(schema).unwrap();
+        let whole = CelRules::compile_in_kube_cel(schema);
+        let mut left = schema.clone();
+        ConstantPatterns::take_from(&mut left);
+        let calls = |schema: &Value| schema.to_string().matches(".matches(").count();
+        // All but the compound rules (the token's five and one on probe paths).
+        assert_eq!((calls(schema), calls(&left)), (17, 7));
+        let valid = json!({"metadata": {"name": "a"}, "spec": {
+            "inferenceService": {"name": "iris", "namespace": "team-a"},
+            "serviceAccount": {"name": "iris-client"},
+            "secretName": "iris-access",
+            "gateway": {"url": "http://gateway.local:8080"},
+            "mesh": {"probePaths": ["/healthz", "/ready"], "userIdHeader": "kubeflow-userid"},
+            "token": {"duration": "1h"},
+            "auth": {"dexSession": {"loginURL": "https://dex.local/dex",
+                "credentialsSecret": {"name": "dex-user", "usernameKey": "user", "passwordKey": "pass"}}},
+        }});
+        let errors = |rules: &CelRules, obj: &Value| {
+            let mut errs: Vec<String> = rules
+                .validate(obj, None)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            errs.sort();
+            errs
+        };
+        assert_eq!(errors(&split, &valid), errors(&whole, &valid));
+        for (path, bad) in [
+            ("/spec/inferenceService/name", json!("Iris")),
+            ("/spec/inferenceService/namespace", json!("team_a")),
+            ("/spec/serviceAccount/name", json!("-client")),
+            ("/spec/secretName", json!("x".repeat(254))),
+            ("/spec/gateway/url", json!("gateway.local")),
+            ("/spec/mesh/probePaths", json!(["/ok", "no-slash"])),
+            ("/spec/mesh/userIdHeader", json!("Kubeflow-Userid")),
+            ("/spec/auth/dexSession/loginURL", json!("ftp://dex")),
+            ("/spec/auth/dexSession/credentialsSecret/name", json!("Dex")),
+            (
+                "/spec/auth/dexSession/credentialsSecret/usernameKey",
+                json!("us er"),
+            ),
+            (
+                "/spec/auth/dexSession/credentialsSecret/passwordKey",
+                json!(""),
+            ),
+        ] {
+            let mut obj = valid.clone();
+            *obj.pointer_mut(path).unwrap() = bad;
+            let failed = errors(&split, &obj);
+            assert!(!failed.is_empty(), "{path}");
+            assert_eq!(failed, errors(&whole, &obj), "{path}");
+            // An update that leaves spec as it was is ratcheted.
+            assert!(split.validate(&obj, Some(&obj)).is_empty(), "{path}");
+        }
+        assert!(errors(&split, &valid).is_empty());
+        // The API server runs no rule on a null value; kube-cel fails `matches` on it.
+        let mut obj = valid.clone();
+        obj["spec"]["serviceAccount"]["name"] = Value::Null;
+        assert!(errors(&split, &obj).is_empty());
+        assert!(!errors(&whole, &obj).is_empty());
     }
 
     #[test]

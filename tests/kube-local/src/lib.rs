@@ -11,6 +11,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod cel_patterns;
 mod cel_rules;
 mod cel_validation;
 mod controllers;
