@@ -516,7 +516,7 @@ impl Drop for Env {
         if std::thread::panicking() {
             let log =
                 std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = log.lines().rev().take(200).collect();
             eprintln!("--- operator log (last {} lines) ---", tail.len());
             for line in tail.into_iter().rev() {
                 eprintln!("{line}");

@@ -359,6 +359,16 @@ async fn each_fault_is_recovered() {
         .faults()
         .refuse_connections_for(Duration::from_secs(3));
     plane.set_kserve_domain("example.net");
+    // KServe's stand-in first (a failure here is the substrate's), then the operator.
+    wait_for(
+        &env.api::<InferenceService>(),
+        "sklearn-iris",
+        |isvc: Option<&InferenceService>| {
+            isvc.and_then(|i| i.status.as_ref()?.url.as_deref())
+                .is_some_and(|url| url.ends_with(".example.net"))
+        },
+    )
+    .await;
     wait_for(&env.api::<Secret>(), SECRET, |s: Option<&Secret>| {
         s.is_some_and(|s| secret_text(s, "host") == format!("sklearn-iris.{NS}.example.net"))
     })
