@@ -118,13 +118,9 @@ fn take(node: &mut Value, below: &mut Vec<Option<String>>, out: &mut Vec<Pattern
         node.get_mut("x-kubernetes-validations")
             .and_then(Value::as_array_mut),
     ) {
-        rules.retain(|rule| match runnable(rule, every_item) {
+        rules.retain(|rule| match runnable(rule, every_item, below) {
             Some(taken) => {
-                out.push(PatternRule {
-                    below: below.clone(),
-                    every_item,
-                    ..taken
-                });
+                out.push(taken);
                 false
             }
             None => true,
@@ -147,8 +143,8 @@ fn take(node: &mut Value, below: &mut Vec<Option<String>>, out: &mut Vec<Pattern
     }
 }
 
-/// `rule` as a taken rule (its place not yet set) when it has one of the two forms.
-fn runnable(rule: &Value, every_item: bool) -> Option<PatternRule> {
+/// `rule`, at `below`, as a taken rule when it has one of the two forms.
+fn runnable(rule: &Value, every_item: bool, below: &[Option<String>]) -> Option<PatternRule> {
     if ["messageExpression", "fieldPath", "optionalOldSelf"]
         .iter()
         .any(|k| rule.get(k).is_some())
@@ -165,7 +161,7 @@ fn runnable(rule: &Value, every_item: bool) -> Option<PatternRule> {
         .as_str()
         .map_or_else(|| format!("failed rule: {text}"), str::to_string);
     Some(PatternRule {
-        below: Vec::new(),
+        below: below.to_vec(),
         pattern: Regex::new(literal).ok()?,
         every_item,
         message,
@@ -222,47 +218,42 @@ mod tests {
         };
         let string = json!({"type": "string"});
         let strings = json!({"type": "array", "items": {"type": "string"}});
-        assert!(taken(
-            json!({"rule": "self.matches('^[a-z]+$')"}),
-            string.clone()
-        ));
-        assert!(taken(
-            json!({"rule": " self.matches(\"^a$\") "}),
-            string.clone()
-        ));
-        assert!(taken(
-            json!({"rule": "self.all(p, p.matches('^/x$'))"}),
-            strings.clone()
-        ));
-        // Compound, escaped, on the wrong type, or with what a taken rule cannot do.
-        assert!(!taken(
-            json!({"rule": "self.matches('^a$') && self != 'b'"}),
-            string.clone()
-        ));
-        assert!(!taken(
-            json!({"rule": "self.matches('^a\\\\.b$')"}),
-            string.clone()
-        ));
-        assert!(!taken(
-            json!({"rule": "self.matches('^a$')"}),
-            strings.clone()
-        ));
-        assert!(!taken(
-            json!({"rule": "self.all(p, p.matches('^a$'))"}),
-            string.clone()
-        ));
-        assert!(taken(
-            json!({"rule": "self.matches('^a$')"}),
-            json!({"type": "string", "nullable": true})
-        ));
-        assert!(!taken(
-            json!({"rule": "self.matches('^a$')", "fieldPath": ".x"}),
-            string.clone()
-        ));
-        assert!(!taken(
-            json!({"rule": "self.matches('^a$')", "messageExpression": "'no'"}),
-            string.clone()
-        ));
-        assert!(!taken(json!({"rule": "self.matches('(')"}), string));
+        let nullable = json!({"type": "string", "nullable": true});
+        for (rule, node, expected) in [
+            (json!({"rule": "self.matches('^[a-z]+$')"}), &string, true),
+            (json!({"rule": " self.matches(\"^a$\") "}), &string, true),
+            (
+                json!({"rule": "self.all(p, p.matches('^/x$'))"}),
+                &strings,
+                true,
+            ),
+            (json!({"rule": "self.matches('^a$')"}), &nullable, true),
+            // Compound, escaped, on the wrong type, or with what a taken rule cannot do.
+            (
+                json!({"rule": "self.matches('^a$') && self != 'b'"}),
+                &string,
+                false,
+            ),
+            (json!({"rule": "self.matches('^a\\\\.b$')"}), &string, false),
+            (json!({"rule": "self.matches('^a$')"}), &strings, false),
+            (
+                json!({"rule": "self.all(p, p.matches('^a$'))"}),
+                &string,
+                false,
+            ),
+            (
+                json!({"rule": "self.matches('^a$')", "fieldPath": ".x"}),
+                &string,
+                false,
+            ),
+            (
+                json!({"rule": "self.matches('^a$')", "messageExpression": "'no'"}),
+                &string,
+                false,
+            ),
+            (json!({"rule": "self.matches('(')"}), &string, false),
+        ] {
+            assert_eq!(taken(rule.clone(), node.clone()), expected, "{rule}");
+        }
     }
 }
