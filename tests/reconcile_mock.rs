@@ -126,9 +126,11 @@ impl World {
                         .policies
                         .apply_watcher_event(&Event::Apply(serde_json::from_value(value).unwrap()));
                 }
-                "InferenceAccess" => writers
-                    .accesses
-                    .apply_watcher_event(&Event::Apply(serde_json::from_value(value).unwrap())),
+                "InferenceAccess" => {
+                    writers
+                        .accesses
+                        .apply_watcher_event(&Event::Apply(serde_json::from_value(value).unwrap()));
+                }
                 // The Secret cache holds metadata only.
                 "Secret" => {
                     let secret: k8s_openapi::api::core::v1::Secret =
@@ -214,8 +216,25 @@ async fn run_with(
             instance: None,
         },
     );
+    // The reconcile reads the access from its cache, as the controller hands over its metadata.
+    let namespace = access.metadata.namespace.as_deref().unwrap_or_default();
+    if caches
+        .accesses
+        .get(
+            namespace,
+            access.metadata.name.as_deref().unwrap_or_default(),
+        )
+        .is_none()
+    {
+        caches.accesses.wrote(access.clone());
+    }
     let ctx = Arc::new(Context::with_caches(client, recorder, now, caches));
-    let result = reconcile(Arc::new(access.clone()), ctx)
+    let scheduled = kube::core::PartialObjectMeta {
+        types: None,
+        metadata: access.metadata.clone(),
+        _phantom: std::marker::PhantomData,
+    };
+    let result = reconcile(Arc::new(scheduled), ctx)
         .await
         .map_err(|e| e.to_string());
     // Dropping the last client handle closes the mock service, which ends the server loop.

@@ -22,6 +22,11 @@ use serde::{Deserialize, Serialize};
 
 pub use authorization_policy::AuthorizationPolicy;
 pub use inference_service::InferenceService;
+
+/// An access as the controller schedules it: its metadata only. The reconcile reads the whole
+/// access from the access cache, which keeps it compressed: a typed copy of every access in the
+/// controller's own store was the largest part of the operator's memory.
+pub type AccessMeta = kube::core::PartialObjectMeta<InferenceAccess>;
 pub(crate) use third_party::{api_version, kind, namespaced_resource};
 
 /// The audience Kubeflow's ingress gateway accepts for ServiceAccount tokens.

@@ -1,5 +1,5 @@
-//! What a reconcile reads: watch caches (reflector stores) with the operator's own writes laid
-//! over them until the watch delivers them.
+//! What a reconcile reads: watch caches (compressed JSON, [`encoded`]) with the operator's own
+//! writes laid over them until the watch delivers them.
 //!
 //! A reconcile reads no object from the API server in the steady state: every kind it reads on
 //! each pass has a cache fed by a watch (label-selected where the objects are the operator's own,
@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Resource;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,75 +25,9 @@ use crate::api::{AuthorizationPolicy, InferenceAccess, InferenceService};
 
 pub mod encoded;
 
-/// What a cache keeps its watched objects in.
-pub enum Objects<K: Resource<DynamicType = ()> + Clone + 'static> {
-    /// Typed objects in a reflector store: the accesses, whose store the controller reads.
-    Typed(Store<K>),
-    /// JSON bytes, decoded on each read: every other kind, a fraction of the memory.
-    Encoded(encoded::Shelf<K>),
-}
-
-impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Objects<K> {
-    fn clone(&self) -> Self {
-        match self {
-            Objects::Typed(store) => Objects::Typed(store.clone()),
-            Objects::Encoded(shelf) => Objects::Encoded(shelf.clone()),
-        }
-    }
-}
-
-/// One watched object, not decoded yet.
-pub enum Stored<K> {
-    Typed(Arc<K>),
-    Encoded(encoded::Entry),
-}
-
-impl<K: Resource + Clone + DeserializeOwned> Stored<K> {
-    fn version(&self) -> Option<u64> {
-        match self {
-            Stored::Typed(object) => version(&**object),
-            Stored::Encoded(entry) => entry.version,
-        }
-    }
-
-    fn into_shared(self) -> Option<Arc<K>> {
-        match self {
-            Stored::Typed(object) => Some(object),
-            Stored::Encoded(entry) => entry.decode().map(Arc::new),
-        }
-    }
-
-    /// The object, copied only if the store still shares it.
-    pub fn into_owned(self) -> Option<K> {
-        match self {
-            Stored::Typed(object) => Some(Arc::try_unwrap(object).unwrap_or_else(|o| (*o).clone())),
-            Stored::Encoded(entry) => entry.decode(),
-        }
-    }
-}
-
-impl<K: Resource<DynamicType = ()> + Clone + 'static> Objects<K> {
-    fn get(&self, namespace: &str, name: &str) -> Option<Stored<K>> {
-        match self {
-            Objects::Typed(store) => store
-                .get(&ObjectRef::new(name).within(namespace))
-                .map(Stored::Typed),
-            Objects::Encoded(shelf) => shelf.get(namespace, name).map(Stored::Encoded),
-        }
-    }
-
-    /// Every object, each decoded (or copied) only when taken.
-    pub fn listed(&self) -> Vec<Stored<K>> {
-        match self {
-            Objects::Typed(store) => store.state().into_iter().map(Stored::Typed).collect(),
-            Objects::Encoded(shelf) => shelf.entries().into_iter().map(Stored::Encoded).collect(),
-        }
-    }
-}
-
 /// A store and the writes it has not seen yet.
 pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
-    objects: Objects<K>,
+    objects: encoded::Shelf<K>,
     written: Mutex<HashMap<ObjectRef<K>, Written<K>>>,
     /// True once the first full list is in. (A channel any number of reconciles may wait on:
     /// a reflector store's own readiness wakes only one waiter.)
@@ -115,7 +49,7 @@ impl<K> Cache<K>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + 'static,
 {
-    pub fn new(objects: Objects<K>) -> Self {
+    fn new(objects: encoded::Shelf<K>) -> Self {
         Self {
             objects,
             written: Mutex::default(),
@@ -135,19 +69,13 @@ where
         let _ = synced.wait_for(|synced| *synced).await;
     }
 
-    /// An empty cache of typed objects that no watch feeds, and the writer that fills it.
-    pub fn detached() -> (Self, Writer<K>) {
-        let (store, writer) = kube::runtime::reflector::store();
-        (Self::new(Objects::Typed(store)), writer)
-    }
-
     /// An empty cache of encoded objects that no watch feeds, and the writer that fills it.
     pub fn encoded() -> (Self, encoded::Writer<K>) {
         let (shelf, writer) = encoded::shelf();
-        (Self::new(Objects::Encoded(shelf)), writer)
+        (Self::new(shelf), writer)
     }
 
-    pub fn objects(&self) -> &Objects<K> {
+    pub fn objects(&self) -> &encoded::Shelf<K> {
         &self.objects
     }
 
@@ -164,7 +92,7 @@ where
             // The watch may have delivered this write, and a newer change, before the write's
             // response was recorded: then no later event removes the override, and the store
             // (e.g. KServe's status on the InferenceService just applied) must win here.
-            let stored_version = stored.as_ref().and_then(Stored::version);
+            let stored_version = stored.as_ref().and_then(|entry| entry.version);
             let store_is_newer = match (stored_version, mine.version, &mine.object) {
                 (Some(theirs), Some(ours), Some(_)) => theirs >= ours,
                 // Deleted by the operator: only a recreation is newer.
@@ -177,7 +105,7 @@ where
             written.remove(&key);
         }
         drop(written);
-        stored.and_then(Stored::into_shared)
+        stored.and_then(|entry| entry.decode()).map(Arc::new)
     }
     /// Records an object the operator just wrote (as the API server returned it).
     pub fn wrote(&self, object: K) -> Arc<K> {
@@ -231,7 +159,7 @@ where
                     let namespace = key.namespace.as_deref().unwrap_or_default();
                     let listed = self.objects.get(namespace, &key.name);
                     match (listed, written.version) {
-                        (Some(listed), Some(mine)) => listed.version().is_some_and(|v| v < mine),
+                        (Some(listed), Some(mine)) => listed.version.is_some_and(|v| v < mine),
                         (None, _) => written.object.is_some(),
                         (Some(_), None) => false,
                     }
@@ -289,7 +217,7 @@ impl Caches {
 
 /// The writers of detached caches, to fill them by hand.
 pub struct Writers {
-    pub accesses: Writer<InferenceAccess>,
+    pub accesses: encoded::Writer<InferenceAccess>,
     pub inference_services: encoded::Writer<InferenceService>,
     pub service_accounts: encoded::Writer<ServiceAccount>,
     pub secrets: encoded::Writer<PartialObjectMeta<Secret>>,
@@ -300,7 +228,7 @@ pub struct Writers {
 
 impl Caches {
     pub fn detached() -> (Self, Writers) {
-        let (accesses, a) = Cache::detached();
+        let (accesses, a) = Cache::encoded();
         let (inference_services, i) = Cache::encoded();
         let (service_accounts, s) = Cache::encoded();
         let (secrets, m) = Cache::encoded();

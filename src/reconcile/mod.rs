@@ -40,7 +40,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use tracing::warn;
 
-use crate::api::InferenceAccess;
+use crate::api::{AccessMeta, InferenceAccess};
 use crate::core;
 use apply::Applier;
 pub use context::Context;
@@ -48,13 +48,25 @@ use error::Error;
 use plan::Plan;
 use status::Outcomes;
 
-/// Entry point for the controller.
-pub async fn reconcile(access: Arc<InferenceAccess>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Entry point for the controller, which knows an access by its metadata only.
+pub async fn reconcile(scheduled: Arc<AccessMeta>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.caches.ready().await;
+    let namespace = scheduled.namespace().unwrap_or_default();
+    // The newest the operator knows of, its own last status write included; one of the same
+    // name made after the controller saw this one waits for its own trigger.
+    let Some(access) = ctx
+        .caches
+        .accesses
+        .get(&namespace, &scheduled.name_any())
+        .filter(|access| access.metadata.uid == scheduled.metadata.uid)
+    else {
+        return Ok(Action::await_change());
+    };
     let started = Instant::now();
     let result = reconcile_access(&access, &ctx).await;
     let category = result.as_ref().err().map(Error::category);
     ctx.metrics.reconciled(started.elapsed(), category);
-    let key = backoff::key(access.namespace().as_deref(), &access.name_any());
+    let key = backoff::key(Some(&namespace), &access.name_any());
     ctx.failures.record(&key, result.is_err());
     result
 }
@@ -82,7 +94,7 @@ async fn probe(
 }
 
 /// Failures back off exponentially per access; spec errors never reach here.
-pub fn error_policy(access: Arc<InferenceAccess>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(access: Arc<AccessMeta>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = backoff::key(access.namespace().as_deref(), &access.name_any());
     let delay = backoff::backoff(schedule::BACKOFF_BASE, ctx.failures.failures(&key));
     warn!(access = %access.name_any(), namespace = access.namespace().unwrap_or_default(), category = error.category(), error = %error, retry_in = ?delay, "reconcile failed");
@@ -90,16 +102,8 @@ pub fn error_policy(access: Arc<InferenceAccess>, error: &Error, ctx: Arc<Contex
 }
 
 async fn reconcile_access(access: &InferenceAccess, ctx: &Context) -> Result<Action, Error> {
-    ctx.caches.ready().await;
     let now = (ctx.clock)();
     let namespace = access.namespace().unwrap_or_default();
-    // The trigger may carry an older copy than the operator's own last status write.
-    let newest = ctx
-        .caches
-        .accesses
-        .get(&namespace, &access.name_any())
-        .filter(|newest| newest.metadata.uid == access.metadata.uid);
-    let access = newest.as_deref().unwrap_or(access);
     let uid = access.uid().unwrap_or_default();
     let applier = Applier::new(ctx.client.clone(), &ctx.caches, &namespace, &uid);
     // Owned objects go with owner references; only a policy at a Gateway needs this.

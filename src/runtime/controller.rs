@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::core::PartialObjectMeta;
@@ -14,10 +14,10 @@ use kube::{Api, Client, Resource};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::api::InferenceAccess;
 use crate::api::keys::{DEX_LOGIN_LABEL, FIELD_MANAGER, OWNED_SELECTOR};
+use crate::api::{AccessMeta, InferenceAccess};
 use crate::api::{AuthorizationPolicy, InferenceService};
-use crate::reconcile::cache::{Cache, Caches, Objects, trim};
+use crate::reconcile::cache::{Cache, Caches, trim};
 use crate::reconcile::limits::Limits;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::runtime::index::ReferenceIndex;
@@ -26,7 +26,7 @@ use crate::runtime::metrics::Metrics;
 use crate::runtime::ops::Health;
 use crate::runtime::recorder::Recorder;
 use crate::runtime::triggers::{self, owners};
-use crate::runtime::watches::{cached, changed, workload_triggers};
+use crate::runtime::watches::{access_meta, cached, changed, workload_triggers};
 
 pub struct Settings {
     /// Namespaces to watch; empty watches the whole cluster.
@@ -156,15 +156,15 @@ async fn controller(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let namespace = scope.namespace.as_deref();
-    let (accesses, access_writer) = kube::runtime::reflector::store::<InferenceAccess>();
-    let access_cache = Cache::new(Objects::Typed(accesses.clone()));
+    let (accesses, access_writer) = kube::runtime::reflector::store::<AccessMeta>();
+    let (access_cache, mut access_shelf) = Cache::<InferenceAccess>::encoded();
     let (isvc_cache, isvc_writer) = Cache::<InferenceService>::encoded();
     let (sa_cache, sa_writer) = Cache::<ServiceAccount>::encoded();
     let (secret_cache, secret_writer) = Cache::<PartialObjectMeta<Secret>>::encoded();
     let (policy_cache, policy_writer) = Cache::<AuthorizationPolicy>::encoded();
     let (deployment_cache, deployment_writer) = Cache::<Deployment>::encoded();
     let (stateful_set_cache, stateful_set_writer) = Cache::<StatefulSet>::encoded();
-    base.metrics.watch_expiry(accesses.clone());
+    let mut series = base.metrics.watch_accesses();
     let caches = Caches {
         accesses: access_cache,
         inference_services: isvc_cache,
@@ -206,25 +206,25 @@ async fn controller(
             identities.clone(),
             credentials.clone(),
         );
-        let reader = Objects::Typed(accesses.clone());
         let observed = lean::watcher(
             api::<Lean<InferenceAccess>>(client, namespace),
             watcher::Config::default(),
         )
         .default_backoff()
         .modify(trim)
-        .reflect(access_writer)
-        .inspect(move |event| {
-            if let Ok(event) = event {
-                ctx.caches.accesses.observe(event);
-                models.observe(event);
-                consents.observe(event);
-                logins.observe(event);
-                identities.observe(event);
-                credentials.observe(event);
-            }
-        });
-        changed(observed, reader)
+        .map_ok(move |event| {
+            access_shelf.apply_watcher_event(&event);
+            ctx.caches.accesses.observe(&event);
+            models.observe(&event);
+            consents.observe(&event);
+            logins.observe(&event);
+            identities.observe(&event);
+            credentials.observe(&event);
+            series.apply_watcher_event(&event);
+            access_meta(event)
+        })
+        .reflect(access_writer);
+        changed(observed, accesses.clone())
             // The operator's own status writes change neither: they trigger nothing.
             .predicate_filter(
                 predicates::generation.combine(predicates::annotations),

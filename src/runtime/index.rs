@@ -10,7 +10,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use crate::api::InferenceAccess;
+use crate::api::{AccessMeta, InferenceAccess};
 use crate::core::packed_name;
 
 type Key = (String, String);
@@ -104,7 +104,7 @@ impl ReferenceIndex {
     }
 
     /// The accesses that refer to `object`.
-    pub fn accesses_of<K: Resource>(&self, object: &K) -> Vec<ObjectRef<InferenceAccess>> {
+    pub fn accesses_of<K: Resource>(&self, object: &K) -> Vec<ObjectRef<AccessMeta>> {
         let meta = object.meta();
         self.accesses_named(
             meta.namespace.as_deref().unwrap_or_default(),
@@ -113,7 +113,7 @@ impl ReferenceIndex {
     }
 
     /// The accesses that refer to the object `name` in `namespace`.
-    pub fn accesses_named(&self, namespace: &str, name: &str) -> Vec<ObjectRef<InferenceAccess>> {
+    pub fn accesses_named(&self, namespace: &str, name: &str) -> Vec<ObjectRef<AccessMeta>> {
         self.inner()
             .by_reference
             .get(&*pack(namespace, name))

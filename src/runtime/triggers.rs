@@ -12,12 +12,12 @@ use kube::{Client, Resource};
 use tracing::warn;
 
 use crate::api::keys::{ACCESS_LABEL, ACCESS_NAMESPACE_LABEL};
-use crate::api::{AuthorizationPolicy, InferenceAccess};
+use crate::api::{AccessMeta, AuthorizationPolicy, InferenceAccess};
 use crate::reconcile::consent::reference_grants;
 use crate::runtime::index::ReferenceIndex;
 
 /// The accesses that control `object` (owner references).
-pub fn owners<K: Resource>(object: &K) -> Vec<ObjectRef<InferenceAccess>> {
+pub fn owners<K: Resource>(object: &K) -> Vec<ObjectRef<AccessMeta>> {
     let namespace = object.meta().namespace.clone().unwrap_or_default();
     object
         .meta()
@@ -40,7 +40,7 @@ pub fn model_of(access: &InferenceAccess) -> Option<(String, String)> {
 }
 
 /// The access a policy outside its namespace names in its labels.
-pub fn labelled_access(policy: &AuthorizationPolicy) -> Option<ObjectRef<InferenceAccess>> {
+pub fn labelled_access(policy: &AuthorizationPolicy) -> Option<ObjectRef<AccessMeta>> {
     let labels = policy.metadata.labels.as_ref()?;
     let namespace = labels.get(ACCESS_NAMESPACE_LABEL)?;
     let name = labels.get(ACCESS_LABEL)?;
@@ -75,7 +75,7 @@ pub fn consent_namespace(access: &InferenceAccess) -> Option<(String, String)> {
 pub fn grants(
     client: &Client,
     consents: Arc<ReferenceIndex>,
-) -> impl Stream<Item = ObjectRef<InferenceAccess>> + Send + 'static {
+) -> impl Stream<Item = ObjectRef<AccessMeta>> + Send + 'static {
     watcher::watcher(
         Api::<DynamicObject>::all_with(client.clone(), &reference_grants()),
         watcher::Config::default(),

@@ -1,18 +1,21 @@
 //! The watches that keep the caches: each applies its events to its cache, then yields what
 //! the controller's triggers map to accesses.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use tracing::warn;
 
-use crate::api::InferenceAccess;
 use crate::api::workload::Workload;
+use crate::api::{AccessMeta, InferenceAccess};
 use crate::reconcile::Context;
-use crate::reconcile::cache::{Cache, Cached, Caches, Objects, Stored, encoded};
+use crate::reconcile::cache::{Cache, Cached, Caches, encoded};
 use crate::runtime::index::ReferenceIndex;
 
 /// A watch of `K` that keeps `cache` (through `writer`) and yields the objects it changed, for
@@ -60,11 +63,11 @@ pub fn workload_triggers<W>(
     mut writer: encoded::Writer<W>,
     ctx: Arc<Context>,
     credentials: Arc<ReferenceIndex>,
-) -> impl Stream<Item = ObjectRef<InferenceAccess>> + Send + 'static
+) -> impl Stream<Item = ObjectRef<AccessMeta>> + Send + 'static
 where
     W: Workload + Cached + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned,
 {
-    let mut listed: Vec<ObjectRef<InferenceAccess>> = Vec::new();
+    let mut listed: Vec<ObjectRef<AccessMeta>> = Vec::new();
     events
         .default_backoff()
         .modify(W::trim)
@@ -81,7 +84,7 @@ where
             };
             W::cache(&ctx.caches).observe(&event);
             let touched = ctx.caches.readers.observe(&event);
-            let accesses = |object: &W| -> Vec<ObjectRef<InferenceAccess>> {
+            let accesses = |object: &W| -> Vec<ObjectRef<AccessMeta>> {
                 let namespace = object.meta().namespace.clone().unwrap_or_default();
                 touched
                     .iter()
@@ -104,28 +107,51 @@ where
         })
 }
 
-/// The objects to reconcile for: each one changed, and after a (re)list every object, once the
-/// store holds the list. (A list's objects are not in the store until it is complete: a
+/// What the controller keeps of an access: what names it and what its predicates compare
+/// (generation, annotations). The reconcile reads the rest from the access cache.
+pub fn access_meta(event: watcher::Event<InferenceAccess>) -> watcher::Event<AccessMeta> {
+    let meta = |access: InferenceAccess| {
+        let full = access.metadata;
+        PartialObjectMeta {
+            types: None,
+            metadata: ObjectMeta {
+                name: full.name,
+                namespace: full.namespace,
+                uid: full.uid,
+                resource_version: full.resource_version,
+                generation: full.generation,
+                annotations: full.annotations,
+                ..ObjectMeta::default()
+            },
+            _phantom: PhantomData,
+        }
+    };
+    match event {
+        watcher::Event::Apply(access) => watcher::Event::Apply(meta(access)),
+        watcher::Event::Delete(access) => watcher::Event::Delete(meta(access)),
+        watcher::Event::InitApply(access) => watcher::Event::InitApply(meta(access)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
+/// The accesses to reconcile for: each one changed, and after a (re)list every access, once the
+/// store holds the list. (A list's accesses are not in the store until it is complete: a
 /// reconcile triggered by one of them earlier could read the state before the list.)
-pub fn changed<K>(
-    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    objects: Objects<K>,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
-where
-    K: Cached + Send + Sync + 'static,
-{
+pub fn changed(
+    events: impl Stream<Item = Result<watcher::Event<AccessMeta>, watcher::Error>> + Send + 'static,
+    accesses: Store<AccessMeta>,
+) -> impl Stream<Item = Result<AccessMeta, watcher::Error>> + Send + 'static {
     events.flat_map(move |event| {
-        let objects: Vec<Result<Stored<K>, watcher::Error>> = match event {
-            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
-                vec![Ok(Stored::Typed(Arc::new(object)))]
+        let changed: Vec<Result<Arc<AccessMeta>, watcher::Error>> = match event {
+            Ok(watcher::Event::Apply(access) | watcher::Event::Delete(access)) => {
+                vec![Ok(Arc::new(access))]
             }
-            // The store's own objects, each copied (or decoded) only when the controller takes
-            // it, not a copy of every object of the kind at once on each relist.
-            Ok(watcher::Event::InitDone) => objects.listed().into_iter().map(Ok).collect(),
+            // The store's own, each copied only when the controller takes it.
+            Ok(watcher::Event::InitDone) => accesses.state().into_iter().map(Ok).collect(),
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => Vec::new(),
             Err(err) => vec![Err(err)],
         };
-        futures::stream::iter(objects)
-            .filter_map(|object| futures::future::ready(object.map(Stored::into_owned).transpose()))
+        futures::stream::iter(changed).map(|access| access.map(Arc::unwrap_or_clone))
     })
 }

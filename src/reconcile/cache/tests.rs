@@ -1,24 +1,15 @@
 use super::*;
 use serde_json::json;
 
-/// A cache of each kind of storage, and how its watch delivers an event.
-type Feed = Box<dyn FnMut(&watcher::Event<ServiceAccount>)>;
-
-fn caches() -> Vec<(Cache<ServiceAccount>, Feed)> {
-    let (typed, mut typed_writer) = Cache::<ServiceAccount>::detached();
-    let (encoded, mut encoded_writer) = Cache::<ServiceAccount>::encoded();
-    vec![
-        (
-            typed,
-            Box::new(move |e: &watcher::Event<ServiceAccount>| typed_writer.apply_watcher_event(e)),
-        ),
-        (
-            encoded,
-            Box::new(move |e: &watcher::Event<ServiceAccount>| {
-                encoded_writer.apply_watcher_event(e);
-            }),
-        ),
-    ]
+/// A cache, and how its watch delivers an event.
+fn cache() -> (
+    Cache<ServiceAccount>,
+    impl FnMut(&watcher::Event<ServiceAccount>),
+) {
+    let (cache, mut writer) = Cache::<ServiceAccount>::encoded();
+    (cache, move |e: &watcher::Event<ServiceAccount>| {
+        writer.apply_watcher_event(e);
+    })
 }
 
 fn sa(rv: &str, label: &str) -> ServiceAccount {
@@ -45,7 +36,8 @@ fn trimming_keeps_every_annotation_but_kubectls_copy() {
 
 #[test]
 fn a_write_wins_until_the_watch_catches_up() {
-    for (cache, mut feed) in caches() {
+    let (cache, mut feed) = cache();
+    {
         feed(&watcher::Event::Apply(sa("5", "old")));
         cache.wrote(sa("7", "mine"));
         let label = |c: &Cache<ServiceAccount>| {
@@ -72,7 +64,8 @@ fn a_write_wins_until_the_watch_catches_up() {
 
 #[test]
 fn a_write_recorded_after_the_watch_delivered_newer_changes_does_not_hide_them() {
-    for (cache, mut feed) in caches() {
+    let (cache, mut feed) = cache();
+    {
         // The watch delivers the write (7) and a change made right after it (8) before the
         // write's response is recorded.
         for event in [
@@ -125,7 +118,8 @@ fn an_inference_service_no_access_controls_is_cached_without_its_spec() {
 
 #[test]
 fn a_delete_is_seen_at_once_and_a_recreation_after() {
-    for (cache, mut feed) in caches() {
+    let (cache, mut feed) = cache();
+    {
         feed(&watcher::Event::Apply(sa("5", "old")));
         cache.removed(&sa("5", "old"));
         assert!(cache.get("ns", "client").is_none());
@@ -142,7 +136,8 @@ fn a_delete_is_seen_at_once_and_a_recreation_after() {
 
 #[test]
 fn a_relist_replaces_the_objects_when_complete_and_keeps_writes_it_did_not_include() {
-    for (cache, mut feed) in caches() {
+    let (cache, mut feed) = cache();
+    {
         feed(&watcher::Event::Apply(sa("5", "old")));
         cache.wrote(sa("9", "mine"));
         feed(&watcher::Event::Init);
@@ -150,9 +145,9 @@ fn a_relist_replaces_the_objects_when_complete_and_keeps_writes_it_did_not_inclu
         // Until the list is complete, the objects before it are read.
         let label = |c: &Cache<ServiceAccount>| {
             c.objects()
-                .listed()
-                .into_iter()
-                .filter_map(Stored::into_owned)
+                .entries()
+                .iter()
+                .filter_map(encoded::Entry::decode::<ServiceAccount>)
                 .map(|s| s.metadata.labels.unwrap_or_default()["v"].clone())
                 .collect::<Vec<_>>()
         };

@@ -1,7 +1,7 @@
 //! Prometheus metrics. Labels are bounded: error categories and issue reasons are fixed sets;
 //! the per-access series (expiry, issue and renewal time, conditions) have one series per
-//! existing access, read from the controller's cache at scrape time, so a deleted access never
-//! leaves a stale series behind. `config/prometheus/rules.yaml` alerts on them and
+//! existing access, kept from the controller's access watch, so a deleted access never leaves a
+//! stale series behind. `config/prometheus/rules.yaml` alerts on them and
 //! `config/grafana/inference-access.json` charts them; a test keeps both to the names here.
 
 use std::cell::Cell;
@@ -14,7 +14,7 @@ use futures::Stream;
 use hyper::body::Bytes;
 use jiff::Timestamp;
 use kube::ResourceExt;
-use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -123,14 +123,16 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
-    /// Reports the expiry, renewal time and conditions of every access a controller has in its
-    /// cache.
-    pub fn watch_expiry(&self, store: Store<InferenceAccess>) {
+    /// Reports the expiry, renewal time and conditions of every access a controller watches:
+    /// the controller applies its access watch's events to the writer returned.
+    pub fn watch_accesses(&self) -> AccessSeriesWriter {
+        let writer = AccessSeriesWriter::default();
         self.accesses
-            .stores
+            .watched
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(store);
+            .push(writer.series.clone());
+        writer
     }
 
     /// The credential an access holds now: when it was issued and when it expires. The status
@@ -248,9 +250,75 @@ const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
 
 type AccessKey = (String, String);
 
+/// What an access's series are made of, kept from the access watch: a scrape decodes nothing.
+#[derive(Clone, Debug)]
+struct AccessSeries {
+    secret_name: String,
+    expiry: Option<Timestamp>,
+    renewal: Option<Timestamp>,
+    /// The status of each of [`CONDITION_TYPES`] the access has: one of
+    /// [`CONDITION_STATUSES`], or `""` for any other value.
+    conditions: [Option<&'static str>; CONDITION_TYPES.len()],
+}
+
+impl AccessSeries {
+    fn of(access: &InferenceAccess) -> Self {
+        let status = access.status.as_ref();
+        let conditions = status.map(|s| s.conditions.as_slice()).unwrap_or_default();
+        Self {
+            secret_name: crate::reconcile::plan::secret_name(access),
+            expiry: status.and_then(|s| Some(s.token_expiration_time.as_ref()?.0)),
+            renewal: status.and_then(|s| Some(s.renewal_time.as_ref()?.0)),
+            conditions: CONDITION_TYPES.map(|r#type| {
+                let current = conditions.iter().find(|c| c.type_ == r#type)?;
+                let known = CONDITION_STATUSES
+                    .into_iter()
+                    .find(|s| *s == current.status);
+                Some(known.unwrap_or_default())
+            }),
+        }
+    }
+}
+
+type SeriesByAccess = HashMap<AccessKey, AccessSeries>;
+
+/// Keeps one controller's [`AccessSeries`] from its access watch, as a reflector keeps a store:
+/// a (re)list replaces them when it is complete.
+#[derive(Default)]
+pub struct AccessSeriesWriter {
+    series: Arc<Mutex<SeriesByAccess>>,
+    listing: Option<SeriesByAccess>,
+}
+
+impl AccessSeriesWriter {
+    pub fn apply_watcher_event(&mut self, event: &watcher::Event<InferenceAccess>) {
+        let key = |a: &InferenceAccess| (a.namespace().unwrap_or_default(), a.name_any());
+        let series = || self.series.lock().unwrap_or_else(|p| p.into_inner());
+        match event {
+            watcher::Event::Apply(access) => {
+                series().insert(key(access), AccessSeries::of(access));
+            }
+            watcher::Event::Delete(access) => {
+                series().remove(&key(access));
+            }
+            watcher::Event::Init => self.listing = Some(SeriesByAccess::new()),
+            watcher::Event::InitApply(access) => {
+                self.listing
+                    .get_or_insert_default()
+                    .insert(key(access), AccessSeries::of(access));
+            }
+            watcher::Event::InitDone => {
+                let listed = self.listing.take().unwrap_or_default();
+                *series() = listed;
+            }
+        }
+    }
+}
+
 #[derive(Default, Debug)]
 struct AccessCollector {
-    stores: Mutex<Vec<Store<InferenceAccess>>>,
+    /// Each controller's accesses.
+    watched: Mutex<Vec<Arc<Mutex<SeriesByAccess>>>>,
     /// Issue and expiry time of each access's credential, by (namespace, name), as the last
     /// reconcile saw them.
     issued: Mutex<HashMap<AccessKey, (Timestamp, Timestamp)>>,
@@ -288,66 +356,65 @@ fn gauge_family<L: EncodeLabelSet>(
     Ok(())
 }
 
-fn access_labels(access: &InferenceAccess) -> AccessLabels {
+fn access_labels((namespace, name): &AccessKey, series: &AccessSeries) -> AccessLabels {
     AccessLabels {
-        namespace: access.namespace().unwrap_or_default(),
-        name: access.name_any(),
-        secret_name: crate::reconcile::plan::secret_name(access),
+        namespace: namespace.clone(),
+        name: name.clone(),
+        secret_name: series.secret_name.clone(),
     }
-}
-
-fn expiry(access: &InferenceAccess) -> Option<Timestamp> {
-    Some(access.status.as_ref()?.token_expiration_time.as_ref()?.0)
 }
 
 /// An access's condition series: for each condition it has (and Ready, Unknown when missing),
 /// 1 for its status and 0 for the others.
-fn condition_series(access: &InferenceAccess) -> impl Iterator<Item = (ConditionLabels, i64)> {
-    let conditions = access
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    CONDITION_TYPES.into_iter().flat_map(move |r#type| {
-        let current = conditions
-            .iter()
-            .find(|c| c.type_ == r#type)
-            .map(|c| c.status.as_str());
-        // No Ready condition yet is Ready Unknown; the others may not apply at all.
-        let current = match current {
-            None if r#type == READY => Some("Unknown"),
-            current => current,
-        };
-        current.into_iter().flat_map(move |current| {
-            CONDITION_STATUSES.into_iter().map(move |status| {
-                let labels = ConditionLabels {
-                    namespace: access.namespace().unwrap_or_default(),
-                    name: access.name_any(),
-                    r#type,
-                    status,
-                };
-                (labels, i64::from(status == current))
+fn condition_series<'a>(
+    (namespace, name): &'a AccessKey,
+    series: &'a AccessSeries,
+) -> impl Iterator<Item = (ConditionLabels, i64)> + 'a {
+    CONDITION_TYPES
+        .into_iter()
+        .zip(series.conditions)
+        .flat_map(move |(r#type, current)| {
+            // No Ready condition yet is Ready Unknown; the others may not apply at all.
+            let current = match current {
+                None if r#type == READY => Some("Unknown"),
+                current => current,
+            };
+            current.into_iter().flat_map(move |current| {
+                CONDITION_STATUSES.into_iter().map(move |status| {
+                    let labels = ConditionLabels {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        r#type,
+                        status,
+                    };
+                    (labels, i64::from(status == current))
+                })
             })
         })
-    })
 }
 
 impl Collector for AccessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stores = self
-            .stores
+        // A copy: the families below may wait for a slow reader, and neither a watch nor a
+        // reconcile may wait for a scrape.
+        let watched = self
+            .watched
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let accesses: Vec<_> = stores.iter().flat_map(|store| store.state()).collect();
-        // A copy: the families below may wait for a slow reader, and a reconcile must never
-        // wait for a scrape.
+        let accesses: Vec<(AccessKey, AccessSeries)> = watched
+            .iter()
+            .flat_map(|series| {
+                let series = series.lock().unwrap_or_else(|p| p.into_inner());
+                series
+                    .iter()
+                    .map(|(k, s)| (k.clone(), s.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let issued = {
             let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-            let cached: HashSet<AccessKey> = accesses
-                .iter()
-                .map(|a| (a.namespace().unwrap_or_default(), a.name_any()))
-                .collect();
+            let cached: HashSet<&AccessKey> = accesses.iter().map(|(key, _)| key).collect();
             // A deleted access's record goes once its credential has expired: never while a
             // cache that is still filling could miss an access that exists.
             let now = Timestamp::now();
@@ -361,37 +428,36 @@ impl Collector for AccessCollector {
             "When the credential of each access expires (Unix time), as cert-manager's certificate_expiration_timestamp_seconds",
             accesses
                 .iter()
-                .filter_map(|a| Some((access_labels(a), expiry(a)?.as_second()))),
+                .filter_map(|(k, s)| Some((access_labels(k, s), s.expiry?.as_second()))),
         )?;
         {
             // Only the issue time of the credential the status shows: a lifetime from the issue
             // time of one credential and the expiry of another would mean nothing.
-            let issue = |a: &InferenceAccess| {
-                let key = (a.namespace().unwrap_or_default(), a.name_any());
-                let (at, held_expiry) = issued.get(&key)?;
-                (expiry(a)? == *held_expiry).then(|| (access_labels(a), at.as_second()))
+            let issue = |(key, series): &(AccessKey, AccessSeries)| {
+                let (at, held_expiry) = issued.get(key)?;
+                (series.expiry? == *held_expiry)
+                    .then(|| (access_labels(key, series), at.as_second()))
             };
             gauge_family(
                 &mut encoder,
                 "credential_issued_timestamp_seconds",
                 "When the credential of each access was issued (Unix time); with the expiry, its lifetime",
-                accesses.iter().filter_map(|a| issue(a)),
+                accesses.iter().filter_map(issue),
             )?;
         }
         gauge_family(
             &mut encoder,
             "credential_renewal_timestamp_seconds",
             "When the operator renews the credential of each access (Unix time), as cert-manager's certificate_renewal_timestamp_seconds",
-            accesses.iter().filter_map(|a| {
-                let at = a.status.as_ref()?.renewal_time.as_ref()?;
-                Some((access_labels(a), at.0.as_second()))
-            }),
+            accesses
+                .iter()
+                .filter_map(|(k, s)| Some((access_labels(k, s), s.renewal?.as_second()))),
         )?;
         gauge_family(
             &mut encoder,
             "status_condition",
             "Each access's conditions: 1 for the status a condition has, 0 for the others (a missing Ready counts as Unknown)",
-            accesses.iter().flat_map(|a| condition_series(a)),
+            accesses.iter().flat_map(|(k, s)| condition_series(k, s)),
         )
     }
 }

@@ -1,5 +1,4 @@
 use jiff::SignedDuration;
-use kube::runtime::reflector::store::{Writer, store};
 use kube::runtime::watcher::Event;
 
 use super::*;
@@ -51,11 +50,10 @@ fn cached_access(status: serde_json::Value) -> InferenceAccess {
     access
 }
 
-/// Metrics watching a cache, and the cache's writer.
-fn watching() -> (Metrics, Writer<InferenceAccess>) {
+/// Metrics watching accesses, and the writer their watch feeds.
+fn watching() -> (Metrics, AccessSeriesWriter) {
     let metrics = Metrics::default();
-    let (reader, writer) = store::<InferenceAccess>();
-    metrics.watch_expiry(reader);
+    let writer = metrics.watch_accesses();
     (metrics, writer)
 }
 
@@ -112,6 +110,30 @@ fn per_access_series_come_from_the_cache_and_leave_with_the_access() {
 
     writer.apply_watcher_event(&Event::Delete(access));
     assert!(!metrics.encode().unwrap().contains("name=\"client\""));
+}
+
+#[test]
+fn a_relist_replaces_the_series_when_it_is_complete() {
+    let (metrics, mut writer) = watching();
+    let named = |name: &str| {
+        let mut access = cached_access(serde_json::Value::Null);
+        access.metadata.name = Some(name.into());
+        access
+    };
+    writer.apply_watcher_event(&Event::Apply(named("gone")));
+    writer.apply_watcher_event(&Event::Init);
+    writer.apply_watcher_event(&Event::InitApply(named("listed")));
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains("name=\"gone\"") && !text.contains("name=\"listed\""),
+        "{text}"
+    );
+    writer.apply_watcher_event(&Event::InitDone);
+    let text = metrics.encode().unwrap();
+    assert!(
+        !text.contains("name=\"gone\"") && text.contains("name=\"listed\""),
+        "{text}"
+    );
 }
 
 #[test]
@@ -336,7 +358,7 @@ fn alerts_and_dashboard_query_only_metrics_the_operator_exports() {
 }
 
 /// `count` accesses with a credential and four conditions each, in one cache.
-fn many_accesses(count: usize) -> (Arc<Metrics>, Writer<InferenceAccess>) {
+fn many_accesses(count: usize) -> (Arc<Metrics>, AccessSeriesWriter) {
     let (metrics, mut writer) = watching();
     let condition = |type_: &str| serde_json::json!({"type": type_, "status": "True", "reason": "R", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"});
     for i in 0..count {
