@@ -29,6 +29,11 @@ pub struct Entry {
 }
 
 impl Entry {
+    #[cfg(test)]
+    pub fn packed_len(&self) -> usize {
+        self.packed.len()
+    }
+
     pub fn decode<K: DeserializeOwned>(&self) -> Option<K> {
         UNPACKED.with_borrow_mut(|json| {
             let (size, block) = self.packed.split_at_checked(4)?;
@@ -106,8 +111,11 @@ impl<K> Shelf<K> {
 /// (re)list is gathered aside and replaces the objects when it is complete.
 pub struct Writer<K> {
     shelf: Shelf<K>,
-    /// The JSON of the first object of a modest size: what the others repeat of it is packed
-    /// as references to it.
+    /// The JSON of an object of its kind: what the others repeat of it is packed as references
+    /// to it. A fuller one (a quarter larger) replaces it for the objects packed from then on:
+    /// the first access seen is often one just created, without the status every other
+    /// carries. Each entry keeps the dictionary it was packed with; growing by a quarter up to
+    /// the limit, there are never more than about twenty.
     dictionary: Option<Arc<[u8]>>,
     json: Vec<u8>,
     packed: Vec<u8>,
@@ -130,7 +138,8 @@ impl<K: Resource<DynamicType = ()> + Serialize> Writer<K> {
             error!(kind = %K::kind(&()), error = %err, "cannot encode a watched object");
             return None;
         }
-        if self.dictionary.is_none() && json.len() <= DICTIONARY_LIMIT {
+        let current = self.dictionary.as_ref().map_or(0, |d| d.len());
+        if json.len() >= current + current / 4 && json.len() <= DICTIONARY_LIMIT {
             self.dictionary = Some(json.as_slice().into());
         }
         let dictionary = self.dictionary.clone().unwrap_or_else(|| Arc::from([]));
