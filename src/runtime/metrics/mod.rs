@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::api::InferenceAccess;
+use crate::core::packed_name;
 use crate::reconcile::conditions::{
     ACCESS_POLICY_READY, CREDENTIAL_ISSUED, ENDPOINT_VERIFIED, INFERENCE_SERVICE_READY, READY,
 };
@@ -150,10 +151,7 @@ impl Metrics {
             .issued
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                (namespace.to_owned(), name.to_owned()),
-                (issued_at, expires_at),
-            );
+            .insert(packed_name(namespace, name), (issued_at, expires_at));
     }
 
     /// The OpenMetrics text exposition.
@@ -247,18 +245,30 @@ const CONDITION_TYPES: [&str; 5] = [
     ENDPOINT_VERIFIED,
 ];
 const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
+/// `Unknown`'s index in [`CONDITION_STATUSES`].
+const UNKNOWN: usize = 2;
 
-type AccessKey = (String, String);
+/// `namespace/name` ([`packed_name`]).
+type AccessKey = Box<str>;
 
 /// What an access's series are made of, kept from the access watch: a scrape decodes nothing.
+/// Small, as there is one per access: about 70 bytes in its table.
 #[derive(Clone, Debug)]
 struct AccessSeries {
-    secret_name: String,
-    expiry: Option<Timestamp>,
-    renewal: Option<Timestamp>,
-    /// The status of each of [`CONDITION_TYPES`] the access has: one of
-    /// [`CONDITION_STATUSES`], or `""` for any other value.
-    conditions: [Option<&'static str>; CONDITION_TYPES.len()],
+    secret_name: Box<str>,
+    /// Unix seconds.
+    expiry: Option<i64>,
+    renewal: Option<i64>,
+    conditions: [ConditionHeld; CONDITION_TYPES.len()],
+}
+
+/// An access's condition of one of [`CONDITION_TYPES`]: absent, or with one of
+/// [`CONDITION_STATUSES`] (by index), or with any other status.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ConditionHeld {
+    Absent,
+    Status(u8),
+    Other,
 }
 
 impl AccessSeries {
@@ -266,18 +276,25 @@ impl AccessSeries {
         let status = access.status.as_ref();
         let conditions = status.map(|s| s.conditions.as_slice()).unwrap_or_default();
         Self {
-            secret_name: crate::reconcile::plan::secret_name(access),
-            expiry: status.and_then(|s| Some(s.token_expiration_time.as_ref()?.0)),
-            renewal: status.and_then(|s| Some(s.renewal_time.as_ref()?.0)),
+            secret_name: crate::reconcile::plan::secret_name(access).into(),
+            expiry: status.and_then(|s| Some(s.token_expiration_time.as_ref()?.0.as_second())),
+            renewal: status.and_then(|s| Some(s.renewal_time.as_ref()?.0.as_second())),
             conditions: CONDITION_TYPES.map(|r#type| {
-                let current = conditions.iter().find(|c| c.type_ == r#type)?;
-                let known = CONDITION_STATUSES
-                    .into_iter()
-                    .find(|s| *s == current.status);
-                Some(known.unwrap_or_default())
+                let Some(current) = conditions.iter().find(|c| c.type_ == r#type) else {
+                    return ConditionHeld::Absent;
+                };
+                CONDITION_STATUSES
+                    .iter()
+                    .position(|s| *s == current.status)
+                    .and_then(|at| u8::try_from(at).ok())
+                    .map_or(ConditionHeld::Other, ConditionHeld::Status)
             }),
         }
     }
+}
+
+fn access_key(access: &InferenceAccess) -> AccessKey {
+    packed_name(&access.namespace().unwrap_or_default(), &access.name_any())
 }
 
 type SeriesByAccess = HashMap<AccessKey, AccessSeries>;
@@ -292,7 +309,7 @@ pub struct AccessSeriesWriter {
 
 impl AccessSeriesWriter {
     pub fn apply_watcher_event(&mut self, event: &watcher::Event<InferenceAccess>) {
-        let key = |a: &InferenceAccess| (a.namespace().unwrap_or_default(), a.name_any());
+        let key = access_key;
         let series = || self.series.lock().unwrap_or_else(|p| p.into_inner());
         match event {
             watcher::Event::Apply(access) => {
@@ -356,39 +373,51 @@ fn gauge_family<L: EncodeLabelSet>(
     Ok(())
 }
 
-fn access_labels((namespace, name): &AccessKey, series: &AccessSeries) -> AccessLabels {
+fn namespace_and_name(key: &AccessKey) -> (String, String) {
+    let (namespace, name) = key.split_once('/').unwrap_or_default();
+    (namespace.to_owned(), name.to_owned())
+}
+
+fn access_labels(key: &AccessKey, series: &AccessSeries) -> AccessLabels {
+    let (namespace, name) = namespace_and_name(key);
     AccessLabels {
-        namespace: namespace.clone(),
-        name: name.clone(),
-        secret_name: series.secret_name.clone(),
+        namespace,
+        name,
+        secret_name: series.secret_name.to_string(),
     }
 }
 
 /// An access's condition series: for each condition it has (and Ready, Unknown when missing),
 /// 1 for its status and 0 for the others.
 fn condition_series<'a>(
-    (namespace, name): &'a AccessKey,
+    key: &'a AccessKey,
     series: &'a AccessSeries,
 ) -> impl Iterator<Item = (ConditionLabels, i64)> + 'a {
     CONDITION_TYPES
         .into_iter()
         .zip(series.conditions)
-        .flat_map(move |(r#type, current)| {
-            // No Ready condition yet is Ready Unknown; the others may not apply at all.
-            let current = match current {
-                None if r#type == READY => Some("Unknown"),
-                current => current,
+        .flat_map(move |(r#type, held)| {
+            let current = match held {
+                ConditionHeld::Status(at) => Some(Some(usize::from(at))),
+                ConditionHeld::Other => Some(None),
+                // No Ready condition yet is Ready Unknown; the others may not apply at all.
+                ConditionHeld::Absent if r#type == READY => Some(Some(UNKNOWN)),
+                ConditionHeld::Absent => None,
             };
             current.into_iter().flat_map(move |current| {
-                CONDITION_STATUSES.into_iter().map(move |status| {
-                    let labels = ConditionLabels {
-                        namespace: namespace.clone(),
-                        name: name.clone(),
-                        r#type,
-                        status,
-                    };
-                    (labels, i64::from(status == current))
-                })
+                CONDITION_STATUSES
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(at, status)| {
+                        let (namespace, name) = namespace_and_name(key);
+                        let labels = ConditionLabels {
+                            namespace,
+                            name,
+                            r#type,
+                            status,
+                        };
+                        (labels, i64::from(current == Some(at)))
+                    })
             })
         })
 }
@@ -428,14 +457,14 @@ impl Collector for AccessCollector {
             "When the credential of each access expires (Unix time), as cert-manager's certificate_expiration_timestamp_seconds",
             accesses
                 .iter()
-                .filter_map(|(k, s)| Some((access_labels(k, s), s.expiry?.as_second()))),
+                .filter_map(|(k, s)| Some((access_labels(k, s), s.expiry?))),
         )?;
         {
             // Only the issue time of the credential the status shows: a lifetime from the issue
             // time of one credential and the expiry of another would mean nothing.
             let issue = |(key, series): &(AccessKey, AccessSeries)| {
                 let (at, held_expiry) = issued.get(key)?;
-                (series.expiry? == *held_expiry)
+                (series.expiry? == held_expiry.as_second())
                     .then(|| (access_labels(key, series), at.as_second()))
             };
             gauge_family(
@@ -451,7 +480,7 @@ impl Collector for AccessCollector {
             "When the operator renews the credential of each access (Unix time), as cert-manager's certificate_renewal_timestamp_seconds",
             accesses
                 .iter()
-                .filter_map(|(k, s)| Some((access_labels(k, s), s.renewal?.as_second()))),
+                .filter_map(|(k, s)| Some((access_labels(k, s), s.renewal?))),
         )?;
         gauge_family(
             &mut encoder,

@@ -160,8 +160,8 @@ fn a_deleted_access_record_goes_once_its_credential_expired() {
     metrics.credential_held("ns", "valid", past, future);
     metrics.encode().unwrap();
     let held = metrics.accesses.issued.lock().unwrap();
-    let names: Vec<&str> = held.keys().map(|(_, name)| name.as_str()).collect();
-    assert_eq!(names, ["valid"]);
+    let names: Vec<&str> = held.keys().map(|key| &**key).collect();
+    assert_eq!(names, ["ns/valid"]);
 }
 
 /// Every name the exposition can hold: sample names, and for families without samples yet
