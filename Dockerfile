@@ -7,8 +7,9 @@
 # statically linked by default, so multi-arch builds need no cross toolchain.
 ARG RUST_VERSION=1.95
 FROM docker.io/library/rust:${RUST_VERSION}-alpine AS build
-# musl-dev: libc headers for ring's C and assembly; binutils: readelf for the static check.
-RUN apk add --no-cache musl-dev binutils
+# musl-dev: libc headers for ring's C and assembly; binutils: readelf for the static check;
+# make: jemalloc's build (the operator's allocator, see Cargo.toml).
+RUN apk add --no-cache musl-dev binutils make
 WORKDIR /src
 # The whole workspace: Cargo loads every member's manifest even when building one package.
 COPY . .

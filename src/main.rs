@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+/// jemalloc, not the platform's: one allocator in the glibc build the benchmark measures and the
+/// static musl image, and glibc kept what a burst of accesses freed; see Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
