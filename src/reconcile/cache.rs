@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::workload::Workload;
 use crate::api::{AuthorizationPolicy, InferenceAccess, InferenceService};
+use crate::core::packed_name;
 
 pub mod encoded;
 
@@ -39,6 +40,15 @@ struct Written<K> {
     object: Option<Arc<K>>,
     /// The resourceVersion the write produced (or the deleted object had).
     version: Option<u64>,
+}
+
+/// An object's `namespace/name` ([`packed_name`]): the key of the maps kept per object.
+pub fn packed_key<K: Resource>(object: &K) -> Box<str> {
+    let meta = object.meta();
+    packed_name(
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
 }
 
 fn version<K: Resource>(object: &K) -> Option<u64> {

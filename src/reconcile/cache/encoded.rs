@@ -67,14 +67,6 @@ thread_local! {
 
 type Objects = HashMap<Box<str>, Entry>;
 
-fn key_of<K: Resource>(object: &K) -> Box<str> {
-    let meta = object.meta();
-    packed_name(
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default(),
-    )
-}
-
 /// The objects, shared between the cache that reads them and the writer the watch feeds.
 pub struct Shelf<K> {
     objects: Arc<Mutex<Objects>>,
@@ -172,18 +164,20 @@ impl<K: Resource<DynamicType = ()> + Serialize> Writer<K> {
         match event {
             watcher::Event::Apply(object) => {
                 if let Some(entry) = self.pack(object) {
-                    self.shelf.objects().insert(key_of(object), entry);
+                    self.shelf
+                        .objects()
+                        .insert(super::packed_key(object), entry);
                 }
             }
             watcher::Event::Delete(object) => {
-                self.shelf.objects().remove(&key_of(object));
+                self.shelf.objects().remove(&super::packed_key(object));
             }
             watcher::Event::Init => self.listing = Some(Objects::new()),
             watcher::Event::InitApply(object) => {
                 if let Some(entry) = self.pack(object) {
                     self.listing
                         .get_or_insert_default()
-                        .insert(key_of(object), entry);
+                        .insert(super::packed_key(object), entry);
                 }
             }
             watcher::Event::InitDone => {

@@ -37,51 +37,47 @@ fn trimming_keeps_every_annotation_but_kubectls_copy() {
 #[test]
 fn a_write_wins_until_the_watch_catches_up() {
     let (cache, mut feed) = cache();
-    {
-        feed(&watcher::Event::Apply(sa("5", "old")));
-        cache.wrote(sa("7", "mine"));
-        let label = |c: &Cache<ServiceAccount>| {
-            c.get("ns", "client")
-                .and_then(|s| s.metadata.labels.clone())
-                .map(|l| l["v"].clone())
-        };
-        assert_eq!(label(&cache).as_deref(), Some("mine"));
-        // An older event arrives late: still ours.
-        let late = watcher::Event::Apply(sa("6", "older"));
-        feed(&late);
-        cache.observe(&late);
-        assert_eq!(label(&cache).as_deref(), Some("mine"));
-        // The watch delivers our write (or anything newer): the store is the truth again.
-        let ours = watcher::Event::Apply(sa("7", "mine"));
-        feed(&ours);
-        cache.observe(&ours);
-        let newer = watcher::Event::Apply(sa("9", "theirs"));
-        feed(&newer);
-        cache.observe(&newer);
-        assert_eq!(label(&cache).as_deref(), Some("theirs"));
-    }
+    feed(&watcher::Event::Apply(sa("5", "old")));
+    cache.wrote(sa("7", "mine"));
+    let label = |c: &Cache<ServiceAccount>| {
+        c.get("ns", "client")
+            .and_then(|s| s.metadata.labels.clone())
+            .map(|l| l["v"].clone())
+    };
+    assert_eq!(label(&cache).as_deref(), Some("mine"));
+    // An older event arrives late: still ours.
+    let late = watcher::Event::Apply(sa("6", "older"));
+    feed(&late);
+    cache.observe(&late);
+    assert_eq!(label(&cache).as_deref(), Some("mine"));
+    // The watch delivers our write (or anything newer): the store is the truth again.
+    let ours = watcher::Event::Apply(sa("7", "mine"));
+    feed(&ours);
+    cache.observe(&ours);
+    let newer = watcher::Event::Apply(sa("9", "theirs"));
+    feed(&newer);
+    cache.observe(&newer);
+    assert_eq!(label(&cache).as_deref(), Some("theirs"));
 }
 
 #[test]
 fn a_write_recorded_after_the_watch_delivered_newer_changes_does_not_hide_them() {
     let (cache, mut feed) = cache();
-    {
-        // The watch delivers the write (7) and a change made right after it (8) before the
-        // write's response is recorded.
-        for event in [
-            watcher::Event::Apply(sa("7", "mine")),
-            watcher::Event::Apply(sa("8", "theirs")),
-        ] {
-            feed(&event);
-            cache.observe(&event);
-        }
-        cache.wrote(sa("7", "mine"));
-        let label = cache
-            .get("ns", "client")
-            .and_then(|s| s.metadata.labels.clone())
-            .map(|l| l["v"].clone());
-        assert_eq!(label.as_deref(), Some("theirs"));
+    // The watch delivers the write (7) and a change made right after it (8) before the
+    // write's response is recorded.
+    for event in [
+        watcher::Event::Apply(sa("7", "mine")),
+        watcher::Event::Apply(sa("8", "theirs")),
+    ] {
+        feed(&event);
+        cache.observe(&event);
     }
+    cache.wrote(sa("7", "mine"));
+    let label = cache
+        .get("ns", "client")
+        .and_then(|s| s.metadata.labels.clone())
+        .map(|l| l["v"].clone());
+    assert_eq!(label.as_deref(), Some("theirs"));
 }
 
 #[test]
@@ -119,58 +115,54 @@ fn an_inference_service_no_access_controls_is_cached_without_its_spec() {
 #[test]
 fn a_delete_is_seen_at_once_and_a_recreation_after() {
     let (cache, mut feed) = cache();
-    {
-        feed(&watcher::Event::Apply(sa("5", "old")));
-        cache.removed(&sa("5", "old"));
-        assert!(cache.get("ns", "client").is_none());
-        let gone = watcher::Event::Delete(sa("5", "old"));
-        feed(&gone);
-        cache.observe(&gone);
-        assert!(cache.get("ns", "client").is_none());
-        let again = watcher::Event::Apply(sa("8", "new"));
-        feed(&again);
-        cache.observe(&again);
-        assert!(cache.get("ns", "client").is_some());
-    }
+    feed(&watcher::Event::Apply(sa("5", "old")));
+    cache.removed(&sa("5", "old"));
+    assert!(cache.get("ns", "client").is_none());
+    let gone = watcher::Event::Delete(sa("5", "old"));
+    feed(&gone);
+    cache.observe(&gone);
+    assert!(cache.get("ns", "client").is_none());
+    let again = watcher::Event::Apply(sa("8", "new"));
+    feed(&again);
+    cache.observe(&again);
+    assert!(cache.get("ns", "client").is_some());
 }
 
 #[test]
 fn a_relist_replaces_the_objects_when_complete_and_keeps_writes_it_did_not_include() {
     let (cache, mut feed) = cache();
-    {
-        feed(&watcher::Event::Apply(sa("5", "old")));
-        cache.wrote(sa("9", "mine"));
-        feed(&watcher::Event::Init);
-        feed(&watcher::Event::InitApply(sa("8", "listed")));
-        // Until the list is complete, the objects before it are read.
-        let label = |c: &Cache<ServiceAccount>| {
-            c.objects()
-                .entries()
-                .iter()
-                .filter_map(encoded::Entry::decode::<ServiceAccount>)
-                .map(|s| s.metadata.labels.unwrap_or_default()["v"].clone())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(label(&cache), ["old"]);
-        feed(&watcher::Event::InitDone);
-        cache.observe(&watcher::Event::InitDone);
-        assert_eq!(label(&cache), ["listed"]);
-        // The list was older than the write: the write still wins.
-        let got = cache.get("ns", "client").unwrap();
-        assert_eq!(got.metadata.labels.as_ref().unwrap()["v"], "mine");
-        // A relist that includes it: the store is the truth.
-        feed(&watcher::Event::Init);
-        feed(&watcher::Event::InitApply(sa("10", "relisted")));
-        feed(&watcher::Event::InitDone);
-        cache.observe(&watcher::Event::InitDone);
-        let got = cache.get("ns", "client").unwrap();
-        assert_eq!(got.metadata.labels.as_ref().unwrap()["v"], "relisted");
-        // An empty relist: gone.
-        feed(&watcher::Event::Init);
-        feed(&watcher::Event::InitDone);
-        cache.observe(&watcher::Event::InitDone);
-        assert!(cache.get("ns", "client").is_none());
-    }
+    feed(&watcher::Event::Apply(sa("5", "old")));
+    cache.wrote(sa("9", "mine"));
+    feed(&watcher::Event::Init);
+    feed(&watcher::Event::InitApply(sa("8", "listed")));
+    // Until the list is complete, the objects before it are read.
+    let label = |c: &Cache<ServiceAccount>| {
+        c.objects()
+            .entries()
+            .iter()
+            .filter_map(encoded::Entry::decode::<ServiceAccount>)
+            .map(|s| s.metadata.labels.unwrap_or_default()["v"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(label(&cache), ["old"]);
+    feed(&watcher::Event::InitDone);
+    cache.observe(&watcher::Event::InitDone);
+    assert_eq!(label(&cache), ["listed"]);
+    // The list was older than the write: the write still wins.
+    let got = cache.get("ns", "client").unwrap();
+    assert_eq!(got.metadata.labels.as_ref().unwrap()["v"], "mine");
+    // A relist that includes it: the store is the truth.
+    feed(&watcher::Event::Init);
+    feed(&watcher::Event::InitApply(sa("10", "relisted")));
+    feed(&watcher::Event::InitDone);
+    cache.observe(&watcher::Event::InitDone);
+    let got = cache.get("ns", "client").unwrap();
+    assert_eq!(got.metadata.labels.as_ref().unwrap()["v"], "relisted");
+    // An empty relist: gone.
+    feed(&watcher::Event::Init);
+    feed(&watcher::Event::InitDone);
+    cache.observe(&watcher::Event::InitDone);
+    assert!(cache.get("ns", "client").is_none());
 }
 
 #[test]

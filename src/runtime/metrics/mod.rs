@@ -13,7 +13,6 @@ use std::time::Duration;
 use futures::Stream;
 use hyper::body::Bytes;
 use jiff::Timestamp;
-use kube::ResourceExt;
 use kube::runtime::watcher;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -27,6 +26,7 @@ use tracing::debug;
 
 use crate::api::InferenceAccess;
 use crate::core::packed_name;
+use crate::reconcile::cache::packed_key;
 use crate::reconcile::conditions::{
     ACCESS_POLICY_READY, CREDENTIAL_ISSUED, ENDPOINT_VERIFIED, INFERENCE_SERVICE_READY, READY,
 };
@@ -293,10 +293,6 @@ impl AccessSeries {
     }
 }
 
-fn access_key(access: &InferenceAccess) -> AccessKey {
-    packed_name(&access.namespace().unwrap_or_default(), &access.name_any())
-}
-
 type SeriesByAccess = HashMap<AccessKey, AccessSeries>;
 
 /// Keeps one controller's [`AccessSeries`] from its access watch, as a reflector keeps a store:
@@ -309,7 +305,7 @@ pub struct AccessSeriesWriter {
 
 impl AccessSeriesWriter {
     pub fn apply_watcher_event(&mut self, event: &watcher::Event<InferenceAccess>) {
-        let key = access_key;
+        let key = packed_key::<InferenceAccess>;
         let series = || self.series.lock().unwrap_or_else(|p| p.into_inner());
         match event {
             watcher::Event::Apply(access) => {
