@@ -102,7 +102,7 @@ where
             // The watch may have delivered this write, and a newer change, before the write's
             // response was recorded: then no later event removes the override, and the store
             // (e.g. KServe's status on the InferenceService just applied) must win here.
-            let stored_version = stored.as_ref().and_then(|entry| entry.version);
+            let stored_version = stored.as_ref().and_then(encoded::Entry::version);
             let store_is_newer = match (stored_version, mine.version, &mine.object) {
                 (Some(theirs), Some(ours), Some(_)) => theirs >= ours,
                 // Deleted by the operator: only a recreation is newer.
@@ -169,7 +169,7 @@ where
                     let namespace = key.namespace.as_deref().unwrap_or_default();
                     let listed = self.objects.get(namespace, &key.name);
                     match (listed, written.version) {
-                        (Some(listed), Some(mine)) => listed.version.is_some_and(|v| v < mine),
+                        (Some(listed), Some(mine)) => listed.version().is_some_and(|v| v < mine),
                         (None, _) => written.object.is_some(),
                         (Some(_), None) => false,
                     }

@@ -6,38 +6,111 @@
 //! per access and reads each a few times per reconcile, so it keeps the bytes and pays a
 //! decode per read instead.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry as Slot;
 use kube::Resource;
 use kube::runtime::watcher;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::error;
 
-use crate::core::packed_name;
+/// The bytes before an object's key: its resourceVersion (u64) and its JSON's length (u32).
+const HEADER: usize = 12;
+/// Stands for a resourceVersion that is not a number: an etcd revision is an int64, so no real
+/// one is this.
+const NO_VERSION: u64 = u64::MAX;
 
-/// One object: its resourceVersion (to compare with the operator's writes without decoding)
-/// and its JSON, LZ4-compressed against its kind's dictionary.
+/// One object as a shelf keeps it: key, resourceVersion and packed JSON in one allocation, and
+/// which of the shelf's dictionaries it was packed against. At 10,000 objects a kind, separate
+/// keys and a slot of 64 bytes took about a megabyte more per kind than this slot of 24.
+struct Stored {
+    /// `[resourceVersion: u64 LE][JSON length: u32 LE][namespace/name][LZ4 block]`
+    bytes: Arc<[u8]>,
+    key_len: u16,
+    dictionary: u16,
+}
+
+impl Stored {
+    fn key(&self) -> &[u8] {
+        &self.bytes[HEADER..HEADER + usize::from(self.key_len)]
+    }
+
+    fn version(&self) -> Option<u64> {
+        version_of(&self.bytes)
+    }
+}
+
+fn version_of(bytes: &[u8]) -> Option<u64> {
+    let version = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    (version != NO_VERSION).then_some(version)
+}
+
+/// A key's hash from its two parts, so a lookup needs no `namespace/name` string built.
+fn hash_key(hasher: &RandomState, namespace: &[u8], name: &[u8]) -> u64 {
+    let mut state = hasher.build_hasher();
+    state.write(namespace);
+    state.write_u8(b'/');
+    state.write(name);
+    state.finish()
+}
+
+fn key_is(key: &[u8], namespace: &str, name: &str) -> bool {
+    key.len() == namespace.len() + 1 + name.len()
+        && key.starts_with(namespace.as_bytes())
+        && key.get(namespace.len()) == Some(&b'/')
+        && key.ends_with(name.as_bytes())
+}
+
+fn hash_stored(hasher: &RandomState, stored: &Stored) -> u64 {
+    // A namespace holds no '/': the first one ends it.
+    let key = stored.key();
+    let split = key.iter().position(|b| *b == b'/').unwrap_or(key.len());
+    let (namespace, name) = key.split_at(split);
+    hash_key(hasher, namespace, name.get(1..).unwrap_or_default())
+}
+
+fn insert(table: &mut HashTable<Stored>, hasher: &RandomState, stored: Stored) {
+    let hash = hash_stored(hasher, &stored);
+    match table.entry(
+        hash,
+        |other| other.key() == stored.key(),
+        |other| hash_stored(hasher, other),
+    ) {
+        Slot::Occupied(mut slot) => *slot.get_mut() = stored,
+        Slot::Vacant(slot) => {
+            slot.insert(stored);
+        }
+    }
+}
+
+/// An object read from a shelf: its bytes and its dictionary shared, not copied.
 #[derive(Clone)]
 pub struct Entry {
-    pub version: Option<u64>,
-    /// The JSON's length, then its LZ4 block.
-    packed: Arc<[u8]>,
+    bytes: Arc<[u8]>,
+    key_len: u16,
     dictionary: Arc<[u8]>,
 }
 
 impl Entry {
+    /// The object's resourceVersion, when it is a number.
+    pub fn version(&self) -> Option<u64> {
+        version_of(&self.bytes)
+    }
+
     #[cfg(test)]
     pub fn packed_len(&self) -> usize {
-        self.packed.len()
+        self.bytes.len() - HEADER - usize::from(self.key_len)
     }
 
     pub fn decode<K: DeserializeOwned>(&self) -> Option<K> {
         UNPACKED.with_borrow_mut(|json| {
-            let (size, block) = self.packed.split_at_checked(4)?;
+            let size = self.bytes.get(8..HEADER)?;
             let size = u32::from_le_bytes(size.try_into().ok()?) as usize;
+            let block = self.bytes.get(HEADER + usize::from(self.key_len)..)?;
             json.clear();
             json.resize(size, 0);
             if let Err(err) =
@@ -65,7 +138,25 @@ thread_local! {
     static UNPACKED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-type Objects = HashMap<Box<str>, Entry>;
+struct Objects {
+    table: HashTable<Stored>,
+    /// Every dictionary the kind's objects were packed against, in the order chosen (an
+    /// object names its own by index). Each is at least an eighth larger than the one before
+    /// and at most [`DICTIONARY_LIMIT`], so together they never exceed nine times that.
+    dictionaries: Vec<Arc<[u8]>>,
+    hasher: RandomState,
+}
+
+impl Objects {
+    fn entry(&self, stored: &Stored) -> Entry {
+        let dictionary = self.dictionaries.get(usize::from(stored.dictionary));
+        Entry {
+            bytes: stored.bytes.clone(),
+            key_len: stored.key_len,
+            dictionary: dictionary.cloned().unwrap_or_else(|| Arc::from([])),
+        }
+    }
+}
 
 /// The objects, shared between the cache that reads them and the writer the watch feeds.
 pub struct Shelf<K> {
@@ -88,14 +179,18 @@ impl<K> Shelf<K> {
     }
 
     pub fn get(&self, namespace: &str, name: &str) -> Option<Entry> {
-        self.objects()
-            .get(&*packed_name::<Box<str>>(namespace, name))
-            .cloned()
+        let objects = self.objects();
+        let hash = hash_key(&objects.hasher, namespace.as_bytes(), name.as_bytes());
+        let found = objects
+            .table
+            .find(hash, |stored| key_is(stored.key(), namespace, name))?;
+        Some(objects.entry(found))
     }
 
-    /// Every object (their bytes shared, not copied), to decode one at a time.
+    /// Every object, to decode one at a time.
     pub fn entries(&self) -> Vec<Entry> {
-        self.objects().values().cloned().collect()
+        let objects = self.objects();
+        objects.table.iter().map(|s| objects.entry(s)).collect()
     }
 }
 
@@ -103,15 +198,15 @@ impl<K> Shelf<K> {
 /// (re)list is gathered aside and replaces the objects when it is complete.
 pub struct Writer<K> {
     shelf: Shelf<K>,
-    /// The JSON of an object of its kind: what the others repeat of it is packed as references
-    /// to it. A fuller one (a quarter larger) replaces it for the objects packed from then on:
-    /// the first access seen is often one just created, without the status every other
-    /// carries. Each entry keeps the dictionary it was packed with; growing by a quarter up to
-    /// the limit, there are never more than about twenty.
-    dictionary: Option<Arc<[u8]>>,
+    hasher: RandomState,
+    /// The JSON of an object of its kind, and its index on the shelf: what the others repeat
+    /// of it is packed as references to it. A fuller one (an eighth larger) replaces it for the
+    /// objects packed from then on: the first access seen is often one just created, and the
+    /// next fuller one waits for KServe's URL; one that is Ready repeats a Ready one best.
+    dictionary: Option<(u16, Arc<[u8]>)>,
     json: Vec<u8>,
     packed: Vec<u8>,
-    listing: Option<Objects>,
+    listing: Option<HashTable<Stored>>,
     /// Whether a list has completed: the first one fills an empty shelf.
     filled: bool,
 }
@@ -121,36 +216,59 @@ const DICTIONARY_LIMIT: usize = 8 * 1024;
 
 impl<K: Resource<DynamicType = ()> + Serialize> Writer<K> {
     /// Packs `object` through the writer's two buffers, so that the only allocation that
-    /// outlives the call is the packed bytes, of their exact size: building and dropping
+    /// outlives the call is the stored bytes, of their exact size: building and dropping
     /// growing vectors for each of 10,000 objects left the heap in pieces.
-    fn pack(&mut self, object: &K) -> Option<Entry> {
+    fn pack(&mut self, object: &K) -> Option<Stored> {
         let Self { json, packed, .. } = self;
         json.clear();
         if let Err(err) = serde_json::to_writer(&mut *json, object) {
             error!(kind = %K::kind(&()), error = %err, "cannot encode a watched object");
             return None;
         }
-        let current = self.dictionary.as_ref().map_or(0, |d| d.len());
-        if json.len() >= current + current / 4 && json.len() <= DICTIONARY_LIMIT {
-            self.dictionary = Some(json.as_slice().into());
+        let meta = object.meta();
+        let namespace = meta.namespace.as_deref().unwrap_or_default();
+        let name = meta.name.as_deref().unwrap_or_default();
+        let (Ok(size), Ok(key_len)) = (
+            u32::try_from(json.len()),
+            u16::try_from(namespace.len() + 1 + name.len()),
+        ) else {
+            error!(kind = %K::kind(&()), "a watched object too large to cache");
+            return None;
+        };
+        let current = self.dictionary.as_ref().map_or(0, |(_, d)| d.len());
+        if json.len() >= current + current / 8 && json.len() <= DICTIONARY_LIMIT {
+            let dictionary: Arc<[u8]> = json.as_slice().into();
+            let mut objects = self.shelf.objects();
+            if let Ok(index) = u16::try_from(objects.dictionaries.len()) {
+                objects.dictionaries.push(dictionary.clone());
+                self.dictionary = Some((index, dictionary));
+            }
         }
-        let dictionary = self.dictionary.clone().unwrap_or_else(|| Arc::from([]));
-        let size = u32::try_from(json.len()).ok()?;
+        let (index, dictionary) = self
+            .dictionary
+            .clone()
+            .unwrap_or_else(|| (0, Arc::from([])));
         packed.clear();
+        packed.extend_from_slice(&super::version(object).unwrap_or(NO_VERSION).to_le_bytes());
         packed.extend_from_slice(&size.to_le_bytes());
-        packed.resize(4 + lz4_flex::block::get_maximum_output_size(json.len()), 0);
+        packed.extend_from_slice(namespace.as_bytes());
+        packed.push(b'/');
+        packed.extend_from_slice(name.as_bytes());
+        let block = packed.len();
+        packed.resize(block + lz4_flex::block::get_maximum_output_size(json.len()), 0);
         let written =
-            match lz4_flex::block::compress_into_with_dict(json, &mut packed[4..], &dictionary) {
+            match lz4_flex::block::compress_into_with_dict(json, &mut packed[block..], &dictionary)
+            {
                 Ok(written) => written,
                 Err(err) => {
                     error!(kind = %K::kind(&()), error = %err, "cannot pack a watched object");
                     return None;
                 }
             };
-        Some(Entry {
-            version: super::version(object),
-            packed: Arc::from(&packed[..4 + written]),
-            dictionary,
+        Some(Stored {
+            bytes: Arc::from(&packed[..block + written]),
+            key_len,
+            dictionary: index,
         })
     }
 
@@ -163,45 +281,59 @@ impl<K: Resource<DynamicType = ()> + Serialize> Writer<K> {
     pub fn apply_watcher_event(&mut self, event: &watcher::Event<K>) -> Vec<Entry> {
         match event {
             watcher::Event::Apply(object) => {
-                if let Some(entry) = self.pack(object) {
-                    self.shelf
-                        .objects()
-                        .insert(super::packed_key(object), entry);
+                if let Some(stored) = self.pack(object) {
+                    insert(&mut self.shelf.objects().table, &self.hasher, stored);
                 }
             }
             watcher::Event::Delete(object) => {
-                self.shelf.objects().remove(&super::packed_key(object));
+                let meta = object.meta();
+                let namespace = meta.namespace.as_deref().unwrap_or_default();
+                let name = meta.name.as_deref().unwrap_or_default();
+                let mut objects = self.shelf.objects();
+                let hash = hash_key(&self.hasher, namespace.as_bytes(), name.as_bytes());
+                if let Ok(slot) = objects
+                    .table
+                    .find_entry(hash, |stored| key_is(stored.key(), namespace, name))
+                {
+                    slot.remove();
+                }
             }
-            watcher::Event::Init => self.listing = Some(Objects::new()),
+            watcher::Event::Init => self.listing = Some(HashTable::new()),
             watcher::Event::InitApply(object) => {
-                if let Some(entry) = self.pack(object) {
-                    self.listing
-                        .get_or_insert_default()
-                        .insert(super::packed_key(object), entry);
+                if let Some(stored) = self.pack(object) {
+                    let listing = self.listing.get_or_insert_default();
+                    insert(listing, &self.hasher, stored);
                 }
             }
             watcher::Event::InitDone => {
                 let mut listed = self.listing.take().unwrap_or_default();
-                listed.shrink_to_fit();
+                listed.shrink_to_fit(|stored| hash_stored(&self.hasher, stored));
                 let mut objects = self.shelf.objects();
-                let before = std::mem::replace(&mut *objects, listed);
+                let before = std::mem::replace(&mut objects.table, listed);
                 if !std::mem::replace(&mut self.filled, true) {
                     return Vec::new();
                 }
+                let find = |table: &HashTable<Stored>, stored: &Stored| {
+                    let hash = hash_stored(&self.hasher, stored);
+                    table.find(hash, |other| other.key() == stored.key()).is_some_and(
+                        |other| other.version().is_some() && other.version() == stored.version(),
+                    )
+                };
+                let present = |table: &HashTable<Stored>, stored: &Stored| {
+                    let hash = hash_stored(&self.hasher, stored);
+                    table.find(hash, |other| other.key() == stored.key()).is_some()
+                };
                 let mut changed: Vec<Entry> = objects
+                    .table
                     .iter()
-                    .filter(|(key, entry)| {
-                        before
-                            .get(*key)
-                            .is_none_or(|was| was.version.is_none() || was.version != entry.version)
-                    })
-                    .map(|(_, entry)| entry.clone())
+                    .filter(|stored| !find(&before, stored))
+                    .map(|stored| objects.entry(stored))
                     .collect();
                 changed.extend(
                     before
-                        .into_iter()
-                        .filter(|(key, _)| !objects.contains_key(key))
-                        .map(|(_, entry)| entry),
+                        .iter()
+                        .filter(|stored| !present(&objects.table, stored))
+                        .map(|stored| objects.entry(stored)),
                 );
                 return changed;
             }
@@ -212,12 +344,18 @@ impl<K: Resource<DynamicType = ()> + Serialize> Writer<K> {
 
 /// An empty shelf and the writer that fills it.
 pub fn shelf<K>() -> (Shelf<K>, Writer<K>) {
+    let hasher = RandomState::new();
     let shelf = Shelf {
-        objects: Arc::default(),
+        objects: Arc::new(Mutex::new(Objects {
+            table: HashTable::new(),
+            dictionaries: Vec::new(),
+            hasher: hasher.clone(),
+        })),
         kind: PhantomData,
     };
     let writer = Writer {
         shelf: shelf.clone(),
+        hasher,
         dictionary: None,
         json: Vec::new(),
         packed: Vec::new(),

@@ -188,27 +188,37 @@ fn an_encoded_object_reads_back_as_it_was_cached() {
 #[test]
 fn objects_packed_against_each_dictionary_read_back_and_fuller_ones_pack_smaller() {
     let (cache, mut writer) = Cache::<InferenceService>::encoded();
-    let isvc = |i: usize, ready: bool| -> InferenceService {
-        let status = ready.then(|| {
-            json!({"url": format!("http://m-{i}.ns.example.com"),
-            "address": {"url": format!("http://m-{i}-predictor.ns.svc.cluster.local")},
-            "conditions": [{"type": "Ready", "status": "True"}]})
-        });
+    // KServe fills the status in steps: first the URLs, then the Ready condition.
+    let isvc = |i: usize, stage: usize| -> InferenceService {
+        let status = match stage {
+            0 => None,
+            1 => Some(json!({"url": format!("http://m-{i}.ns.example.com"), "observedGeneration": 1,
+                "address": {"url": format!("http://m-{i}-predictor.ns.svc.cluster.local")}})),
+            _ => Some(json!({"url": format!("http://m-{i}.ns.example.com"), "observedGeneration": 1,
+                "address": {"url": format!("http://m-{i}-predictor.ns.svc.cluster.local")},
+                "conditions": [{"type": "PredictorReady", "status": "True",
+                    "lastTransitionTime": "2026-12-01T10:00:00Z"}, {"type": "Ready",
+                    "status": "True", "lastTransitionTime": "2026-12-01T10:00:00Z"}]})),
+        };
         serde_json::from_value(json!({
             "metadata": {"name": format!("m-{i}"), "namespace": "ns", "resourceVersion": format!("{}", 10 + i),
                 "uid": format!("4b3c0e1f-0000-4000-8000-{i:012}"),
                 "labels": {"app.kubernetes.io/managed-by": "inference-access", "inference-access.io/access": format!("a-{i}")}},
             "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"},
+                "protocolVersion": "v2", "runtime": "kserve-sklearnserver",
                 "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model"}}},
             "status": status,
         }))
         .unwrap()
     };
-    // Created without a status first, as KServe's arrives later: the first dictionary lacks it.
-    let objects: Vec<InferenceService> = (0..3)
-        .map(|i| isvc(i, false))
-        .chain((3..6).map(|i| isvc(i, true)))
-        .collect();
+    let objects: Vec<InferenceService> = (0..9).map(|i| isvc(i, i / 3)).collect();
+    let size = |stage: usize| serde_json::to_vec(&objects[stage * 3]).unwrap().len();
+    // The URLs make an object a quarter fuller, the Ready condition less than that but more
+    // than an eighth, as an access's first and second status do: the Ready ones must be packed
+    // against a Ready one.
+    let (fresh, routed, ready) = (size(0), size(1), size(2));
+    assert!(routed * 4 >= fresh * 5, "{fresh} → {routed}");
+    assert!(ready * 8 > routed * 9 && ready * 4 < routed * 5, "{routed} → {ready}");
     for object in &objects {
         writer.apply_watcher_event(&watcher::Event::Apply(object.clone()));
     }
@@ -220,9 +230,10 @@ fn objects_packed_against_each_dictionary_read_back_and_fuller_ones_pack_smaller
             "{name}"
         );
     }
-    let packed = cache.objects().get("ns", "m-5").unwrap().packed_len();
-    let json = serde_json::to_vec(&objects[5]).unwrap().len();
-    assert!(packed * 4 < json, "{packed} bytes packed of {json}");
+    let packed = cache.objects().get("ns", "m-8").unwrap().packed_len();
+    let json = size(2);
+    // 53 bytes of 681; 108 when packed against the routed one.
+    assert!(packed * 10 < json, "{packed} bytes packed of {json}");
 }
 
 #[test]
