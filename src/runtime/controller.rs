@@ -230,6 +230,12 @@ async fn controller(
                 predicates::generation.combine(predicates::annotations),
                 Default::default(),
             )
+            // The controller makes each trigger a reference to schedule, and copies a uid in
+            // it into every requeue it keeps: 10,000 of them. The store's copy keeps the uid.
+            .map_ok(|mut access| {
+                access.metadata.uid = None;
+                access
+            })
     };
     let secrets = cached(
         lean::watcher(
@@ -273,7 +279,8 @@ async fn controller(
     let mut controller = Controller::for_stream(access_events, accesses)
         .with_config(kube::runtime::controller::Config::default().concurrency(scope.concurrency))
         .trigger_backoff(EachWatchBacksOff)
-        .owns_stream(secrets)
+        // Not `owns_stream`: its references carry the owner's uid into the scheduler.
+        .watches_stream(secrets, |secret| owners(&secret))
         .watches_stream(service_accounts, move |sa| {
             let mut accesses = owners(&sa);
             accesses.extend(identities.accesses_of(&sa));

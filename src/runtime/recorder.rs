@@ -37,8 +37,45 @@ pub struct Recorder {
 /// accesses, so a series keeps only this key and what a repeat needs.
 #[derive(Hash, PartialEq, Eq)]
 struct Key {
-    object: Box<str>,
+    object: Object,
     event: usize,
+}
+
+/// An object as a series key: the API server's uids are UUIDs, kept as their 16 bytes (a
+/// string of 36 was an allocation of 48 per series); any other uid, or a namespace and name
+/// where there is no uid, as text.
+#[derive(Hash, PartialEq, Eq)]
+enum Object {
+    Uuid([u8; 16]),
+    Text(Box<str>),
+}
+
+impl Object {
+    fn new(text: &str) -> Self {
+        let hex = text.as_bytes();
+        let dashes_where_a_uuid_has_them =
+            hex.len() == 36 && [8, 13, 18, 23].iter().all(|&at| hex[at] == b'-');
+        // Lowercase only, as the API server writes them: "A" and "a" are other uids.
+        let digits = hex.iter().filter(|b| **b != b'-').map(|b| match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        });
+        let mut bytes = [0u8; 16];
+        let mut count = 0;
+        for (index, digit) in digits.enumerate() {
+            let (Some(digit), Some(byte)) = (digit, bytes.get_mut(index / 2)) else {
+                return Self::Text(text.into());
+            };
+            *byte |= digit << if index % 2 == 0 { 4 } else { 0 };
+            count += 1;
+        }
+        if dashes_where_a_uuid_has_them && count == 32 {
+            Self::Uuid(bytes)
+        } else {
+            Self::Text(text.into())
+        }
+    }
 }
 
 struct Sent {
@@ -72,11 +109,11 @@ impl Recent {
 
     fn key(&mut self, event: &Event, regarding: &ObjectReference) -> Key {
         let object = match (&regarding.uid, &regarding.name) {
-            (Some(uid), _) => uid.as_str().into(),
-            (None, name) => crate::core::packed_name(
+            (Some(uid), _) => Object::new(uid),
+            (None, name) => Object::Text(crate::core::packed_name(
                 regarding.namespace.as_deref().unwrap_or_default(),
                 name.as_deref().unwrap_or_default(),
-            ),
+            )),
         };
         let warning = matches!(event.type_, EventType::Warning);
         let which = |(w, reason, action): &(bool, String, String)| {
@@ -226,7 +263,7 @@ mod tests {
 
     fn key(object: &str) -> Key {
         Key {
-            object: object.into(),
+            object: Object::Text(object.into()),
             event: 0,
         }
     }
@@ -274,6 +311,29 @@ mod tests {
         assert!(named == recent.key(&issued, &regarding(None, "a")));
         assert!(named != recent.key(&issued, &regarding(None, "b")));
         assert_eq!(recent.events.len(), 3, "each distinct Event numbered once");
+    }
+
+    #[test]
+    fn uuids_are_kept_as_bytes_and_told_apart_by_every_digit() {
+        let uid = "4b3c0e1f-2a5d-4000-8000-00000000001f";
+        let Object::Uuid(bytes) = Object::new(uid) else {
+            panic!("{uid} kept as text");
+        };
+        assert_eq!(bytes[..4], [0x4b, 0x3c, 0x0e, 0x1f]);
+        assert_eq!(bytes[15], 0x1f);
+        assert!(Object::new(uid) != Object::new("4b3c0e1f-2a5d-4000-8000-00000000002f"));
+        assert!(Object::new(uid) != Object::new("4b3c0e1f-2a5d-4000-8000-00000000001e"));
+        // Not UUIDs: kept as they are.
+        for other in [
+            "uid-a",
+            "4b3c0e1f2a5d40008000000000000000001f",
+            "4b3c0e1f-2a5d-4000-8000-00000000001g",
+            "4b3c0e1f-2a5d-4000-8000-00000000001",
+            "4b3c0e1f-2a5d-4000-8000-00000000001ff",
+            "4B3C0E1F-2A5D-4000-8000-00000000001F",
+        ] {
+            assert!(Object::new(other) == Object::Text(other.into()), "{other}");
+        }
     }
 
     #[test]

@@ -107,8 +107,9 @@ where
         })
 }
 
-/// What the controller keeps of an access: what names it and what its predicates compare
-/// (generation, annotations). The reconcile reads the rest from the access cache.
+/// What the controller keeps of an access: its name, namespace and uid (the reconcile reads
+/// the access from the access cache, and only if the uid matches) and what its predicates
+/// compare (generation, annotations). No resourceVersion: every reference to it would copy it.
 pub fn access_meta(event: watcher::Event<InferenceAccess>) -> watcher::Event<AccessMeta> {
     let meta = |access: InferenceAccess| {
         let full = access.metadata;
@@ -118,7 +119,6 @@ pub fn access_meta(event: watcher::Event<InferenceAccess>) -> watcher::Event<Acc
                 name: full.name,
                 namespace: full.namespace,
                 uid: full.uid,
-                resource_version: full.resource_version,
                 generation: full.generation,
                 annotations: full.annotations,
                 ..ObjectMeta::default()
