@@ -1,5 +1,5 @@
 //! What every reconcile shares: the API client, the event recorder, the clock, metrics, the
-//! gateway client and the per-access failure counts.
+//! gateway client, the per-access failure counts and when each access is looked at again.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use kube::Client;
 use super::backoff::Counter;
 use super::cache::Caches;
 use super::limits::Limits;
+use super::wakeups::Wakeups;
 use crate::gateway::client::GatewayClient;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::recorder::Recorder;
@@ -29,6 +30,8 @@ pub struct Context {
     pub limits: Limits,
     /// What reconciles read: the watch caches of this scope.
     pub caches: Caches,
+    /// When each access is reconciled again.
+    pub wakeups: Arc<Wakeups>,
 }
 
 impl Context {
@@ -55,6 +58,7 @@ impl Context {
             verify_failures: Counter::default(),
             limits: Limits::default(),
             caches,
+            wakeups: Arc::default(),
         }
     }
 
@@ -73,5 +77,6 @@ impl Context {
         let key = super::backoff::key(namespace, name);
         self.failures.forget(&key);
         self.verify_failures.forget(&key);
+        self.wakeups.set(&key, None);
     }
 }

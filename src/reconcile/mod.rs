@@ -31,9 +31,10 @@ pub mod schedule;
 pub mod status;
 pub mod target;
 pub mod verify;
+pub mod wakeups;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::ResourceExt;
@@ -68,7 +69,11 @@ pub async fn reconcile(scheduled: Arc<AccessMeta>, ctx: Arc<Context>) -> Result<
     ctx.metrics.reconciled(started.elapsed(), category);
     let key = backoff::key(Some(&namespace), &access.name_any());
     ctx.failures.record(&key, result.is_err());
-    result
+    // The next pass is the wakeups' to start, not a requeue in the controller's scheduler; a
+    // failure keeps the wakeup it had and retries through the error policy.
+    let next = result?;
+    ctx.wakeups.set(&key, next);
+    Ok(Action::await_change())
 }
 
 /// The probe, with the credential this reconcile obtained, or else the one in the Secret.
@@ -101,7 +106,11 @@ pub fn error_policy(access: Arc<AccessMeta>, error: &Error, ctx: Arc<Context>) -
     Action::requeue(delay)
 }
 
-async fn reconcile_access(access: &InferenceAccess, ctx: &Context) -> Result<Action, Error> {
+/// The pass, and when to wake the access next (`None`: only on a change).
+async fn reconcile_access(
+    access: &InferenceAccess,
+    ctx: &Context,
+) -> Result<Option<Duration>, Error> {
     let now = (ctx.clock)();
     let namespace = access.namespace().unwrap_or_default();
     let uid = access.uid().unwrap_or_default();
@@ -109,7 +118,7 @@ async fn reconcile_access(access: &InferenceAccess, ctx: &Context) -> Result<Act
     // Owned objects go with owner references; only a policy at a Gateway needs this.
     if access.metadata.deletion_timestamp.is_some() {
         mesh::finalize(&applier, access).await?;
-        return Ok(Action::await_change());
+        return Ok(None);
     }
     let plan = match plan::validate(access, &ctx.limits) {
         Ok(plan) => plan,
@@ -118,7 +127,7 @@ async fn reconcile_access(access: &InferenceAccess, ctx: &Context) -> Result<Act
             let checks = status::invalid(&refusal);
             let events = vec![events::refused(&refusal)];
             report::publish(ctx, &applier, access, &checks, events, now).await?;
-            return Ok(Action::await_change());
+            return Ok(None);
         }
     };
     let outcomes = run_steps(&applier, &plan, ctx, access, now).await;
@@ -126,12 +135,12 @@ async fn reconcile_access(access: &InferenceAccess, ctx: &Context) -> Result<Act
     let events = events::of(&plan, &outcomes, &checks.credential.message);
     let published = report::publish(ctx, &applier, access, &checks, events, now).await;
     report::count_minted(ctx, &plan, &outcomes);
-    let action = schedule::next_action(&plan, &outcomes, now);
+    let next = schedule::next_wakeup(&plan, &outcomes, now);
     match (outcomes.into_error(), published) {
         // The API server refused what the spec produced: retrying cannot help.
-        (Some(err), _) if err.is_invalid() => Ok(Action::await_change()),
+        (Some(err), _) if err.is_invalid() => Ok(None),
         (Some(err), _) | (None, Err(err)) => Err(err),
-        (None, Ok(())) => Ok(action),
+        (None, Ok(())) => Ok(next),
     }
 }
 

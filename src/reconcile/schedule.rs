@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use kube::runtime::controller::Action;
 
 use super::issue::IssueResult;
 use super::plan::Plan;
@@ -17,22 +16,23 @@ pub const RECHECK_BLOCKED: Duration = Duration::from_secs(60);
 /// The first retry after a failed reconcile; doubled per consecutive failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
 
-/// When to look again: at the renewal time (jitter included), sooner while the probe fails,
-/// later while something outside the watches blocks the access, never for a spec error.
-pub fn next_action(plan: &Plan, outcomes: &Outcomes, now: Timestamp) -> Action {
+/// When to look again ([`super::wakeups`]): at the renewal time (jitter included), sooner
+/// while the probe fails, later while something outside the watches blocks the access, never
+/// (`None`) for a spec error.
+pub fn next_wakeup(plan: &Plan, outcomes: &Outcomes, now: Timestamp) -> Option<Duration> {
     let login_stopped = outcomes
         .issue
         .as_ref()
         .is_some_and(|i| matches!(i.result, IssueResult::LoginStopped));
     if login_stopped || matches!(outcomes.target, TargetOutcome::InvalidTemplate { .. }) {
-        return Action::await_change();
+        return None;
     }
     let Some(held) = outcomes.issue.as_ref().and_then(|i| {
         matches!(i.result, IssueResult::Ready { .. })
             .then_some(i.held.as_ref())
             .flatten()
     }) else {
-        return Action::requeue(RECHECK_BLOCKED);
+        return Some(RECHECK_BLOCKED);
     };
     let renewal = held.scheduled_renewal(plan.renew_before, &plan.access.uid);
     let wait = renewal
@@ -43,7 +43,7 @@ pub fn next_action(plan: &Plan, outcomes: &Outcomes, now: Timestamp) -> Action {
         Some(VerifyOutcome::Probed {
             retry_in: Some(retry),
             ..
-        }) => Action::requeue(until_renewal.min(*retry)),
-        _ => Action::requeue(until_renewal),
+        }) => Some(until_renewal.min(*retry)),
+        _ => Some(until_renewal),
     }
 }

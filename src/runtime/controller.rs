@@ -306,6 +306,7 @@ async fn controller(
             ctx.clone(),
             credentials,
         ));
+    controller = controller.reconcile_on(ctx.wakeups.clone().stream());
     if scope.grants_served {
         controller = controller.reconcile_on(triggers::grants(client, consents));
     }

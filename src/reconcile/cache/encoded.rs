@@ -255,7 +255,10 @@ impl<K: Resource<DynamicType = ()> + Serialize> Writer<K> {
         packed.push(b'/');
         packed.extend_from_slice(name.as_bytes());
         let block = packed.len();
-        packed.resize(block + lz4_flex::block::get_maximum_output_size(json.len()), 0);
+        packed.resize(
+            block + lz4_flex::block::get_maximum_output_size(json.len()),
+            0,
+        );
         let written =
             match lz4_flex::block::compress_into_with_dict(json, &mut packed[block..], &dictionary)
             {
@@ -315,13 +318,17 @@ impl<K: Resource<DynamicType = ()> + Serialize> Writer<K> {
                 }
                 let find = |table: &HashTable<Stored>, stored: &Stored| {
                     let hash = hash_stored(&self.hasher, stored);
-                    table.find(hash, |other| other.key() == stored.key()).is_some_and(
-                        |other| other.version().is_some() && other.version() == stored.version(),
-                    )
+                    table
+                        .find(hash, |other| other.key() == stored.key())
+                        .is_some_and(|other| {
+                            other.version().is_some() && other.version() == stored.version()
+                        })
                 };
                 let present = |table: &HashTable<Stored>, stored: &Stored| {
                     let hash = hash_stored(&self.hasher, stored);
-                    table.find(hash, |other| other.key() == stored.key()).is_some()
+                    table
+                        .find(hash, |other| other.key() == stored.key())
+                        .is_some()
                 };
                 let mut changed: Vec<Entry> = objects
                     .table

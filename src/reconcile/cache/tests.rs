@@ -192,13 +192,17 @@ fn objects_packed_against_each_dictionary_read_back_and_fuller_ones_pack_smaller
     let isvc = |i: usize, stage: usize| -> InferenceService {
         let status = match stage {
             0 => None,
-            1 => Some(json!({"url": format!("http://m-{i}.ns.example.com"), "observedGeneration": 1,
-                "address": {"url": format!("http://m-{i}-predictor.ns.svc.cluster.local")}})),
-            _ => Some(json!({"url": format!("http://m-{i}.ns.example.com"), "observedGeneration": 1,
+            1 => Some(
+                json!({"url": format!("http://m-{i}.ns.example.com"), "observedGeneration": 1,
+                "address": {"url": format!("http://m-{i}-predictor.ns.svc.cluster.local")}}),
+            ),
+            _ => Some(
+                json!({"url": format!("http://m-{i}.ns.example.com"), "observedGeneration": 1,
                 "address": {"url": format!("http://m-{i}-predictor.ns.svc.cluster.local")},
                 "conditions": [{"type": "PredictorReady", "status": "True",
                     "lastTransitionTime": "2026-12-01T10:00:00Z"}, {"type": "Ready",
-                    "status": "True", "lastTransitionTime": "2026-12-01T10:00:00Z"}]})),
+                    "status": "True", "lastTransitionTime": "2026-12-01T10:00:00Z"}]}),
+            ),
         };
         serde_json::from_value(json!({
             "metadata": {"name": format!("m-{i}"), "namespace": "ns", "resourceVersion": format!("{}", 10 + i),
@@ -218,7 +222,10 @@ fn objects_packed_against_each_dictionary_read_back_and_fuller_ones_pack_smaller
     // against a Ready one.
     let (fresh, routed, ready) = (size(0), size(1), size(2));
     assert!(routed * 4 >= fresh * 5, "{fresh} → {routed}");
-    assert!(ready * 8 > routed * 9 && ready * 4 < routed * 5, "{routed} → {ready}");
+    assert!(
+        ready * 8 > routed * 9 && ready * 4 < routed * 5,
+        "{routed} → {ready}"
+    );
     for object in &objects {
         writer.apply_watcher_event(&watcher::Event::Apply(object.clone()));
     }
