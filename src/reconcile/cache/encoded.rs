@@ -58,6 +58,15 @@ fn hash_key(hasher: &RandomState, namespace: &[u8], name: &[u8]) -> u64 {
     state.finish()
 }
 
+/// An object's namespace and name, its key's two parts.
+fn names<K: Resource>(object: &K) -> (&str, &str) {
+    let meta = object.meta();
+    (
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
 fn key_is(key: &[u8], namespace: &str, name: &str) -> bool {
     key.len() == namespace.len() + 1 + name.len()
         && key.starts_with(namespace.as_bytes())
@@ -71,6 +80,16 @@ fn hash_stored(hasher: &RandomState, stored: &Stored) -> u64 {
     let split = key.iter().position(|b| *b == b'/').unwrap_or(key.len());
     let (namespace, name) = key.split_at(split);
     hash_key(hasher, namespace, name.get(1..).unwrap_or_default())
+}
+
+/// The object in `table` with `stored`'s key.
+fn same_key<'a>(
+    table: &'a HashTable<Stored>,
+    hasher: &RandomState,
+    stored: &Stored,
+) -> Option<&'a Stored> {
+    let hash = hash_stored(hasher, stored);
+    table.find(hash, |other| other.key() == stored.key())
 }
 
 fn insert(table: &mut HashTable<Stored>, hasher: &RandomState, stored: Stored) {
@@ -225,9 +244,7 @@ impl<K: Resource<DynamicType = ()> + Serialize> Writer<K> {
             error!(kind = %K::kind(&()), error = %err, "cannot encode a watched object");
             return None;
         }
-        let meta = object.meta();
-        let namespace = meta.namespace.as_deref().unwrap_or_default();
-        let name = meta.name.as_deref().unwrap_or_default();
+        let (namespace, name) = names(object);
         let (Ok(size), Ok(key_len)) = (
             u32::try_from(json.len()),
             u16::try_from(namespace.len() + 1 + name.len()),
@@ -289,9 +306,7 @@ impl<K: Resource<DynamicType = ()> + Serialize> Writer<K> {
                 }
             }
             watcher::Event::Delete(object) => {
-                let meta = object.meta();
-                let namespace = meta.namespace.as_deref().unwrap_or_default();
-                let name = meta.name.as_deref().unwrap_or_default();
+                let (namespace, name) = names(object);
                 let mut objects = self.shelf.objects();
                 let hash = hash_key(&self.hasher, namespace.as_bytes(), name.as_bytes());
                 if let Ok(slot) = objects
@@ -316,31 +331,22 @@ impl<K: Resource<DynamicType = ()> + Serialize> Writer<K> {
                 if !std::mem::replace(&mut self.filled, true) {
                     return Vec::new();
                 }
-                let find = |table: &HashTable<Stored>, stored: &Stored| {
-                    let hash = hash_stored(&self.hasher, stored);
-                    table
-                        .find(hash, |other| other.key() == stored.key())
-                        .is_some_and(|other| {
-                            other.version().is_some() && other.version() == stored.version()
-                        })
-                };
-                let present = |table: &HashTable<Stored>, stored: &Stored| {
-                    let hash = hash_stored(&self.hasher, stored);
-                    table
-                        .find(hash, |other| other.key() == stored.key())
-                        .is_some()
+                let unchanged = |stored: &Stored| {
+                    same_key(&before, &self.hasher, stored).is_some_and(|was| {
+                        was.version().is_some() && was.version() == stored.version()
+                    })
                 };
                 let mut changed: Vec<Entry> = objects
                     .table
                     .iter()
-                    .filter(|stored| !find(&before, stored))
+                    .filter(|stored| !unchanged(stored))
                     .map(|stored| objects.entry(stored))
                     .collect();
                 changed.extend(
                     before
                         .iter()
-                        .filter(|stored| !present(&objects.table, stored))
-                        .map(|stored| objects.entry(stored)),
+                        .filter(|was| same_key(&objects.table, &self.hasher, was).is_none())
+                        .map(|was| objects.entry(was)),
                 );
                 return changed;
             }
