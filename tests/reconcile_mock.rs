@@ -670,6 +670,77 @@ async fn an_inference_service_without_url_gets_its_policy_but_no_credential_yet(
     );
 }
 
+/// `access` as created at `at` (the reconciles here run at [`ISSUED`]).
+fn created_at(access: InferenceAccess, at: &str) -> InferenceAccess {
+    let mut value = serde_json::to_value(&access).unwrap();
+    value["metadata"]["creationTimestamp"] = json!(at);
+    serde_json::from_value(value).unwrap()
+}
+
+fn policy_without_url_script() -> Vec<Exchange> {
+    vec![
+        expect("PATCH", format!("{}/client", base("sa")), echo("sa-uid")),
+        expect("POST", base("ap"), |b| (201, echo("ap-uid")(b).1)),
+    ]
+}
+
+#[tokio::test]
+async fn a_new_access_holds_its_first_report_while_kserve_is_about_to_answer() {
+    let young = created_at(default_access(), "2025-12-31T23:59:59.500Z");
+    let world = World::default().with(isvc(None));
+    let (result, sent) = run(&young, at_issue, &world, policy_without_url_script()).await;
+    let wakeup = requeue_secs(&result.unwrap());
+    assert!(
+        (1.0..=1.5).contains(&wakeup),
+        "looked at again when the 2 s grace ends, not {wakeup} s"
+    );
+    assert!(
+        !sent.writes().iter().any(|w| w.ends_with("/status")),
+        "no status: {:?}",
+        sent.writes()
+    );
+    assert!(
+        events(&sent).is_empty(),
+        "no Event yet: {:?}",
+        events(&sent)
+    );
+}
+
+#[tokio::test]
+async fn an_access_older_than_the_grace_reports_waiting_for_url() {
+    let older = created_at(default_access(), "2025-12-31T23:59:57Z");
+    let mut script = policy_without_url_script();
+    script.push(status_write());
+    let (result, status, sent) = failing(older, &World::default().with(isvc(None)), script).await;
+    assert!(result.is_ok());
+    assert_eq!(
+        condition(&status, "CredentialIssued")["reason"],
+        json!("WaitingForURL")
+    );
+    assert_eq!(events(&sent), ["PolicyApplied"]);
+}
+
+#[tokio::test]
+async fn a_new_access_reports_at_once_what_a_person_must_fix() {
+    let young = created_at(default_access(), "2025-12-31T23:59:59.500Z");
+    let (result, sent) = run_with(
+        &young,
+        at_issue,
+        World::default().with(isvc(None)).caches(false),
+        vec![
+            expect("PATCH", format!("{}/client", base("sa")), echo("sa-uid")),
+            status_write(),
+        ],
+    )
+    .await;
+    assert!(result.is_ok());
+    let status = sent.body("PATCH", &format!("{}/client/status", base("ia")));
+    assert_eq!(
+        condition(&status, "AccessPolicyReady")["reason"],
+        json!("IstioNotInstalled")
+    );
+}
+
 #[tokio::test]
 async fn missing_named_service_account_is_a_condition() {
     let access = access(

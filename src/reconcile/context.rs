@@ -9,6 +9,7 @@ use kube::Client;
 use super::backoff::Counter;
 use super::cache::Caches;
 use super::limits::Limits;
+use super::report::HeldEvents;
 use super::wakeups::Wakeups;
 use crate::gateway::client::GatewayClient;
 use crate::runtime::metrics::Metrics;
@@ -32,6 +33,8 @@ pub struct Context {
     pub caches: Caches,
     /// When each access is reconciled again.
     pub wakeups: Arc<Wakeups>,
+    /// The Events of first reports held back while KServe is about to answer.
+    pub held_events: HeldEvents,
 }
 
 impl Context {
@@ -59,6 +62,7 @@ impl Context {
             limits: Limits::default(),
             caches,
             wakeups: Arc::default(),
+            held_events: HeldEvents::default(),
         }
     }
 
@@ -78,5 +82,6 @@ impl Context {
         self.failures.forget(&key);
         self.verify_failures.forget(&key);
         self.wakeups.set(&key, None);
+        self.held_events.forget(&key);
     }
 }

@@ -40,6 +40,29 @@ pub fn of(plan: &Plan, outcomes: &Outcomes, credential_message: &str) -> Vec<Eve
     events
 }
 
+/// The Events of a pass whose report was held back ([`super::schedule::hold_first_report`]),
+/// told with the next report's: their changes join its Normal Event, keeping one Normal Event
+/// per report, most telling change first.
+pub fn merge(held: Vec<Event>, mut events: Vec<Event>) -> Vec<Event> {
+    for earlier in held {
+        let normal = events
+            .iter_mut()
+            .find(|e| e.type_ == EventType::Normal && earlier.type_ == EventType::Normal);
+        match (normal, earlier.note) {
+            (Some(event), Some(note)) => {
+                let joined = match event.note.take() {
+                    Some(now) => format!("{now}; {note}"),
+                    None => note,
+                };
+                event.note = Some(joined);
+            }
+            (Some(_), None) => {}
+            (None, note) => events.push(Event { note, ..earlier }),
+        }
+    }
+    events
+}
+
 /// One Normal Event naming every workload a renewal restarted, and why.
 fn restarts(plan: &Plan, outcomes: &Outcomes) -> Option<Event> {
     let consumers = outcomes.consumers.as_ref()?;
@@ -174,4 +197,56 @@ fn changes(plan: &Plan, outcomes: &Outcomes, credential_message: &str) -> Vec<Ev
         "Apply"
     };
     vec![event(EventType::Normal, reason, action, note)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn normal(reason: &str, note: &str) -> Event {
+        event(EventType::Normal, reason, "Apply", note.into())
+    }
+
+    fn told(events: &[Event]) -> Vec<(String, Option<String>)> {
+        events
+            .iter()
+            .map(|e| (e.reason.clone(), e.note.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn held_changes_join_the_next_normal_event_after_its_own() {
+        let held = vec![normal("PolicyApplied", "applied AuthorizationPolicy p")];
+        let now = vec![normal("CredentialIssued", "issued a token")];
+        assert_eq!(
+            told(&merge(held, now)),
+            [(
+                "CredentialIssued".to_owned(),
+                Some("issued a token; applied AuthorizationPolicy p".to_owned())
+            )]
+        );
+    }
+
+    #[test]
+    fn held_changes_are_told_alone_when_the_next_report_has_no_normal_event() {
+        let held = vec![normal("PolicyApplied", "applied AuthorizationPolicy p")];
+        let warning = event(
+            EventType::Warning,
+            "TokenRequestFailed",
+            "IssueCredential",
+            "refused".into(),
+        );
+        let merged = told(&merge(held, vec![warning]));
+        assert_eq!(
+            merged,
+            [
+                ("TokenRequestFailed".to_owned(), Some("refused".to_owned())),
+                (
+                    "PolicyApplied".to_owned(),
+                    Some("applied AuthorizationPolicy p".to_owned())
+                ),
+            ]
+        );
+        assert_eq!(told(&merge(Vec::new(), Vec::new())), []);
+    }
 }

@@ -133,6 +133,10 @@ async fn reconcile_access(
     let outcomes = run_steps(&applier, &plan, ctx, access, now).await;
     let checks = status::checks(&plan, &outcomes, now);
     let events = events::of(&plan, &outcomes, &checks.credential.message);
+    if let Some(wait) = schedule::hold_first_report(access, &outcomes, now) {
+        report::hold(ctx, access, events);
+        return Ok(Some(wait));
+    }
     let published = report::publish(ctx, &applier, access, &checks, events, now).await;
     report::count_minted(ctx, &plan, &outcomes);
     let next = schedule::next_wakeup(&plan, &outcomes, now);

@@ -5,16 +5,52 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use super::issue::IssueResult;
+use super::mesh::{AutoResult, MeshOutcome};
 use super::plan::Plan;
 use super::status::Outcomes;
 use super::target::TargetOutcome;
 use super::verify::VerifyOutcome;
+use crate::api::InferenceAccess;
 
 /// How long to wait before looking again at something outside the operator's watches (a named
 /// ServiceAccount, a foreign Secret in the way).
 pub const RECHECK_BLOCKED: Duration = Duration::from_secs(60);
 /// The first retry after a failed reconcile; doubled per consecutive failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
+
+/// How long a new access waits for its InferenceService's URL before it reports
+/// `WaitingForURL`. An InferenceService the access has just applied usually has its URL within
+/// moments; a report in between would cost every new access a status write and an Event for a
+/// state that lasts milliseconds, and its next pass (on KServe's status) writes both again.
+pub const FIRST_REPORT_GRACE: Duration = Duration::from_secs(2);
+
+/// `Some(wait)`: hold back this pass's report (status and Events) and look again after `wait`,
+/// because the access has never reported, is younger than [`FIRST_REPORT_GRACE`] and only
+/// waits for KServe's URL. Anything a person should act on is reported at once.
+pub fn hold_first_report(
+    access: &InferenceAccess,
+    outcomes: &Outcomes,
+    now: Timestamp,
+) -> Option<Duration> {
+    let waiting_for_url = outcomes
+        .issue
+        .as_ref()
+        .is_some_and(|i| matches!(i.result, IssueResult::WaitingForUrl { .. }));
+    let mesh_in_place = match &outcomes.mesh {
+        Some(MeshOutcome::PolicyReady { no_sidecar, .. }) => !no_sidecar,
+        Some(MeshOutcome::SidecarDisabled { .. } | MeshOutcome::Unmanaged { .. }) => true,
+        Some(MeshOutcome::Auto { result, .. }) => matches!(result, AutoResult::Applied { .. }),
+        _ => false,
+    };
+    if access.status.is_some() || !waiting_for_url || !mesh_in_place {
+        return None;
+    }
+    let created = access.metadata.creation_timestamp.as_ref()?.0;
+    let age = Duration::try_from(now.duration_since(created)).unwrap_or(Duration::ZERO);
+    FIRST_REPORT_GRACE
+        .checked_sub(age)
+        .filter(|wait| !wait.is_zero())
+}
 
 /// When to look again ([`super::wakeups`]): at the renewal time (jitter included), sooner
 /// while the probe fails, later while something outside the watches blocks the access, never
