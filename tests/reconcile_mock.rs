@@ -670,11 +670,11 @@ async fn an_inference_service_without_url_gets_its_policy_but_no_credential_yet(
     );
 }
 
-/// `access` as created at `at` (the reconciles here run at [`ISSUED`]).
-fn created_at(access: InferenceAccess, at: &str) -> InferenceAccess {
-    let mut value = serde_json::to_value(&access).unwrap();
-    value["metadata"]["creationTimestamp"] = json!(at);
-    serde_json::from_value(value).unwrap()
+/// An InferenceService without a URL, created at `at` (the reconciles here run at [`ISSUED`]).
+fn isvc_created_at(at: &str) -> World {
+    let mut model = isvc(None);
+    model["metadata"]["creationTimestamp"] = json!(at);
+    World::default().with(model)
 }
 
 fn policy_without_url_script() -> Vec<Exchange> {
@@ -686,13 +686,19 @@ fn policy_without_url_script() -> Vec<Exchange> {
 
 #[tokio::test]
 async fn a_new_access_holds_its_first_report_while_kserve_is_about_to_answer() {
-    let young = created_at(default_access(), "2025-12-31T23:59:59.500Z");
-    let world = World::default().with(isvc(None));
-    let (result, sent) = run(&young, at_issue, &world, policy_without_url_script()).await;
+    // The InferenceService the access has just applied: KServe has not answered yet.
+    let world = isvc_created_at("2025-12-31T23:59:59Z");
+    let (result, sent) = run(
+        &default_access(),
+        at_issue,
+        &world,
+        policy_without_url_script(),
+    )
+    .await;
     let wakeup = requeue_secs(&result.unwrap());
     assert!(
-        (1.0..=1.5).contains(&wakeup),
-        "looked at again when the 2 s grace ends, not {wakeup} s"
+        (0.9..=1.0).contains(&wakeup),
+        "looked at again when the 2 s grace ends, 1 s after the InferenceService's creation, not {wakeup} s"
     );
     assert!(
         !sent.writes().iter().any(|w| w.ends_with("/status")),
@@ -707,11 +713,11 @@ async fn a_new_access_holds_its_first_report_while_kserve_is_about_to_answer() {
 }
 
 #[tokio::test]
-async fn an_access_older_than_the_grace_reports_waiting_for_url() {
-    let older = created_at(default_access(), "2025-12-31T23:59:57Z");
+async fn an_inference_service_older_than_the_grace_is_reported_waiting_for_url() {
+    let older = isvc_created_at("2025-12-31T23:59:57Z");
     let mut script = policy_without_url_script();
     script.push(status_write());
-    let (result, status, sent) = failing(older, &World::default().with(isvc(None)), script).await;
+    let (result, status, sent) = failing(default_access(), &older, script).await;
     assert!(result.is_ok());
     assert_eq!(
         condition(&status, "CredentialIssued")["reason"],
@@ -722,11 +728,10 @@ async fn an_access_older_than_the_grace_reports_waiting_for_url() {
 
 #[tokio::test]
 async fn a_new_access_reports_at_once_what_a_person_must_fix() {
-    let young = created_at(default_access(), "2025-12-31T23:59:59.500Z");
     let (result, sent) = run_with(
-        &young,
+        &default_access(),
         at_issue,
-        World::default().with(isvc(None)).caches(false),
+        isvc_created_at("2025-12-31T23:59:59Z").caches(false),
         vec![
             expect("PATCH", format!("{}/client", base("sa")), echo("sa-uid")),
             status_write(),

@@ -18,15 +18,17 @@ pub const RECHECK_BLOCKED: Duration = Duration::from_secs(60);
 /// The first retry after a failed reconcile; doubled per consecutive failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
 
-/// How long a new access waits for its InferenceService's URL before it reports
-/// `WaitingForURL`. An InferenceService the access has just applied usually has its URL within
-/// moments; a report in between would cost every new access a status write and an Event for a
-/// state that lasts milliseconds, and its next pass (on KServe's status) writes both again.
+/// How long a new access waits for KServe to give a new InferenceService its URL before it
+/// reports `WaitingForURL`. KServe usually answers within moments of the InferenceService's
+/// creation; a report in between would cost every new access a status write and an Event for a
+/// state that lasts milliseconds, both written again by the pass that issues.
 pub const FIRST_REPORT_GRACE: Duration = Duration::from_secs(2);
 
 /// `Some(wait)`: hold back this pass's report (status and Events) and look again after `wait`,
-/// because the access has never reported, is younger than [`FIRST_REPORT_GRACE`] and only
-/// waits for KServe's URL. Anything a person should act on is reported at once.
+/// because the access has never reported and only waits for the URL of an InferenceService
+/// created less than [`FIRST_REPORT_GRACE`] ago (the grace runs from the InferenceService's
+/// creation, not the access's: behind a backlog, an access is older than the grace before its
+/// first pass applies its template). Anything a person should act on is reported at once.
 pub fn hold_first_report(
     access: &InferenceAccess,
     outcomes: &Outcomes,
@@ -45,7 +47,13 @@ pub fn hold_first_report(
     if access.status.is_some() || !waiting_for_url || !mesh_in_place {
         return None;
     }
-    let created = access.metadata.creation_timestamp.as_ref()?.0;
+    let created = outcomes
+        .target
+        .found()?
+        .metadata
+        .creation_timestamp
+        .as_ref()?
+        .0;
     let age = Duration::try_from(now.duration_since(created)).unwrap_or(Duration::ZERO);
     FIRST_REPORT_GRACE
         .checked_sub(age)
