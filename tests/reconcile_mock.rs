@@ -295,6 +295,11 @@ fn status_write() -> Exchange {
     )
 }
 
+/// The body of the status write the reconcile sent.
+fn status_written(sent: &Sent) -> Value {
+    sent.body("PATCH", &format!("{}/client/status", base("ia")))
+}
+
 /// The one apply of the credential Secret's data.
 fn secret_write() -> Exchange {
     expect(
@@ -390,7 +395,7 @@ async fn issue_first() -> Issued {
     .await;
     assert!(result.is_ok(), "{result:?}");
     let mut access = default_access();
-    let status = sent.body("PATCH", &format!("{}/client/status", base("ia")));
+    let status = status_written(&sent);
     access.status = Some(serde_json::from_value(status["status"].clone()).unwrap());
     let stored = |method: &str, path: String, uid: &str| {
         let mut body = sent.body(method, &path);
@@ -502,7 +507,7 @@ async fn first_issuance_sends_requests_in_order_and_writes_a_complete_secret() {
         })
     );
 
-    let status = sent.body("PATCH", &format!("{}/client/status", base("ia")));
+    let status = status_written(&sent);
     assert_eq!(status["status"]["tokenExpirationTime"], json!(EXPIRES));
     assert_eq!(
         status["status"]["renewalTime"],
@@ -568,7 +573,7 @@ async fn renewal_mints_a_new_token_and_rewrites_the_secret() {
     let secret = sent.body("PATCH", &format!("{}/client-credential", base("secret")));
     assert_eq!(decoded(&secret, "token"), "renewed.token.value");
     assert_eq!(decoded(&secret, "expires-at"), "2026-01-01T01:41:00Z");
-    let status = sent.body("PATCH", &format!("{}/client/status", base("ia")));
+    let status = status_written(&sent);
     assert_eq!(
         status["status"]["tokenExpirationTime"],
         json!("2026-01-01T01:41:00Z")
@@ -611,7 +616,7 @@ async fn a_changed_status_url_reaches_the_secret_without_a_new_token() {
         decoded(&secret, "predict-url"),
         "http://istio-ingressgateway.istio-system.svc.cluster.local/serving/kubeflow-user-example-com/sklearn-iris/v1/models/sklearn-iris:predict"
     );
-    let status = sent.body("PATCH", &format!("{}/client/status", base("ia")));
+    let status = status_written(&sent);
     assert_eq!(status["status"]["url"], json!(moved));
 }
 
@@ -621,7 +626,7 @@ async fn failing(
     script: Vec<Exchange>,
 ) -> (Result<Option<Duration>, String>, Value, Sent) {
     let (result, sent) = run(&access, at_issue, world, script).await;
-    let status = sent.body("PATCH", &format!("{}/client/status", base("ia")));
+    let status = status_written(&sent);
     (result, status, sent)
 }
 
@@ -739,7 +744,7 @@ async fn a_new_access_reports_at_once_what_a_person_must_fix() {
     )
     .await;
     assert!(result.is_ok());
-    let status = sent.body("PATCH", &format!("{}/client/status", base("ia")));
+    let status = status_written(&sent);
     assert_eq!(
         condition(&status, "AccessPolicyReady")["reason"],
         json!("IstioNotInstalled")
@@ -819,7 +824,7 @@ async fn without_istio_the_credential_still_works_and_the_policy_condition_says_
     )
     .await;
     assert!(result.is_ok());
-    let status = sent.body("PATCH", &format!("{}/client/status", base("ia")));
+    let status = status_written(&sent);
     assert_eq!(
         condition(&status, "AccessPolicyReady")["reason"],
         json!("IstioNotInstalled")

@@ -133,7 +133,7 @@ async fn reconcile_access(
     let outcomes = run_steps(&applier, &plan, ctx, access, now).await;
     let checks = status::checks(&plan, &outcomes, now);
     let events = events::of(&plan, &outcomes, &checks.credential.message);
-    if let Some(wait) = schedule::hold_first_report(access, &outcomes, now) {
+    if let Some(wait) = schedule::hold_first_report(access, &outcomes, &checks, now) {
         report::hold(ctx, access, events);
         return Ok(Some(wait));
     }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::conditions::{Checks, State, reason};
 use super::issue::IssueResult;
-use super::mesh::{AutoResult, MeshOutcome};
 use super::plan::Plan;
 use super::status::Outcomes;
 use super::target::TargetOutcome;
@@ -28,23 +28,17 @@ pub const FIRST_REPORT_GRACE: Duration = Duration::from_secs(2);
 /// because the access has never reported and only waits for the URL of an InferenceService
 /// created less than [`FIRST_REPORT_GRACE`] ago (the grace runs from the InferenceService's
 /// creation, not the access's: behind a backlog, an access is older than the grace before its
-/// first pass applies its template). Anything a person should act on is reported at once.
+/// first pass applies its template). Anything a person should act on is reported at once: the
+/// credential's check must say only `WaitingForURL`, and the policy's must hold.
 pub fn hold_first_report(
     access: &InferenceAccess,
     outcomes: &Outcomes,
+    checks: &Checks,
     now: Timestamp,
 ) -> Option<Duration> {
-    let waiting_for_url = outcomes
-        .issue
-        .as_ref()
-        .is_some_and(|i| matches!(i.result, IssueResult::WaitingForUrl { .. }));
-    let mesh_in_place = match &outcomes.mesh {
-        Some(MeshOutcome::PolicyReady { no_sidecar, .. }) => !no_sidecar,
-        Some(MeshOutcome::SidecarDisabled { .. } | MeshOutcome::Unmanaged { .. }) => true,
-        Some(MeshOutcome::Auto { result, .. }) => matches!(result, AutoResult::Applied { .. }),
-        _ => false,
-    };
-    if access.status.is_some() || !waiting_for_url || !mesh_in_place {
+    let only_waiting_for_url = checks.credential.reason == reason::WAITING_FOR_URL
+        && checks.access_policy.state == State::True;
+    if access.status.is_some() || !only_waiting_for_url {
         return None;
     }
     let created = outcomes
