@@ -236,9 +236,11 @@ async fn size(args: &Args, n: usize, dir: &std::path::Path) -> Result<Value> {
         .iter()
         .map(|(verb, count)| (verb, *count as f64 / n as f64))
         .collect();
-    let (rss, peak) = operator.rss()?;
+    let (rss_at_quiet, peak) = operator.rss()?;
+    let rss = operator.steady_rss().await?;
     let (restart, operator) = restart(&server, operator, n).await?;
-    let (rss_after_restart, _) = operator.rss()?;
+    let (rss_after_restart_at_quiet, _) = operator.rss()?;
+    let rss_after_restart = operator.steady_rss().await?;
     operator.stop()?;
 
     // The same server, the same run, no operator: the floor.
@@ -268,7 +270,9 @@ async fn size(args: &Args, n: usize, dir: &std::path::Path) -> Result<Value> {
         "requestsPerAccessTotal": requests.values().sum::<usize>() as f64 / n as f64,
         "operatorCpuSeconds": cpu.as_secs_f64(),
         "rssMiB": {"idle": mib(idle_rss), "converged": mib(rss), "peak": mib(peak),
-            "afterRestart": mib(rss_after_restart)},
+            "afterRestart": mib(rss_after_restart),
+            "convergedAtQuiet": mib(rss_at_quiet),
+            "afterRestartAtQuiet": mib(rss_after_restart_at_quiet)},
         "readyzSecondsEmpty": readyz_empty.as_secs_f64(),
         "restart": restart,
         "bareClient": {"seconds": bare.as_secs_f64(),
@@ -303,10 +307,10 @@ fn kubectl() -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
-/// Operator RSS once quiet, after the memory the settling left behind is measured twice.
+/// Operator RSS once the cluster is quiet and the memory has stopped falling.
 async fn quiet_rss(server: &Server, operator: &Operator) -> Result<u64> {
     server.settle(Duration::from_secs(2)).await;
-    Ok(operator.rss()?.0)
+    operator.steady_rss().await
 }
 
 async fn crowded(args: &Args, dir: &std::path::Path) -> Result<Value> {

@@ -270,6 +270,26 @@ impl Operator {
         Ok((field("VmRSS:"), field("VmHWM:")))
     }
 
+    /// Resident memory once it has stopped falling, in bytes. The allocator hands freed pages
+    /// back over about a second, from a background thread (.cargo/config.toml): a reading taken
+    /// the moment the cluster goes quiet still counts pages it is about to return.
+    pub async fn steady_rss(&self) -> Result<u64> {
+        const STEP: Duration = Duration::from_millis(250);
+        // Four readings in a row (a second) that fall by less than this count as steady.
+        const SLACK: u64 = 256 * 1024;
+        const GIVE_UP: Duration = Duration::from_secs(10);
+        let started = Instant::now();
+        let (mut last, _) = self.rss()?;
+        let mut still = 0;
+        while still < 4 && started.elapsed() < GIVE_UP {
+            tokio::time::sleep(STEP).await;
+            let (now, _) = self.rss()?;
+            still = if now + SLACK < last { 0 } else { still + 1 };
+            last = now;
+        }
+        Ok(last)
+    }
+
     /// CPU time used so far (user + system), from `/proc/PID/stat`.
     pub fn cpu(&self) -> Result<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
