@@ -201,18 +201,70 @@ pub async fn bare_client(
     Ok(started.elapsed())
 }
 
+/// The bare client in the shape of the operator's burst: the accesses are created as
+/// `create_accesses` creates them, and `concurrency` workers send each one's seven requests as
+/// soon as its create has returned, in that order. create→done of each, sorted: a floor under
+/// the operator's create→Ready, which also waits for KServe's URL.
+pub async fn bare_burst(
+    client: &Client,
+    prefix: &str,
+    count: usize,
+    concurrency: usize,
+) -> Result<Vec<Duration>> {
+    let (created, queue) = futures::channel::mpsc::unbounded();
+    // The queue ends when this block has sent every create and dropped `created`.
+    let create = async move {
+        futures::stream::iter(0..count)
+            .map(|i| {
+                let created = created.clone();
+                async move {
+                    let ns = namespace_of(prefix, i);
+                    let object = access(&ns, i, &Value::Null)?;
+                    let at = Instant::now();
+                    let access = Api::<InferenceAccess>::namespaced(client.clone(), &ns)
+                        .create(&PostParams::default(), &object)
+                        .await?;
+                    created
+                        .unbounded_send((ns, i, access.meta().uid.clone(), at))
+                        .map_err(|_| "the bare client's workers stopped")?;
+                    Result::<()>::Ok(())
+                }
+            })
+            .buffer_unordered(CREATE_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await
+    };
+    let work = queue
+        .map(
+            |(ns, i, uid, at): (String, usize, Option<String>, Instant)| async move {
+                bare_requests(client.clone(), ns, i, uid).await?;
+                Result::<Duration>::Ok(at.elapsed())
+            },
+        )
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<Duration>>();
+    let (_, mut latencies) = futures::try_join!(create, work)?;
+    latencies.sort();
+    Ok(latencies)
+}
+
 async fn bare_access(client: Client, ns: String, i: usize) -> Result<()> {
+    let access = Api::<InferenceAccess>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &access(&ns, i, &Value::Null)?)
+        .await?;
+    bare_requests(client, ns, i, access.meta().uid.clone()).await
+}
+
+/// The seven requests of access `a-{i}` in `ns`, whose uid is `uid`.
+async fn bare_requests(client: Client, ns: String, i: usize, uid: Option<String>) -> Result<()> {
     let apply = PatchParams::apply("bare-client").force();
     let name = format!("a-{i}");
     let model = format!("m-{i}");
     let secret_name = format!("{name}-credential");
     let accesses = Api::<InferenceAccess>::namespaced(client.clone(), &ns);
-    let access = accesses
-        .create(&PostParams::default(), &access(&ns, i, &Value::Null)?)
-        .await?;
     let owner = json!([{
         "apiVersion": "inference-access.io/v1alpha1", "kind": "InferenceAccess", "name": name,
-        "uid": access.meta().uid, "controller": true, "blockOwnerDeletion": true,
+        "uid": uid, "controller": true, "blockOwnerDeletion": true,
     }]);
     let labels = json!({"app.kubernetes.io/managed-by": "bare-client", "bench/access": name});
     // 1. the InferenceService

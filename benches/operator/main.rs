@@ -217,6 +217,7 @@ async fn size(args: &Args, n: usize, dir: &std::path::Path) -> Result<Value> {
     for ns in namespaces("bench", n)
         .into_iter()
         .chain(namespaces("bare", n))
+        .chain(namespaces("bare-burst", n))
     {
         namespace(&server.client, &ns).await?;
     }
@@ -245,6 +246,7 @@ async fn size(args: &Args, n: usize, dir: &std::path::Path) -> Result<Value> {
 
     // The same server, the same run, no operator: the floor.
     let bare = load::bare_client(&server.client, "bare", n, 8).await?;
+    let bare_burst = load::bare_burst(&server.client, "bare-burst", n, 8).await?;
     let kubectl = match kubectl() {
         Some(kubectl) => {
             let sample = args.kubectl_sample.min(n);
@@ -276,7 +278,11 @@ async fn size(args: &Args, n: usize, dir: &std::path::Path) -> Result<Value> {
         "readyzSecondsEmpty": readyz_empty.as_secs_f64(),
         "restart": restart,
         "bareClient": {"seconds": bare.as_secs_f64(),
-            "ratio": bare.as_secs_f64() / to_ready.as_secs_f64()},
+            "ratio": bare.as_secs_f64() / to_ready.as_secs_f64(),
+            "burstCreateToDoneMs": {
+                "p50": percentile(&bare_burst, 50.0).as_secs_f64() * 1e3,
+                "p99": percentile(&bare_burst, 99.0).as_secs_f64() * 1e3,
+            }},
         "kubectl": kubectl,
     }))
 }
