@@ -203,14 +203,16 @@ pub async fn bare_client(
 
 /// The bare client in the shape of the operator's burst: the accesses are created as
 /// `create_accesses` creates them, and `concurrency` workers send each one's seven requests as
-/// soon as its create has returned, in that order. create→done of each, sorted: a floor under
-/// the operator's create→Ready, which also waits for KServe's URL.
+/// soon as its create has returned, in that order. The time until the last is done, and
+/// create→done of each, sorted: a floor under the operator's create→Ready, which also waits for
+/// KServe's URL.
 pub async fn bare_burst(
     client: &Client,
     prefix: &str,
     count: usize,
     concurrency: usize,
-) -> Result<Vec<Duration>> {
+) -> Result<(Duration, Vec<Duration>)> {
+    let started = Instant::now();
     let (created, queue) = futures::channel::mpsc::unbounded();
     // The queue ends when this block has sent every create and dropped `created`.
     let create = async move {
@@ -245,7 +247,7 @@ pub async fn bare_burst(
         .try_collect::<Vec<Duration>>();
     let (_, mut latencies) = futures::try_join!(create, work)?;
     latencies.sort();
-    Ok(latencies)
+    Ok((started.elapsed(), latencies))
 }
 
 async fn bare_access(client: Client, ns: String, i: usize) -> Result<()> {

@@ -22,7 +22,7 @@ fn by_verb(v: &Value) -> String {
 
 pub fn table(results: &Value) -> String {
     let mut out = String::new();
-    out.push_str("| accesses | s to all Ready | create→Ready p50 / p99 (bare client) | requests per access | writes on restart (tokens minted) | /readyz after restart | operator RSS idle → converged | × bare client | × kubectl path |\n");
+    out.push_str("| accesses | s to all Ready | create→Ready p50 / p99 (bare client) | requests per access | writes on restart (tokens minted) | /readyz after restart | operator RSS idle → converged | × bare client (in the burst's shape) | × kubectl path |\n");
     out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for s in results["sizes"].as_array().into_iter().flatten() {
         let kubectl = if s["kubectl"].is_null() {
@@ -32,13 +32,13 @@ pub fn table(results: &Value) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {:.1} | {:.0} / {:.0} ms ({:.0} / {:.0}) | {:.1}: {} | {} ({}) | {:.2} s | {:.0} → {:.0} MiB | {:.2} | {} |",
+            "| {} | {:.1} | {:.0} / {:.0} ms ({:.0} / {:.0}) | {:.1}: {} | {} ({}) | {:.2} s | {:.0} → {:.0} MiB | {:.2} ({:.2}) | {} |",
             s["accesses"],
             f(&s["secondsToAllReady"]),
             f(&s["createToReadyMs"]["p50"]),
             f(&s["createToReadyMs"]["p99"]),
-            f(&s["bareClient"]["burstCreateToDoneMs"]["p50"]),
-            f(&s["bareClient"]["burstCreateToDoneMs"]["p99"]),
+            f(&s["bareClient"]["burst"]["createToDoneMs"]["p50"]),
+            f(&s["bareClient"]["burst"]["createToDoneMs"]["p99"]),
             f(&s["requestsPerAccessTotal"]),
             by_verb(&s["requestsPerAccess"]),
             s["restart"]["writes"],
@@ -47,6 +47,7 @@ pub fn table(results: &Value) -> String {
             f(&s["rssMiB"]["idle"]),
             f(&s["rssMiB"]["converged"]),
             f(&s["bareClient"]["ratio"]),
+            f(&s["bareClient"]["burst"]["ratio"]),
             kubectl,
         );
     }
