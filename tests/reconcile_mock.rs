@@ -733,22 +733,27 @@ async fn an_inference_service_older_than_the_grace_is_reported_waiting_for_url()
 
 #[tokio::test]
 async fn a_new_access_reports_at_once_what_a_person_must_fix() {
-    let (result, sent) = run_with(
-        &default_access(),
-        at_issue,
-        isvc_created_at("2025-12-31T23:59:59Z").caches(false),
+    without_istio(
+        isvc_created_at("2025-12-31T23:59:59Z"),
         vec![
             expect("PATCH", format!("{}/client", base("sa")), echo("sa-uid")),
             status_write(),
         ],
     )
     .await;
+}
+
+/// Reconciles the default access where AuthorizationPolicies are not served: the status it
+/// writes says why the policy is missing. That status, and what was sent.
+async fn without_istio(world: World, script: Vec<Exchange>) -> (Value, Sent) {
+    let (result, sent) = run_with(&default_access(), at_issue, world.caches(false), script).await;
     assert!(result.is_ok());
     let status = status_written(&sent);
     assert_eq!(
         condition(&status, "AccessPolicyReady")["reason"],
         json!("IstioNotInstalled")
     );
+    (status, sent)
 }
 
 #[tokio::test]
@@ -816,19 +821,7 @@ async fn without_istio_the_credential_still_works_and_the_policy_condition_says_
     let mut script = first_issuance_script();
     script.truncate(4);
     script.push(status_write());
-    let (result, sent) = run_with(
-        &default_access(),
-        at_issue,
-        ready_model().caches(false),
-        script,
-    )
-    .await;
-    assert!(result.is_ok());
-    let status = status_written(&sent);
-    assert_eq!(
-        condition(&status, "AccessPolicyReady")["reason"],
-        json!("IstioNotInstalled")
-    );
+    let (status, sent) = without_istio(ready_model(), script).await;
     assert_eq!(
         condition(&status, "CredentialIssued")["status"],
         json!("True")

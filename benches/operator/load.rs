@@ -165,22 +165,31 @@ pub async fn create_accesses(
     extra: &Value,
 ) -> Result<HashMap<String, Instant>> {
     let sent = futures::stream::iter(range)
-        .map(|i| {
-            let client = client.clone();
-            async move {
-                let ns = namespace_of(prefix, i);
-                let object = access(&ns, i, extra)?;
-                let at = Instant::now();
-                Api::<InferenceAccess>::namespaced(client, &ns)
-                    .create(&PostParams::default(), &object)
-                    .await?;
-                Result::<(String, Instant)>::Ok((format!("{ns}/a-{i}"), at))
-            }
+        .map(|i| async move {
+            let (ns, _, at) = create_access(client, prefix, i, extra).await?;
+            Result::<(String, Instant)>::Ok((format!("{ns}/a-{i}"), at))
         })
         .buffer_unordered(CREATE_CONCURRENCY)
         .try_collect()
         .await?;
     Ok(sent)
+}
+
+/// Creates access `i` of `prefix`: its namespace, the access as created, and when the create
+/// was sent.
+async fn create_access(
+    client: &Client,
+    prefix: &str,
+    i: usize,
+    extra: &Value,
+) -> Result<(String, InferenceAccess, Instant)> {
+    let ns = namespace_of(prefix, i);
+    let object = access(&ns, i, extra)?;
+    let at = Instant::now();
+    let created = Api::<InferenceAccess>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &object)
+        .await?;
+    Ok((ns, created, at))
 }
 
 /// What it takes without an operator: the seven requests one access needs, sent by a client
@@ -194,7 +203,7 @@ pub async fn bare_client(
 ) -> Result<Duration> {
     let started = Instant::now();
     futures::stream::iter(0..count)
-        .map(|i| bare_access(client.clone(), namespace_of(prefix, i), i))
+        .map(|i| bare_access(client.clone(), prefix, i))
         .buffer_unordered(concurrency)
         .try_collect::<Vec<()>>()
         .await?;
@@ -220,12 +229,7 @@ pub async fn bare_burst(
             .map(|i| {
                 let created = created.clone();
                 async move {
-                    let ns = namespace_of(prefix, i);
-                    let object = access(&ns, i, &Value::Null)?;
-                    let at = Instant::now();
-                    let access = Api::<InferenceAccess>::namespaced(client.clone(), &ns)
-                        .create(&PostParams::default(), &object)
-                        .await?;
+                    let (ns, access, at) = create_access(client, prefix, i, &Value::Null).await?;
                     created
                         .unbounded_send((ns, i, access.meta().uid.clone(), at))
                         .map_err(|_| "the bare client's workers stopped")?;
@@ -250,10 +254,8 @@ pub async fn bare_burst(
     Ok((started.elapsed(), latencies))
 }
 
-async fn bare_access(client: Client, ns: String, i: usize) -> Result<()> {
-    let access = Api::<InferenceAccess>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &access(&ns, i, &Value::Null)?)
-        .await?;
+async fn bare_access(client: Client, prefix: &str, i: usize) -> Result<()> {
+    let (ns, access, _) = create_access(&client, prefix, i, &Value::Null).await?;
     bare_requests(client, ns, i, access.meta().uid.clone()).await
 }
 
