@@ -18,7 +18,7 @@ mod load;
 mod report;
 mod world;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -149,7 +149,7 @@ async fn burst(
     prefix: &str,
     range: std::ops::Range<usize>,
     extra: &Value,
-) -> Result<(Duration, Vec<Duration>)> {
+) -> Result<Burst> {
     let mut ready = ReadyWatch::start(&server.client).await?;
     let count = range.len();
     let started = Instant::now();
@@ -157,12 +157,109 @@ async fn burst(
     ready.wait_for(count).await?;
     let ready_at = ready.ready_at();
     let last = ready_at.values().max().copied().unwrap_or(started);
-    let mut latencies: Vec<Duration> = sent
-        .iter()
-        .filter_map(|(key, at)| Some(ready_at.get(key)?.saturating_duration_since(*at)))
+    let accesses = sent
+        .into_iter()
+        .filter_map(|(key, at)| Some((key.clone(), (at, *ready_at.get(&key)?))))
         .collect();
-    latencies.sort();
-    Ok((last.saturating_duration_since(started), latencies))
+    Ok(Burst {
+        took: last.saturating_duration_since(started),
+        accesses,
+    })
+}
+
+struct Burst {
+    /// From the first create sent to the last access seen Ready.
+    took: Duration,
+    /// By `namespace/name`: when the access's create was sent and when it was seen Ready.
+    accesses: HashMap<String, (Instant, Instant)>,
+}
+
+impl Burst {
+    /// create→Ready of every access, sorted.
+    fn latencies(&self) -> Vec<Duration> {
+        let mut latencies: Vec<Duration> = self
+            .accesses
+            .values()
+            .map(|(sent, ready)| ready.saturating_duration_since(*sent))
+            .collect();
+        latencies.sort();
+        latencies
+    }
+}
+
+/// Where create→Ready goes, from the server's request log: per access, the create until the
+/// operator's first write (the InferenceService), then its ServiceAccount, then its
+/// TokenRequest (the policy, KServe's URL and the Secret come between), then the status that
+/// says Ready, then the bench's watch seeing it. p50 and p99 of each step, and the steps of
+/// the slowest access.
+fn phases(server: &Server, mark: u64, burst: &Burst) -> Value {
+    const STEPS: [&str; 5] = [
+        "toFirstWrite",
+        "toServiceAccount",
+        "toTokenRequest",
+        "toReadyStatus",
+        "toSeenReady",
+    ];
+    let log = server.plane.requests();
+    let started = log.started();
+    let caller = world::operator_caller();
+    // By access key: the first InferenceService, ServiceAccount, TokenRequest and status write.
+    let mut writes: HashMap<String, [Option<Instant>; 4]> = HashMap::new();
+    for r in log.since(mark) {
+        let (Some(ns), Some(name)) = (&r.namespace, &r.name) else {
+            continue;
+        };
+        if r.caller != caller || !r.is_write() {
+            continue;
+        }
+        let (slot, access) = match (r.resource.as_str(), r.subresource.as_deref()) {
+            ("inferenceservices", None) => (0, name.replacen("m-", "a-", 1)),
+            ("serviceaccounts", None) => (1, name.clone()),
+            ("serviceaccounts", Some("token")) => (2, name.clone()),
+            ("inferenceaccesses", Some("status")) => (3, name.clone()),
+            _ => continue,
+        };
+        let key = format!("{ns}/{access}");
+        let at = writes.entry(key).or_insert([None; 4]);
+        at[slot].get_or_insert(started + r.at);
+    }
+    let mut steps: Vec<(Duration, [Duration; 5])> = burst
+        .accesses
+        .iter()
+        .filter_map(|(key, (sent, ready))| {
+            let [isvc, sa, token, status] = *writes.get(key)?;
+            let [isvc, sa, token, status] = [isvc?, sa?, token?, status?];
+            let points = [*sent, isvc, sa, token, status, *ready];
+            let mut step = [Duration::ZERO; 5];
+            for (i, pair) in points.windows(2).enumerate() {
+                step[i] = pair[1].saturating_duration_since(pair[0]);
+            }
+            Some((ready.saturating_duration_since(*sent), step))
+        })
+        .collect();
+    steps.sort_by_key(|(total, _)| *total);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut out = serde_json::Map::new();
+    for (i, name) in STEPS.iter().enumerate() {
+        let mut of_step: Vec<Duration> = steps.iter().map(|(_, s)| s[i]).collect();
+        of_step.sort();
+        out.insert(
+            (*name).to_owned(),
+            json!({"p50": ms(percentile(&of_step, 50.0)), "p99": ms(percentile(&of_step, 99.0))}),
+        );
+    }
+    if let Some((total, slowest)) = steps.last() {
+        let by_step: serde_json::Map<String, Value> = STEPS
+            .iter()
+            .zip(slowest)
+            .map(|(name, d)| ((*name).to_owned(), json!(ms(*d))))
+            .collect();
+        out.insert(
+            "slowest".to_owned(),
+            json!({"totalMs": ms(*total), "steps": by_step}),
+        );
+    }
+    out.into()
 }
 
 /// Restarts the operator over converged accesses: /readyz time, then (once every access has
@@ -226,7 +323,9 @@ async fn size(args: &Args, n: usize, dir: &std::path::Path) -> Result<Value> {
     let (idle_rss, _) = operator.rss()?;
     let mark = server.plane.requests().mark();
     let cpu_before = operator.cpu()?;
-    let (to_ready, latencies) = burst(&server, "bench", 0..n, &Value::Null).await?;
+    let burst = burst(&server, "bench", 0..n, &Value::Null).await?;
+    let (to_ready, latencies) = (burst.took, burst.latencies());
+    let phases = phases(&server, mark, &burst);
     server.settle(Duration::from_secs(1)).await;
     let cpu = operator.cpu()?.saturating_sub(cpu_before);
     let requests = server.operator_requests(mark);
@@ -267,6 +366,7 @@ async fn size(args: &Args, n: usize, dir: &std::path::Path) -> Result<Value> {
             "p50": percentile(&latencies, 50.0).as_secs_f64() * 1e3,
             "p99": percentile(&latencies, 99.0).as_secs_f64() * 1e3,
             "max": latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+            "steps": phases,
         },
         "requestsPerAccess": per_access,
         "requestsPerAccessTotal": requests.values().sum::<usize>() as f64 / n as f64,
@@ -297,7 +397,8 @@ fn trace(server: &Server, mark: u64, namespace: &str) {
     for r in server.plane.requests().since(mark) {
         if r.caller == caller && r.namespace.as_deref() == Some(namespace) {
             eprintln!(
-                "  {} {}{} {} -> {}",
+                "  {:>9.3} ms {} {}{} {} -> {}",
+                r.at.as_secs_f64() * 1e3,
                 r.verb,
                 r.resource,
                 r.subresource.map(|s| format!("/{s}")).unwrap_or_default(),
@@ -385,7 +486,7 @@ async fn storm(args: &Args, dir: &std::path::Path) -> Result<Value> {
     let renew_before = Duration::from_secs(600).saturating_sub(args.storm_due_after);
     let spec = json!({"token": {"duration": "10m", "renewBefore": format!("{}s", renew_before.as_secs())}});
     let started = Instant::now();
-    let (issued_in, _) = burst(&server, "storm", 0..n, &spec).await?;
+    let issued_in = burst(&server, "storm", 0..n, &spec).await?.took;
     let accesses = Api::<InferenceAccess>::all(server.client.clone());
     let first = expiries(&accesses).await?;
     // The operator's request rate, second by second, until every credential was renewed.

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -22,6 +23,9 @@ pub struct Request {
     pub caller: String,
     /// HTTP status code of the response (200 for a watch that started).
     pub code: u16,
+    /// When the response was ready (a watch: when it started), since the log was created;
+    /// lets a benchmark see where the time of a burst goes.
+    pub at: Duration,
 }
 
 impl Request {
@@ -52,6 +56,7 @@ struct Record {
     name: Option<Box<str>>,
     caller: Arc<str>,
     code: u16,
+    at: Duration,
 }
 
 impl Record {
@@ -66,6 +71,7 @@ impl Record {
             name: self.name.as_deref().map(str::to_string),
             caller: self.caller.to_string(),
             code: self.code,
+            at: self.at,
         }
     }
 }
@@ -88,9 +94,18 @@ impl Log {
     }
 }
 
-#[derive(Default)]
 pub struct RequestLog {
     inner: Mutex<Log>,
+    started: Instant,
+}
+
+impl Default for RequestLog {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            started: Instant::now(),
+        }
+    }
 }
 
 impl RequestLog {
@@ -110,6 +125,7 @@ impl RequestLog {
             name: r.name.map(String::into_boxed_str),
             caller: g.intern(&r.caller),
             code: r.code,
+            at: self.started.elapsed(),
         };
         g.next_seq += 1;
         g.records.push(record);
@@ -145,6 +161,11 @@ impl RequestLog {
 
     pub fn clear(&self) {
         self.log().records.clear();
+    }
+
+    /// When the log was created: what each request's `at` counts from.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// A position to compare later requests against.

@@ -335,6 +335,7 @@ async fn route(
         name: target.name.clone(),
         caller: user.name.clone(),
         code: 0,
+        at: std::time::Duration::ZERO, // stamped by the log
     };
     let result = serve_resource(shared, req, &q, &user, &target, verb).await;
     record.code = match &result {
