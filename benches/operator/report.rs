@@ -51,6 +51,35 @@ pub fn table(results: &Value) -> String {
             kubectl,
         );
     }
+    let steps = [
+        ("toFirstWrite", "to the operator's first write"),
+        ("toServiceAccount", "ServiceAccount"),
+        ("toTokenRequest", "TokenRequest (KServe's URL before it)"),
+        ("toReadyStatus", "Ready status"),
+        ("toSeenReady", "seen Ready"),
+    ];
+    for s in results["sizes"].as_array().into_iter().flatten() {
+        let at = &s["createToReadyMs"]["steps"];
+        if at.is_null() {
+            continue;
+        }
+        let shown: Vec<String> = steps
+            .iter()
+            .map(|(key, name)| {
+                format!(
+                    "{name} {:.0} / {:.0}",
+                    f(&at[key]["p50"]),
+                    f(&at[key]["p99"])
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "\ncreate→Ready of {} step by step, p50 / p99 ms: {}.",
+            s["accesses"],
+            shown.join(", ")
+        );
+    }
     let c = &results["crowded"];
     if !c.is_null() {
         let _ = writeln!(
