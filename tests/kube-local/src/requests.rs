@@ -188,3 +188,46 @@ impl RequestLog {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(verb: &str) -> Request {
+        Request {
+            seq: 0,
+            verb: verb.to_string(),
+            group: String::new(),
+            resource: "secrets".to_string(),
+            subresource: None,
+            namespace: Some("ns".to_string()),
+            name: Some("s".to_string()),
+            caller: "admin".to_string(),
+            code: 200,
+            at: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn each_request_is_stamped_in_order_after_the_log_started() {
+        let log = RequestLog::default();
+        let mark = log.mark();
+        log.record(request("create"));
+        let between = log.started().elapsed();
+        log.record(request("patch"));
+        let recorded = log.since(mark);
+        assert_eq!(recorded.len(), 2);
+        assert!(
+            recorded[0].at <= between,
+            "stamped when recorded, not later"
+        );
+        assert!(
+            recorded[1].at >= between,
+            "stamped when recorded, not earlier"
+        );
+        assert_eq!(
+            recorded.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [mark, mark + 1]
+        );
+    }
+}
