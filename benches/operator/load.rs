@@ -50,6 +50,11 @@ pub fn access(namespace: &str, i: usize, extra: &Value) -> Result<InferenceAcces
     Ok(serde_json::from_value(value)?)
 }
 
+/// The access that templates InferenceService `model` (`m-7` for `a-7`), as [`access`] names them.
+pub fn access_of_model(model: &str) -> String {
+    model.replacen("m-", "a-", 1)
+}
+
 fn model_spec() -> Value {
     json!({"predictor": {"model": {
         "modelFormat": {"name": "sklearn"},

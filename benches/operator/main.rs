@@ -213,7 +213,7 @@ fn phases(server: &Server, mark: u64, burst: &Burst) -> Value {
             continue;
         }
         let (slot, access) = match (r.resource.as_str(), r.subresource.as_deref()) {
-            ("inferenceservices", None) => (0, name.replacen("m-", "a-", 1)),
+            ("inferenceservices", None) => (0, load::access_of_model(name)),
             ("serviceaccounts", None) => (1, name.clone()),
             ("serviceaccounts", Some("token")) => (2, name.clone()),
             ("inferenceaccesses", Some("status")) => (3, name.clone()),

@@ -310,29 +310,6 @@ fn runnable(
 /// parses dates and durations), no maps, embedded resources or int-or-strings, and no
 /// property name it escapes (reserved words, `_`, `.`, `-`, `/`).
 fn converts_plainly(node: &Value) -> bool {
-    const RESERVED: [&str; 21] = [
-        "true",
-        "false",
-        "null",
-        "in",
-        "as",
-        "break",
-        "const",
-        "continue",
-        "else",
-        "for",
-        "function",
-        "if",
-        "import",
-        "let",
-        "loop",
-        "package",
-        "namespace",
-        "return",
-        "var",
-        "void",
-        "while",
-    ];
     let special = [
         "format",
         "x-kubernetes-embedded-resource",
@@ -349,7 +326,7 @@ fn converts_plainly(node: &Value) -> bool {
     let properties = node.get("properties").and_then(Value::as_object);
     properties.into_iter().flatten().all(|(name, child)| {
         name.chars().all(|c| c.is_ascii_alphanumeric())
-            && !RESERVED.contains(&name.as_str())
+            && !crate::cel_rules::RESERVED.contains(&name.as_str())
             && converts_plainly(child)
     }) && node.get("items").is_none_or(converts_plainly)
 }

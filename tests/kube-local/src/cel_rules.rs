@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::error::FieldError;
 
 /// CEL's reserved words: as field names the API server exposes them as `__word__` only.
-const RESERVED: [&str; 21] = [
+pub(crate) const RESERVED: [&str; 21] = [
     "true",
     "false",
     "null",
