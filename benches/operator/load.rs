@@ -162,17 +162,29 @@ impl Drop for ReadyWatch {
     }
 }
 
-/// Creates `count` accesses (CREATE_CONCURRENCY at a time); when each create was sent.
+/// When an access's create was sent, and when the API server's answer came back.
+#[derive(Clone, Copy)]
+pub struct Created {
+    pub sent: Instant,
+    pub answered: Instant,
+}
+
+/// Creates `count` accesses (CREATE_CONCURRENCY at a time); when each create was sent and
+/// answered.
 pub async fn create_accesses(
     client: &Client,
     prefix: &str,
     range: std::ops::Range<usize>,
     extra: &Value,
-) -> Result<HashMap<String, Instant>> {
+) -> Result<HashMap<String, Created>> {
     let sent = futures::stream::iter(range)
         .map(|i| async move {
-            let (ns, _, at) = create_access(client, prefix, i, extra).await?;
-            Result::<(String, Instant)>::Ok((format!("{ns}/a-{i}"), at))
+            let (ns, _, sent) = create_access(client, prefix, i, extra).await?;
+            let created = Created {
+                sent,
+                answered: Instant::now(),
+            };
+            Result::<(String, Created)>::Ok((format!("{ns}/a-{i}"), created))
         })
         .buffer_unordered(CREATE_CONCURRENCY)
         .try_collect()

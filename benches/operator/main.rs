@@ -27,7 +27,7 @@ use inference_access::api::InferenceAccess;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
-use load::{ReadyWatch, create_accesses, namespaces, percentile};
+use load::{Created, ReadyWatch, create_accesses, namespaces, percentile};
 use world::{Operator, Result, Server, mib, namespace};
 
 #[derive(Parser, Debug, Clone)]
@@ -159,7 +159,7 @@ async fn burst(
     let last = ready_at.values().max().copied().unwrap_or(started);
     let accesses = sent
         .into_iter()
-        .filter_map(|(key, at)| Some((key.clone(), (at, *ready_at.get(&key)?))))
+        .filter_map(|(key, created)| Some((key.clone(), (created, *ready_at.get(&key)?))))
         .collect();
     Ok(Burst {
         took: last.saturating_duration_since(started),
@@ -170,8 +170,9 @@ async fn burst(
 struct Burst {
     /// From the first create sent to the last access seen Ready.
     took: Duration,
-    /// By `namespace/name`: when the access's create was sent and when it was seen Ready.
-    accesses: HashMap<String, (Instant, Instant)>,
+    /// By `namespace/name`: when the access's create was sent and answered, and when it was
+    /// seen Ready.
+    accesses: HashMap<String, (Created, Instant)>,
 }
 
 impl Burst {
@@ -180,7 +181,7 @@ impl Burst {
         let mut latencies: Vec<Duration> = self
             .accesses
             .values()
-            .map(|(sent, ready)| ready.saturating_duration_since(*sent))
+            .map(|(created, ready)| ready.saturating_duration_since(created.sent))
             .collect();
         latencies.sort();
         latencies
@@ -188,12 +189,14 @@ impl Burst {
 }
 
 /// Where create→Ready goes, from the server's request log: per access, the create until the
-/// operator's first write (the InferenceService), then its ServiceAccount, then its
+/// API server answered it, then until the operator's first write (the InferenceService), then
+/// its ServiceAccount, then its
 /// TokenRequest (the policy, KServe's URL and the Secret come between), then the status that
 /// says Ready, then the bench's watch seeing it. p50 and p99 of each step, and the steps of
 /// the slowest access.
 fn phases(server: &Server, mark: u64, burst: &Burst) -> Value {
-    const STEPS: [&str; 5] = [
+    const STEPS: [&str; 6] = [
+        "toCreated",
         "toFirstWrite",
         "toServiceAccount",
         "toTokenRequest",
@@ -223,18 +226,26 @@ fn phases(server: &Server, mark: u64, burst: &Burst) -> Value {
         let at = writes.entry(key).or_insert([None; 4]);
         at[slot].get_or_insert(started + r.at);
     }
-    let mut steps: Vec<(Duration, [Duration; 5])> = burst
+    let mut steps: Vec<(Duration, [Duration; 6])> = burst
         .accesses
         .iter()
-        .filter_map(|(key, (sent, ready))| {
+        .filter_map(|(key, (created, ready))| {
             let [isvc, sa, token, status] = *writes.get(key)?;
             let [isvc, sa, token, status] = [isvc?, sa?, token?, status?];
-            let points = [*sent, isvc, sa, token, status, *ready];
-            let mut step = [Duration::ZERO; 5];
+            let points = [
+                created.sent,
+                created.answered,
+                isvc,
+                sa,
+                token,
+                status,
+                *ready,
+            ];
+            let mut step = [Duration::ZERO; 6];
             for (i, pair) in points.windows(2).enumerate() {
                 step[i] = pair[1].saturating_duration_since(pair[0]);
             }
-            Some((ready.saturating_duration_since(*sent), step))
+            Some((ready.saturating_duration_since(created.sent), step))
         })
         .collect();
     steps.sort_by_key(|(total, _)| *total);

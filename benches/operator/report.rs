@@ -52,7 +52,8 @@ pub fn table(results: &Value) -> String {
         );
     }
     let steps = [
-        ("toFirstWrite", "to the operator's first write"),
+        ("toCreated", "the create answered"),
+        ("toFirstWrite", "the operator's first write"),
         ("toServiceAccount", "ServiceAccount"),
         ("toTokenRequest", "TokenRequest (KServe's URL before it)"),
         ("toReadyStatus", "Ready status"),
