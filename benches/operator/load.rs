@@ -179,11 +179,7 @@ pub async fn create_accesses(
 ) -> Result<HashMap<String, Created>> {
     let sent = futures::stream::iter(range)
         .map(|i| async move {
-            let (ns, _, sent) = create_access(client, prefix, i, extra).await?;
-            let created = Created {
-                sent,
-                answered: Instant::now(),
-            };
+            let (ns, _, created) = create_access(client, prefix, i, extra).await?;
             Result::<(String, Created)>::Ok((format!("{ns}/a-{i}"), created))
         })
         .buffer_unordered(CREATE_CONCURRENCY)
@@ -193,20 +189,21 @@ pub async fn create_accesses(
 }
 
 /// Creates access `i` of `prefix`: its namespace, the access as created, and when the create
-/// was sent.
+/// was sent and answered.
 async fn create_access(
     client: &Client,
     prefix: &str,
     i: usize,
     extra: &Value,
-) -> Result<(String, InferenceAccess, Instant)> {
+) -> Result<(String, InferenceAccess, Created)> {
     let ns = namespace_of(prefix, i);
     let object = access(&ns, i, extra)?;
-    let at = Instant::now();
+    let sent = Instant::now();
     let created = Api::<InferenceAccess>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &object)
         .await?;
-    Ok((ns, created, at))
+    let answered = Instant::now();
+    Ok((ns, created, Created { sent, answered }))
 }
 
 /// What it takes without an operator: the seven requests one access needs, sent by a client
@@ -248,7 +245,7 @@ pub async fn bare_burst(
                 async move {
                     let (ns, access, at) = create_access(client, prefix, i, &Value::Null).await?;
                     created
-                        .unbounded_send((ns, i, access.meta().uid.clone(), at))
+                        .unbounded_send((ns, i, access.meta().uid.clone(), at.sent))
                         .map_err(|_| "the bare client's workers stopped")?;
                     Result::<()>::Ok(())
                 }

@@ -190,10 +190,9 @@ impl Burst {
 
 /// Where create→Ready goes, from the server's request log: per access, the create until the
 /// API server answered it, then until the operator's first write (the InferenceService), then
-/// its ServiceAccount, then its
-/// TokenRequest (the policy, KServe's URL and the Secret come between), then the status that
-/// says Ready, then the bench's watch seeing it. p50 and p99 of each step, and the steps of
-/// the slowest access.
+/// its ServiceAccount, then its TokenRequest (the policy, KServe's URL and the Secret come
+/// between), then the status that says Ready, then the bench's watch seeing it. p50 and p99 of
+/// each step, and the steps of the slowest access.
 fn phases(server: &Server, mark: u64, burst: &Burst) -> Value {
     const STEPS: [&str; 6] = [
         "toCreated",
