@@ -63,7 +63,7 @@ bench: tools ## Control-plane figures (tests/kube-local/README.md), then the ope
 	$(CARGO) run --release -p kube-local --example bench
 	$(CARGO) bench -p inference-access --bench operator -- --out docs/performance
 
-bench-smoke: ## The operator benchmark at a small size (what CI runs; figures into target/operator-bench/)
+bench-smoke: ## The operator benchmark at a small size (about 2.5 min; not part of make test; figures into target/operator-bench/)
 	$(CARGO) bench -p inference-access --bench operator -- --smoke
 
 image: ## Build the image from the Dockerfile with docker, podman, nerdctl or buildah (IMAGE=name:tag); says why not without one

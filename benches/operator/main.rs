@@ -194,14 +194,6 @@ impl Burst {
 /// between), then the status that says Ready, then the bench's watch seeing it. p50 and p99 of
 /// each step, and the steps of the slowest access.
 fn phases(server: &Server, mark: u64, burst: &Burst) -> Value {
-    const STEPS: [&str; 6] = [
-        "toCreated",
-        "toFirstWrite",
-        "toServiceAccount",
-        "toTokenRequest",
-        "toReadyStatus",
-        "toSeenReady",
-    ];
     let log = server.plane.requests();
     let started = log.started();
     let caller = world::operator_caller();
@@ -225,7 +217,7 @@ fn phases(server: &Server, mark: u64, burst: &Burst) -> Value {
         let at = writes.entry(key).or_insert([None; 4]);
         at[slot].get_or_insert(started + r.at);
     }
-    let mut steps: Vec<(Duration, [Duration; 6])> = burst
+    let mut steps: Vec<(Duration, [Duration; report::STEPS.len()])> = burst
         .accesses
         .iter()
         .filter_map(|(key, (created, ready))| {
@@ -240,7 +232,7 @@ fn phases(server: &Server, mark: u64, burst: &Burst) -> Value {
                 status,
                 *ready,
             ];
-            let mut step = [Duration::ZERO; 6];
+            let mut step = [Duration::ZERO; report::STEPS.len()];
             for (i, pair) in points.windows(2).enumerate() {
                 step[i] = pair[1].saturating_duration_since(pair[0]);
             }
@@ -250,7 +242,7 @@ fn phases(server: &Server, mark: u64, burst: &Burst) -> Value {
     steps.sort_by_key(|(total, _)| *total);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let mut out = serde_json::Map::new();
-    for (i, name) in STEPS.iter().enumerate() {
+    for (i, (name, _)) in report::STEPS.iter().enumerate() {
         let mut of_step: Vec<Duration> = steps.iter().map(|(_, s)| s[i]).collect();
         of_step.sort();
         out.insert(
@@ -259,8 +251,9 @@ fn phases(server: &Server, mark: u64, burst: &Burst) -> Value {
         );
     }
     if let Some((total, slowest)) = steps.last() {
-        let by_step: serde_json::Map<String, Value> = STEPS
+        let by_step: serde_json::Map<String, Value> = report::STEPS
             .iter()
+            .map(|(name, _)| name)
             .zip(slowest)
             .map(|(name, d)| ((*name).to_owned(), json!(ms(*d))))
             .collect();

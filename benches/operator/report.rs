@@ -20,6 +20,17 @@ fn by_verb(v: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// create→Ready's steps in order: their key in `createToReadyMs.steps`, and how the table names
+/// them.
+pub const STEPS: [(&str, &str); 6] = [
+    ("toCreated", "the create answered"),
+    ("toFirstWrite", "the operator's first write"),
+    ("toServiceAccount", "ServiceAccount"),
+    ("toTokenRequest", "TokenRequest (KServe's URL before it)"),
+    ("toReadyStatus", "Ready status"),
+    ("toSeenReady", "seen Ready"),
+];
+
 pub fn table(results: &Value) -> String {
     let mut out = String::new();
     out.push_str("| accesses | s to all Ready | create→Ready p50 / p99 (bare client) | requests per access | writes on restart (tokens minted) | /readyz after restart | operator RSS idle → converged | × bare client (in the burst's shape) | × kubectl path |\n");
@@ -51,20 +62,12 @@ pub fn table(results: &Value) -> String {
             kubectl,
         );
     }
-    let steps = [
-        ("toCreated", "the create answered"),
-        ("toFirstWrite", "the operator's first write"),
-        ("toServiceAccount", "ServiceAccount"),
-        ("toTokenRequest", "TokenRequest (KServe's URL before it)"),
-        ("toReadyStatus", "Ready status"),
-        ("toSeenReady", "seen Ready"),
-    ];
     for s in results["sizes"].as_array().into_iter().flatten() {
         let at = &s["createToReadyMs"]["steps"];
         if at.is_null() {
             continue;
         }
-        let shown: Vec<String> = steps
+        let shown: Vec<String> = STEPS
             .iter()
             .map(|(key, name)| {
                 format!(
